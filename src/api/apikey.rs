@@ -1,0 +1,267 @@
+//! `TwilioApiKey`: a Twilio API key whose credentials the operator keeps in a Secret.
+//!
+//! Contract: the spec says which key should exist, where its credentials go and when it rotates;
+//! the status is the operator's record of the live key, the retiring ones and the schedule, so
+//! that a restarted operator reaches the same decisions. Admission rules live on the types below.
+
+use super::{LocalRef, conditions_schema, duration_schema, grace_shorter_than_every_rule, min_duration_rule};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A Twilio API key, written to a Secret in this namespace and rotated without downtime.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "twilio.operator.dev",
+    version = "v1alpha1",
+    kind = "TwilioApiKey",
+    namespaced,
+    status = "TwilioApiKeyStatus",
+    shortname = "twkey",
+    category = "twilio",
+    doc = "A Twilio API key managed by twilio-operator. Its SID and secret are written to a Secret; annotate the object with twilio.operator.dev/rotate=<any new value> to rotate it now.",
+    printcolumn(name = "Key SID", type_ = "string", json_path = ".status.keySid", description = "SID of the current key"),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName", description = "Secret holding the credentials"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the key is live and published"),
+    printcolumn(name = "Next rotation", type_ = "date", json_path = ".status.nextRotationAt", description = "When the key rotates next"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("!(has(self.subaccountRef) && has(self.credentialsRef))")
+    .message("spec.subaccountRef and spec.credentialsRef are mutually exclusive: keys in a TwilioSubaccount use that subaccount's credentials")
+    .field_path(".credentialsRef")
+    .reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("has(self.subaccountRef) == has(oldSelf.subaccountRef) && (!has(self.subaccountRef) || self.subaccountRef.name == oldSelf.subaccountRef.name)")
+    .message("spec.subaccountRef is immutable: a key cannot move between accounts; create a new TwilioApiKey instead")
+    .field_path(".subaccountRef")
+    .reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("self.keyType == 'Restricted' ? has(self.permissions) : !has(self.permissions)")
+    .message("spec.permissions is required when keyType is Restricted (1 to 100 entries) and must be omitted when keyType is Standard")
+    .field_path(".permissions"))]
+#[serde(rename_all = "camelCase")]
+pub struct TwilioApiKeySpec {
+    /// Display name of the key at Twilio, 1 to 64 characters. Defaults to "<namespace>/<name>".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub friendly_name: Option<String>,
+
+    /// A TwilioSubaccount in this namespace to create the key in. The key waits (condition
+    /// SubaccountNotReady) until that subaccount is Ready. Immutable; not allowed together with
+    /// credentialsRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subaccount_ref: Option<LocalRef>,
+
+    /// Secret in this namespace holding the credentials of the account to create the key in:
+    /// TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_ACCOUNT_SID with TWILIO_API_KEY and
+    /// TWILIO_API_SECRET of a Main key. When neither this nor subaccountRef is set, the
+    /// operator's own credentials are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<LocalRef>,
+
+    /// Standard (default) keys can use every Twilio API except account and key management.
+    /// Restricted keys can use only the APIs listed in permissions. Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("spec.keyType is immutable: create a new TwilioApiKey to change the key type"))]
+    pub key_type: KeyType,
+
+    /// Twilio permissions of a Restricted key, such as /twilio/messaging/messages/create. Required
+    /// (1 to 100 entries) when keyType is Restricted, forbidden otherwise. Changing the list
+    /// updates the key's policy in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 8, max = 256), pattern(r"^/twilio/[^\s]+$")))]
+    pub permissions: Option<Vec<String>>,
+
+    /// The Secret the key's credentials are written to. Defaults to a Secret named after this
+    /// object with the keys TWILIO_ACCOUNT_SID, TWILIO_API_KEY and TWILIO_API_SECRET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<ApiKeySecret>,
+
+    /// Scheduled rotation. When absent the key rotates only on demand (annotation
+    /// twilio.operator.dev/rotate) or when its Secret is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+
+    /// Workloads in this namespace to roll whenever the key changes, so that pods reading the
+    /// Secret through environment variables pick up the new key. Each rolls once per new key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "name"]))]
+    pub restart_workloads: Vec<WorkloadRef>,
+
+    /// What happens at Twilio when this object is deleted. Delete (default) revokes the current
+    /// and retiring keys; Retain leaves them valid.
+    #[serde(default)]
+    pub deletion_policy: KeyDeletionPolicy,
+}
+
+/// Kind of Twilio API key.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyType {
+    #[default]
+    Standard,
+    Restricted,
+}
+
+/// What to do at Twilio when the TwilioApiKey is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyDeletionPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+/// The Secret that receives the key's credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySecret {
+    /// Name of the Secret, a DNS-1123 subdomain. Defaults to metadata.name. The operator creates
+    /// and owns it; it never overwrites a Secret it did not create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
+    pub name: Option<String>,
+
+    /// Labels copied onto the Secret. app.kubernetes.io/managed-by is always set by the operator.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("!('app.kubernetes.io/managed-by' in self)")
+        .message("secret.labels must not set app.kubernetes.io/managed-by: the operator sets it to mark the Secrets it owns"))]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations copied onto the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Names of the Secret's data keys, to match what the consuming application reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<SecretKeys>,
+}
+
+/// Names of the data keys in the key's Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.accountSid != self.apiKey && self.accountSid != self.apiSecret && self.apiKey != self.apiSecret")
+    .message("secret.keys must name three different data keys"))]
+pub struct SecretKeys {
+    /// Data key holding the account SID. Defaults to TWILIO_ACCOUNT_SID.
+    #[serde(default = "default_account_sid_key")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub account_sid: String,
+    /// Data key holding the API key SID. Defaults to TWILIO_API_KEY.
+    #[serde(default = "default_api_key_key")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub api_key: String,
+    /// Data key holding the API key secret. Defaults to TWILIO_API_SECRET.
+    #[serde(default = "default_api_secret_key")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub api_secret: String,
+}
+
+impl Default for SecretKeys {
+    fn default() -> Self {
+        Self {
+            account_sid: default_account_sid_key(),
+            api_key: default_api_key_key(),
+            api_secret: default_api_secret_key(),
+        }
+    }
+}
+
+fn default_account_sid_key() -> String {
+    "TWILIO_ACCOUNT_SID".to_owned()
+}
+fn default_api_key_key() -> String {
+    "TWILIO_API_KEY".to_owned()
+}
+fn default_api_secret_key() -> String {
+    "TWILIO_API_SECRET".to_owned()
+}
+
+/// Scheduled rotation of the key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = grace_shorter_than_every_rule())]
+pub struct Rotation {
+    /// How often to rotate, counted from the key's creation, as a duration such as "720h"
+    /// (30 days). At least 1h. A small per-object jitter spreads keys that share a period.
+    #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = min_duration_rule("rotation.every", "1h"))]
+    pub every: String,
+
+    /// How long the previous key stays valid after a rotation, so that every consumer has picked
+    /// up the new one, such as "1h". Defaults to 1h; 0s revokes at once; must be shorter than
+    /// every.
+    #[serde(default = "super::subaccount::default_grace_period")]
+    #[schemars(schema_with = "duration_schema")]
+    pub grace_period: String,
+}
+
+/// A workload to roll when the key changes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// Kind of the workload: Deployment, StatefulSet or DaemonSet.
+    pub kind: WorkloadKind,
+    /// Name of the workload, in this namespace.
+    #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
+    pub name: String,
+}
+
+/// Kinds of workload the operator can roll.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// The operator's record of the key at Twilio.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwilioApiKeyStatus {
+    /// SID of the account the key belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_sid: Option<String>,
+
+    /// SID of the current key, the one in the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sid: Option<String>,
+
+    /// Name of the Secret holding the current key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+
+    /// When the current key was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_created_at: Option<Time>,
+
+    /// When the current key is due to rotate, if rotation is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<Time>,
+
+    /// Previous keys that still work until their revokeAt, so consumers can move over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring_keys: Vec<RetiringKey>,
+
+    /// The value of the twilio.operator.dev/rotate annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_request: Option<String>,
+
+    /// Current state of the object; the Ready condition summarises it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+
+    /// The metadata.generation the status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A previous key that stays valid until revokeAt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringKey {
+    /// SID of the previous key.
+    pub sid: String,
+    /// When the operator revokes it.
+    pub revoke_at: Time,
+}

@@ -1,0 +1,81 @@
+//! The `twilio.operator.dev/v1alpha1` API: the two custom resources and the types they share.
+//!
+//! Contract: every rule a user can break is enforced by the apiserver at admission, through the
+//! OpenAPI schema (types, enums, patterns, lengths) or CEL (`x-kubernetes-validations`), and each
+//! rule's message names the field and says how to fix it. The Rust side may therefore assume
+//! admitted objects are well formed; it still parses durations itself and reports failures as
+//! conditions rather than panicking, because objects can predate a schema change.
+
+pub mod apikey;
+pub mod duration;
+pub mod subaccount;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+pub use apikey::{TwilioApiKey, TwilioApiKeySpec, TwilioApiKeyStatus};
+pub use subaccount::{TwilioSubaccount, TwilioSubaccountSpec, TwilioSubaccountStatus};
+
+/// API group of both kinds.
+pub const GROUP: &str = "twilio.operator.dev";
+/// API version of both kinds.
+pub const VERSION: &str = "v1alpha1";
+
+/// A DNS-1123 subdomain, the shape of every object name in Kubernetes.
+pub(crate) const DNS1123_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A reference to another object in the same namespace. Cross-namespace references are not
+/// offered on purpose: they would let one tenant borrow another tenant's Twilio credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct LocalRef {
+    /// Name of the object, in the same namespace as this one.
+    #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
+    pub name: String,
+}
+
+/// Status conditions, merged by `type` so server-side apply keeps one entry per type.
+pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    let map = schema.ensure_object();
+    map.insert("x-kubernetes-list-type".into(), "map".into());
+    map.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema
+}
+
+/// A Go-style duration string (`"720h"`, `"90m"`, `"1h30m"`), as used across Kubernetes APIs.
+/// The pattern admits only non-negative durations, which is what every duration here means.
+pub(crate) fn duration_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 64,
+        "pattern": duration::PATTERN,
+    })
+}
+
+/// CEL that is true when `expr` is a well-formed duration. Rules guard `duration()` with it so a
+/// malformed string is reported once, by the schema pattern, instead of as a CEL runtime error.
+fn cel_is_duration(expr: &str) -> String {
+    format!("{expr}.matches(r'{}')", duration::PATTERN)
+}
+
+/// A field-level rule: the duration is at least `min`.
+pub(crate) fn min_duration_rule(field: &str, min: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!(
+        "!{} || duration(self) >= duration('{min}')",
+        cel_is_duration("self")
+    ))
+    .message(kube::core::Message::Message(format!("{field} must be at least {min}")))
+}
+
+/// An object-level rule for `{every, gracePeriod}` schedules: the grace period is shorter.
+pub(crate) fn grace_shorter_than_every_rule() -> kube::core::Rule {
+    kube::core::Rule::new(format!(
+        "!{} || !{} || duration(self.gracePeriod) < duration(self.every)",
+        cel_is_duration("self.every"),
+        cel_is_duration("self.gracePeriod")
+    ))
+    .message("gracePeriod must be shorter than every: the old credential must be gone before the next rotation")
+    .field_path(".gracePeriod")
+}

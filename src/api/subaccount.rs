@@ -1,0 +1,175 @@
+//! `TwilioSubaccount`: a Twilio subaccount held as a Kubernetes object.
+//!
+//! Contract: the spec says what should exist at Twilio; the status records what the operator
+//! observed there. Admission rules live on the types below; [`TwilioSubaccountSpec`] carries
+//! the object-level ones (immutability of `sid`, `authTokenRotation` needing `secret`).
+
+use super::{LocalRef, conditions_schema, duration_schema, grace_shorter_than_every_rule, min_duration_rule};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Twilio subaccount: a tenancy boundary with its own usage, billing and credentials, created
+/// under (or adopted from) the parent account whose credentials the operator uses.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "twilio.operator.dev",
+    version = "v1alpha1",
+    kind = "TwilioSubaccount",
+    namespaced,
+    status = "TwilioSubaccountStatus",
+    shortname = "twsub",
+    category = "twilio",
+    doc = "A Twilio subaccount managed by twilio-operator. Deleting the object applies spec.deletionPolicy; the default, Retain, leaves the subaccount untouched at Twilio.",
+    printcolumn(name = "SID", type_ = "string", json_path = ".status.sid", description = "The subaccount's SID"),
+    printcolumn(name = "Twilio status", type_ = "string", json_path = ".status.twilioStatus", description = "Status as Twilio reports it"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the subaccount matches its spec"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("!has(oldSelf.sid) || (has(self.sid) && self.sid == oldSelf.sid)")
+    .message("spec.sid is immutable once set: to manage a different subaccount, create a new TwilioSubaccount")
+    .field_path(".sid")
+    .reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("!has(self.authTokenRotation) || has(self.secret)")
+    .message("spec.authTokenRotation needs spec.secret: the rotated auth token is published there")
+    .field_path(".authTokenRotation")
+    .reason(Reason::FieldValueRequired))]
+#[serde(rename_all = "camelCase")]
+pub struct TwilioSubaccountSpec {
+    /// Display name at Twilio, 1 to 64 characters. Defaults to "<namespace>/<name>". Changing it
+    /// renames the subaccount at Twilio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub friendly_name: Option<String>,
+
+    /// Desired status at Twilio: Active or Suspended. A suspended subaccount cannot send traffic or
+    /// authenticate, but keeps its phone numbers (which are still billed).
+    #[serde(default)]
+    pub state: SubaccountState,
+
+    /// SID of an existing subaccount to adopt instead of creating one (AC followed by 32 lowercase
+    /// hex digits). It must be a subaccount of the account whose credentials the operator uses.
+    /// Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^AC[0-9a-f]{32}$"))]
+    pub sid: Option<String>,
+
+    /// Secret in this namespace holding the parent account's credentials: TWILIO_ACCOUNT_SID with
+    /// TWILIO_AUTH_TOKEN, or TWILIO_ACCOUNT_SID with TWILIO_API_KEY and TWILIO_API_SECRET of a Main
+    /// key. When absent, the operator's own credentials are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<LocalRef>,
+
+    /// What happens at Twilio when this object is deleted. Retain (default) leaves the subaccount
+    /// as it is; Suspend suspends it; Close closes it, which is IRREVERSIBLE: Twilio releases its
+    /// phone numbers, a closed subaccount can never be reopened, and its data is deleted 30 days
+    /// later.
+    #[serde(default)]
+    pub deletion_policy: SubaccountDeletionPolicy,
+
+    /// Publish the subaccount's own credentials (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN) in a
+    /// Secret in this namespace, owned by this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SubaccountSecret>,
+
+    /// Rotate the subaccount's auth token on a schedule, using Twilio's secondary-token flow: the
+    /// new token is published in spec.secret for gracePeriod before it is promoted and the old one
+    /// stops working. Requires spec.secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token_rotation: Option<AuthTokenRotation>,
+}
+
+/// Desired status of the subaccount at Twilio.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SubaccountState {
+    #[default]
+    Active,
+    Suspended,
+}
+
+/// What to do at Twilio when the TwilioSubaccount is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SubaccountDeletionPolicy {
+    #[default]
+    Retain,
+    Suspend,
+    Close,
+}
+
+/// Where to publish the subaccount's own credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubaccountSecret {
+    /// Name of the Secret, a DNS-1123 subdomain. The operator creates it and owns it; it never
+    /// overwrites a Secret it did not create.
+    #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
+    pub name: String,
+}
+
+/// Schedule for auth token rotation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = grace_shorter_than_every_rule())]
+pub struct AuthTokenRotation {
+    /// How often to rotate, as a duration such as "2160h" (90 days). At least 24h.
+    #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = min_duration_rule("authTokenRotation.every", "24h"))]
+    pub every: String,
+
+    /// How long the new token is published before it is promoted and the old token stops
+    /// working, such as "1h". Defaults to 1h; must be shorter than every.
+    #[serde(default = "default_grace_period")]
+    #[schemars(schema_with = "duration_schema")]
+    pub grace_period: String,
+}
+
+pub(crate) fn default_grace_period() -> String {
+    "1h".to_owned()
+}
+
+/// What the operator observed at Twilio.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwilioSubaccountStatus {
+    /// SID of the subaccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+
+    /// SID of the parent account that owns the subaccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_account_sid: Option<String>,
+
+    /// Display name as Twilio reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friendly_name: Option<String>,
+
+    /// Status as Twilio reports it: active, suspended or closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twilio_status: Option<String>,
+
+    /// Month-to-date spend of the subaccount, refreshed at most every 15 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<SubaccountUsage>,
+
+    /// Current state of the object; the Ready condition summarises it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+
+    /// The metadata.generation the status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Month-to-date usage from Twilio's usage records (category totalprice).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubaccountUsage {
+    /// Total price so far this month, as the decimal string Twilio reports.
+    pub month_to_date: String,
+    /// Currency of monthToDate, lowercase as Twilio reports it (for example usd).
+    pub currency: String,
+    /// When the figure was read from Twilio.
+    pub observed_at: Time,
+}

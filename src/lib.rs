@@ -1,0 +1,10 @@
+//! twilio-operator: Twilio subaccounts and API keys as Kubernetes objects.
+//!
+//! The crate is a library so that the binaries (the operator, `crdgen`) and the integration
+//! tests share one definition of every type.
+
+pub mod api;
+pub mod crds;
+
+/// Finalizer held on every object whose Twilio side must be cleaned up before it goes.
+pub const FINALIZER: &str = "twilio.operator.dev/finalizer";

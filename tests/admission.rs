@@ -1,0 +1,303 @@
+//! The v1alpha1 contract as the real kube-apiserver enforces it: the CRDs install and become
+//! Established, the contract's examples are admitted, `kubectl explain` teaches the API, and every
+//! admission rule rejects a bad object with a message that names the field.
+
+mod support;
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use support::cluster;
+
+fn resource(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("twilio.operator.dev", "v1alpha1", kind))
+}
+
+fn api(client: Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client, ns, &resource(kind))
+}
+
+fn object(kind: &str, name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "twilio.operator.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("valid DynamicObject")
+}
+
+/// The apiserver's message for a rejected write, or a panic if the write was accepted.
+fn rejection(result: kube::Result<DynamicObject>, what: &str) -> String {
+    match result {
+        Ok(_) => panic!("{what}: the apiserver accepted an object it must reject"),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{what}: expected 422 Invalid, got {status:?}");
+            status.message
+        }
+        Err(other) => panic!("{what}: unexpected error {other}"),
+    }
+}
+
+fn assert_mentions(message: &str, what: &str, fragments: &[&str]) {
+    for fragment in fragments {
+        assert!(message.contains(fragment), "{what}: message {message:?} lacks {fragment:?}");
+    }
+}
+
+/// Creating `kind` with `spec` fails, and the message contains every fragment.
+async fn rejects_create(ns: &str, kind: &str, spec: Value, fragments: &[&str]) {
+    let what = format!("create {kind} with {spec}");
+    let result = api(cluster().admin(), ns, kind)
+        .create(&PostParams::default(), &object(kind, "bad", spec))
+        .await;
+    assert_mentions(&rejection(result, &what), &what, fragments);
+}
+
+/// Creating `kind` with `before` succeeds, then changing the spec to `after` fails with every
+/// fragment in the message.
+async fn rejects_update(ns: &str, kind: &str, name: &str, before: Value, after: Value, fragments: &[&str]) {
+    let api = api(cluster().admin(), ns, kind);
+    api.create(&PostParams::default(), &object(kind, name, before.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("create {kind} {name} with {before}: {e}"));
+    let what = format!("update {kind} {name} from {before} to {after}");
+    let result = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": after})))
+        .await;
+    assert_mentions(&rejection(result, &what), &what, fragments);
+}
+
+async fn accepts(ns: &str, obj: DynamicObject) -> DynamicObject {
+    let kind = obj.types.as_ref().expect("typed").kind.clone();
+    let name = obj.metadata.name.clone().expect("named");
+    api(cluster().admin(), ns, &kind)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("the apiserver rejected {kind} {name}: {e}"))
+}
+
+#[test]
+fn committed_crds_match_the_rust_types() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let rendered = twilio_operator::crds::rendered();
+    for (file, yaml) in &rendered {
+        let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        assert!(committed == *yaml, "crds/{file} is stale: run `cargo run --bin crdgen` and commit the result");
+    }
+    let committed_files = std::fs::read_dir(&root).expect("crds/").count();
+    assert_eq!(committed_files, rendered.len(), "crds/ holds files the types do not generate");
+}
+
+#[tokio::test]
+async fn control_plane_starts_within_budget() {
+    let cp = cluster();
+    // The figure is printed by the harness; this bound catches a harness that regresses badly.
+    assert!(cp.startup.as_secs() < 20, "control plane took {:?} to start", cp.startup);
+}
+
+#[tokio::test]
+async fn contract_examples_are_admitted_with_defaults() {
+    let ns = cluster().namespace("examples").await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for file in ["twiliosubaccount.yaml", "twilioapikey.yaml", "twilioapikey-minimal.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("read example");
+        let obj: DynamicObject = serde_saphyr::from_str(&text).expect("parse example");
+        accepts(&ns, obj).await;
+    }
+    let minimal = api(cluster().admin(), &ns, "TwilioApiKey").get("notifier").await.expect("get notifier");
+    let spec = &minimal.data["spec"];
+    assert_eq!(spec["keyType"], "Standard", "keyType defaults to Standard: {spec}");
+    assert_eq!(spec["deletionPolicy"], "Delete", "deletionPolicy defaults to Delete: {spec}");
+    let sub = api(cluster().admin(), &ns, "TwilioSubaccount").get("team-a").await.expect("get team-a");
+    assert_eq!(sub.data["spec"]["state"], "Active");
+    let bare = accepts(&ns, object("TwilioSubaccount", "bare", json!({}))).await;
+    assert_eq!(bare.data["spec"]["deletionPolicy"], "Retain", "subaccounts default to Retain");
+    let rotating = accepts(&ns, object("TwilioApiKey", "rotating", json!({"rotation": {"every": "24h"}}))).await;
+    assert_eq!(rotating.data["spec"]["rotation"]["gracePeriod"], "1h", "gracePeriod defaults to 1h");
+}
+
+#[tokio::test]
+async fn kinds_are_listed_under_the_twilio_category_and_short_names() {
+    let cp = cluster();
+    let ns = cp.namespace("category").await;
+    accepts(&ns, object("TwilioSubaccount", "listed", json!({}))).await;
+    accepts(&ns, object("TwilioApiKey", "listed", json!({}))).await;
+    let all = cp.run_tool("kubectl", &["get", "twilio", "-n", &ns, "-o", "name"]);
+    assert!(all.contains("twiliosubaccount.twilio.operator.dev/listed"), "{all}");
+    assert!(all.contains("twilioapikey.twilio.operator.dev/listed"), "{all}");
+    let table = cp.run_tool("kubectl", &["get", "twkey", "-n", &ns]);
+    for column in ["KEY SID", "SECRET", "READY", "NEXT ROTATION", "AGE"] {
+        assert!(table.contains(column), "twkey table lacks column {column}: {table}");
+    }
+    let table = cp.run_tool("kubectl", &["get", "twsub", "-n", &ns]);
+    for column in ["SID", "TWILIO STATUS", "READY", "AGE"] {
+        assert!(table.contains(column), "twsub table lacks column {column}: {table}");
+    }
+}
+
+#[tokio::test]
+async fn kubectl_explain_teaches_the_api() {
+    let cp = cluster();
+    let spec = cp.run_tool("kubectl", &["explain", "twiliosubaccount.spec"]);
+    for text in ["deletionPolicy", "IRREVERSIBLE", "authTokenRotation", "adopt"] {
+        assert!(spec.contains(text), "explain twiliosubaccount.spec lacks {text:?}:\n{spec}");
+    }
+    let rotation = cp.run_tool("kubectl", &["explain", "twilioapikey.spec.rotation"]);
+    for text in ["every", "gracePeriod", "At least 1h", "shorter than"] {
+        assert!(rotation.contains(text), "explain twilioapikey.spec.rotation lacks {text:?}:\n{rotation}");
+    }
+    // Every field of both kinds carries a description, so each `kubectl explain` path has text.
+    for crd in twilio_operator::crds::all() {
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
+        assert_every_field_described(&schema["openAPIV3Schema"]["properties"]["spec"], "spec");
+        assert_every_field_described(&schema["openAPIV3Schema"]["properties"]["status"], "status");
+    }
+}
+
+fn assert_every_field_described(schema: &Value, path: &str) {
+    assert!(schema.get("description").is_some_and(|d| d.as_str().is_some_and(|d| !d.is_empty())), "{path} has no description");
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, prop) in props {
+            assert_every_field_described(prop, &format!("{path}.{name}"));
+        }
+    }
+    if let Some(items) = schema.get("items").filter(|i| i.get("properties").is_some()) {
+        for (name, prop) in items["properties"].as_object().expect("object items") {
+            assert_every_field_described(prop, &format!("{path}[].{name}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn enums_are_enforced() {
+    let ns = cluster().namespace("enums").await;
+    rejects_create(&ns, "TwilioSubaccount", json!({"state": "Paused"}), &["spec.state", "Unsupported value", "\"Active\""]).await;
+    rejects_create(&ns, "TwilioSubaccount", json!({"deletionPolicy": "Delete"}), &["spec.deletionPolicy", "\"Close\""]).await;
+    rejects_create(&ns, "TwilioApiKey", json!({"keyType": "Main"}), &["spec.keyType", "\"Restricted\""]).await;
+    rejects_create(&ns, "TwilioApiKey", json!({"deletionPolicy": "Close"}), &["spec.deletionPolicy", "\"Retain\""]).await;
+    rejects_create(&ns, "TwilioApiKey", json!({"restartWorkloads": [{"kind": "CronJob", "name": "x"}]}), &["spec.restartWorkloads[0].kind", "\"DaemonSet\""]).await;
+}
+
+#[tokio::test]
+async fn friendly_names_are_1_to_64_characters() {
+    let ns = cluster().namespace("names").await;
+    let long = "x".repeat(65);
+    for kind in ["TwilioSubaccount", "TwilioApiKey"] {
+        rejects_create(&ns, kind, json!({"friendlyName": ""}), &["spec.friendlyName", "at least 1"]).await;
+        rejects_create(&ns, kind, json!({"friendlyName": long}), &["spec.friendlyName", "64"]).await;
+    }
+    accepts(&ns, object("TwilioApiKey", "sixty-four", json!({"friendlyName": "x".repeat(64)}))).await;
+}
+
+#[tokio::test]
+async fn subaccount_sid_has_the_twilio_shape_and_is_immutable_once_set() {
+    let ns = cluster().namespace("sid").await;
+    let sid_a = format!("AC{}", "a".repeat(32));
+    let sid_b = format!("AC{}", "b".repeat(32));
+    for bad in ["ACnothex", "SKaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &format!("AC{}", "A".repeat(32))] {
+        rejects_create(&ns, "TwilioSubaccount", json!({"sid": bad}), &["spec.sid", "should match"]).await;
+    }
+    rejects_update(&ns, "TwilioSubaccount", "changed", json!({"sid": sid_a}), json!({"sid": sid_b}), &["spec.sid", "immutable"]).await;
+    rejects_update(&ns, "TwilioSubaccount", "removed", json!({"sid": sid_a}), json!({"sid": null}), &["spec.sid", "immutable"]).await;
+    // Setting a sid on an object that had none is adoption, which stays possible.
+    accepts(&ns, object("TwilioSubaccount", "adopts-later", json!({}))).await;
+    api(cluster().admin(), &ns, "TwilioSubaccount")
+        .patch("adopts-later", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sid": sid_a}})))
+        .await
+        .expect("setting spec.sid for the first time is allowed");
+}
+
+#[tokio::test]
+async fn subaccount_ref_and_key_type_are_immutable() {
+    let ns = cluster().namespace("immutable").await;
+    let kind = "TwilioApiKey";
+    rejects_update(&ns, kind, "moved", json!({"subaccountRef": {"name": "a"}}), json!({"subaccountRef": {"name": "b"}}), &["spec.subaccountRef", "immutable"]).await;
+    rejects_update(&ns, kind, "added", json!({}), json!({"subaccountRef": {"name": "a"}}), &["spec.subaccountRef", "immutable"]).await;
+    rejects_update(&ns, kind, "dropped", json!({"subaccountRef": {"name": "a"}}), json!({"subaccountRef": null}), &["spec.subaccountRef", "immutable"]).await;
+    rejects_update(
+        &ns,
+        kind,
+        "retyped",
+        json!({"keyType": "Standard"}),
+        json!({"keyType": "Restricted", "permissions": ["/twilio/messaging/messages/create"]}),
+        &["spec.keyType", "immutable"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn permissions_are_required_exactly_for_restricted_keys() {
+    let ns = cluster().namespace("permissions").await;
+    let kind = "TwilioApiKey";
+    rejects_create(&ns, kind, json!({"keyType": "Restricted"}), &["spec.permissions", "required when keyType is Restricted"]).await;
+    rejects_create(&ns, kind, json!({"permissions": ["/twilio/messaging/messages/create"]}), &["spec.permissions", "omitted when keyType is Standard"]).await;
+    rejects_create(&ns, kind, json!({"keyType": "Restricted", "permissions": []}), &["spec.permissions", "at least 1"]).await;
+    let too_many: Vec<String> = (0..101).map(|i| format!("/twilio/messaging/messages/p{i}")).collect();
+    rejects_create(&ns, kind, json!({"keyType": "Restricted", "permissions": too_many}), &["spec.permissions", "100"]).await;
+    rejects_create(&ns, kind, json!({"keyType": "Restricted", "permissions": ["messaging:create"]}), &["spec.permissions[0]"]).await;
+    let hundred: Vec<String> = (0..100).map(|i| format!("/twilio/messaging/messages/p{i}")).collect();
+    accepts(&ns, object(kind, "hundred", json!({"keyType": "Restricted", "permissions": hundred}))).await;
+}
+
+#[tokio::test]
+async fn subaccount_ref_and_credentials_ref_are_mutually_exclusive() {
+    let ns = cluster().namespace("exclusive").await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"subaccountRef": {"name": "team-a"}, "credentialsRef": {"name": "parent"}}),
+        &["spec.credentialsRef", "mutually exclusive"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rotation_durations_are_bounded() {
+    let ns = cluster().namespace("rotation").await;
+    let kind = "TwilioApiKey";
+    rejects_create(&ns, kind, json!({"rotation": {"every": "59m"}}), &["spec.rotation.every", "at least 1h"]).await;
+    rejects_create(&ns, kind, json!({"rotation": {"every": "30d"}}), &["spec.rotation.every", "should match"]).await;
+    rejects_create(&ns, kind, json!({"rotation": {"every": "2h", "gracePeriod": "2h"}}), &["spec.rotation.gracePeriod", "shorter than every"]).await;
+    rejects_create(&ns, kind, json!({"rotation": {"every": "2h", "gracePeriod": "-1m"}}), &["spec.rotation.gracePeriod", "should match"]).await;
+    accepts(&ns, object(kind, "zero-grace", json!({"rotation": {"every": "1h", "gracePeriod": "0s"}}))).await;
+    accepts(&ns, object(kind, "compound", json!({"rotation": {"every": "1h30m", "gracePeriod": "89m"}})))
+        .await
+        .data["spec"]["rotation"]["every"]
+        .as_str()
+        .expect("kept as written");
+
+    let kind = "TwilioSubaccount";
+    let secret = json!({"name": "creds"});
+    rejects_create(&ns, kind, json!({"secret": secret, "authTokenRotation": {"every": "23h"}}), &["spec.authTokenRotation.every", "at least 24h"]).await;
+    rejects_create(&ns, kind, json!({"secret": secret, "authTokenRotation": {"every": "24h", "gracePeriod": "24h"}}), &["spec.authTokenRotation.gracePeriod", "shorter than every"]).await;
+    rejects_create(&ns, kind, json!({"authTokenRotation": {"every": "48h"}}), &["spec.authTokenRotation", "needs spec.secret"]).await;
+}
+
+#[tokio::test]
+async fn secret_and_reference_names_are_dns_subdomains() {
+    let ns = cluster().namespace("dns").await;
+    rejects_create(&ns, "TwilioApiKey", json!({"secret": {"name": "Checkout_Twilio"}}), &["spec.secret.name", "should match"]).await;
+    rejects_create(&ns, "TwilioApiKey", json!({"secret": {"name": "x".repeat(254)}}), &["spec.secret.name", "253"]).await;
+    rejects_create(&ns, "TwilioSubaccount", json!({"secret": {"name": "-bad"}}), &["spec.secret.name", "should match"]).await;
+    rejects_create(&ns, "TwilioApiKey", json!({"credentialsRef": {"name": "UPPER"}}), &["spec.credentialsRef.name", "should match"]).await;
+    rejects_create(&ns, "TwilioApiKey", json!({"subaccountRef": {"name": "a/b"}}), &["spec.subaccountRef.name", "should match"]).await;
+    rejects_create(&ns, "TwilioApiKey", json!({"restartWorkloads": [{"kind": "Deployment", "name": "Web"}]}), &["spec.restartWorkloads[0].name", "should match"]).await;
+}
+
+#[tokio::test]
+async fn secret_layout_is_checked() {
+    let ns = cluster().namespace("layout").await;
+    let kind = "TwilioApiKey";
+    rejects_create(&ns, kind, json!({"secret": {"keys": {"apiKey": "TWILIO_ACCOUNT_SID"}}}), &["spec.secret.keys", "three different data keys"]).await;
+    rejects_create(&ns, kind, json!({"secret": {"keys": {"apiSecret": "has space"}}}), &["spec.secret.keys.apiSecret", "should match"]).await;
+    rejects_create(&ns, kind, json!({"secret": {"labels": {"app.kubernetes.io/managed-by": "me"}}}), &["spec.secret.labels", "managed-by"]).await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"restartWorkloads": [{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "web"}]}),
+        &["spec.restartWorkloads[1]", "Duplicate value"],
+    )
+    .await;
+}
