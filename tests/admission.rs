@@ -301,3 +301,20 @@ async fn secret_layout_is_checked() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn service_account_clients_are_held_to_rbac() {
+    use k8s_openapi::api::core::v1::Secret;
+    let cp = cluster();
+    let ns = cp.namespace("rbac").await;
+    let as_sa: Api<Secret> = Api::namespaced(cp.as_service_account(&ns, "nobody"), &ns);
+    match as_sa.list(&Default::default()).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(status.message.contains(&format!("system:serviceaccount:{ns}:nobody")), "{}", status.message);
+        }
+        other => panic!("an unprivileged ServiceAccount listed Secrets: {other:?}"),
+    }
+    let admin: Api<Secret> = Api::namespaced(cp.admin(), &ns);
+    admin.list(&Default::default()).await.expect("admin lists Secrets");
+}
