@@ -1,0 +1,88 @@
+//! twilio-emulator: a stateful, in-memory stand-in for the Twilio REST APIs that twilio-operator
+//! uses (api.twilio.com v2010 Accounts, Keys, Balance and Usage; iam.twilio.com v1 Keys;
+//! accounts.twilio.com v1 AuthTokens), all served on one listener.
+//!
+//! Contract: the emulator answers as Twilio does (status codes, error bodies, pagination
+//! envelopes, SID and date formats, auth and scope rules, the account status machine), injects
+//! the faults it is told to, counts every call by operation and status, and, when given Twilio's
+//! OpenAPI files, records every request or response that departs from them. Its own controls
+//! live under `/_emulator/`, a prefix Twilio does not have.
+
+pub mod admin;
+pub mod contract;
+pub mod faults;
+pub mod http;
+pub mod ids;
+pub mod model;
+pub mod routes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, RwLock};
+
+/// Shared state of a running emulator.
+pub struct App {
+    pub world: Mutex<model::World>,
+    pub knobs: RwLock<faults::Knobs>,
+    pub contract: Option<contract::Contract>,
+    pub stats: Mutex<Stats>,
+    inflight: Mutex<HashMap<String, usize>>,
+}
+
+/// Call counters and contract violations, for tests and benchmarks.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Stats {
+    /// operation -> HTTP status -> count.
+    pub calls: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// Departures from Twilio's OpenAPI files, in arrival order (the first 1000).
+    pub violations: Vec<String>,
+}
+
+impl App {
+    pub fn new(knobs: faults::Knobs, rules: model::Rules, contract: Option<contract::Contract>) -> Self {
+        let mut world = model::World::default();
+        world.rules = rules;
+        Self { world: Mutex::new(world), knobs: RwLock::new(knobs), contract, stats: Mutex::default(), inflight: Mutex::default() }
+    }
+
+    fn count(&self, operation: &str, status: u16) {
+        let mut stats = self.stats.lock().expect("stats");
+        *stats.calls.entry(operation.to_owned()).or_default().entry(status).or_default() += 1;
+    }
+
+    fn violations(&self, problems: Vec<String>) {
+        if problems.is_empty() {
+            return;
+        }
+        for problem in &problems {
+            tracing::warn!(%problem, "contract violation");
+        }
+        let mut stats = self.stats.lock().expect("stats");
+        let room = 1000usize.saturating_sub(stats.violations.len());
+        stats.violations.extend(problems.into_iter().take(room));
+    }
+
+    /// Takes an in-flight slot for `account`, or `None` when its concurrency limit is reached.
+    fn enter(&self, account: &str) -> Option<InFlight<'_>> {
+        let limit = self.knobs.read().expect("knobs").concurrency_limit;
+        let mut inflight = self.inflight.lock().expect("inflight");
+        let n = inflight.entry(account.to_owned()).or_default();
+        if limit.is_some_and(|limit| *n >= limit) {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight { app: self, account: account.to_owned() })
+    }
+}
+
+struct InFlight<'a> {
+    app: &'a App,
+    account: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.app.inflight.lock().expect("inflight").get_mut(&self.account) {
+            *n -= 1;
+        }
+    }
+}
