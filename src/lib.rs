@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod crds;
+pub mod twilio;
 
 /// Finalizer held on every object whose Twilio side must be cleaned up before it goes.
 pub const FINALIZER: &str = "twilio.operator.dev/finalizer";

@@ -1,0 +1,105 @@
+//! Twilio failures, typed and classified so callers decide retry, backoff or report.
+//!
+//! Contract: an [`Error`] never carries a credential or a response body that could hold one;
+//! it carries the operation, the HTTP status, Twilio's code, message and more_info link.
+
+use std::time::Duration;
+
+/// How a caller should treat a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 401 / 20003: the credentials are wrong, revoked, or their account is not active. Do not
+    /// retry until something changes.
+    Credentials,
+    /// 404 / 20404: the resource does not exist (a delete treats this as done).
+    NotFound,
+    /// 429 / 20429: too many concurrent requests; never processed, always safe to retry.
+    RateLimited,
+    /// 5xx, timeouts, connection failures: retry with backoff.
+    Transient,
+    /// Anything else, such as 21479 (closed subaccount): retrying will not help.
+    Permanent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Twilio {operation} returned HTTP {status}{}: {message}{}", code.map(|c| format!(" code {c}")).unwrap_or_default(), more_info.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Api {
+        operation: &'static str,
+        status: u16,
+        code: Option<i64>,
+        message: String,
+        more_info: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    #[error("Twilio {operation} failed in transport: {detail}")]
+    Transport { operation: &'static str, detail: String },
+    /// The connection was never made, so Twilio cannot have acted on the request.
+    #[error("Twilio {operation} could not connect: {detail}")]
+    Connect { operation: &'static str, detail: String },
+    #[error("Twilio {operation} answered with a body this client cannot read: {detail}")]
+    Decode { operation: &'static str, detail: String },
+    #[error("{what} {value:?} is not a valid Twilio SID ({prefix} followed by 32 hex digits)")]
+    InvalidSid { what: &'static str, prefix: &'static str, value: String },
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Api { status, code, .. } => match (status, code) {
+                (429, _) | (_, Some(20429)) => ErrorClass::RateLimited,
+                (401, _) | (_, Some(20003)) => ErrorClass::Credentials,
+                (404, _) | (_, Some(20404)) => ErrorClass::NotFound,
+                (500..=599, _) => ErrorClass::Transient,
+                _ => ErrorClass::Permanent,
+            },
+            Error::Transport { .. } | Error::Connect { .. } => ErrorClass::Transient,
+            Error::Decode { .. } | Error::InvalidSid { .. } => ErrorClass::Permanent,
+        }
+    }
+
+    /// Twilio's error code, when the failure came from Twilio.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            Error::Api { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.class(), ErrorClass::RateLimited | ErrorClass::Transient)
+    }
+
+    /// Whether Twilio surely did not act on the request, so even a create may be sent again.
+    pub fn surely_unprocessed(&self) -> bool {
+        matches!(self, Error::Connect { .. }) || self.class() == ErrorClass::RateLimited
+    }
+
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: Option<i64>) -> Error {
+        Error::Api { operation: "op", status, code, message: "m".into(), more_info: None, retry_after: None }
+    }
+
+    #[test]
+    fn classifies_like_the_notes_say() {
+        assert_eq!(api(401, Some(20003)).class(), ErrorClass::Credentials);
+        assert_eq!(api(404, Some(20404)).class(), ErrorClass::NotFound);
+        assert_eq!(api(429, Some(20429)).class(), ErrorClass::RateLimited);
+        assert_eq!(api(503, None).class(), ErrorClass::Transient);
+        assert_eq!(api(400, Some(21479)).class(), ErrorClass::Permanent);
+        assert_eq!(Error::Transport { operation: "op", detail: "reset".into() }.class(), ErrorClass::Transient);
+        assert!(api(429, None).is_retryable() && !api(400, Some(21479)).is_retryable());
+        assert_eq!(api(400, Some(21479)).to_string(), "Twilio op returned HTTP 400 code 21479: m");
+    }
+}

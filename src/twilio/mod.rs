@@ -1,0 +1,15 @@
+//! The Twilio REST client the operator acts through.
+//!
+//! Contract: callers get typed operations ([`TwilioClient`]'s methods), typed and classified
+//! errors ([`Error`], [`ErrorClass`]), and credentials whose secrets never print
+//! ([`Credentials`]). Limits, retries and pagination are the transport's business.
+
+mod client;
+mod credentials;
+mod endpoints;
+mod error;
+pub mod types;
+
+pub use client::{BaseUrls, ClientConfig, TwilioClient};
+pub use credentials::{Auth, Credentials, CredentialsError, is_sid};
+pub use error::{Error, ErrorClass};
