@@ -46,7 +46,7 @@ async fn state(State(app): State<Arc<App>>) -> Json<Value> {
     let stats = app.stats.lock().expect("stats");
     Json(json!({
         "accounts": accounts, "keys": keys, "triggers": world.triggers.len(),
-        "calls": stats.calls, "violations": stats.violations,
+        "received": stats.received, "calls": stats.calls, "violations": stats.violations,
     }))
 }
 

@@ -66,6 +66,7 @@ async fn handle(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: 
             return error_response(&error, None);
         }
     };
+    app.arrived(route.operation());
     if let Some(contract) = &app.contract {
         app.violations(contract.check_request(&method, &path, &request.query, content_type.as_deref(), &request.form));
     }

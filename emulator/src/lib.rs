@@ -31,7 +31,9 @@ pub struct App {
 /// Call counters and contract violations, for tests and benchmarks.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Stats {
-    /// operation -> HTTP status -> count.
+    /// operation -> requests received, counted on arrival.
+    pub received: BTreeMap<String, u64>,
+    /// operation -> HTTP status answered (0 for a reset connection) -> count.
     pub calls: BTreeMap<String, BTreeMap<u16, u64>>,
     /// Departures from Twilio's OpenAPI files, in arrival order (the first 1000).
     pub violations: Vec<String>,
@@ -42,6 +44,10 @@ impl App {
         let mut world = model::World::default();
         world.rules = rules;
         Self { world: Mutex::new(world), knobs: RwLock::new(knobs), contract, stats: Mutex::default(), inflight: Mutex::default() }
+    }
+
+    fn arrived(&self, operation: &str) {
+        *self.stats.lock().expect("stats").received.entry(operation.to_owned()).or_default() += 1;
     }
 
     fn count(&self, operation: &str, status: u16) {

@@ -86,12 +86,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    println!("twilio-emulator listening on http://{addr}");
-    println!("TWILIO_ACCOUNT_SID={sid}");
+    let mut banner = format!("twilio-emulator listening on http://{addr}\nTWILIO_ACCOUNT_SID={sid}\n");
     if generated {
         // Generated credentials are printed so a person can use them; given ones never are.
-        println!("TWILIO_AUTH_TOKEN={token}");
+        banner.push_str(&format!("TWILIO_AUTH_TOKEN={token}\n"));
     }
+    // Whoever started us may stop reading after the first line; that must not stop us.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     axum::serve(listener, twilio_emulator::http::router(app)).with_graceful_shutdown(shutdown()).await?;
     Ok(())
 }

@@ -80,6 +80,8 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// Whole-request timeout.
     pub timeout: Duration,
+    /// PageSize asked of list operations (1..=1000); larger pages mean fewer calls.
+    pub page_size: u32,
 }
 
 impl ClientConfig {
@@ -92,6 +94,7 @@ impl ClientConfig {
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
+            page_size: 1000,
         }
     }
 }
@@ -267,7 +270,7 @@ impl TwilioClient {
     /// (`next_page_uri`, relative) or the product APIs' `meta` one (`next_page_url`, absolute).
     pub(crate) async fn list<T: DeserializeOwned>(&self, creds: &Credentials, first: Call, key: &str) -> Result<Vec<T>, Error> {
         let operation = first.operation;
-        let mut call = first;
+        let mut call = first.query("PageSize", Some(self.inner.config.page_size.clamp(1, 1000).to_string()));
         let mut items = Vec::new();
         for _ in 0..MAX_PAGES {
             let page: serde_json::Value = self.json(creds, &call).await?;

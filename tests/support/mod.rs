@@ -12,6 +12,8 @@
 //!   killed (`PR_SET_PDEATHSIG`).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod emulator;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -136,7 +138,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -158,11 +160,9 @@ struct Process {
     log: PathBuf,
 }
 
-fn spawn(name: &'static str, bin: &Path, args: &[String], dir: &Path) {
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("create log file");
+/// A command whose process dies with the thread that spawned it and has its own process group.
+pub fn tethered(bin: &Path) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.args(args).stdin(Stdio::null()).stdout(file.try_clone().expect("dup log")).stderr(file);
     // SAFETY: prctl and setpgid are async-signal-safe and touch only the child being set up.
     unsafe {
         cmd.pre_exec(|| {
@@ -171,6 +171,14 @@ fn spawn(name: &'static str, bin: &Path, args: &[String], dir: &Path) {
             Ok(())
         });
     }
+    cmd
+}
+
+fn spawn(name: &'static str, bin: &Path, args: &[String], dir: &Path) {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("create log file");
+    let mut cmd = tethered(bin);
+    cmd.args(args).stdin(Stdio::null()).stdout(file.try_clone().expect("dup log")).stderr(file);
     let child = cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
     TEARDOWN.lock().unwrap().push(Process { name, child, log });
 }

@@ -1,0 +1,164 @@
+//! The Twilio emulator as tests use it: the `twilio-emulator` binary started the way a user
+//! starts it, checking every request and response against Twilio's OpenAPI files, which the
+//! project's own script fetches from npm (with the official Python SDK from PyPI).
+//!
+//! Contract: [`Emulator::start`] gives a fresh emulator with a known main account; dropping it
+//! kills the process. [`Emulator::assert_contract_clean`] fails the test when anything that
+//! crossed the wire departed from Twilio's spec.
+
+use super::{repo_root, tethered};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+use twilio_operator::twilio::{BaseUrls, ClientConfig, Credentials, TwilioClient};
+
+pub const MAIN_SID: &str = "AC00000000000000000000000000000001";
+pub const MAIN_TOKEN: &str = "emulator-main-auth-token-0000001";
+
+/// Twilio's OpenAPI directory and the Python with Twilio's SDK installed.
+pub struct Artefacts {
+    pub oai_dir: PathBuf,
+    pub sdk_python: PathBuf,
+}
+
+pub fn artefacts() -> &'static Artefacts {
+    static ARTEFACTS: OnceLock<Artefacts> = OnceLock::new();
+    ARTEFACTS.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("hack/twilio-artefacts.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run hack/twilio-artefacts.sh");
+        assert!(out.status.success(), "hack/twilio-artefacts.sh failed (see its messages above)");
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("hack/twilio-artefacts.sh printed no {key}"))
+        };
+        Artefacts { oai_dir: value("TWILIO_OAI_DIR"), sdk_python: value("TWILIO_SDK_PYTHON") }
+    })
+}
+
+/// The emulator binary, built on first use so no test depends on build order.
+pub fn emulator_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "twilio-emulator", "--bin", "twilio-emulator"])
+                .current_dir(repo_root())
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building twilio-emulator failed");
+            let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+            target.join("debug/twilio-emulator")
+        })
+        .clone()
+}
+
+pub struct Emulator {
+    pub url: String,
+    child: Child,
+    http: reqwest::Client,
+}
+
+impl Emulator {
+    /// Starts an emulator with the main account MAIN_SID/MAIN_TOKEN and `extra` flags.
+    pub fn start(extra: &[&str]) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut child = tethered(&emulator_binary())
+            .args(["--listen", "127.0.0.1:0", "--account-sid", MAIN_SID])
+            .arg("--openapi-dir")
+            .arg(&artefacts().oai_dir)
+            .args(extra)
+            .env("TWILIO_AUTH_TOKEN", MAIN_TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start twilio-emulator");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("read emulator banner");
+        // Keep draining, so the emulator never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let url = first.trim().strip_prefix("twilio-emulator listening on ").unwrap_or_else(|| panic!("unexpected banner {first:?}")).to_owned();
+        Self { url, child, http: reqwest::Client::new() }
+    }
+
+    pub fn main_credentials(&self) -> Credentials {
+        Credentials::with_auth_token(MAIN_SID, SecretString::from(MAIN_TOKEN)).expect("valid credentials")
+    }
+
+    /// Client settings for tests: this emulator, quick backoff so retries finish fast.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(BaseUrls::single(&self.url));
+        config.min_backoff = Duration::from_millis(10);
+        config.max_backoff = Duration::from_millis(50);
+        config.timeout = Duration::from_secs(5);
+        config
+    }
+
+    pub fn client(&self) -> TwilioClient {
+        TwilioClient::new(self.client_config()).expect("client")
+    }
+
+    pub async fn state(&self) -> Value {
+        self.http.get(format!("{}/_emulator/state", self.url)).send().await.expect("state").json().await.expect("state JSON")
+    }
+
+    /// Merges `{"knobs": {...}, "rules": {...}}` into the live configuration.
+    pub async fn configure(&self, change: Value) {
+        let response = self.http.put(format!("{}/_emulator/config", self.url)).json(&change).send().await.expect("configure");
+        assert!(response.status().is_success(), "configure {change}: {}", response.text().await.unwrap_or_default());
+    }
+
+    /// Changes an account as Twilio itself would (status, usage_total, balance).
+    pub async fn change_account(&self, sid: &str, change: Value) {
+        let response = self.http.post(format!("{}/_emulator/accounts/{sid}", self.url)).json(&change).send().await.expect("change account");
+        assert!(response.status().is_success(), "change {sid}: {}", response.text().await.unwrap_or_default());
+    }
+
+    /// Creates a key of `kind` (main, standard, restricted) and returns its SID and secret.
+    pub async fn bootstrap_key(&self, account_sid: &str, kind: &str) -> (String, String) {
+        let body: Value = self
+            .http
+            .post(format!("{}/_emulator/keys", self.url))
+            .json(&json!({"account_sid": account_sid, "kind": kind}))
+            .send()
+            .await
+            .expect("bootstrap key")
+            .json()
+            .await
+            .expect("key JSON");
+        (body["sid"].as_str().expect("sid").to_owned(), body["secret"].as_str().expect("secret").to_owned())
+    }
+
+    /// Requests for `operation` (such as `api.CreateNewKey`) received so far.
+    pub async fn calls(&self, operation: &str) -> u64 {
+        self.state().await["received"][operation].as_u64().unwrap_or(0)
+    }
+
+    pub async fn reset_stats(&self) {
+        self.http.post(format!("{}/_emulator/reset-stats", self.url)).send().await.expect("reset stats");
+    }
+
+    pub async fn assert_contract_clean(&self) {
+        let state = self.state().await;
+        let violations = state["violations"].as_array().cloned().unwrap_or_default();
+        assert!(violations.is_empty(), "traffic departed from Twilio's OpenAPI spec:\n{}", serde_json::to_string_pretty(&violations).unwrap_or_default());
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
