@@ -4,7 +4,14 @@
 //! tests share one definition of every type.
 
 pub mod api;
+pub mod apikey;
+pub mod conditions;
+pub mod context;
+pub mod controller;
 pub mod crds;
+pub mod failpoint;
+pub mod secret;
+pub mod target;
 pub mod twilio;
 
 /// Finalizer held on every object whose Twilio side must be cleaned up before it goes.

@@ -1,8 +1,9 @@
 //! Latency, concurrency limits and injected failures, so clients meet Twilio's bad days.
 //!
 //! Contract: [`Knobs`] are set by flags at start and changed live through the admin API. Each
-//! request rolls the dice once: a connection reset, a 429/20429, or a 500/503, with the given
-//! rates; independently it may be slowed. Rates are probabilities in 0..=1.
+//! request rolls the dice once: a connection reset (after the request took effect, as when a
+//! connection drops mid-answer), a 429/20429 or a 500/503 (before it took effect), with the
+//! given rates; independently it may be slowed. Rates are probabilities in 0..=1.
 
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ pub struct Knobs {
     pub fault_429: f64,
     /// Probability of a 500 or 503.
     pub fault_5xx: f64,
-    /// Probability of a connection reset mid-response.
+    /// Probability of a connection reset after the request was processed, before the answer.
     pub fault_reset: f64,
     /// Probability of a response delayed by `slow_ms`.
     pub fault_slow: f64,

@@ -116,7 +116,7 @@ async fn serve(app: &App, route: &Route, headers: &HeaderMap, request: &Request<
         tokio::time::sleep(delay).await;
     }
     match fault {
-        Some(Fault::Reset) => return (0, Ok(None)),
+        Some(Fault::Reset) => {}
         Some(Fault::TooManyRequests) => return (429, Err((too_many_requests(), retry_after))),
         Some(Fault::ServerError(status)) => {
             let error = ApiError::new(status, 20500 + u32::from(status == 503) * 3, "Internal Server Error");
@@ -125,7 +125,12 @@ async fn serve(app: &App, route: &Route, headers: &HeaderMap, request: &Request<
         None => {}
     }
     let mut world = app.world.lock().expect("world");
-    match execute(&mut world, &principal, route, request) {
+    let outcome = execute(&mut world, &principal, route, request);
+    if fault == Some(Fault::Reset) {
+        // The dangerous kind: Twilio acted, then the connection dropped before the answer.
+        return (0, Ok(None));
+    }
+    match outcome {
         Ok((status, body)) => (status, Ok(body)),
         Err(e) => (e.status, Err((e, None))),
     }

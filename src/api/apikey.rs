@@ -246,6 +246,16 @@ pub struct TwilioApiKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_request: Option<String>,
 
+    /// Set just before the operator asks Twilio for a new key and cleared once that key is
+    /// recorded; if the operator stops in between, the next reconcile looks for the key it may
+    /// have left at Twilio and revokes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_since: Option<Time>,
+
+    /// The key SID the restartWorkloads were last rolled for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads_rolled_for: Option<String>,
+
     /// Current state of the object; the Ready condition summarises it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]

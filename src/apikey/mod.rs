@@ -1,0 +1,468 @@
+//! The TwilioApiKey reconciler: one lifecycle for one Twilio key and its Secret.
+//!
+//! Contract:
+//! - observe (credentials, the Secret, the account's keys at Twilio), decide with [`plan`],
+//!   act, and record the outcome in status with the Ready condition;
+//! - create is crash-safe: the intent (`status.pendingSince`) is written before Twilio is asked,
+//!   the new key carries the object's tag, its credentials reach the Secret before the status,
+//!   and whatever a crash leaves behind is either adopted from the Secret or swept at Twilio;
+//! - at most two keys are ever live: the current one and one retiring until its revokeAt;
+//! - failures become a condition reason and an event, and back off exponentially;
+//! - no secret value is ever logged, put in status, or put in an event.
+
+pub mod plan;
+pub mod schedule;
+
+use crate::api::apikey::{KeyDeletionPolicy, KeyType, SecretKeys, TwilioApiKey, TwilioApiKeyStatus, WorkloadKind};
+use crate::api::duration;
+use crate::conditions::{self, Reason};
+use crate::context::{Context, MANAGER, Problem};
+use crate::secret::{self, Observed};
+use crate::target::{self, Target};
+use crate::{FINALIZER, failpoint};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Resource, ResourceExt};
+use plan::Cause;
+use secrecy::ExposeSecret;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A new value of this annotation rotates the key once.
+pub const ROTATE_ANNOTATION: &str = "twilio.operator.dev/rotate";
+/// Pod-template annotation whose value (the current key SID) rolls restartWorkloads.
+pub const ROLLOUT_ANNOTATION: &str = "twilio.operator.dev/api-key-sid";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Twilio: {0}")]
+    Twilio(#[from] crate::twilio::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// Why one pass of the lifecycle stopped short of Ready.
+enum Stop {
+    /// Reported in the Ready condition, then retried with backoff.
+    Problem(Problem),
+    /// A Kubernetes API failure; retried with backoff by the controller.
+    Kube(kube::Error),
+}
+
+impl From<Problem> for Stop {
+    fn from(p: Problem) -> Self {
+        Stop::Problem(p)
+    }
+}
+impl From<kube::Error> for Stop {
+    fn from(e: kube::Error) -> Self {
+        Stop::Kube(e)
+    }
+}
+impl From<crate::twilio::Error> for Stop {
+    fn from(e: crate::twilio::Error) -> Self {
+        Stop::Problem(e.into())
+    }
+}
+
+/// `namespace/name`, the key of per-object state.
+fn object_id(key: &TwilioApiKey) -> String {
+    format!("{}/{}", key.namespace().unwrap_or_default(), key.name_any())
+}
+
+pub async fn reconcile(key: Arc<TwilioApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<TwilioApiKey> = Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, key, |event| async {
+        match event {
+            Event::Apply(key) => apply(&key, &ctx).await,
+            Event::Cleanup(key) => cleanup(&key, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+pub fn error_policy(key: Arc<TwilioApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&object_id(&key));
+    tracing::warn!(object = %object_id(&key), error = %error, ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+struct Spec<'a> {
+    key: &'a TwilioApiKey,
+    uid: String,
+    namespace: String,
+    secret_name: String,
+    keys: SecretKeys,
+    grace: Duration,
+    every: Option<Duration>,
+}
+
+impl<'a> Spec<'a> {
+    fn read(key: &'a TwilioApiKey) -> Result<Self, Problem> {
+        let rotation = key.spec.rotation.as_ref();
+        let parse = |field: &str, text: &str| duration::parse(text).map_err(|e| Problem::new(Reason::Pending, format!("spec.rotation.{field}: {e}")));
+        let grace = rotation.map(|r| parse("gracePeriod", &r.grace_period)).transpose()?.unwrap_or(Duration::from_secs(3600));
+        let every = rotation.map(|r| parse("every", &r.every)).transpose()?;
+        let secret = key.spec.secret.clone().unwrap_or_default();
+        Ok(Self {
+            key,
+            uid: key.uid().unwrap_or_default(),
+            namespace: key.namespace().unwrap_or_default(),
+            secret_name: secret.name.unwrap_or_else(|| key.name_any()),
+            keys: secret.keys.unwrap_or_default(),
+            grace,
+            every,
+        })
+    }
+
+    fn display_name(&self) -> String {
+        self.key.spec.friendly_name.clone().unwrap_or_else(|| format!("{}/{}", self.namespace, self.key.name_any()))
+    }
+
+    fn rotate_request(&self) -> Option<&str> {
+        self.key.annotations().get(ROTATE_ANNOTATION).map(String::as_str)
+    }
+}
+
+async fn resolve(key: &TwilioApiKey, ctx: &Context) -> Result<Target, Problem> {
+    let ns = key.namespace().unwrap_or_default();
+    match &key.spec.subaccount_ref {
+        Some(sub) => target::subaccount(ctx, &ns, &sub.name).await,
+        None => {
+            let creds = target::credentials(ctx, &ns, key.spec.credentials_ref.as_ref()).await?;
+            Ok(Target { account_sid: creds.account_sid().to_owned(), creds })
+        }
+    }
+}
+
+async fn apply(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let id = object_id(key);
+    let mut st = key.status.clone().unwrap_or_default();
+    let outcome = match Spec::read(key) {
+        Ok(spec) => converge(&spec, ctx, &mut st, now).await,
+        Err(problem) => Err(Stop::Problem(problem)),
+    };
+    let generation = key.metadata.generation;
+    let requeue = match outcome {
+        Ok(message) => {
+            ctx.succeeded(&id);
+            st.observed_generation = generation;
+            st.conditions = conditions::ready(&st.conditions, Reason::Ready, message, generation, now);
+            let until_deadline = plan::next_deadline(&st).map(|t| Duration::try_from(t.duration_since(now)).unwrap_or_default());
+            // A second of slack, so the deadline has passed when we wake.
+            until_deadline.map_or(ctx.resync, |d| (d + Duration::from_secs(1)).min(ctx.resync))
+        }
+        Err(Stop::Problem(problem)) => {
+            let changed = st.conditions.iter().find(|c| c.type_ == "Ready").is_none_or(|c| c.reason != problem.reason.as_str());
+            if changed {
+                ctx.event(&key.object_ref(&()), EventType::Warning, problem.reason.as_str(), "Reconcile", problem.message.clone()).await;
+            }
+            tracing::info!(object = %id, reason = problem.reason.as_str(), message = %problem.message, "not ready");
+            st.conditions = conditions::ready(&st.conditions, problem.reason, problem.message, generation, now);
+            ctx.backoff(&id)
+        }
+        Err(Stop::Kube(e)) => return Err(e.into()),
+    };
+    write_status(ctx, key, &st).await?;
+    Ok(Action::requeue(requeue))
+}
+
+async fn write_status(ctx: &Context, key: &TwilioApiKey, st: &TwilioApiKeyStatus) -> Result<(), kube::Error> {
+    let api: Api<TwilioApiKey> = Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "status": st});
+    api.patch_status(&key.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// One pass of the lifecycle; returns the Ready message.
+async fn converge(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeyStatus, now: Timestamp) -> Result<String, Stop> {
+    let key = spec.key;
+    let target = resolve(key, ctx).await?;
+    let account = target.account_sid.clone();
+    st.account_sid = Some(account.clone());
+
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &spec.namespace);
+    let found = secrets.get_opt(&spec.secret_name).await?;
+    let observed = observe_secret(found.as_ref(), spec, &account);
+    if observed == Observed::Conflict {
+        return Err(Problem::new(
+            Reason::SecretConflict,
+            format!("Secret {} exists and is not owned by this TwilioApiKey; the operator will not overwrite it. Delete it or set spec.secret.name to another name", spec.secret_name),
+        )
+        .into());
+    }
+    if let Some(adopted) = plan::adopt_from_secret(st, &observed, spec.grace, now) {
+        tracing::info!(object = %object_id(key), key = ?adopted.key_sid, "adopting the key the Secret already carries");
+        *st = adopted;
+    }
+
+    let twilio_result = twilio_steps(spec, ctx, &target, st, &observed, now).await;
+    if let Err(Stop::Problem(p)) = &twilio_result
+        && p.reason == Reason::AuthenticationFailed
+    {
+        // A cached subaccount token may be what Twilio refused: read it afresh next time.
+        ctx.forget_subaccount_token(&account);
+    }
+    twilio_result?;
+
+    roll_workloads(spec, ctx, st).await?;
+    st.secret_name = Some(spec.secret_name.clone());
+    st.next_rotation_at = match (spec.every, &st.key_created_at) {
+        (Some(every), Some(created)) => Some(Time(schedule::next_rotation(created.0, every, &spec.uid))),
+        _ => None,
+    };
+    Ok(format!("Key {} is published in Secret {}", st.key_sid.as_deref().unwrap_or("?"), spec.secret_name))
+}
+
+fn observe_secret(found: Option<&Secret>, spec: &Spec<'_>, account: &str) -> Observed {
+    let carried = found.and_then(|s| s.metadata.annotations.as_ref()?.get(secret::CREDENTIAL_SID_ANNOTATION).cloned());
+    let expected = [
+        (spec.keys.account_sid.as_str(), Some(account)),
+        // Without the annotation nothing can match, so the Secret reads as edited.
+        (spec.keys.api_key.as_str(), Some(carried.as_deref().unwrap_or("\u{0}"))),
+        (spec.keys.api_secret.as_str(), None),
+    ];
+    secret::observe(found, &spec.uid, &expected)
+}
+
+/// Everything that talks to Twilio: revocations, the sweep, drift, issuing and key updates.
+async fn twilio_steps(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioApiKeyStatus, observed: &Observed, now: Timestamp) -> Result<(), Stop> {
+    revoke_due(ctx, target, st, now).await?;
+
+    let max_age = if st.pending_since.is_some() { Duration::ZERO } else { ctx.resync };
+    let inventory = ctx.inventory(&target.account_sid, &target.creds, max_age).await?;
+    for orphan in plan::orphans(&inventory, &spec.uid, st, observed) {
+        ctx.twilio.delete_key(&target.creds, &target.account_sid, &orphan).await?;
+        ctx.event(&spec.key.object_ref(&()), EventType::Normal, "LeftoverRevoked", "Revoke", format!("Revoked key {orphan}, created before an interruption and never published")).await;
+    }
+    st.pending_since = None;
+
+    let revoked = plan::revoked_outside(st, Some(&inventory));
+    match plan::issue_cause(st, observed, spec.rotate_request(), revoked, now) {
+        Some(cause) => {
+            issue(spec, ctx, target, st, cause, observed, now).await?;
+            revoke_due(ctx, target, st, now).await?;
+        }
+        None if st.observed_generation != spec.key.metadata.generation => update_key(spec, ctx, target, st).await?,
+        None => {}
+    }
+    Ok(())
+}
+
+async fn revoke_due(ctx: &Context, target: &Target, st: &mut TwilioApiKeyStatus, now: Timestamp) -> Result<(), Stop> {
+    for sid in plan::due_revocations(st, now) {
+        ctx.twilio.delete_key(&target.creds, &target.account_sid, &sid).await?;
+        failpoint::hit("apikey-mid-revoke");
+        st.retiring_keys.retain(|r| r.sid != sid);
+        tracing::info!(key = %sid, "revoked retiring key");
+    }
+    Ok(())
+}
+
+async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioApiKeyStatus, cause: Cause, observed: &Observed, now: Timestamp) -> Result<(), Stop> {
+    let key = spec.key;
+    let object = key.object_ref(&());
+    // Never more than two live keys: the retiring one goes before a new one comes.
+    if cause.retires_current() && st.key_sid.is_some() {
+        for retiring in std::mem::take(&mut st.retiring_keys) {
+            ctx.twilio.delete_key(&target.creds, &target.account_sid, &retiring.sid).await?;
+        }
+    }
+    st.pending_since = Some(Time(now));
+    write_status(ctx, key, st).await?;
+
+    let name = schedule::tagged_name(&spec.display_name(), &spec.uid);
+    let new = match (key.spec.key_type, &key.spec.permissions) {
+        (KeyType::Restricted, Some(permissions)) => ctx.twilio.create_restricted_key(&target.creds, &target.account_sid, Some(&name), permissions).await?,
+        _ => ctx.twilio.create_key(&target.creds, &target.account_sid, Some(&name)).await?,
+    };
+    ctx.remember_key(&target.account_sid, &new.sid, &name).await;
+    failpoint::hit("apikey-after-create");
+
+    let owner = key.controller_owner_ref(&()).expect("a stored object has a name and a UID");
+    let spec_secret = key.spec.secret.clone().unwrap_or_default();
+    let published = secret::build(&secret::Published {
+        name: &spec.secret_name,
+        namespace: &spec.namespace,
+        owner,
+        labels: &spec_secret.labels,
+        annotations: &spec_secret.annotations,
+        credential_sid: &new.sid,
+        created_at: now,
+        data: vec![
+            (&spec.keys.account_sid, &target.account_sid),
+            (&spec.keys.api_key, &new.sid),
+            (&spec.keys.api_secret, new.secret.expose_secret()),
+        ],
+        secret_key: &spec.keys.api_secret,
+    });
+    // Force only over our own fields: a Secret somebody created meanwhile makes this fail.
+    let mut params = PatchParams::apply(MANAGER);
+    params.force = matches!(observed, Observed::Ours(_));
+    Api::<Secret>::namespaced(ctx.client.clone(), &spec.namespace).patch(&spec.secret_name, &params, &Patch::Apply(&published)).await?;
+    failpoint::hit("apikey-after-secret");
+
+    let previous = st.key_sid.take();
+    if cause.retires_current()
+        && let Some(old) = previous.clone()
+    {
+        st.retiring_keys.push(crate::api::apikey::RetiringKey { sid: old, revoke_at: Time(schedule::after(now, spec.grace)) });
+    }
+    st.key_sid = Some(new.sid.clone());
+    st.key_created_at = Some(Time(now));
+    st.pending_since = None;
+    st.last_rotation_request = spec.rotate_request().map(str::to_owned).or(st.last_rotation_request.take());
+
+    let (type_, reason) = match cause {
+        Cause::Initial => (EventType::Normal, "KeyCreated"),
+        Cause::Requested | Cause::Scheduled => (EventType::Normal, "KeyRotated"),
+        Cause::RevokedOutside => (EventType::Warning, "KeyRevokedOutside"),
+        Cause::SecretLost | Cause::SecretEdited => (EventType::Warning, "KeyReissued"),
+    };
+    let retiring = match (cause.retires_current(), previous) {
+        (true, Some(old)) => format!("; {old} stays valid for {}", humantime(spec.grace)),
+        _ => String::new(),
+    };
+    ctx.event(&object, type_, reason, "Issue", format!("Key {} {} and published in Secret {}{retiring}", new.sid, cause.describe(), spec.secret_name)).await;
+    Ok(())
+}
+
+/// Applies a changed friendlyName or permissions to the existing key, in place.
+async fn update_key(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &TwilioApiKeyStatus) -> Result<(), Stop> {
+    let Some(sid) = st.key_sid.as_deref() else { return Ok(()) };
+    let name = schedule::tagged_name(&spec.display_name(), &spec.uid);
+    match (spec.key.spec.key_type, &spec.key.spec.permissions) {
+        (KeyType::Restricted, Some(permissions)) => {
+            ctx.twilio.update_iam_key(&target.creds, sid, Some(&name), Some(permissions)).await?;
+        }
+        _ => {
+            ctx.twilio.update_key(&target.creds, &target.account_sid, sid, &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Rolls each restartWorkloads entry by setting a pod-template annotation to the current key
+/// SID: the same value twice changes nothing, so each workload rolls once per key.
+async fn roll_workloads(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeyStatus) -> Result<(), Stop> {
+    let Some(sid) = st.key_sid.clone() else { return Ok(()) };
+    let changed_spec = st.observed_generation != spec.key.metadata.generation;
+    if st.workloads_rolled_for.as_deref() == Some(sid.as_str()) && !changed_spec {
+        return Ok(());
+    }
+    let patch = Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {ROLLOUT_ANNOTATION: sid}}}}}));
+    let params = PatchParams::default();
+    let client = ctx.client.clone();
+    let ns = spec.namespace.as_str();
+    for workload in &spec.key.spec.restart_workloads {
+        let result = match workload.kind {
+            WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns).patch(&workload.name, &params, &patch).await.map(|_| ()),
+            WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns).patch(&workload.name, &params, &patch).await.map(|_| ()),
+            WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns).patch(&workload.name, &params, &patch).await.map(|_| ()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                let note = format!("{:?} {} in restartWorkloads does not exist; it was not restarted for key {sid}", workload.kind, workload.name);
+                ctx.event(&spec.key.object_ref(&()), EventType::Warning, "WorkloadMissing", "Restart", note).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    st.workloads_rolled_for = Some(sid);
+    Ok(())
+}
+
+/// Deletion: revoke the keys (deletionPolicy Delete) and let go, even when revoking is impossible.
+async fn cleanup(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
+    let object = key.object_ref(&());
+    ctx.succeeded(&object_id(key));
+    let st = key.status.clone().unwrap_or_default();
+    if key.spec.deletion_policy == KeyDeletionPolicy::Retain {
+        let kept = st.key_sid.clone().unwrap_or_else(|| "no key".into());
+        ctx.event(&object, EventType::Normal, "Retained", "Delete", format!("deletionPolicy is Retain: {kept} stays valid at Twilio")).await;
+        return Ok(Action::await_change());
+    }
+    let mut sids: Vec<String> = st.key_sid.iter().cloned().chain(st.retiring_keys.iter().map(|r| r.sid.clone())).collect();
+    let spec = Spec::read(key).ok();
+    if let Some(spec) = &spec {
+        let found = Api::<Secret>::namespaced(ctx.client.clone(), &spec.namespace).get_opt(&spec.secret_name).await?;
+        if let Some(Observed::Ours(record)) = found.as_ref().map(|s| secret::observe(Some(s), &spec.uid, &[]))
+            && let Some(carried) = record.credential_sid.filter(|c| !sids.contains(c))
+        {
+            sids.push(carried);
+        }
+    }
+    if sids.is_empty() && st.pending_since.is_none() {
+        return Ok(Action::await_change());
+    }
+    let mut revoking = st.clone();
+    revoking.conditions = conditions::ready(&st.conditions, Reason::Revoking, format!("Revoking {}", sids.join(", ")), key.metadata.generation, Timestamp::now());
+    write_status(ctx, key, &revoking).await?;
+
+    // The object's own credentials first; if they are gone (a namespace being deleted takes its
+    // Secrets with it) or refused, the operator's own, which reach subaccounts as their parent.
+    let own = resolve(key, ctx).await.ok();
+    let account = st.account_sid.clone().or_else(|| own.as_ref().map(|t| t.account_sid.clone()));
+    let Some(account) = account else { return Ok(Action::await_change()) };
+    let candidates = own.map(|t| t.creds).into_iter().chain(ctx.default_credentials.clone());
+    let mut last_error = None;
+    for creds in candidates {
+        match revoke_all(ctx, &creds, &account, &sids, st.pending_since.is_some(), key.uid().as_deref().unwrap_or_default()).await {
+            Ok(()) => {
+                ctx.event(&object, EventType::Normal, "KeysRevoked", "Delete", format!("Revoked {}", if sids.is_empty() { "leftover keys".to_owned() } else { sids.join(", ") })).await;
+                return Ok(Action::await_change());
+            }
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let why = last_error.map_or_else(|| "no credentials can reach the account".to_owned(), |e| e.to_string());
+    ctx.event(
+        &object,
+        EventType::Warning,
+        "RevokeFailed",
+        "Delete",
+        format!("Could not revoke {} in account {account} ({why}); left behind at Twilio: revoke them in the Twilio Console", sids.join(", ")),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+async fn revoke_all(ctx: &Context, creds: &crate::twilio::Credentials, account: &str, sids: &[String], sweep: bool, uid: &str) -> Result<(), crate::twilio::Error> {
+    // A delete of an unreachable key also answers 404; make sure the account is in reach first,
+    // so "already gone" really means gone.
+    ctx.twilio.fetch_account(creds, account).await?;
+    for sid in sids {
+        ctx.twilio.delete_key(creds, account, sid).await?;
+    }
+    if sweep {
+        for (sid, name) in ctx.inventory(account, creds, Duration::ZERO).await?.keys {
+            if schedule::is_tagged(name.as_deref(), uid) {
+                ctx.twilio.delete_key(creds, account, &sid).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn humantime(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, secs % 3600 / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}

@@ -1,0 +1,66 @@
+//! Wiring of the controllers: which streams wake which reconciler.
+//!
+//! Contract:
+//! - TwilioApiKey objects are cached whole but without managedFields; their Secrets are watched
+//!   metadata-only and by label, so the operator never caches a Secret it does not own;
+//! - TwilioSubaccount changes wake the keys that reference them;
+//! - with a namespace list, each namespace gets its own watches (and the operator needs no
+//!   cluster-wide read access); without one, the whole cluster is watched.
+
+use crate::api::{TwilioApiKey, TwilioSubaccount};
+use crate::apikey;
+use crate::context::Context;
+use crate::secret::MANAGED_SELECTOR;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use std::future::Future;
+use std::sync::Arc;
+
+fn scoped<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>>(client: &kube::Client, namespace: Option<&str>) -> Api<K> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the TwilioApiKey controller over `namespace` (or all) until `shutdown` completes.
+pub async fn run_apikeys(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let (reader, writer) = reflector::store::<TwilioApiKey>();
+    let keys = watcher(scoped::<TwilioApiKey>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(|k| k.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default().labels(MANAGED_SELECTOR))
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .touched_objects();
+    let subaccounts = watcher(scoped::<PartialObjectMeta<TwilioSubaccount>>(&client, ns), watcher::Config::default()).default_backoff().touched_objects();
+    let store = reader.clone();
+    let keys_of = move |sub: PartialObjectMeta<TwilioSubaccount>| {
+        let (sub_ns, sub_name) = (sub.namespace(), sub.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|k| k.namespace() == sub_ns && k.spec.subaccount_ref.as_ref().is_some_and(|r| r.name == sub_name))
+            .map(|k| ObjectRef::from_obj(&*k))
+            .collect::<Vec<_>>()
+    };
+    Controller::for_stream(keys, reader)
+        .owns_stream(secrets)
+        .watches_stream(subaccounts, keys_of)
+        .graceful_shutdown_on(shutdown)
+        .run(apikey::reconcile, apikey::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "TwilioApiKey controller event");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,165 @@
+//! The Secrets the operator publishes credentials in: pure builders and readers.
+//!
+//! Contract:
+//! - a published Secret is Opaque, labelled `app.kubernetes.io/managed-by: twilio-operator`,
+//!   controlled (ownerReference) by its object, and annotated with what it holds (key SID,
+//!   creation time, a short SHA-256 of the secret value) so the operator can tell, without
+//!   reading Twilio, whether the data is intact and which key it carries;
+//! - [`observe`] classifies an existing Secret: ours and intact, ours but edited, or somebody
+//!   else's (a conflict the operator never overwrites).
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "twilio-operator";
+/// Label selector for the Secrets this operator owns; the only Secrets it watches.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=twilio-operator";
+pub const CREDENTIAL_SID_ANNOTATION: &str = "twilio.operator.dev/credential-sid";
+pub const CREATED_AT_ANNOTATION: &str = "twilio.operator.dev/created-at";
+pub const DIGEST_ANNOTATION: &str = "twilio.operator.dev/secret-digest";
+
+/// What goes into a published Secret.
+pub struct Published<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub owner: OwnerReference,
+    pub labels: &'a BTreeMap<String, String>,
+    pub annotations: &'a BTreeMap<String, String>,
+    /// The SID the credential belongs to (a key SID, or the account SID for auth tokens).
+    pub credential_sid: &'a str,
+    pub created_at: Timestamp,
+    /// Data key -> value; exactly one of them is the secret, named by `secret_key`.
+    pub data: Vec<(&'a str, &'a str)>,
+    pub secret_key: &'a str,
+}
+
+/// A short digest of a secret value: enough to notice an edit, useless to an attacker, since
+/// the value is 32 random characters.
+pub fn digest(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn build(p: &Published<'_>) -> Secret {
+    let mut labels = p.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    let mut annotations = p.annotations.clone();
+    annotations.insert(CREDENTIAL_SID_ANNOTATION.into(), p.credential_sid.into());
+    annotations.insert(CREATED_AT_ANNOTATION.into(), p.created_at.to_string());
+    let secret_value = p.data.iter().find(|(k, _)| *k == p.secret_key).map(|(_, v)| *v).unwrap_or_default();
+    annotations.insert(DIGEST_ANNOTATION.into(), digest(secret_value));
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(p.name.into()),
+            namespace: Some(p.namespace.into()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![p.owner.clone()]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(p.data.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()),
+        ..Default::default()
+    }
+}
+
+/// An existing Secret, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    Missing,
+    /// Exists but is not controlled by this object: never touched.
+    Conflict,
+    Ours(Record),
+}
+
+/// What an owned Secret holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub credential_sid: Option<String>,
+    pub created_at: Option<Timestamp>,
+    /// The data still matches what the operator wrote: every expected key present, the SID data
+    /// equal to the annotation, the secret matching its digest.
+    pub intact: bool,
+}
+
+/// Classifies `secret` for the object with `owner_uid`. `expected` lists data key -> the value
+/// it must hold (`None` for the secret itself, checked by digest).
+pub fn observe(secret: Option<&Secret>, owner_uid: &str, expected: &[(&str, Option<&str>)]) -> Observed {
+    let Some(secret) = secret else { return Observed::Missing };
+    let controlled = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner_uid && o.controller == Some(true));
+    if !controlled {
+        return Observed::Conflict;
+    }
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |key: &str| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok());
+    let intact = expected.iter().all(|(key, want)| match (text(key), want) {
+        (Some(have), Some(want)) => have == *want,
+        (Some(have), None) => annotations.get(DIGEST_ANNOTATION) == Some(&digest(&have)),
+        (None, _) => false,
+    });
+    Observed::Ours(Record {
+        credential_sid: annotations.get(CREDENTIAL_SID_ANNOTATION).cloned(),
+        created_at: annotations.get(CREATED_AT_ANNOTATION).and_then(|t| t.parse().ok()),
+        intact,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(uid: &str) -> OwnerReference {
+        OwnerReference { api_version: "v1".into(), kind: "K".into(), name: "o".into(), uid: uid.into(), controller: Some(true), block_owner_deletion: Some(true) }
+    }
+
+    fn published(labels: &BTreeMap<String, String>) -> Secret {
+        build(&Published {
+            name: "s",
+            namespace: "ns",
+            owner: owner("uid-1"),
+            labels,
+            annotations: labels,
+            credential_sid: "SK1",
+            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            data: vec![("SID", "SK1"), ("SECRET", "value")],
+            secret_key: "SECRET",
+        })
+    }
+
+    #[test]
+    fn builds_an_owned_labelled_secret_without_secret_in_metadata() {
+        let labels = BTreeMap::from([("team".to_owned(), "a".to_owned())]);
+        let s = published(&labels);
+        let meta = &s.metadata;
+        assert_eq!(meta.labels.as_ref().unwrap()[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(meta.labels.as_ref().unwrap()["team"], "a");
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+        assert!(!serde_json::to_string(meta).unwrap().contains("value"));
+    }
+
+    #[test]
+    fn tells_intact_from_edited_from_foreign() {
+        let s = published(&BTreeMap::new());
+        let expect = [("SID", Some("SK1")), ("SECRET", None)];
+        assert!(matches!(observe(Some(&s), "uid-1", &expect), Observed::Ours(Record { intact: true, .. })));
+        assert_eq!(observe(Some(&s), "other", &expect), Observed::Conflict);
+        assert_eq!(observe(None, "uid-1", &expect), Observed::Missing);
+        let mut edited = s.clone();
+        edited.data.as_mut().unwrap().insert("SECRET".into(), ByteString(b"changed".to_vec()));
+        assert!(matches!(observe(Some(&edited), "uid-1", &expect), Observed::Ours(Record { intact: false, .. })));
+        let mut renamed = s;
+        renamed.data.as_mut().unwrap().remove("SID");
+        assert!(matches!(observe(Some(&renamed), "uid-1", &expect), Observed::Ours(Record { intact: false, .. })));
+    }
+}
