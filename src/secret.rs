@@ -23,6 +23,8 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=twilio-operator
 pub const CREDENTIAL_SID_ANNOTATION: &str = "twilio.operator.dev/credential-sid";
 pub const CREATED_AT_ANNOTATION: &str = "twilio.operator.dev/created-at";
 pub const DIGEST_ANNOTATION: &str = "twilio.operator.dev/secret-digest";
+/// The rotate-annotation value the credential answered, so a restart never answers it twice.
+pub const REQUEST_ANNOTATION: &str = "twilio.operator.dev/rotation-request";
 
 /// What goes into a published Secret.
 pub struct Published<'a> {
@@ -34,6 +36,8 @@ pub struct Published<'a> {
     /// The SID the credential belongs to (a key SID, or the account SID for auth tokens).
     pub credential_sid: &'a str,
     pub created_at: Timestamp,
+    /// The rotation request this credential answered, if any.
+    pub request: Option<&'a str>,
     /// Data key -> value; exactly one of them is the secret, named by `secret_key`.
     pub data: Vec<(&'a str, &'a str)>,
     pub secret_key: &'a str,
@@ -51,6 +55,9 @@ pub fn build(p: &Published<'_>) -> Secret {
     let mut annotations = p.annotations.clone();
     annotations.insert(CREDENTIAL_SID_ANNOTATION.into(), p.credential_sid.into());
     annotations.insert(CREATED_AT_ANNOTATION.into(), p.created_at.to_string());
+    if let Some(request) = p.request {
+        annotations.insert(REQUEST_ANNOTATION.into(), request.into());
+    }
     let secret_value = p.data.iter().find(|(k, _)| *k == p.secret_key).map(|(_, v)| *v).unwrap_or_default();
     annotations.insert(DIGEST_ANNOTATION.into(), digest(secret_value));
     Secret {
@@ -82,6 +89,7 @@ pub enum Observed {
 pub struct Record {
     pub credential_sid: Option<String>,
     pub created_at: Option<Timestamp>,
+    pub request: Option<String>,
     /// The data still matches what the operator wrote: every expected key present, the SID data
     /// equal to the annotation, the secret matching its digest.
     pub intact: bool,
@@ -111,6 +119,7 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str, expected: &[(&str, Opti
     Observed::Ours(Record {
         credential_sid: annotations.get(CREDENTIAL_SID_ANNOTATION).cloned(),
         created_at: annotations.get(CREATED_AT_ANNOTATION).and_then(|t| t.parse().ok()),
+        request: annotations.get(REQUEST_ANNOTATION).cloned(),
         intact,
     })
 }
@@ -132,6 +141,7 @@ mod tests {
             annotations: labels,
             credential_sid: "SK1",
             created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            request: Some("r1"),
             data: vec![("SID", "SK1"), ("SECRET", "value")],
             secret_key: "SECRET",
         })
@@ -152,7 +162,7 @@ mod tests {
     fn tells_intact_from_edited_from_foreign() {
         let s = published(&BTreeMap::new());
         let expect = [("SID", Some("SK1")), ("SECRET", None)];
-        assert!(matches!(observe(Some(&s), "uid-1", &expect), Observed::Ours(Record { intact: true, .. })));
+        assert!(matches!(observe(Some(&s), "uid-1", &expect), Observed::Ours(Record { intact: true, ref request, .. }) if request.as_deref() == Some("r1")));
         assert_eq!(observe(Some(&s), "other", &expect), Observed::Conflict);
         assert_eq!(observe(None, "uid-1", &expect), Observed::Missing);
         let mut edited = s.clone();

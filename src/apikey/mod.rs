@@ -207,6 +207,8 @@ async fn converge(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeyStatus, n
         *st = adopted;
     }
 
+    // The schedule follows from the key's creation, never from a possibly stale status field.
+    st.next_rotation_at = next_rotation(spec, st);
     let twilio_result = twilio_steps(spec, ctx, &target, st, &observed, now).await;
     if let Err(Stop::Problem(p)) = &twilio_result
         && p.reason == Reason::AuthenticationFailed
@@ -218,11 +220,15 @@ async fn converge(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeyStatus, n
 
     roll_workloads(spec, ctx, st).await?;
     st.secret_name = Some(spec.secret_name.clone());
-    st.next_rotation_at = match (spec.every, &st.key_created_at) {
+    st.next_rotation_at = next_rotation(spec, st);
+    Ok(format!("Key {} is published in Secret {}", st.key_sid.as_deref().unwrap_or("?"), spec.secret_name))
+}
+
+fn next_rotation(spec: &Spec<'_>, st: &TwilioApiKeyStatus) -> Option<Time> {
+    match (spec.every, &st.key_created_at) {
         (Some(every), Some(created)) => Some(Time(schedule::next_rotation(created.0, every, &spec.uid))),
         _ => None,
-    };
-    Ok(format!("Key {} is published in Secret {}", st.key_sid.as_deref().unwrap_or("?"), spec.secret_name))
+    }
 }
 
 fn observe_secret(found: Option<&Secret>, spec: &Spec<'_>, account: &str) -> Observed {
@@ -300,6 +306,7 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
         annotations: &spec_secret.annotations,
         credential_sid: &new.sid,
         created_at: now,
+        request: spec.rotate_request(),
         data: vec![
             (&spec.keys.account_sid, &target.account_sid),
             (&spec.keys.api_key, &new.sid),

@@ -64,8 +64,9 @@ impl Cause {
 }
 
 /// When the Secret carries a key the status does not record (the operator stopped between
-/// writing the Secret and writing the status), the status that records it. The key it replaced
-/// retires as a rotation would retire it.
+/// writing the Secret and writing the status, or read a status older than its last write), the
+/// status that records it, with the rotation request it answered. The key it replaced retires
+/// as a rotation would retire it.
 pub fn adopt_from_secret(status: &TwilioApiKeyStatus, secret: &Observed, grace: Duration, now: Timestamp) -> Option<TwilioApiKeyStatus> {
     let Observed::Ours(record) = secret else { return None };
     let carried = record.credential_sid.as_ref().filter(|sid| record.intact && status.key_sid.as_ref() != Some(*sid))?;
@@ -77,6 +78,9 @@ pub fn adopt_from_secret(status: &TwilioApiKeyStatus, secret: &Observed, grace: 
     adopted.retiring_keys.retain(|r| &r.sid != carried);
     adopted.key_sid = Some(carried.clone());
     adopted.key_created_at = Some(Time(created));
+    if record.request.is_some() {
+        adopted.last_rotation_request = record.request.clone();
+    }
     Some(adopted)
 }
 
@@ -157,7 +161,7 @@ mod tests {
         TwilioApiKeyStatus { key_sid: Some(sid.into()), key_created_at: Some(Time(at(T0))), ..Default::default() }
     }
     fn ours(sid: &str, intact: bool) -> Observed {
-        Observed::Ours(Record { credential_sid: Some(sid.into()), created_at: Some(at(T1)), intact })
+        Observed::Ours(Record { credential_sid: Some(sid.into()), created_at: Some(at(T1)), request: Some("r2".into()), intact })
     }
 
     #[test]
@@ -183,6 +187,7 @@ mod tests {
         assert_eq!(adopted.key_sid.as_deref(), Some("SK2"));
         assert_eq!(adopted.key_created_at, Some(Time(at(T1))));
         assert_eq!(adopted.retiring_keys, vec![RetiringKey { sid: "SK1".into(), revoke_at: Time(at(T2)) }]);
+        assert_eq!(adopted.last_rotation_request.as_deref(), Some("r2"), "the request is not answered twice");
         assert!(adopt_from_secret(&live("SK2"), &ours("SK2", true), Duration::ZERO, at(T2)).is_none());
         assert!(adopt_from_secret(&live("SK1"), &ours("SK2", false), Duration::ZERO, at(T2)).is_none(), "an edited Secret is not a record");
         let first = adopt_from_secret(&TwilioApiKeyStatus::default(), &ours("SK2", true), Duration::ZERO, at(T2)).unwrap();

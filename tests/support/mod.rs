@@ -13,6 +13,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod emulator;
+pub mod operator;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -1,0 +1,500 @@
+//! TwilioApiKey end to end: the operator process against the real control plane and the
+//! emulator, driven through the Kubernetes API as a user would.
+
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::emulator::{Emulator, MAIN_SID};
+use support::operator::{Operator, wait_for, wait_gone};
+use support::{ControlPlane, cluster};
+use twilio_operator::api::TwilioApiKey;
+use twilio_operator::conditions::is_ready;
+use twilio_operator::twilio::{Credentials, ErrorClass};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Fixture {
+    cp: &'static ControlPlane,
+    emu: Emulator,
+    ns: String,
+    operator: Option<Operator>,
+    client: Client,
+}
+
+impl Fixture {
+    async fn new(prefix: &str, emulator_flags: &[&str]) -> Self {
+        let cp = cluster();
+        let ns = cp.namespace(prefix).await;
+        let emu = Emulator::start(emulator_flags);
+        let operator = Some(Operator::start(cp, &emu, &ns, &[]));
+        Self { cp, emu, ns, operator, client: cp.admin() }
+    }
+
+    fn keys(&self) -> Api<TwilioApiKey> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn restart_operator(&mut self, env: &[(&str, &str)]) {
+        self.operator = None;
+        self.operator = Some(Operator::start(self.cp, &self.emu, &self.ns, env));
+    }
+
+    fn operator_log(&self) -> String {
+        self.operator.as_ref().map(Operator::log_tail).unwrap_or_default()
+    }
+
+    async fn create(&self, name: &str, spec: Value) -> TwilioApiKey {
+        self.create_with(name, json!({}), spec).await
+    }
+
+    async fn create_with(&self, name: &str, annotations: Value, spec: Value) -> TwilioApiKey {
+        let key: TwilioApiKey = serde_json::from_value(json!({
+            "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
+            "metadata": {"name": name, "annotations": annotations}, "spec": spec,
+        }))
+        .expect("a valid TwilioApiKey");
+        self.keys().create(&PostParams::default(), &key).await.expect("create TwilioApiKey")
+    }
+
+    /// Waits until the key is Ready for its current generation, with a key SID.
+    async fn ready(&self, name: &str) -> TwilioApiKey {
+        self.ready_where(name, "Ready", |_| true).await
+    }
+
+    async fn ready_where(&self, name: &str, what: &str, extra: impl Fn(&TwilioApiKey) -> bool) -> TwilioApiKey {
+        wait_for(&self.keys(), name, WAIT, what, |k: &TwilioApiKey| {
+            k.status.as_ref().is_some_and(|s| is_ready(&s.conditions) && s.observed_generation == k.metadata.generation && s.key_sid.is_some())
+                && extra(k)
+        })
+        .await
+    }
+
+    async fn reason(&self, name: &str, reason: &str) -> TwilioApiKey {
+        wait_for(&self.keys(), name, WAIT, reason, |k: &TwilioApiKey| {
+            k.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
+        })
+        .await
+    }
+
+    /// Credentials read from the key's Secret, as a pod would read them.
+    async fn published(&self, secret: &str) -> Credentials {
+        let secret = self.secrets().get(secret).await.expect("the Secret exists");
+        let data = secret.data.unwrap_or_default();
+        let get = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        Credentials::with_api_key(get("TWILIO_ACCOUNT_SID"), get("TWILIO_API_KEY"), SecretString::from(get("TWILIO_API_SECRET"))).expect("valid credentials")
+    }
+
+    /// Whether credentials authenticate at the emulator (a balance read their account allows).
+    async fn works(&self, creds: &Credentials) -> bool {
+        match self.emu.client().fetch_balance(creds, creds.account_sid()).await {
+            Ok(_) => true,
+            Err(e) if e.class() == ErrorClass::Credentials => false,
+            Err(e) => panic!("unexpected Twilio error: {e}"),
+        }
+    }
+
+    /// Keys at the emulator whose friendly name carries this object's tag.
+    async fn tagged(&self, key: &TwilioApiKey) -> Vec<String> {
+        let tag = twilio_operator::apikey::schedule::tag(&key.uid().unwrap());
+        self.emu.state().await["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["friendly_name"].as_str().is_some_and(|n| n.ends_with(&tag)))
+            .map(|k| k["sid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = events.list(&ListParams::default()).await.expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect()
+    }
+
+    async fn wait_event(&self, name: &str, reason: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some((_, _, message)) = self.events(name).await.into_iter().find(|(_, r, _)| r == reason) {
+                return message;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {reason} event for {name}: {:?}\n{}", self.events(name).await, self.operator_log());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn annotate(&self, name: &str, key: &str, value: &str) {
+        self.keys().patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {key: value}}}))).await.expect("annotate");
+    }
+}
+
+fn status(key: &TwilioApiKey) -> twilio_operator::api::TwilioApiKeyStatus {
+    key.status.clone().expect("status")
+}
+
+#[tokio::test]
+async fn a_key_is_created_published_and_authenticates() {
+    let f = Fixture::new("publish", &[]).await;
+    f.create("notifier", json!({})).await;
+    let key = f.ready("notifier").await;
+    let st = status(&key);
+    assert_eq!(st.account_sid.as_deref(), Some(MAIN_SID));
+    assert_eq!(st.secret_name.as_deref(), Some("notifier"));
+    assert!(st.key_created_at.is_some() && st.next_rotation_at.is_none() && st.retiring_keys.is_empty());
+
+    let secret = f.secrets().get("notifier").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    assert_eq!(secret.labels()["app.kubernetes.io/managed-by"], "twilio-operator");
+    let owner = &secret.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("TwilioApiKey", key.uid().unwrap().as_str(), Some(true)));
+    let creds = f.published("notifier").await;
+    assert_eq!(creds.username(), st.key_sid.as_deref().unwrap());
+    assert!(f.works(&creds).await, "the published key authenticates");
+    assert_eq!(f.tagged(&key).await, vec![st.key_sid.clone().unwrap()], "exactly one key at Twilio");
+
+    // Status, events and the operator's log hold no secret.
+    let secret_value = String::from_utf8(secret.data.unwrap()["TWILIO_API_SECRET"].0.clone()).unwrap();
+    let message = f.wait_event("notifier", "KeyCreated").await;
+    assert!(message.contains(st.key_sid.as_deref().unwrap()));
+    assert!(!serde_json::to_string(&key).unwrap().contains(&secret_value));
+    assert!(!format!("{:?}", f.events("notifier").await).contains(&secret_value));
+    assert!(!std::fs::read_to_string(&f.operator.as_ref().unwrap().log).unwrap().contains(&secret_value));
+    f.emu.assert_contract_clean().await;
+}
+
+#[tokio::test]
+async fn secret_layout_follows_the_spec() {
+    let f = Fixture::new("layout", &[]).await;
+    f.create(
+        "checkout",
+        json!({"friendlyName": "checkout service", "secret": {
+            "name": "checkout-twilio", "labels": {"team": "payments"}, "annotations": {"owner": "payments@example.com"},
+            "keys": {"accountSid": "SID", "apiKey": "KEY", "apiSecret": "SECRET"}
+        }}),
+    )
+    .await;
+    let key = f.ready("checkout").await;
+    let secret = f.secrets().get("checkout-twilio").await.unwrap();
+    assert_eq!(secret.labels()["team"], "payments");
+    assert_eq!(secret.annotations()["owner"], "payments@example.com");
+    let data = secret.data.unwrap();
+    assert_eq!(data.keys().cloned().collect::<Vec<_>>(), ["KEY", "SECRET", "SID"]);
+    let creds = Credentials::with_api_key(
+        String::from_utf8(data["SID"].0.clone()).unwrap(),
+        String::from_utf8(data["KEY"].0.clone()).unwrap(),
+        SecretString::from(String::from_utf8(data["SECRET"].0.clone()).unwrap()),
+    )
+    .unwrap();
+    assert!(f.works(&creds).await);
+    let at_twilio = f.emu.client().fetch_key(&f.emu.main_credentials(), MAIN_SID, status(&key).key_sid.as_deref().unwrap()).await.unwrap();
+    assert!(at_twilio.friendly_name.unwrap().starts_with("checkout service [twop:"));
+}
+
+#[tokio::test]
+async fn restricted_keys_get_their_permissions_and_updates_apply_in_place() {
+    let f = Fixture::new("restricted", &[]).await;
+    f.create("reader", json!({"keyType": "Restricted", "permissions": ["/twilio/messaging/messages/create"]})).await;
+    let key = f.ready("reader").await;
+    let sid = status(&key).key_sid.unwrap();
+    let creds = f.published("reader").await;
+    let policy = |state: &Value| state["keys"].as_array().unwrap().iter().find(|k| k["sid"] == sid.as_str()).map(|k| k["policy"].clone());
+    assert_eq!(policy(&f.emu.state().await), Some(json!(["/twilio/messaging/messages/create"])));
+    assert!(f.emu.client().fetch_balance(&creds, MAIN_SID).await.is_err(), "balance is not in the policy");
+
+    f.keys()
+        .patch("reader", &PatchParams::default(), &Patch::Merge(json!({"spec": {"permissions": ["/twilio/messaging/messages/create", "/twilio/billing/balance/read"]}})))
+        .await
+        .unwrap();
+    let updated = f.ready_where("reader", "updated", |k| k.metadata.generation == Some(2)).await;
+    assert_eq!(status(&updated).key_sid.as_deref(), Some(sid.as_str()), "the same key, updated in place");
+    assert_eq!(policy(&f.emu.state().await), Some(json!(["/twilio/messaging/messages/create", "/twilio/billing/balance/read"])));
+    f.emu.client().fetch_balance(&creds, MAIN_SID).await.expect("the new permission works at once");
+    f.emu.assert_contract_clean().await;
+}
+
+#[tokio::test]
+async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
+    let mut f = Fixture::new("rotate", &[]).await;
+    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}
+    }))
+    .unwrap();
+    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    f.create_with(
+        "api",
+        json!({"twilio.operator.dev/rotate": "initial"}),
+        json!({"rotation": {"every": "24h", "gracePeriod": "20s"}, "restartWorkloads": [{"kind": "Deployment", "name": "web"}]}),
+    )
+    .await;
+    let first = f.ready("api").await;
+    let old_sid = status(&first).key_sid.unwrap();
+    assert_eq!(status(&first).last_rotation_request.as_deref(), Some("initial"), "the annotation present at creation is consumed");
+    assert!(status(&first).next_rotation_at.is_some());
+    let rolled = deployments.get("web").await.unwrap();
+    let annotation = |d: &Deployment| d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.clone().unwrap_or_default().get("twilio.operator.dev/api-key-sid").cloned();
+    assert_eq!(annotation(&rolled).as_deref(), Some(old_sid.as_str()));
+    let generation_after_first = rolled.metadata.generation.unwrap();
+    let old_creds = f.published("api").await;
+
+    f.annotate("api", "twilio.operator.dev/rotate", "2026-12-01T10:00").await;
+    let rotated = f.ready_where("api", "rotated", |k| k.status.as_ref().unwrap().last_rotation_request.as_deref() == Some("2026-12-01T10:00")).await;
+    let st = status(&rotated);
+    let new_sid = st.key_sid.clone().unwrap();
+    assert_ne!(new_sid, old_sid);
+    assert_eq!(st.retiring_keys.iter().map(|r| r.sid.as_str()).collect::<Vec<_>>(), [old_sid.as_str()]);
+    let new_creds = f.published("api").await;
+    assert!(f.works(&new_creds).await, "the new key works");
+    assert!(f.works(&old_creds).await, "the old key works during the grace period: {st:?}\n{}", f.operator_log());
+    let rolled = deployments.get("web").await.unwrap();
+    assert_eq!(annotation(&rolled).as_deref(), Some(new_sid.as_str()));
+    assert_eq!(rolled.metadata.generation.unwrap(), generation_after_first + 1, "one roll for one new key");
+    f.wait_event("api", "KeyRotated").await;
+
+    f.ready_where("api", "done retiring", |k| k.status.as_ref().unwrap().retiring_keys.is_empty()).await;
+    assert!(!f.works(&old_creds).await, "the old key is revoked after the grace period");
+    assert!(f.works(&new_creds).await);
+
+    // A restart (or a leader change) neither rotates nor rolls anything.
+    f.restart_operator(&[]);
+    f.annotate("api", "unrelated", "touch").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = f.ready("api").await;
+    assert_eq!(status(&after).key_sid.as_deref(), Some(new_sid.as_str()));
+    assert_eq!(deployments.get("web").await.unwrap().metadata.generation.unwrap(), generation_after_first + 1);
+    assert_eq!(f.tagged(&after).await, vec![new_sid]);
+    f.emu.assert_contract_clean().await;
+}
+
+#[tokio::test]
+async fn scheduled_rotation_happens_when_due() {
+    let f = Fixture::new("schedule", &[]).await;
+    f.create("cron", json!({"rotation": {"every": "720h", "gracePeriod": "0s"}})).await;
+    let key = f.ready("cron").await;
+    let old_sid = status(&key).key_sid.unwrap();
+    // Travel in time: the record says the key is a period old.
+    let past = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "status": {"keyCreatedAt": "2020-01-01T00:00:00Z"}});
+    f.keys().patch_status("cron", &PatchParams::apply("time-travel").force(), &Patch::Apply(&past)).await.unwrap();
+    let rotated = f.ready_where("cron", "rotated", |k| k.status.as_ref().unwrap().key_sid.as_deref() != Some(old_sid.as_str())).await;
+    let st = status(&rotated);
+    let next = st.next_rotation_at.unwrap().0;
+    let created = st.key_created_at.unwrap().0;
+    let period = next.duration_since(created).as_secs_f64();
+    assert!(period <= 720.0 * 3600.0 && period > 719.0 * 3600.0, "next rotation one period (minus jitter) later: {period}s");
+    f.ready_where("cron", "old revoked", |k| k.status.as_ref().unwrap().retiring_keys.is_empty()).await;
+    assert_eq!(f.tagged(&rotated).await, vec![st.key_sid.unwrap()], "a zero grace period revokes the old key at once");
+}
+
+#[tokio::test]
+async fn deleting_the_object_revokes_its_keys_unless_retained() {
+    let f = Fixture::new("delete", &[]).await;
+    f.create("gone", json!({})).await;
+    f.create("kept", json!({"deletionPolicy": "Retain"})).await;
+    let gone = f.ready("gone").await;
+    let kept = f.ready("kept").await;
+    let gone_creds = f.published("gone").await;
+    let kept_creds = f.published("kept").await;
+    f.keys().delete("gone", &DeleteParams::default()).await.unwrap();
+    f.keys().delete("kept", &DeleteParams::default()).await.unwrap();
+    wait_gone(&f.keys(), "gone", WAIT).await;
+    wait_gone(&f.keys(), "kept", WAIT).await;
+    assert!(f.tagged(&gone).await.is_empty(), "Delete revokes");
+    assert!(!f.works(&gone_creds).await);
+    assert_eq!(f.tagged(&kept).await.len(), 1, "Retain leaves the key");
+    assert!(f.works(&kept_creds).await);
+}
+
+#[tokio::test]
+async fn namespace_deletion_completes_even_without_the_credentials_secret() {
+    let f = Fixture::new("nsdelete", &[]).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "parent"},
+        "stringData": {"TWILIO_ACCOUNT_SID": MAIN_SID, "TWILIO_AUTH_TOKEN": support::emulator::MAIN_TOKEN}
+    }))
+    .unwrap();
+    f.secrets().create(&PostParams::default(), &secret).await.unwrap();
+    f.create("tenant-key", json!({"credentialsRef": {"name": "parent"}})).await;
+    let key = f.ready("tenant-key").await;
+    // The credentials go first, as they may when a namespace is torn down.
+    f.secrets().delete("parent", &DeleteParams::default()).await.unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(f.client.clone());
+    namespaces.delete(&f.ns, &DeleteParams::default()).await.unwrap();
+    wait_gone(&namespaces, &f.ns, Duration::from_secs(120)).await;
+    assert!(f.tagged(&key).await.is_empty(), "revoked with the operator's own credentials");
+}
+
+#[tokio::test]
+async fn impossible_revocation_warns_and_lets_go() {
+    let f = Fixture::new("orphaned", &[]).await;
+    // A second, unrelated Twilio account the operator's own credentials cannot reach.
+    let other: Value = reqwest::Client::new().post(format!("{}/_emulator/accounts", f.emu.url)).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other"},
+        "stringData": {"TWILIO_ACCOUNT_SID": other["sid"], "TWILIO_AUTH_TOKEN": other["auth_token"]}
+    }))
+    .unwrap();
+    f.secrets().create(&PostParams::default(), &secret).await.unwrap();
+    f.create("stranded", json!({"credentialsRef": {"name": "other"}})).await;
+    let key = f.ready("stranded").await;
+    let sid = status(&key).key_sid.unwrap();
+    f.secrets().delete("other", &DeleteParams::default()).await.unwrap();
+    f.keys().delete("stranded", &DeleteParams::default()).await.unwrap();
+    wait_gone(&f.keys(), "stranded", WAIT).await;
+    let warning = f.wait_event("stranded", "RevokeFailed").await;
+    assert!(warning.contains(&sid), "the warning names the key left behind: {warning}");
+    assert_eq!(f.tagged(&key).await, vec![sid]);
+}
+
+#[tokio::test]
+async fn a_deleted_or_edited_secret_gets_a_new_key() {
+    let f = Fixture::new("repair", &[]).await;
+    f.create("svc", json!({"rotation": {"every": "24h", "gracePeriod": "1h"}})).await;
+    let first = status(&f.ready("svc").await).key_sid.unwrap();
+    f.secrets().delete("svc", &DeleteParams::default()).await.unwrap();
+    let second = f.ready_where("svc", "reissued", |k| k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())).await;
+    let st = status(&second);
+    assert_eq!(st.retiring_keys.iter().map(|r| r.sid.as_str()).collect::<Vec<_>>(), [first.as_str()], "the old key retires");
+    assert!(f.works(&f.published("svc").await).await);
+    f.wait_event("svc", "KeyReissued").await;
+
+    let second_sid = st.key_sid.unwrap();
+    let edit = json!({"stringData": {"TWILIO_API_SECRET": "not-the-secret"}});
+    f.secrets().patch("svc", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    let third = f.ready_where("svc", "reissued again", |k| k.status.as_ref().unwrap().key_sid.as_deref() != Some(second_sid.as_str())).await;
+    let st = status(&third);
+    // Never more than two live keys: the first retiring key went before the third came.
+    assert_eq!(st.retiring_keys.iter().map(|r| r.sid.as_str()).collect::<Vec<_>>(), [second_sid.as_str()]);
+    assert_eq!(f.tagged(&third).await.len(), 2);
+    assert!(f.works(&f.published("svc").await).await);
+}
+
+#[tokio::test]
+async fn a_key_revoked_outside_is_reissued_with_a_warning() {
+    let mut f = Fixture::new("drift", &[]).await;
+    f.restart_operator(&[("RESYNC_INTERVAL", "2s")]);
+    f.create("drifty", json!({})).await;
+    let first = status(&f.ready("drifty").await).key_sid.unwrap();
+    f.emu.client().delete_key(&f.emu.main_credentials(), MAIN_SID, &first).await.unwrap();
+    let again = f.ready_where("drifty", "reissued", |k| k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())).await;
+    assert!(status(&again).retiring_keys.is_empty(), "a revoked key does not retire");
+    assert!(f.works(&f.published("drifty").await).await);
+    f.wait_event("drifty", "KeyRevokedOutside").await;
+}
+
+#[tokio::test]
+async fn drift_detection_costs_one_list_per_account_not_per_key() {
+    let mut f = Fixture::new("inventory", &[]).await;
+    f.restart_operator(&[("RESYNC_INTERVAL", "3s")]);
+    for i in 0..6 {
+        f.create(&format!("k{i}"), json!({})).await;
+    }
+    for i in 0..6 {
+        f.ready(&format!("k{i}")).await;
+    }
+    f.emu.reset_stats().await;
+    // Every key is re-examined at least once per resync; the account's list is shared.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let state = f.emu.state().await;
+    let lists = state["received"]["api.ListKey"].as_u64().unwrap_or(0);
+    let fetches = state["received"]["api.FetchKey"].as_u64().unwrap_or(0);
+    assert!((1..=5).contains(&lists), "10 s at a 3 s resync for 6 keys in one account: {lists} lists");
+    assert_eq!(fetches, 0, "no per-key fetches");
+}
+
+#[tokio::test]
+async fn a_foreign_secret_is_never_overwritten() {
+    let f = Fixture::new("conflict", &[]).await;
+    let theirs: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "taken"}, "stringData": {"keep": "me"}})).unwrap();
+    f.secrets().create(&PostParams::default(), &theirs).await.unwrap();
+    f.create("clash", json!({"secret": {"name": "taken"}})).await;
+    let key = f.reason("clash", "SecretConflict").await;
+    let message = &key.status.unwrap().conditions[0].message;
+    assert!(message.contains("taken") && message.contains("spec.secret.name"), "{message}");
+    let untouched = f.secrets().get("taken").await.unwrap();
+    assert_eq!(untouched.data.clone().unwrap().keys().cloned().collect::<Vec<_>>(), ["keep"]);
+    assert!(untouched.owner_references().is_empty());
+    assert!(f.emu.state().await["keys"].as_array().unwrap().is_empty(), "no key was made for a Secret it cannot publish to");
+}
+
+#[tokio::test]
+async fn bad_credentials_back_off_without_a_hot_loop() {
+    let f = Fixture::new("badcreds", &[]).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong"},
+        "stringData": {"TWILIO_ACCOUNT_SID": MAIN_SID, "TWILIO_AUTH_TOKEN": "definitely-wrong"}
+    }))
+    .unwrap();
+    f.secrets().create(&PostParams::default(), &secret).await.unwrap();
+    f.create("denied", json!({"credentialsRef": {"name": "wrong"}})).await;
+    let key = f.reason("denied", "AuthenticationFailed").await;
+    assert!(key.status.unwrap().conditions[0].message.contains("20003"));
+    f.wait_event("denied", "AuthenticationFailed").await;
+    f.emu.reset_stats().await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let calls: u64 = f.emu.state().await["received"].as_object().unwrap().values().filter_map(Value::as_u64).sum();
+    assert!(calls <= 4, "20 s of a refused credential cost {calls} Twilio calls");
+
+    let missing = f.create("nocreds", json!({"credentialsRef": {"name": "absent"}})).await;
+    let blocked = f.reason(&missing.name_any(), "CredentialsMissing").await;
+    assert!(blocked.status.unwrap().conditions[0].message.contains("absent"));
+}
+
+#[tokio::test]
+async fn a_missing_workload_is_a_warning_not_a_failure() {
+    let f = Fixture::new("noworkload", &[]).await;
+    f.create("lonely", json!({"restartWorkloads": [{"kind": "StatefulSet", "name": "ghost"}]})).await;
+    f.ready("lonely").await;
+    let warning = f.wait_event("lonely", "WorkloadMissing").await;
+    assert!(warning.contains("ghost"));
+}
+
+#[tokio::test]
+async fn fifty_keys_converge_under_faults_with_no_orphans() {
+    let f = Fixture::new("fifty", &["--fault-429", "0.2", "--fault-5xx", "0.05", "--fault-reset", "0.03"]).await;
+    for i in 0..50 {
+        f.create(&format!("key-{i:02}"), json!({})).await;
+    }
+    let mut keys = Vec::new();
+    for i in 0..50 {
+        keys.push(wait_for(&f.keys(), &format!("key-{i:02}"), Duration::from_secs(240), "Ready", |k: &TwilioApiKey| {
+            k.status.as_ref().is_some_and(|s| is_ready(&s.conditions) && s.key_sid.is_some())
+        })
+        .await);
+    }
+    // Quiet the faults and let every object settle, then count what lives at Twilio.
+    f.emu.configure(json!({"knobs": {"fault_429": 0.0, "fault_5xx": 0.0, "fault_reset": 0.0}})).await;
+    let state = f.emu.state().await;
+    let live: Vec<&str> = state["keys"].as_array().unwrap().iter().map(|k| k["sid"].as_str().unwrap()).collect();
+    let recorded: Vec<String> = keys.iter().map(|k| status(k).key_sid.unwrap()).collect();
+    let mut orphans: Vec<&str> = live.iter().copied().filter(|sid| !recorded.iter().any(|r| r == sid)).collect();
+    // A reset after a create leaves a key that the next pass sweeps; give it that pass.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !orphans.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let state = f.emu.state().await;
+        let live: Vec<String> = state["keys"].as_array().unwrap().iter().map(|k| k["sid"].as_str().unwrap().to_owned()).collect();
+        orphans.retain(|o| live.iter().any(|l| l == o));
+    }
+    assert!(orphans.is_empty(), "orphaned keys at Twilio: {orphans:?}");
+    for key in &keys {
+        assert!(f.works(&f.published(&key.name_any()).await).await);
+    }
+    let state = f.emu.state().await;
+    println!("fifty keys under faults: Twilio calls by operation and status: {}", state["calls"]);
+    f.emu.assert_contract_clean().await;
+}

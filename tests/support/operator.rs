@@ -1,0 +1,97 @@
+//! The operator binary as tests run it: a real process against the test control plane and an
+//! emulator, watching one namespace, so tests can kill it and start it again.
+//!
+//! Contract: [`Operator::start`] spawns `twilio-operator` with the emulator's main account as its
+//! credentials; dropping it kills the process. Its log goes to a file whose tail
+//! [`Operator::log_tail`] returns for failure messages.
+
+use super::emulator::{Emulator, MAIN_SID, MAIN_TOKEN};
+use super::{ControlPlane, tethered};
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::wait::await_condition;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator on `namespace` with extra environment (such as a failpoint).
+    pub fn start(cp: &ControlPlane, emu: &Emulator, namespace: &str, env: &[(&str, &str)]) -> Self {
+        let log = cp.dir.join(format!("operator-{namespace}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let file = std::fs::File::create(&log).expect("operator log");
+        let child = tethered(std::path::Path::new(env!("CARGO_BIN_EXE_twilio-operator")))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("WATCH_NAMESPACES", namespace)
+            .env("TWILIO_BASE_URL", &emu.url)
+            .env("TWILIO_ACCOUNT_SID", MAIN_SID)
+            .env("TWILIO_AUTH_TOKEN", MAIN_TOKEN)
+            .env("RESYNC_INTERVAL", "10m")
+            .env("RUST_LOG", "info,twilio_operator=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file)
+            .spawn()
+            .expect("start twilio-operator");
+        Self { child, log }
+    }
+
+    /// Waits for the process to exit on its own (a failpoint), killing it after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll operator") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the operator did not stop within {timeout:?}:\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `timeout` until the object satisfies `done`, and returns it.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str, done: impl Fn(&K) -> bool) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let cond = move |obj: Option<&K>| obj.is_some_and(&done);
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(other) => panic!("waiting for {name} to be {what}: {other:?}"),
+        Err(_) => panic!("{name} was not {what} within {timeout:?}; it is now {:?}", api.get_opt(name).await),
+    }
+}
+
+/// Waits up to `timeout` until the object is gone.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let gone = |obj: Option<&K>| obj.is_none();
+    tokio::time::timeout(timeout, await_condition(api.clone(), name, gone))
+        .await
+        .unwrap_or_else(|_| panic!("{name} still exists after {timeout:?}"))
+        .expect("watch");
+}
