@@ -498,3 +498,85 @@ async fn fifty_keys_converge_under_faults_with_no_orphans() {
     println!("fifty keys under faults: Twilio calls by operation and status: {}", state["calls"]);
     f.emu.assert_contract_clean().await;
 }
+
+/// Restarts the operator with `failpoint` armed; the next reconcile that reaches it aborts.
+fn crash_at(f: &mut Fixture, failpoint: &str) {
+    f.restart_operator(&[("TWILIO_OPERATOR_FAILPOINT", failpoint)]);
+}
+
+/// Waits for the armed operator to abort, then runs it normally again.
+async fn recover(f: &mut Fixture) {
+    let status = f.operator.as_mut().unwrap().wait_exit(WAIT);
+    assert!(!status.success(), "the operator should have aborted at the failpoint");
+    f.restart_operator(&[]);
+}
+
+#[tokio::test]
+async fn crash_after_twilio_create_leaves_no_orphan() {
+    let mut f = Fixture::new("crash-create", &[]).await;
+    crash_at(&mut f, "apikey-after-create");
+    f.create("fragile", json!({})).await;
+    recover(&mut f).await;
+    let key = f.ready("fragile").await;
+    let sid = status(&key).key_sid.unwrap();
+    assert_eq!(f.tagged(&key).await, vec![sid.clone()], "the key made before the crash was swept");
+    let creds = f.published("fragile").await;
+    assert_eq!(creds.username(), sid);
+    assert!(f.works(&creds).await);
+    f.wait_event("fragile", "LeftoverRevoked").await;
+}
+
+#[tokio::test]
+async fn crash_after_secret_write_adopts_the_published_key() {
+    let mut f = Fixture::new("crash-secret", &[]).await;
+    crash_at(&mut f, "apikey-after-secret");
+    f.create("fragile", json!({})).await;
+    recover(&mut f).await;
+    let key = f.ready("fragile").await;
+    let sid = status(&key).key_sid.unwrap();
+    let creds = f.published("fragile").await;
+    assert_eq!(creds.username(), sid, "the key in the Secret is the one recorded");
+    assert_eq!(f.tagged(&key).await, vec![sid]);
+    assert!(f.works(&creds).await);
+}
+
+#[tokio::test]
+async fn crashes_mid_rotation_rotate_exactly_once() {
+    for failpoint in ["apikey-after-create", "apikey-after-secret"] {
+        let mut f = Fixture::new("crash-rotate", &[]).await;
+        f.create("spinning", json!({"rotation": {"every": "24h", "gracePeriod": "1h"}})).await;
+        let old = status(&f.ready("spinning").await).key_sid.unwrap();
+        crash_at(&mut f, failpoint);
+        f.annotate("spinning", "twilio.operator.dev/rotate", "now").await;
+        recover(&mut f).await;
+        let key = f.ready_where("spinning", "rotated", |k| k.status.as_ref().unwrap().last_rotation_request.as_deref() == Some("now")).await;
+        let st = status(&key);
+        let current = st.key_sid.clone().unwrap();
+        assert_ne!(current, old, "{failpoint}");
+        assert_eq!(st.retiring_keys.iter().map(|r| r.sid.clone()).collect::<Vec<_>>(), vec![old.clone()], "{failpoint}");
+        let mut tagged = f.tagged(&key).await;
+        tagged.sort();
+        let mut expected = vec![current.clone(), old.clone()];
+        expected.sort();
+        assert_eq!(tagged, expected, "{failpoint}: exactly the current and the retiring key live");
+        assert!(f.works(&f.published("spinning").await).await, "{failpoint}");
+    }
+}
+
+#[tokio::test]
+async fn crash_mid_revoke_finishes_the_revocation() {
+    let mut f = Fixture::new("crash-revoke", &[]).await;
+    f.create("tidy", json!({"rotation": {"every": "24h", "gracePeriod": "2s"}})).await;
+    f.ready("tidy").await;
+    crash_at(&mut f, "apikey-mid-revoke");
+    f.annotate("tidy", "twilio.operator.dev/rotate", "once").await;
+    recover(&mut f).await;
+    let key = f.ready_where("tidy", "revoked", |k| {
+        let st = k.status.as_ref().unwrap();
+        st.retiring_keys.is_empty() && st.last_rotation_request.as_deref() == Some("once")
+    })
+    .await;
+    let sid = status(&key).key_sid.unwrap();
+    assert_eq!(f.tagged(&key).await, vec![sid.clone()]);
+    assert_eq!(f.published("tidy").await.username(), sid);
+}
