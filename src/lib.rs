@@ -11,6 +11,7 @@ pub mod controller;
 pub mod crds;
 pub mod failpoint;
 pub mod secret;
+pub mod tagging;
 pub mod target;
 pub mod twilio;
 

@@ -105,7 +105,7 @@ impl Fixture {
 
     /// Keys at the emulator whose friendly name carries this object's tag.
     async fn tagged(&self, key: &TwilioApiKey) -> Vec<String> {
-        let tag = twilio_operator::apikey::schedule::tag(&key.uid().unwrap());
+        let tag = twilio_operator::tagging::tag(&key.uid().unwrap());
         self.emu.state().await["keys"]
             .as_array()
             .unwrap()

@@ -152,6 +152,20 @@ pub struct TwilioSubaccountStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<SubaccountUsage>,
 
+    /// Number of TwilioApiKeys in this namespace whose spec.subaccountRef names this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<i32>,
+
+    /// Where the auth token rotation stands, when spec.authTokenRotation is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<AuthTokenStatus>,
+
+    /// Set just before the operator asks Twilio to create the subaccount and cleared once its SID
+    /// is recorded; if the operator stops in between, the next reconcile finds the subaccount by
+    /// its unique creation name instead of creating a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_since: Option<Time>,
+
     /// Current state of the object; the Ready condition summarises it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
@@ -160,6 +174,20 @@ pub struct TwilioSubaccountStatus {
     /// The metadata.generation the status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// The auth token rotation's record.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthTokenStatus {
+    /// When the token in the Secret last became the primary (or was first published).
+    pub rotated_at: Time,
+    /// When a secondary token was published in the Secret, pending promotion; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_published_at: Option<Time>,
+    /// When the next rotation starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<Time>,
 }
 
 /// Month-to-date usage from Twilio's usage records (category totalprice).

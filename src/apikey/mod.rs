@@ -19,7 +19,7 @@ use crate::conditions::{self, Reason};
 use crate::context::{Context, MANAGER, Problem};
 use crate::secret::{self, Observed};
 use crate::target::{self, Target};
-use crate::{FINALIZER, failpoint};
+use crate::{FINALIZER, failpoint, tagging};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -288,7 +288,7 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
     st.pending_since = Some(Time(now));
     write_status(ctx, key, st).await?;
 
-    let name = schedule::tagged_name(&spec.display_name(), &spec.uid);
+    let name = tagging::tagged_name(&spec.display_name(), &spec.uid);
     let new = match (key.spec.key_type, &key.spec.permissions) {
         (KeyType::Restricted, Some(permissions)) => ctx.twilio.create_restricted_key(&target.creds, &target.account_sid, Some(&name), permissions).await?,
         _ => ctx.twilio.create_key(&target.creds, &target.account_sid, Some(&name)).await?,
@@ -348,7 +348,7 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
 /// Applies a changed friendlyName or permissions to the existing key, in place.
 async fn update_key(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &TwilioApiKeyStatus) -> Result<(), Stop> {
     let Some(sid) = st.key_sid.as_deref() else { return Ok(()) };
-    let name = schedule::tagged_name(&spec.display_name(), &spec.uid);
+    let name = tagging::tagged_name(&spec.display_name(), &spec.uid);
     match (spec.key.spec.key_type, &spec.key.spec.permissions) {
         (KeyType::Restricted, Some(permissions)) => {
             ctx.twilio.update_iam_key(&target.creds, sid, Some(&name), Some(permissions)).await?;
@@ -456,7 +456,7 @@ async fn revoke_all(ctx: &Context, creds: &crate::twilio::Credentials, account: 
     }
     if sweep {
         for (sid, name) in ctx.inventory(account, creds, Duration::ZERO).await?.keys {
-            if schedule::is_tagged(name.as_deref(), uid) {
+            if tagging::is_tagged(name.as_deref(), uid) {
                 ctx.twilio.delete_key(creds, account, &sid).await?;
             }
         }

@@ -7,6 +7,7 @@
 //! the same facts, so a restart alone never rotates anything.
 
 use super::schedule;
+use crate::tagging;
 use crate::api::apikey::{RetiringKey, TwilioApiKeyStatus};
 use crate::secret::Observed;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -100,7 +101,7 @@ pub fn orphans(inventory: &Inventory, uid: &str, status: &TwilioApiKeyStatus, se
         .keys
         .iter()
         .filter(|(sid, name)| {
-            schedule::is_tagged(name.as_deref(), uid)
+            tagging::is_tagged(name.as_deref(), uid)
                 && status.key_sid.as_ref() != Some(sid)
                 && in_secret.as_ref() != Some(sid)
                 && !status.retiring_keys.iter().any(|r| &r.sid == sid)
@@ -197,7 +198,7 @@ mod tests {
     #[test]
     fn orphans_are_tagged_and_unrecorded() {
         let uid = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-        let tagged = |sid: &str| (sid.to_owned(), Some(schedule::tagged_name("x", uid)));
+        let tagged = |sid: &str| (sid.to_owned(), Some(tagging::tagged_name("x", uid)));
         let inventory = Inventory {
             read_at: at(T2),
             keys: vec![tagged("SK1"), tagged("SK2"), tagged("SK3"), tagged("SK4"), ("SK5".into(), Some("someone else's".into()))],

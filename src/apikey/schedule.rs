@@ -1,11 +1,8 @@
-//! Rotation maths and the tag that ties Twilio keys to their object. Pure.
+//! Rotation maths. Pure.
 //!
-//! Contract:
-//! - a key rotates `every` after its creation, minus a jitter derived from the object's UID
-//!   (so it is the same after every restart) of at most 5% of `every`, capped at 30 minutes:
-//!   10,000 keys with one period spread over that window instead of one second;
-//! - every Twilio key the operator creates carries `[twop:<12 hex of the object UID>]` at the end
-//!   of its friendly name, within Twilio's 64 characters, so keys left by a crash can be found.
+//! Contract: a key rotates `every` after its creation, minus a jitter derived from the object's
+//! UID (so it is the same after every restart) of at most 5% of `every`, capped at 30 minutes:
+//! 10,000 keys with one period spread over that window instead of one second.
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
@@ -35,25 +32,6 @@ pub fn after(at: Timestamp, grace: Duration) -> Timestamp {
     at.saturating_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX)).expect("saturating add of a duration")
 }
 
-/// The tag naming this object in Twilio friendly names.
-pub fn tag(uid: &str) -> String {
-    let hex: String = uid.chars().filter(char::is_ascii_hexdigit).take(12).collect();
-    format!("[twop:{hex}]")
-}
-
-/// `display` with the object's tag, cut to Twilio's 64 characters.
-pub fn tagged_name(display: &str, uid: &str) -> String {
-    let tag = tag(uid);
-    let room = 64 - tag.chars().count() - 1;
-    let cut: String = display.chars().take(room).collect();
-    format!("{} {tag}", cut.trim_end())
-}
-
-/// Whether a Twilio friendly name carries this object's tag.
-pub fn is_tagged(friendly_name: Option<&str>, uid: &str) -> bool {
-    friendly_name.is_some_and(|n| n.ends_with(&tag(uid)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,17 +53,5 @@ mod tests {
         let created: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let next = next_rotation(created, DAY, "uid");
         assert!(next <= after(created, DAY) && next > after(created, DAY - MAX_JITTER));
-    }
-
-    #[test]
-    fn tags_fit_in_64_characters() {
-        let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
-        let long = "x".repeat(80);
-        let name = tagged_name(&long, uid);
-        assert_eq!(name.chars().count(), 64);
-        assert!(is_tagged(Some(&name), uid));
-        assert_eq!(tagged_name("team-a/checkout", uid), "team-a/checkout [twop:0f1e2d3c4b5a]");
-        assert!(!is_tagged(Some("team-a/checkout"), uid) && !is_tagged(None, uid));
-        assert!(!is_tagged(Some(&tagged_name("x", "ffffffff-0000")), uid));
     }
 }

@@ -1,0 +1,41 @@
+//! The names the operator gives what it creates at Twilio. Pure.
+//!
+//! Contract: every key, and every subaccount while it is being created, carries
+//! `[twop:<12 hex of the object UID>]` at the end of its friendly name, within Twilio's 64
+//! characters, so whatever a crash leaves behind can be found by its owner and no other.
+
+/// The tag naming this object in Twilio friendly names.
+pub fn tag(uid: &str) -> String {
+    let hex: String = uid.chars().filter(char::is_ascii_hexdigit).take(12).collect();
+    format!("[twop:{hex}]")
+}
+
+/// `display` with the object's tag, cut to Twilio's 64 characters.
+pub fn tagged_name(display: &str, uid: &str) -> String {
+    let tag = tag(uid);
+    let room = 64 - tag.chars().count() - 1;
+    let cut: String = display.chars().take(room).collect();
+    format!("{} {tag}", cut.trim_end())
+}
+
+/// Whether a Twilio friendly name carries this object's tag.
+pub fn is_tagged(friendly_name: Option<&str>, uid: &str) -> bool {
+    friendly_name.is_some_and(|n| n.ends_with(&tag(uid)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_fit_in_64_characters() {
+        let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        let long = "x".repeat(80);
+        let name = tagged_name(&long, uid);
+        assert_eq!(name.chars().count(), 64);
+        assert!(is_tagged(Some(&name), uid));
+        assert_eq!(tagged_name("team-a/checkout", uid), "team-a/checkout [twop:0f1e2d3c4b5a]");
+        assert!(!is_tagged(Some("team-a/checkout"), uid) && !is_tagged(None, uid));
+        assert!(!is_tagged(Some(&tagged_name("x", "ffffffff-0000")), uid));
+    }
+}
