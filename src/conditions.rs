@@ -23,6 +23,7 @@ pub enum Reason {
     NotFound,
     NotASubaccount,
     LimitReached,
+    CredentialsNotParent,
 }
 
 impl Reason {
@@ -42,6 +43,7 @@ impl Reason {
             Reason::NotFound => "NotFound",
             Reason::NotASubaccount => "NotASubaccount",
             Reason::LimitReached => "LimitReached",
+            Reason::CredentialsNotParent => "CredentialsNotParent",
         }
     }
 }

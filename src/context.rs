@@ -56,6 +56,8 @@ impl From<TwilioError> for Problem {
             (ErrorClass::Credentials, _) => Reason::AuthenticationFailed,
             (ErrorClass::RateLimited, _) => Reason::RateLimited,
             (_, Some(21479)) => Reason::SubaccountClosed,
+            (_, Some(21101)) => Reason::CredentialsNotParent,
+            (_, Some(21480)) => Reason::LimitReached,
             _ => Reason::TwilioError,
         };
         let hint = match reason {
@@ -63,6 +65,13 @@ impl From<TwilioError> for Problem {
                 " Check the Secret named in spec.credentialsRef (or the operator's TWILIO_* settings): it must hold an account SID with its auth token, or a Main API key."
             }
             Reason::RateLimited => " The operator backs off and tries again.",
+            Reason::SubaccountClosed => " A closed subaccount cannot be reopened; delete this object.",
+            Reason::CredentialsNotParent => {
+                " The credentials belong to a subaccount, and subaccounts cannot have subaccounts: use the parent (main) account's credentials."
+            }
+            Reason::LimitReached => {
+                " The parent account has as many subaccounts as Twilio allows (1000 by default): close unused ones, or ask Twilio support to raise the limit."
+            }
             _ => "",
         };
         Problem::new(reason, format!("{e}.{hint}"))

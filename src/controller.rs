@@ -8,7 +8,7 @@
 //!   cluster-wide read access); without one, the whole cluster is watched.
 
 use crate::api::{TwilioApiKey, TwilioSubaccount};
-use crate::apikey;
+use crate::{apikey, reconcile, subaccount};
 use crate::context::Context;
 use crate::secret::MANAGED_SELECTOR;
 use futures::StreamExt;
@@ -27,8 +27,19 @@ fn scoped<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceSc
     }
 }
 
-/// Runs the TwilioApiKey controller over `namespace` (or all) until `shutdown` completes.
-pub async fn run_apikeys(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// Runs both controllers over `namespace` (or all) until `stop` turns true; in-flight
+/// reconciles finish first.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: tokio::sync::watch::Receiver<bool>) {
+    let stopped = move || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    tokio::join!(run_apikeys(ctx.clone(), namespace.clone(), stopped()), run_subaccounts(ctx, namespace, stopped()));
+}
+
+async fn run_apikeys(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
     let (reader, writer) = reflector::store::<TwilioApiKey>();
@@ -56,10 +67,43 @@ pub async fn run_apikeys(ctx: Arc<Context>, namespace: Option<String>, shutdown:
         .owns_stream(secrets)
         .watches_stream(subaccounts, keys_of)
         .graceful_shutdown_on(shutdown)
-        .run(apikey::reconcile, apikey::error_policy, ctx)
+        .run(apikey::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "TwilioApiKey controller event");
+            }
+        })
+        .await;
+}
+
+async fn run_subaccounts(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let (reader, writer) = reflector::store::<TwilioSubaccount>();
+    let subaccounts = watcher(scoped::<TwilioSubaccount>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default().labels(MANAGED_SELECTOR))
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .touched_objects();
+    // Keys come and go: the subaccounts of their namespace recount them.
+    let keys = watcher(scoped::<PartialObjectMeta<TwilioApiKey>>(&client, ns), watcher::Config::default()).default_backoff().touched_objects();
+    let store = reader.clone();
+    let subaccounts_of = move |key: PartialObjectMeta<TwilioApiKey>| {
+        let key_ns = key.namespace();
+        store.state().into_iter().filter(|s| s.namespace() == key_ns).map(|s| ObjectRef::from_obj(&*s)).collect::<Vec<_>>()
+    };
+    Controller::for_stream(subaccounts, reader)
+        .owns_stream(secrets)
+        .watches_stream(keys, subaccounts_of)
+        .graceful_shutdown_on(shutdown)
+        .run(subaccount::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "TwilioSubaccount controller event");
             }
         })
         .await;

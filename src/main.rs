@@ -79,15 +79,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Arc::new(Context::new(client, twilio, default_credentials, recorder, args.resync_interval));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let shutdown = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    };
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
     info!(namespaces = ?args.namespaces, "starting controllers");
-    let controllers = futures::future::join_all(scopes.into_iter().map(|scope| twilio_operator::controller::run_apikeys(ctx.clone(), scope, shutdown())));
+    let controllers = futures::future::join_all(scopes.into_iter().map(|scope| twilio_operator::controller::run(ctx.clone(), scope, stopped.clone())));
     let signal = async move {
         shutdown_signal().await;
         info!("shutting down: finishing in-flight reconciles");

@@ -17,6 +17,7 @@ use crate::api::apikey::{KeyDeletionPolicy, KeyType, SecretKeys, TwilioApiKey, T
 use crate::api::duration;
 use crate::conditions::{self, Reason};
 use crate::context::{Context, MANAGER, Problem};
+use crate::reconcile::{self, Error, Stop, object_id, write_status};
 use crate::secret::{self, Observed};
 use crate::target::{self, Target};
 use crate::{FINALIZER, failpoint, tagging};
@@ -40,45 +41,6 @@ pub const ROTATE_ANNOTATION: &str = "twilio.operator.dev/rotate";
 /// Pod-template annotation whose value (the current key SID) rolls restartWorkloads.
 pub const ROLLOUT_ANNOTATION: &str = "twilio.operator.dev/api-key-sid";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("Twilio: {0}")]
-    Twilio(#[from] crate::twilio::Error),
-    #[error("{0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-}
-
-/// Why one pass of the lifecycle stopped short of Ready.
-enum Stop {
-    /// Reported in the Ready condition, then retried with backoff.
-    Problem(Problem),
-    /// A Kubernetes API failure; retried with backoff by the controller.
-    Kube(kube::Error),
-}
-
-impl From<Problem> for Stop {
-    fn from(p: Problem) -> Self {
-        Stop::Problem(p)
-    }
-}
-impl From<kube::Error> for Stop {
-    fn from(e: kube::Error) -> Self {
-        Stop::Kube(e)
-    }
-}
-impl From<crate::twilio::Error> for Stop {
-    fn from(e: crate::twilio::Error) -> Self {
-        Stop::Problem(e.into())
-    }
-}
-
-/// `namespace/name`, the key of per-object state.
-fn object_id(key: &TwilioApiKey) -> String {
-    format!("{}/{}", key.namespace().unwrap_or_default(), key.name_any())
-}
-
 pub async fn reconcile(key: Arc<TwilioApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<TwilioApiKey> = Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, key, |event| async {
@@ -89,12 +51,6 @@ pub async fn reconcile(key: Arc<TwilioApiKey>, ctx: Arc<Context>) -> Result<Acti
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
-}
-
-pub fn error_policy(key: Arc<TwilioApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_id(&key));
-    tracing::warn!(object = %object_id(&key), error = %error, ?delay, "reconcile failed");
-    Action::requeue(delay)
 }
 
 struct Spec<'a> {
@@ -158,31 +114,19 @@ async fn apply(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
         Ok(message) => {
             ctx.succeeded(&id);
             st.observed_generation = generation;
-            st.conditions = conditions::ready(&st.conditions, Reason::Ready, message, generation, now);
+            st.conditions = reconcile::ready(key, &st.conditions, message, now);
             let until_deadline = plan::next_deadline(&st).map(|t| Duration::try_from(t.duration_since(now)).unwrap_or_default());
             // A second of slack, so the deadline has passed when we wake.
             until_deadline.map_or(ctx.resync, |d| (d + Duration::from_secs(1)).min(ctx.resync))
         }
         Err(Stop::Problem(problem)) => {
-            let changed = st.conditions.iter().find(|c| c.type_ == "Ready").is_none_or(|c| c.reason != problem.reason.as_str());
-            if changed {
-                ctx.event(&key.object_ref(&()), EventType::Warning, problem.reason.as_str(), "Reconcile", problem.message.clone()).await;
-            }
-            tracing::info!(object = %id, reason = problem.reason.as_str(), message = %problem.message, "not ready");
-            st.conditions = conditions::ready(&st.conditions, problem.reason, problem.message, generation, now);
+            st.conditions = reconcile::report(ctx, key, &st.conditions, problem, now).await;
             ctx.backoff(&id)
         }
         Err(Stop::Kube(e)) => return Err(e.into()),
     };
     write_status(ctx, key, &st).await?;
     Ok(Action::requeue(requeue))
-}
-
-async fn write_status(ctx: &Context, key: &TwilioApiKey, st: &TwilioApiKeyStatus) -> Result<(), kube::Error> {
-    let api: Api<TwilioApiKey> = Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "status": st});
-    api.patch_status(&key.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
 }
 
 /// One pass of the lifecycle; returns the Ready message.

@@ -1,0 +1,93 @@
+//! What both reconcilers share: how a pass ends, how status is written, how problems are told.
+//!
+//! Contract:
+//! - a pass ends Ready, with a [`Problem`] (reported in the Ready condition, with a Warning event
+//!   when the reason changes, and retried with backoff), or with a Kubernetes API error (retried
+//!   with backoff by the controller);
+//! - status is written with server-side apply under the operator's field manager, whole, so a
+//!   field the operator stops setting disappears.
+
+use crate::conditions::{self, Reason};
+use crate::context::{Context, MANAGER, Problem};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use kube::runtime::controller::Action;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// What a reconcile can fail with, beyond what it reports in the object's status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Twilio: {0}")]
+    Twilio(#[from] crate::twilio::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// Retries a failed reconcile after the object's growing backoff.
+pub fn error_policy<K: Resource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&object_id(obj.as_ref()));
+    tracing::warn!(object = %object_id(obj.as_ref()), error = %error, ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Why one pass of a lifecycle stopped short of Ready.
+pub enum Stop {
+    Problem(Problem),
+    Kube(kube::Error),
+}
+
+impl From<Problem> for Stop {
+    fn from(p: Problem) -> Self {
+        Stop::Problem(p)
+    }
+}
+impl From<kube::Error> for Stop {
+    fn from(e: kube::Error) -> Self {
+        Stop::Kube(e)
+    }
+}
+impl From<crate::twilio::Error> for Stop {
+    fn from(e: crate::twilio::Error) -> Self {
+        Stop::Problem(e.into())
+    }
+}
+
+/// `namespace/name`, the key of per-object state.
+pub fn object_id<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Writes `status` (which must serialize as the kind's whole status) with server-side apply.
+pub async fn write_status<K>(ctx: &Context, obj: &K, status: &impl Serialize) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// The conditions after a failed pass; tells people through an event when the reason changed.
+pub async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, conditions: &[Condition], problem: Problem, now: Timestamp) -> Vec<Condition> {
+    let changed = conditions.iter().find(|c| c.type_ == "Ready").is_none_or(|c| c.reason != problem.reason.as_str());
+    if changed {
+        ctx.event(&obj.object_ref(&()), EventType::Warning, problem.reason.as_str(), "Reconcile", problem.message.clone()).await;
+    }
+    tracing::info!(object = %object_id(obj), reason = problem.reason.as_str(), message = %problem.message, "not ready");
+    conditions::ready(conditions, problem.reason, problem.message, obj.meta().generation, now)
+}
+
+/// The Ready condition after a pass that succeeded.
+pub fn ready<K: Resource>(obj: &K, conditions: &[Condition], message: String, now: Timestamp) -> Vec<Condition> {
+    conditions::ready(conditions, Reason::Ready, message, obj.meta().generation, now)
+}
