@@ -8,6 +8,7 @@
 //! - [`Context::backoff`] grows exponentially per object (5 s doubling to 10 min, with jitter)
 //!   until [`Context::succeeded`] resets it, so no failure is retried in a hot loop.
 
+use crate::api::subaccount::SubaccountUsage;
 use crate::apikey::plan::Inventory;
 use crate::conditions::Reason;
 use crate::twilio::{Credentials, Error as TwilioError, ErrorClass, TwilioClient};
@@ -35,6 +36,7 @@ pub struct Context {
     inventories: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(Instant, Inventory)>>>>>,
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
+    usage: Mutex<HashMap<String, SubaccountUsage>>,
 }
 
 /// A reason the object cannot make progress, reported in its Ready condition.
@@ -89,6 +91,7 @@ impl Context {
             inventories: Mutex::default(),
             failures: Mutex::default(),
             subaccount_tokens: Mutex::default(),
+            usage: Mutex::default(),
         }
     }
 
@@ -141,6 +144,15 @@ impl Context {
 
     pub fn forget_subaccount_token(&self, sid: &str) {
         self.subaccount_tokens.lock().expect("token cache").remove(sid);
+    }
+
+    /// The last usage read for a subaccount, whatever a (possibly stale) status says.
+    pub fn last_usage(&self, sid: &str) -> Option<SubaccountUsage> {
+        self.usage.lock().expect("usage cache").get(sid).cloned()
+    }
+
+    pub fn remember_usage(&self, sid: &str, usage: SubaccountUsage) {
+        self.usage.lock().expect("usage cache").insert(sid.to_owned(), usage);
     }
 
     /// Publishes an event; a failure to publish is logged, never fatal.

@@ -113,15 +113,21 @@ async fn converge(sub: &TwilioSubaccount, ctx: &Context, st: &mut TwilioSubaccou
         }
     }
 
-    if plan::usage_due(st.usage.as_ref(), now) {
+    // The newest of the status and this process's last read: a stale status must not cost a call.
+    let known = [st.usage.clone(), ctx.last_usage(&account.sid)].into_iter().flatten().max_by_key(|u| u.observed_at.0);
+    st.usage = if plan::usage_due(known.as_ref(), now) {
         let records = ctx.twilio.usage_this_month(&parent, &account.sid, "totalprice").await?;
         let total = records.into_iter().next();
-        st.usage = Some(SubaccountUsage {
+        let usage = SubaccountUsage {
             month_to_date: total.as_ref().and_then(|r| r.price.clone()).unwrap_or_else(|| "0".into()),
             currency: total.and_then(|r| r.price_unit).unwrap_or_else(|| "usd".into()),
             observed_at: Time(now),
-        });
-    }
+        };
+        ctx.remember_usage(&account.sid, usage.clone());
+        Some(usage)
+    } else {
+        known
+    };
 
     let deadline = match &sub.spec.secret {
         Some(secret) => publish(sub, ctx, st, &account.sid, account.auth_token.as_ref(), &secret.name, now).await?,

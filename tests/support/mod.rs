@@ -13,6 +13,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod emulator;
+pub mod fixture;
 pub mod operator;
 
 use k8s_openapi::api::core::v1::Namespace;
