@@ -164,8 +164,8 @@ async fn scheduled_rotation_happens_when_due() {
     let key = f.ready("cron").await;
     let old_sid = status(&key).key_sid.unwrap();
     // Travel in time: the record says the key is a period old.
-    let past = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "status": {"keyCreatedAt": "2020-01-01T00:00:00Z"}});
-    f.keys().patch_status("cron", &PatchParams::apply("time-travel").force(), &Patch::Apply(&past)).await.unwrap();
+    let moved = |k: &TwilioApiKey| k.status.as_ref().and_then(|s| s.key_sid.as_deref()) != Some(old_sid.as_str());
+    f.time_travel(&f.keys(), "cron", json!({"keyCreatedAt": "2020-01-01T00:00:00Z"}), moved).await;
     let rotated = f.ready_where("cron", "rotated", |k| k.status.as_ref().unwrap().key_sid.as_deref() != Some(old_sid.as_str())).await;
     let st = status(&rotated);
     let next = st.next_rotation_at.unwrap().0;

@@ -134,6 +134,23 @@ impl Fixture {
         }
     }
 
+    /// Rewrites part of an object's status as if time had passed, until the operator acts on it:
+    /// a pass already under way may write its own view over the first attempt.
+    pub async fn time_travel<K>(&self, api: &Api<K>, name: &str, status: Value, acted: impl Fn(&K) -> bool)
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+        for _ in 0..5 {
+            api.patch_status(name, &PatchParams::apply("time-travel").force(), &Patch::Apply(&patch)).await.expect("patch status");
+            let cond = |obj: Option<&K>| obj.is_some_and(&acted);
+            if let Ok(Ok(Some(_))) = tokio::time::timeout(Duration::from_secs(10), kube::runtime::wait::await_condition(api.clone(), name, cond)).await {
+                return;
+            }
+        }
+        panic!("the operator never acted on the changed status of {name}:\n{}", self.operator_log());
+    }
+
     pub async fn annotate(&self, name: &str, key: &str, value: &str) {
         self.keys().patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {key: value}}}))).await.expect("annotate");
     }

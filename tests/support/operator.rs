@@ -47,14 +47,20 @@ impl Operator {
 
     /// Waits for the process to exit on its own (a failpoint), killing it after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        assert!(self.exited_within(timeout), "the operator did not stop within {timeout:?}:\n{}", self.log_tail());
+        self.child.try_wait().expect("poll operator").expect("exited")
+    }
+
+    /// Whether the process exits within `timeout`.
+    pub fn exited_within(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll operator") {
-                return status;
+        while Instant::now() < deadline {
+            if self.child.try_wait().expect("poll operator").is_some() {
+                return true;
             }
-            assert!(Instant::now() < deadline, "the operator did not stop within {timeout:?}:\n{}", self.log_tail());
             std::thread::sleep(Duration::from_millis(50));
         }
+        false
     }
 
     pub fn log_tail(&self) -> String {
