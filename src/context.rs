@@ -33,11 +33,15 @@ pub struct Context {
     pub recorder: Recorder,
     /// How often drift at Twilio is looked for.
     pub resync: Duration,
-    inventories: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(Instant, Inventory)>>>>>,
+    inventories: Mutex<HashMap<String, InventorySlot>>,
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
     usage: Mutex<HashMap<String, SubaccountUsage>>,
 }
+
+/// One account's last key list and when it was read; the async lock makes concurrent askers
+/// wait for one read instead of each making their own.
+type InventorySlot = Arc<tokio::sync::Mutex<Option<(Instant, Inventory)>>>;
 
 /// A reason the object cannot make progress, reported in its Ready condition.
 #[derive(Debug, Clone)]

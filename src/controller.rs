@@ -11,12 +11,14 @@ use crate::api::{TwilioApiKey, TwilioSubaccount};
 use crate::{apikey, reconcile, subaccount};
 use crate::context::Context;
 use crate::secret::MANAGED_SELECTOR;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -42,16 +44,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: tokio::sync
 async fn run_apikeys(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
-    let (reader, writer) = reflector::store::<TwilioApiKey>();
-    let keys = watcher(scoped::<TwilioApiKey>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .modify(|k| k.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects();
-    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default().labels(MANAGED_SELECTOR))
-        .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
-        .touched_objects();
+    let (reader, keys) = cached::<TwilioApiKey>(&client, ns);
     let subaccounts = watcher(scoped::<PartialObjectMeta<TwilioSubaccount>>(&client, ns), watcher::Config::default()).default_backoff().touched_objects();
     let store = reader.clone();
     let keys_of = move |sub: PartialObjectMeta<TwilioSubaccount>| {
@@ -63,32 +56,18 @@ async fn run_apikeys(ctx: Arc<Context>, namespace: Option<String>, shutdown: imp
             .map(|k| ObjectRef::from_obj(&*k))
             .collect::<Vec<_>>()
     };
-    Controller::for_stream(keys, reader)
-        .owns_stream(secrets)
+    let results = Controller::for_stream(keys, reader)
+        .owns_stream(owned_secrets(&client, ns))
         .watches_stream(subaccounts, keys_of)
         .graceful_shutdown_on(shutdown)
-        .run(apikey::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "TwilioApiKey controller event");
-            }
-        })
-        .await;
+        .run(apikey::reconcile, reconcile::error_policy, ctx);
+    drain(results).await;
 }
 
 async fn run_subaccounts(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
-    let (reader, writer) = reflector::store::<TwilioSubaccount>();
-    let subaccounts = watcher(scoped::<TwilioSubaccount>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects();
-    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default().labels(MANAGED_SELECTOR))
-        .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
-        .touched_objects();
+    let (reader, subaccounts) = cached::<TwilioSubaccount>(&client, ns);
     // Keys come and go: the subaccounts of their namespace recount them.
     let keys = watcher(scoped::<PartialObjectMeta<TwilioApiKey>>(&client, ns), watcher::Config::default()).default_backoff().touched_objects();
     let store = reader.clone();
@@ -96,14 +75,41 @@ async fn run_subaccounts(ctx: Arc<Context>, namespace: Option<String>, shutdown:
         let key_ns = key.namespace();
         store.state().into_iter().filter(|s| s.namespace() == key_ns).map(|s| ObjectRef::from_obj(&*s)).collect::<Vec<_>>()
     };
-    Controller::for_stream(subaccounts, reader)
-        .owns_stream(secrets)
+    let results = Controller::for_stream(subaccounts, reader)
+        .owns_stream(owned_secrets(&client, ns))
         .watches_stream(keys, subaccounts_of)
         .graceful_shutdown_on(shutdown)
-        .run(subaccount::reconcile, reconcile::error_policy, ctx)
+        .run(subaccount::reconcile, reconcile::error_policy, ctx);
+    drain(results).await;
+}
+
+/// A watch of `K` feeding a store, with managedFields dropped before anything keeps them.
+fn cached<K>(client: &kube::Client, ns: Option<&str>) -> (reflector::Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let stream = watcher(scoped::<K>(client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// The Secrets this operator owns, metadata only: the only Secrets it ever watches.
+fn owned_secrets(client: &kube::Client, ns: Option<&str>) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    watcher(scoped::<PartialObjectMeta<Secret>>(client, ns), watcher::Config::default().labels(MANAGED_SELECTOR))
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .touched_objects()
+}
+
+async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>>) {
+    results
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::debug!(error = %e, "TwilioSubaccount controller event");
+                tracing::debug!(error = %e, "controller event");
             }
         })
         .await;

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use kube::runtime::controller::Action;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What a reconcile can fail with, beyond what it reports in the object's status.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +88,54 @@ pub async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, condi
     conditions::ready(conditions, problem.reason, problem.message, obj.meta().generation, now)
 }
 
-/// The Ready condition after a pass that succeeded.
-pub fn ready<K: Resource>(obj: &K, conditions: &[Condition], message: String, now: Timestamp) -> Vec<Condition> {
-    conditions::ready(conditions, Reason::Ready, message, obj.meta().generation, now)
+/// A status that carries the Ready condition and observedGeneration.
+pub trait Recorded: Serialize {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    fn observed_generation_mut(&mut self) -> &mut Option<i64>;
+}
+
+impl Recorded for crate::api::TwilioApiKeyStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn observed_generation_mut(&mut self) -> &mut Option<i64> {
+        &mut self.observed_generation
+    }
+}
+
+impl Recorded for crate::api::TwilioSubaccountStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn observed_generation_mut(&mut self) -> &mut Option<i64> {
+        &mut self.observed_generation
+    }
+}
+
+/// Ends a pass: records its outcome (Ready with `message`, or the problem) in status, and says
+/// when to look again: at the next deadline, a resync at the latest, or after the backoff.
+pub async fn finish<K>(ctx: &Context, obj: &K, mut st: impl Recorded, outcome: Result<(String, Option<Timestamp>), Stop>, now: Timestamp) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let id = object_id(obj);
+    let requeue = match outcome {
+        Ok((message, deadline)) => {
+            ctx.succeeded(&id);
+            *st.observed_generation_mut() = obj.meta().generation;
+            let ready = conditions::ready(st.conditions_mut(), Reason::Ready, message, obj.meta().generation, now);
+            *st.conditions_mut() = ready;
+            // A second of slack, so the deadline has passed when we wake.
+            let until = deadline.map(|t| Duration::try_from(t.duration_since(now)).unwrap_or_default() + Duration::from_secs(1));
+            until.map_or(ctx.resync, |d| d.min(ctx.resync))
+        }
+        Err(Stop::Problem(problem)) => {
+            let reported = report(ctx, obj, st.conditions_mut(), problem, now).await;
+            *st.conditions_mut() = reported;
+            ctx.backoff(&id)
+        }
+        Err(Stop::Kube(e)) => return Err(e.into()),
+    };
+    write_status(ctx, obj, &st).await?;
+    Ok(Action::requeue(requeue))
 }

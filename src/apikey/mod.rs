@@ -103,30 +103,12 @@ async fn resolve(key: &TwilioApiKey, ctx: &Context) -> Result<Target, Problem> {
 
 async fn apply(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
-    let id = object_id(key);
     let mut st = key.status.clone().unwrap_or_default();
     let outcome = match Spec::read(key) {
-        Ok(spec) => converge(&spec, ctx, &mut st, now).await,
+        Ok(spec) => converge(&spec, ctx, &mut st, now).await.map(|message| (message, plan::next_deadline(&st))),
         Err(problem) => Err(Stop::Problem(problem)),
     };
-    let generation = key.metadata.generation;
-    let requeue = match outcome {
-        Ok(message) => {
-            ctx.succeeded(&id);
-            st.observed_generation = generation;
-            st.conditions = reconcile::ready(key, &st.conditions, message, now);
-            let until_deadline = plan::next_deadline(&st).map(|t| Duration::try_from(t.duration_since(now)).unwrap_or_default());
-            // A second of slack, so the deadline has passed when we wake.
-            until_deadline.map_or(ctx.resync, |d| (d + Duration::from_secs(1)).min(ctx.resync))
-        }
-        Err(Stop::Problem(problem)) => {
-            st.conditions = reconcile::report(ctx, key, &st.conditions, problem, now).await;
-            ctx.backoff(&id)
-        }
-        Err(Stop::Kube(e)) => return Err(e.into()),
-    };
-    write_status(ctx, key, &st).await?;
-    Ok(Action::requeue(requeue))
+    reconcile::finish(ctx, key, st, outcome, now).await
 }
 
 /// One pass of the lifecycle; returns the Ready message.

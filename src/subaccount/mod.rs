@@ -35,7 +35,6 @@ use kube::{Resource, ResourceExt};
 use plan::{StateStep, TokenStep};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
-use std::time::Duration;
 
 const ACCOUNT_SID_KEY: &str = "TWILIO_ACCOUNT_SID";
 const AUTH_TOKEN_KEY: &str = "TWILIO_AUTH_TOKEN";
@@ -58,24 +57,9 @@ fn display_name(sub: &TwilioSubaccount) -> String {
 
 async fn apply(sub: &TwilioSubaccount, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
-    let id = object_id(sub);
     let mut st = sub.status.clone().unwrap_or_default();
-    let requeue = match converge(sub, ctx, &mut st, now).await {
-        Ok((message, deadline)) => {
-            ctx.succeeded(&id);
-            st.observed_generation = sub.metadata.generation;
-            st.conditions = reconcile::ready(sub, &st.conditions, message, now);
-            let until = deadline.map(|t| Duration::try_from(t.duration_since(now)).unwrap_or_default() + Duration::from_secs(1));
-            until.map_or(ctx.resync, |d| d.min(ctx.resync)).min(plan::USAGE_MAX_AGE)
-        }
-        Err(Stop::Problem(problem)) => {
-            st.conditions = reconcile::report(ctx, sub, &st.conditions, problem, now).await;
-            ctx.backoff(&id)
-        }
-        Err(Stop::Kube(e)) => return Err(e.into()),
-    };
-    write_status(ctx, sub, &st).await?;
-    Ok(Action::requeue(requeue))
+    let outcome = converge(sub, ctx, &mut st, now).await;
+    reconcile::finish(ctx, sub, st, outcome, now).await
 }
 
 /// One pass of the lifecycle; returns the Ready message and the next deadline, if any.
@@ -129,10 +113,12 @@ async fn converge(sub: &TwilioSubaccount, ctx: &Context, st: &mut TwilioSubaccou
         known
     };
 
-    let deadline = match &sub.spec.secret {
+    let token_deadline = match &sub.spec.secret {
         Some(secret) => publish(sub, ctx, st, &account.sid, account.auth_token.as_ref(), &secret.name, now).await?,
         None => None,
     };
+    let usage_deadline = st.usage.as_ref().map(|u| schedule::after(u.observed_at.0, plan::USAGE_MAX_AGE));
+    let deadline = token_deadline.into_iter().chain(usage_deadline).min();
     Ok((format!("Subaccount {} is {}", account.sid, st.twilio_status.as_deref().unwrap_or("unknown")), deadline))
 }
 
