@@ -33,6 +33,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// How often drift at Twilio is looked for.
     pub resync: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
     inventories: Mutex<HashMap<String, InventorySlot>>,
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
@@ -85,13 +86,21 @@ impl From<TwilioError> for Problem {
 }
 
 impl Context {
-    pub fn new(client: kube::Client, twilio: TwilioClient, default_credentials: Option<Credentials>, recorder: Recorder, resync: Duration) -> Self {
+    pub fn new(
+        client: kube::Client,
+        twilio: TwilioClient,
+        default_credentials: Option<Credentials>,
+        recorder: Recorder,
+        resync: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         Self {
             client,
             twilio,
             default_credentials,
             recorder,
             resync,
+            metrics,
             inventories: Mutex::default(),
             failures: Mutex::default(),
             subaccount_tokens: Mutex::default(),

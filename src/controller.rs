@@ -14,6 +14,7 @@ use crate::secret::MANAGED_SELECTOR;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -32,13 +33,14 @@ fn scoped<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceSc
 /// Runs both controllers over `namespace` (or all) until `stop` turns true; in-flight
 /// reconciles finish first.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: tokio::sync::watch::Receiver<bool>) {
-    let stopped = move || {
-        let mut stop = stop.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }
-    };
-    tokio::join!(run_apikeys(ctx.clone(), namespace.clone(), stopped()), run_subaccounts(ctx, namespace, stopped()));
+    tokio::join!(run_apikeys(ctx.clone(), namespace.clone(), until(stop.clone())), run_subaccounts(ctx, namespace, until(stop)));
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+pub fn until(mut stop: tokio::sync::watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
 }
 
 async fn run_apikeys(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
@@ -60,7 +62,7 @@ async fn run_apikeys(ctx: Arc<Context>, namespace: Option<String>, shutdown: imp
         .owns_stream(owned_secrets(&client, ns))
         .watches_stream(subaccounts, keys_of)
         .graceful_shutdown_on(shutdown)
-        .run(apikey::reconcile, reconcile::error_policy, ctx);
+        .run(timed("TwilioApiKey", apikey::reconcile), reconcile::error_policy, ctx);
     drain(results).await;
 }
 
@@ -79,7 +81,7 @@ async fn run_subaccounts(ctx: Arc<Context>, namespace: Option<String>, shutdown:
         .owns_stream(owned_secrets(&client, ns))
         .watches_stream(keys, subaccounts_of)
         .graceful_shutdown_on(shutdown)
-        .run(subaccount::reconcile, reconcile::error_policy, ctx);
+        .run(timed("TwilioSubaccount", subaccount::reconcile), reconcile::error_policy, ctx);
     drain(results).await;
 }
 
@@ -103,6 +105,24 @@ fn owned_secrets(client: &kube::Client, ns: Option<&str>) -> impl Stream<Item = 
         .default_backoff()
         .modify(|s| s.managed_fields_mut().clear())
         .touched_objects()
+}
+
+/// `reconcile`, counted and timed in the metrics.
+fn timed<K, F, Fut>(kind: &'static str, reconcile: F) -> impl Fn(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, reconcile::Error>>
+where
+    K: Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, reconcile::Error>> + Send + 'static,
+{
+    move |obj, ctx| {
+        let reconcile = reconcile.clone();
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = reconcile(obj, ctx.clone()).await;
+            ctx.metrics.reconciled(kind, result.is_ok(), started.elapsed());
+            result
+        })
+    }
 }
 
 async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>>) {

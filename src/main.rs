@@ -9,7 +9,12 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
+use kube_lease_manager::LeaseManagerBuilder;
+use std::net::SocketAddr;
 use twilio_operator::context::Context;
+use twilio_operator::controller::until;
+use twilio_operator::metrics::Metrics;
+use twilio_operator::server::Readiness;
 use twilio_operator::twilio::{BaseUrls, ClientConfig, Credentials, TwilioClient};
 
 /// Kubernetes operator for Twilio subaccounts and API keys.
@@ -38,6 +43,24 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Address serving /metrics.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+    /// Address serving /healthz and /readyz.
+    #[arg(long, env = "HEALTH_ADDRESS", default_value = "0.0.0.0:8081")]
+    health_address: SocketAddr,
+    /// Elect a leader through a Lease, so that of several replicas only one writes.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEADER_ELECTION_LEASE", default_value = "twilio-operator")]
+    leader_election_lease: String,
+    /// Seconds a leader holds the Lease without renewing it; a standby takes over after that.
+    #[arg(long, env = "LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
+    leader_election_lease_seconds: u64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -57,16 +80,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in twilio_operator::crds::all() {
         let name = crd.metadata.name.unwrap_or_default();
-        crds.get(&name)
-            .await
-            .map_err(|e| format!("CRD {name} is not installed ({e}); apply crds/ first: kubectl apply -f crds/"))?;
+        match crds.get(&name).await {
+            Ok(_) => {}
+            // A namespace-scoped install may not read CRDs; the watches will say if they are missing.
+            Err(kube::Error::Api(status)) if status.code == 403 => warn!(crd = %name, "cannot check that the CRD is installed (forbidden)"),
+            Err(e) => return Err(format!("CRD {name} is not installed ({e}); apply crds/ first: kubectl apply -f crds/").into()),
+        }
     }
 
     let urls = args.twilio_base_url.as_deref().map_or_else(BaseUrls::from_env, BaseUrls::single);
     let mut config = ClientConfig::new(urls);
     config.max_concurrency = args.twilio_max_concurrency;
     config.requests_per_second = args.twilio_requests_per_second;
-    let twilio = TwilioClient::new(config)?;
+    let metrics = Arc::new(Metrics::default());
+    let observer = metrics.clone();
+    let twilio = TwilioClient::new(config)?.observed_by(Arc::new(move |operation, status| observer.twilio_request(operation, status)));
     let default_credentials = match Credentials::from_env() {
         Ok(creds) => Some(creds),
         Err(e) => {
@@ -76,20 +104,73 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let reporter = Reporter { controller: "twilio-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(client, twilio, default_credentials, recorder, args.resync_interval));
+    let ctx = Arc::new(Context::new(client, twilio, default_credentials, recorder, args.resync_interval, metrics));
 
+    let readiness = Readiness::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
-    info!(namespaces = ?args.namespaces, "starting controllers");
-    let controllers = futures::future::join_all(scopes.into_iter().map(|scope| twilio_operator::controller::run(ctx.clone(), scope, stopped.clone())));
-    let signal = async move {
+    let shutdown = || until(stopped.clone());
+    let server = twilio_operator::server::serve(args.metrics_address, args.health_address, ctx.metrics.clone(), readiness.clone(), stopped.clone()).await?;
+    let server = tokio::spawn(server);
+    tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutting down: finishing in-flight reconciles");
         let _ = stop.send(true);
-    };
-    tokio::join!(controllers, signal);
+    });
+
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
+    info!(namespaces = ?args.namespaces, leader_elect = args.leader_elect, "starting");
+    if args.leader_elect {
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        let manager = LeaseManagerBuilder::new(ctx.client.clone(), &args.leader_election_lease)
+            .with_namespace(&args.leader_election_namespace)
+            .with_identity(&identity)
+            .with_duration(args.leader_election_lease_seconds)
+            .with_grace(args.leader_election_lease_seconds.div_ceil(3).max(1))
+            .build()
+            .await?;
+        let (mut leading, lease_task) = manager.watch().await;
+        readiness.set();
+        loop {
+            tokio::select! {
+                _ = leading.wait_for(|l| *l) => {}
+                _ = shutdown() => break,
+            }
+            info!(%identity, "leading: starting controllers");
+            let (halt, halted) = tokio::sync::watch::channel(false);
+            let controllers = run_controllers(&ctx, &scopes, halted);
+            tokio::pin!(controllers);
+            let finished = tokio::select! {
+                _ = &mut controllers => true,
+                _ = leading.wait_for(|l| !*l) => {
+                    warn!(%identity, "lost the lease: stopping controllers");
+                    false
+                }
+                _ = shutdown() => true,
+            };
+            let _ = halt.send(true);
+            controllers.await;
+            if finished {
+                break;
+            }
+        }
+        // Dropping the receiver makes the lease task release the Lease for a quick handover.
+        drop(leading);
+        let _ = lease_task.await;
+    } else {
+        readiness.set();
+        run_controllers(&ctx, &scopes, stopped.clone()).await;
+    }
+    let _ = server.await;
     info!("stopped");
     Ok(())
+}
+
+async fn run_controllers(ctx: &Arc<Context>, scopes: &[Option<String>], stop: tokio::sync::watch::Receiver<bool>) {
+    futures::future::join_all(scopes.iter().cloned().map(|scope| twilio_operator::controller::run(ctx.clone(), scope, stop.clone()))).await;
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "twilio-operator".into())
 }
 
 fn init_tracing(format: &str) {

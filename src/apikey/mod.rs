@@ -108,6 +108,10 @@ async fn apply(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
         Ok(spec) => converge(&spec, ctx, &mut st, now).await.map(|message| (message, plan::next_deadline(&st))),
         Err(problem) => Err(Stop::Problem(problem)),
     };
+    if let Some(created) = &st.key_created_at {
+        let seconds = |t: &Time| t.0.as_millisecond() as f64 / 1000.0;
+        ctx.metrics.key(&key.namespace().unwrap_or_default(), &key.name_any(), seconds(created), st.next_rotation_at.as_ref().map(seconds));
+    }
     reconcile::finish(ctx, key, st, outcome, now).await
 }
 
@@ -257,6 +261,7 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
     st.pending_since = None;
     st.last_rotation_request = spec.rotate_request().map(str::to_owned).or(st.last_rotation_request.take());
 
+    ctx.metrics.rotated("TwilioApiKey", cause.label());
     let (type_, reason) = match cause {
         Cause::Initial => (EventType::Normal, "KeyCreated"),
         Cause::Requested | Cause::Scheduled => (EventType::Normal, "KeyRotated"),
@@ -320,6 +325,7 @@ async fn roll_workloads(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeySta
 /// Deletion: revoke the keys (deletionPolicy Delete) and let go, even when revoking is impossible.
 async fn cleanup(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
     let object = key.object_ref(&());
+    ctx.metrics.forget_key(&key.namespace().unwrap_or_default(), &key.name_any());
     ctx.succeeded(&object_id(key));
     let st = key.status.clone().unwrap_or_default();
     if key.spec.deletion_policy == KeyDeletionPolicy::Retain {

@@ -52,6 +52,18 @@ impl Cause {
         !matches!(self, Cause::Initial | Cause::RevokedOutside)
     }
 
+    /// The cause as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::Initial => "Initial",
+            Cause::SecretLost => "SecretLost",
+            Cause::SecretEdited => "SecretEdited",
+            Cause::RevokedOutside => "RevokedOutside",
+            Cause::Requested => "Requested",
+            Cause::Scheduled => "Scheduled",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Cause::Initial => "created",

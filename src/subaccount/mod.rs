@@ -108,6 +108,9 @@ async fn converge(sub: &TwilioSubaccount, ctx: &Context, st: &mut TwilioSubaccou
             observed_at: Time(now),
         };
         ctx.remember_usage(&account.sid, usage.clone());
+        if let Ok(amount) = usage.month_to_date.parse::<f64>() {
+            ctx.metrics.usage(&ns, &sub.name_any(), &usage.currency, amount);
+        }
         Some(usage)
     } else {
         known
@@ -261,6 +264,7 @@ async fn publish(sub: &TwilioSubaccount, ctx: &Context, st: &mut TwilioSubaccoun
                 Err(e) => return Err(e.into()),
             }
             failpoint::hit("token-after-promote");
+            ctx.metrics.rotated("TwilioSubaccount", "AuthToken");
             ctx.forget_subaccount_token(sid);
             token.rotated_at = Time(now);
             token.secondary_published_at = None;

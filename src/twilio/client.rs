@@ -149,9 +149,13 @@ pub struct TwilioClient {
     inner: Arc<Inner>,
 }
 
+/// Told of every answer (operation, HTTP status, 0 for none), for metrics.
+pub type Observer = Arc<dyn Fn(&'static str, u16) + Send + Sync>;
+
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
+    observer: Option<Observer>,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     rate: Option<DefaultKeyedRateLimiter<String>>,
 }
@@ -164,7 +168,21 @@ impl TwilioClient {
             .user_agent(concat!("twilio-operator/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let rate = config.requests_per_second.map(|rps| RateLimiter::keyed(Quota::per_second(rps)));
-        Ok(Self { inner: Arc::new(Inner { http, config, slots: Mutex::default(), rate }) })
+        Ok(Self { inner: Arc::new(Inner { http, config, observer: None, slots: Mutex::default(), rate }) })
+    }
+
+    /// The same client, telling `observer` of every answer.
+    pub fn observed_by(mut self, observer: Observer) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.observer = Some(observer);
+        }
+        self
+    }
+
+    fn observe(&self, operation: &'static str, status: u16) {
+        if let Some(observer) = &self.inner.observer {
+            observer(operation, status);
+        }
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -221,8 +239,12 @@ impl TwilioClient {
             request = request.form(&call.form);
         }
         let started = Instant::now();
-        let response = request.send().await.map_err(|e| transport(operation, e))?;
+        let response = request.send().await.map_err(|e| {
+            self.observe(operation, 0);
+            transport(operation, e)
+        })?;
         let status = response.status().as_u16();
+        self.observe(operation, status);
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

@@ -10,6 +10,6 @@ mod endpoints;
 mod error;
 pub mod types;
 
-pub use client::{BaseUrls, ClientConfig, TwilioClient};
+pub use client::{BaseUrls, ClientConfig, Observer, TwilioClient};
 pub use credentials::{Auth, Credentials, CredentialsError, is_sid};
 pub use error::{Error, ErrorClass};

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 pub struct Operator {
     child: Child,
     pub log: PathBuf,
+    /// `http://127.0.0.1:PORT`, serving /metrics.
+    pub metrics_url: String,
+    /// `http://127.0.0.1:PORT`, serving /healthz and /readyz.
+    pub health_url: String,
 }
 
 impl Operator {
@@ -26,6 +30,7 @@ impl Operator {
     pub fn start(cp: &ControlPlane, emu: &Emulator, namespace: &str, env: &[(&str, &str)]) -> Self {
         let log = cp.dir.join(format!("operator-{namespace}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
         let file = std::fs::File::create(&log).expect("operator log");
+        let (metrics_port, health_port) = (super::free_port(), super::free_port());
         let child = tethered(std::path::Path::new(env!("CARGO_BIN_EXE_twilio-operator")))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -36,13 +41,15 @@ impl Operator {
             .env("TWILIO_AUTH_TOKEN", MAIN_TOKEN)
             .env("RESYNC_INTERVAL", "10m")
             .env("RUST_LOG", "info,twilio_operator=debug")
+            .env("METRICS_ADDRESS", format!("127.0.0.1:{metrics_port}"))
+            .env("HEALTH_ADDRESS", format!("127.0.0.1:{health_port}"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup log"))
             .stderr(file)
             .spawn()
             .expect("start twilio-operator");
-        Self { child, log }
+        Self { child, log, metrics_url: format!("http://127.0.0.1:{metrics_port}"), health_url: format!("http://127.0.0.1:{health_port}") }
     }
 
     /// Waits for the process to exit on its own (a failpoint), killing it after `timeout`.

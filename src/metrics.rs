@@ -1,0 +1,179 @@
+//! The operator's Prometheus metrics.
+//!
+//! Contract: every series is labelled with kinds, operations, statuses, causes and object
+//! names only; no value derived from a secret is ever recorded. Key ages are computed at scrape
+//! time from the recorded creation times, so they are never stale.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TwilioLabels {
+    operation: &'static str,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationLabels {
+    kind: &'static str,
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectLabels {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UsageLabels {
+    namespace: String,
+    name: String,
+    currency: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_duration: Family<KindLabels, Histogram>,
+    twilio_requests: Family<TwilioLabels, Counter>,
+    twilio_rate_limited: Family<OperationLabels, Counter>,
+    rotations: Family<RotationLabels, Counter>,
+    key_age: Family<ObjectLabels, FloatGauge>,
+    key_next_rotation: Family<ObjectLabels, FloatGauge>,
+    usage: Family<UsageLabels, FloatGauge>,
+    /// (namespace, name) -> (key created, next rotation), in Unix seconds.
+    keys: Mutex<BTreeMap<(String, String), (f64, Option<f64>)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("twilio_operator");
+        let reconciles = Family::default();
+        registry.register("reconciles", "Reconciles by kind and result", reconciles.clone());
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
+        registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_duration.clone());
+        let twilio_requests = Family::default();
+        registry.register("twilio_requests", "Twilio API requests by operation and HTTP status (0: no answer)", twilio_requests.clone());
+        let twilio_rate_limited = Family::default();
+        registry.register("twilio_rate_limited", "Twilio answers of 429 / 20429 by operation", twilio_rate_limited.clone());
+        let rotations = Family::default();
+        registry.register("rotations", "New credentials issued, by kind and cause", rotations.clone());
+        let key_age = Family::default();
+        registry.register("api_key_age_seconds", "Age of each TwilioApiKey's current key", key_age.clone());
+        let key_next_rotation = Family::default();
+        registry.register("api_key_next_rotation_timestamp_seconds", "When each TwilioApiKey rotates next (Unix time)", key_next_rotation.clone());
+        let usage = Family::default();
+        registry.register("subaccount_month_to_date_usage", "Month-to-date spend of each TwilioSubaccount", usage.clone());
+        Self { registry, reconciles, reconcile_duration, twilio_requests, twilio_rate_limited, rotations, key_age, key_next_rotation, usage, keys: Mutex::default() }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, kind: &'static str, ok: bool, took: Duration) {
+        let result = if ok { "success" } else { "error" };
+        self.reconciles.get_or_create(&ReconcileLabels { kind, result }).inc();
+        self.reconcile_duration.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
+    }
+
+    pub fn twilio_request(&self, operation: &'static str, status: u16) {
+        self.twilio_requests.get_or_create(&TwilioLabels { operation, status: status.to_string() }).inc();
+        if status == 429 {
+            self.twilio_rate_limited.get_or_create(&OperationLabels { operation }).inc();
+        }
+    }
+
+    pub fn rotated(&self, kind: &'static str, cause: &'static str) {
+        self.rotations.get_or_create(&RotationLabels { kind, cause }).inc();
+    }
+
+    /// Records a key's creation and next rotation (Unix seconds).
+    pub fn key(&self, namespace: &str, name: &str, created: f64, next_rotation: Option<f64>) {
+        self.keys.lock().expect("key metrics").insert((namespace.to_owned(), name.to_owned()), (created, next_rotation));
+    }
+
+    pub fn forget_key(&self, namespace: &str, name: &str) {
+        self.keys.lock().expect("key metrics").remove(&(namespace.to_owned(), name.to_owned()));
+        let labels = ObjectLabels { namespace: namespace.to_owned(), name: name.to_owned() };
+        self.key_age.remove(&labels);
+        self.key_next_rotation.remove(&labels);
+    }
+
+    pub fn usage(&self, namespace: &str, name: &str, currency: &str, month_to_date: f64) {
+        self.usage.get_or_create(&UsageLabels { namespace: namespace.into(), name: name.into(), currency: currency.into() }).set(month_to_date);
+    }
+
+    /// The OpenMetrics text of every series, key ages as of `now` (Unix seconds).
+    pub fn render(&self, now: f64) -> String {
+        for ((namespace, name), (created, next)) in self.keys.lock().expect("key metrics").iter() {
+            let labels = ObjectLabels { namespace: namespace.clone(), name: name.clone() };
+            self.key_age.get_or_create(&labels).set(now - created);
+            match next {
+                Some(next) => {
+                    self.key_next_rotation.get_or_create(&labels).set(*next);
+                }
+                None => {
+                    self.key_next_rotation.remove(&labels);
+                }
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_documented_series() {
+        let m = Metrics::default();
+        m.reconciled("TwilioApiKey", true, Duration::from_millis(20));
+        m.twilio_request("CreateNewKey", 429);
+        m.rotated("TwilioApiKey", "Scheduled");
+        m.key("team-a", "checkout", 1000.0, Some(5000.0));
+        m.usage("team-a", "tenant", "usd", 12.5);
+        let text = m.render(1600.0);
+        for series in [
+            r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="success"} 1"#,
+            r#"twilio_operator_twilio_requests_total{operation="CreateNewKey",status="429"} 1"#,
+            r#"twilio_operator_twilio_rate_limited_total{operation="CreateNewKey"} 1"#,
+            r#"twilio_operator_rotations_total{kind="TwilioApiKey",cause="Scheduled"} 1"#,
+            r#"twilio_operator_api_key_age_seconds{namespace="team-a",name="checkout"} 600.0"#,
+            r#"twilio_operator_api_key_next_rotation_timestamp_seconds{namespace="team-a",name="checkout"} 5000.0"#,
+            r#"twilio_operator_subaccount_month_to_date_usage{namespace="team-a",name="tenant",currency="usd"} 12.5"#,
+        ] {
+            assert!(text.contains(series), "missing {series} in:\n{text}");
+        }
+        m.forget_key("team-a", "checkout");
+        assert!(!m.render(1700.0).contains("checkout"));
+    }
+}
