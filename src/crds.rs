@@ -1,11 +1,15 @@
 //! The CustomResourceDefinitions as YAML, generated from the Rust types.
 //!
-//! Contract: `crds/` in the repository holds exactly [`rendered`]; `cargo run --bin crdgen`
-//! rewrites it, and a test fails when the two differ, so the committed YAML never drifts.
+//! Contract: each of [`DIRECTORIES`] in the repository holds exactly [`rendered`];
+//! `cargo run --bin crdgen` rewrites them, and a test fails when they differ, so the committed
+//! YAML never drifts.
 
 use crate::api::{TwilioApiKey, TwilioSubaccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
+
+/// Where the generated CRDs live: for kubectl users, and inside the Helm chart.
+pub const DIRECTORIES: [&str; 2] = ["crds", "charts/twilio-operator/files/crds"];
 
 /// Both CRDs, in a fixed order.
 pub fn all() -> Vec<CustomResourceDefinition> {

@@ -80,14 +80,16 @@ async fn accepts(ns: &str, obj: DynamicObject) -> DynamicObject {
 
 #[test]
 fn committed_crds_match_the_rust_types() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let rendered = twilio_operator::crds::rendered();
-    for (file, yaml) in &rendered {
-        let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
-        assert!(committed == *yaml, "crds/{file} is stale: run `cargo run --bin crdgen` and commit the result");
+    for dir in twilio_operator::crds::DIRECTORIES {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        for (file, yaml) in &rendered {
+            let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+            assert!(committed == *yaml, "{dir}/{file} is stale: run `cargo run --bin crdgen` and commit the result");
+        }
+        let committed_files = std::fs::read_dir(&root).expect("CRD directory").count();
+        assert_eq!(committed_files, rendered.len(), "{dir} holds files the types do not generate");
     }
-    let committed_files = std::fs::read_dir(&root).expect("crds/").count();
-    assert_eq!(committed_files, rendered.len(), "crds/ holds files the types do not generate");
 }
 
 #[tokio::test]
