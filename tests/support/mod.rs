@@ -114,6 +114,19 @@ impl ControlPlane {
         name
     }
 
+    /// A kubeconfig that acts as the ServiceAccount `namespace/name`, for processes (such as the
+    /// operator) that should hold exactly that account's rights.
+    pub fn impersonating_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("read kubeconfig");
+        let user = format!(
+            "    as: system:serviceaccount:{namespace}:{name}\n    as-groups:\n    - system:serviceaccounts\n    - system:serviceaccounts:{namespace}\n    - system:authenticated\n"
+        );
+        let text = text.replacen(&format!("    token: {ADMIN_TOKEN}\n"), &format!("    token: {ADMIN_TOKEN}\n{user}"), 1);
+        let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
     /// Runs a binary from the control-plane directory (kubectl excepted: it is on PATH) against
     /// this cluster and returns its output, panicking with stderr when it fails.
     pub fn run_tool(&self, tool: &str, args: &[&str]) -> String {

@@ -28,14 +28,21 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator on `namespace` with extra environment (such as a failpoint).
     pub fn start(cp: &ControlPlane, emu: &Emulator, namespace: &str, env: &[(&str, &str)]) -> Self {
-        let log = cp.dir.join(format!("operator-{namespace}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let mut all = vec![("WATCH_NAMESPACES", namespace)];
+        all.extend_from_slice(env);
+        Self::start_as(cp, emu, &cp.kubeconfig, &all)
+    }
+
+    /// Starts the operator with `kubeconfig` (for example one that impersonates a
+    /// ServiceAccount) and `env`, which should name the namespaces to watch.
+    pub fn start_as(cp: &ControlPlane, emu: &Emulator, kubeconfig: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let log = cp.dir.join(format!("operator-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
         let file = std::fs::File::create(&log).expect("operator log");
         let (metrics_port, health_port) = (super::free_port(), super::free_port());
         let child = tethered(std::path::Path::new(env!("CARGO_BIN_EXE_twilio-operator")))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", &cp.kubeconfig)
-            .env("WATCH_NAMESPACES", namespace)
+            .env("KUBECONFIG", kubeconfig)
             .env("TWILIO_BASE_URL", &emu.url)
             .env("TWILIO_ACCOUNT_SID", MAIN_SID)
             .env("TWILIO_AUTH_TOKEN", MAIN_TOKEN)
@@ -50,6 +57,12 @@ impl Operator {
             .spawn()
             .expect("start twilio-operator");
         Self { child, log, metrics_url: format!("http://127.0.0.1:{metrics_port}"), health_url: format!("http://127.0.0.1:{health_port}") }
+    }
+
+    /// Sends SIGTERM, as Kubernetes does when it stops a pod.
+    pub fn terminate(&self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
     }
 
     /// Waits for the process to exit on its own (a failpoint), killing it after `timeout`.
@@ -84,16 +97,21 @@ impl Drop for Operator {
     }
 }
 
-/// Waits up to `timeout` until the object satisfies `done`, and returns it.
-pub async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str, done: impl Fn(&K) -> bool) -> K
+/// Waits up to `timeout` until the object satisfies `done`, and returns it. A watch that breaks
+/// (an expired resource version, say) is simply started again.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str, done: impl Fn(&K) -> bool + Clone) -> K
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let cond = move |obj: Option<&K>| obj.is_some_and(&done);
-    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
-        Ok(Ok(Some(obj))) => obj,
-        Ok(other) => panic!("waiting for {name} to be {what}: {other:?}"),
-        Err(_) => panic!("{name} was not {what} within {timeout:?}; it is now {:?}", api.get_opt(name).await),
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let done = done.clone();
+        let cond = move |obj: Option<&K>| obj.is_some_and(&done);
+        match tokio::time::timeout_at(deadline, await_condition(api.clone(), name, cond)).await {
+            Ok(Ok(Some(obj))) => return obj,
+            Ok(_) => continue,
+            Err(_) => panic!("{name} was not {what} within {timeout:?}; it is now {:?}", api.get_opt(name).await),
+        }
     }
 }
 
@@ -102,9 +120,13 @@ pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let gone = |obj: Option<&K>| obj.is_none();
-    tokio::time::timeout(timeout, await_condition(api.clone(), name, gone))
-        .await
-        .unwrap_or_else(|_| panic!("{name} still exists after {timeout:?}"))
-        .expect("watch");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let gone = |obj: Option<&K>| obj.is_none();
+        match tokio::time::timeout_at(deadline, await_condition(api.clone(), name, gone)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(_)) => continue,
+            Err(_) => panic!("{name} still exists after {timeout:?}"),
+        }
+    }
 }
