@@ -59,6 +59,15 @@ impl Operator {
         Self { child, log, metrics_url: format!("http://127.0.0.1:{metrics_port}"), health_url: format!("http://127.0.0.1:{health_port}") }
     }
 
+    /// Resident and peak memory of the process, in KiB, from /proc.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Sends SIGTERM, as Kubernetes does when it stops a pod.
     pub fn terminate(&self) {
         // SAFETY: signalling our own child process.
