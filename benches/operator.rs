@@ -34,7 +34,10 @@ async fn wait_all(keys: &Api<TwilioApiKey>, what: &str, done: impl Fn(&TwilioApi
         if list.items.len() == KEYS && list.items.iter().all(&done) {
             return started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "{what}: not all keys converged");
+        if started.elapsed() > Duration::from_secs(600) {
+            let stuck: Vec<_> = list.items.iter().filter(|k| !done(k)).map(|k| (k.metadata.name.clone(), k.status.as_ref().map(|s| s.conditions.clone()))).take(3).collect();
+            panic!("{what}: not all keys converged, for example {stuck:?}");
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -59,7 +62,7 @@ async fn run() {
         let s: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("foreign-{i}")}, "stringData": {"blob": filler}})).unwrap();
         secrets.create(&PostParams::default(), &s).await.unwrap();
     }
-    let emu = Emulator::start(&[]);
+    let emu = Emulator::start(&["--max-keys", "10000"]);
     let operator = Operator::start(cp, &emu, &ns, &[("RESYNC_INTERVAL", "5s"), ("RUST_LOG", "warn")]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle_rss, _) = operator.memory_kib();
@@ -79,7 +82,7 @@ async fn run() {
     let (creates, lists) = (received(&state, "api.CreateNewKey"), received(&state, "api.ListKey"));
     let total: u64 = state["received"].as_object().unwrap().values().filter_map(Value::as_u64).sum();
     println!("create: {KEYS} keys Ready in {:.1}s ({:.1} keys/s)", create_time.as_secs_f64(), KEYS as f64 / create_time.as_secs_f64());
-    println!("create: Twilio calls {total} in all = {:.2} per key (CreateNewKey {creates}, ListKey {lists})", total as f64 / KEYS as f64);
+    println!("create: Twilio calls {total} in all = {:.2} per key (CreateNewKey {creates}, ListKey {lists}); by operation {}", total as f64 / KEYS as f64, state["received"]);
     let (rss, hwm) = operator.memory_kib();
     println!("memory: operator RSS {:.1} MiB idle, {:.1} MiB with {KEYS} keys and {FOREIGN_SECRETS} Secrets it does not own (peak {:.1} MiB)", idle_rss as f64 / 1024.0, rss as f64 / 1024.0, hwm as f64 / 1024.0);
 

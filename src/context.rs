@@ -38,7 +38,12 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
     usage: Mutex<HashMap<String, SubaccountUsage>>,
+    revoked: Mutex<HashMap<String, Instant>>,
+    applied: Mutex<HashMap<String, Option<i64>>>,
 }
+
+/// How long this process remembers a key it revoked, to skip repeating the call.
+const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
 /// One account's last key list and when it was read; the async lock makes concurrent askers
 /// wait for one read instead of each making their own.
@@ -105,6 +110,8 @@ impl Context {
             failures: Mutex::default(),
             subaccount_tokens: Mutex::default(),
             usage: Mutex::default(),
+            revoked: Mutex::default(),
+            applied: Mutex::default(),
         }
     }
 
@@ -157,6 +164,25 @@ impl Context {
 
     pub fn forget_subaccount_token(&self, sid: &str) {
         self.subaccount_tokens.lock().expect("token cache").remove(sid);
+    }
+
+    pub fn note_revoked(&self, sid: &str) {
+        let mut revoked = self.revoked.lock().expect("revoked keys");
+        revoked.retain(|_, at| at.elapsed() < REVOKED_MEMORY);
+        revoked.insert(sid.to_owned(), Instant::now());
+    }
+
+    pub fn revoked_recently(&self, sid: &str) -> bool {
+        self.revoked.lock().expect("revoked keys").get(sid).is_some_and(|at| at.elapsed() < REVOKED_MEMORY)
+    }
+
+    /// Records that the object with `uid` had its `generation` applied at Twilio.
+    pub fn note_applied(&self, uid: &str, generation: Option<i64>) {
+        self.applied.lock().expect("applied generations").insert(uid.to_owned(), generation);
+    }
+
+    pub fn applied(&self, uid: &str, generation: Option<i64>) -> bool {
+        self.applied.lock().expect("applied generations").get(uid) == Some(&generation)
     }
 
     /// The last usage read for a subaccount, whatever a (possibly stale) status says.

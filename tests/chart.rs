@@ -139,7 +139,7 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
     }))
     .await;
     apply_json(&subs, json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "metadata": {"name": "tenant"},
-        "spec": {"secret": {"name": "tenant-twilio"}, "deletionPolicy": "Close"}})).await;
+        "spec": {"secret": {"name": "tenant-twilio"}, "deletionPolicy": "Close", "authTokenRotation": {"every": "24h", "gracePeriod": "1s"}}})).await;
     apply_json(&keys, json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": "app"},
         "spec": {"subaccountRef": {"name": "tenant"}, "rotation": {"every": "24h", "gracePeriod": "0s"}, "restartWorkloads": [{"kind": "Deployment", "name": "app"}]}})).await;
     let sub = wait_for(&subs, "tenant", WAIT, "Ready", |s: &TwilioSubaccount| s.status.as_ref().is_some_and(|st| is_ready(&st.conditions))).await;
@@ -149,6 +149,24 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
     wait_for(&keys, "app", WAIT, "rotated", |k: &TwilioApiKey| key_ready(k) && k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())).await;
     let rolled = deployments.get("app").await.unwrap();
     assert!(rolled.spec.unwrap().template.metadata.unwrap().annotations.unwrap().contains_key("twilio.operator.dev/api-key-sid"));
+    // The subaccount's auth token rotates too, through create, publish and promote.
+    let token_of = |s: &Secret| s.data.as_ref().unwrap()["TWILIO_AUTH_TOKEN"].0.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &team);
+    let before = token_of(&secrets.get("tenant-twilio").await.unwrap());
+    let rotated = |s: &TwilioSubaccount| {
+        s.status.as_ref().and_then(|st| st.auth_token.as_ref()).is_some_and(|t| t.secondary_published_at.is_none() && t.rotated_at.0.as_second() > 1_700_000_000)
+            && s.status.as_ref().is_some_and(|st| is_ready(&st.conditions))
+    };
+    let fixture_free_time_travel = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "status": {"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}}});
+    for _ in 0..5 {
+        subs.patch_status("tenant", &PatchParams::apply("time-travel").force(), &Patch::Apply(&fixture_free_time_travel)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if token_of(&secrets.get("tenant-twilio").await.unwrap()) != before {
+            break;
+        }
+    }
+    wait_for(&subs, "tenant", WAIT, "rotated", rotated).await;
+    assert_ne!(token_of(&secrets.get("tenant-twilio").await.unwrap()), before, "the published token changed");
     keys.delete("app", &DeleteParams::default()).await.unwrap();
     wait_gone(&keys, "app", WAIT).await;
     subs.delete("tenant", &DeleteParams::default()).await.unwrap();
@@ -241,7 +259,7 @@ async fn metrics_health_and_graceful_shutdown() {
     let cp = cluster();
     let ns = cp.namespace("metrics").await;
     let emu = Emulator::start(&[]);
-    let operator = Operator::start(cp, &emu, &ns, &[]);
+    let operator = Operator::start(cp, &emu, &ns, &[("LOG_FORMAT", "json")]);
     let client = cp.admin();
     let http = reqwest::Client::new();
     let keys: Api<TwilioApiKey> = Api::namespaced(client.clone(), &ns);
@@ -281,5 +299,10 @@ async fn metrics_health_and_graceful_shutdown() {
     let mut operator = operator;
     let status = operator.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "SIGTERM stops the operator cleanly: {status:?}\n{}", operator.log_tail());
-    assert!(std::fs::read_to_string(&operator.log).unwrap().contains("stopped"));
+    let log = std::fs::read_to_string(&operator.log).unwrap();
+    assert!(log.contains("stopped"));
+    // JSON logs, one object a line, carrying the objects they are about.
+    let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().any(|l| l.to_string().contains(&format!("{ns}/measured")) || l.to_string().contains("measured.")), "no log line names the object");
+    assert!(!log.contains(&key_secret) && !log.contains(MAIN_TOKEN));
 }

@@ -85,6 +85,11 @@ fn checked(prefix: &str, sid: &str) -> Result<String, ApiError> {
     }
 }
 
+/// An account SID and a resource SID from one path, both checked.
+fn pair(account: &str, prefix: &str, sid: &str) -> Result<(String, String), ApiError> {
+    Ok((checked("AC", account)?, checked(prefix, sid)?))
+}
+
 pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let not_found = || ApiError::not_found(path);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -125,9 +130,9 @@ fn v2010(method: &Method, parts: &[&str]) -> Option<Result<Route, ApiError>> {
         (Method::POST, ["Accounts", a, "Keys"]) => account(a).map(Route::CreateKey),
         (Method::GET, ["Accounts", a, "Keys"]) => account(a).map(Route::ListKey),
         (m, ["Accounts", a, "Keys", sid]) => {
-            let (a, sid) = match (account(a), checked("SK", sid)) {
-                (Ok(a), Ok(sid)) => (a, sid),
-                (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+            let (a, sid) = match pair(a, "SK", sid) {
+                Ok(pair) => pair,
+                Err(e) => return Some(Err(e)),
             };
             match m {
                 Method::GET => Ok(Route::FetchKey(a, sid)),
@@ -145,9 +150,9 @@ fn v2010(method: &Method, parts: &[&str]) -> Option<Result<Route, ApiError>> {
         (Method::POST, ["Accounts", a, "Usage", "Triggers"]) => account(a).map(Route::CreateUsageTrigger),
         (Method::GET, ["Accounts", a, "Usage", "Triggers"]) => account(a).map(Route::ListUsageTrigger),
         (m, ["Accounts", a, "Usage", "Triggers", sid]) => {
-            let (a, sid) = match (account(a), checked("UT", sid)) {
-                (Ok(a), Ok(sid)) => (a, sid),
-                (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+            let (a, sid) = match pair(a, "UT", sid) {
+                Ok(pair) => pair,
+                Err(e) => return Some(Err(e)),
             };
             match m {
                 Method::GET => Ok(Route::FetchUsageTrigger(a, sid)),

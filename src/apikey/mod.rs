@@ -176,10 +176,14 @@ fn observe_secret(found: Option<&Secret>, spec: &Spec<'_>, account: &str) -> Obs
 async fn twilio_steps(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioApiKeyStatus, observed: &Observed, now: Timestamp) -> Result<(), Stop> {
     revoke_due(ctx, target, st, now).await?;
 
+    if plan::intent_fulfilled(st, observed) {
+        // The one create this intent covered reached the Secret: nothing can be left over.
+        st.pending_since = None;
+    }
     let max_age = if st.pending_since.is_some() { Duration::ZERO } else { ctx.resync };
     let inventory = ctx.inventory(&target.account_sid, &target.creds, max_age).await?;
     for orphan in plan::orphans(&inventory, &spec.uid, st, observed) {
-        ctx.twilio.delete_key(&target.creds, &target.account_sid, &orphan).await?;
+        revoke(ctx, target, &orphan).await?;
         ctx.event(&spec.key.object_ref(&()), EventType::Normal, "LeftoverRevoked", "Revoke", format!("Revoked key {orphan}, created before an interruption and never published")).await;
     }
     st.pending_since = None;
@@ -190,15 +194,28 @@ async fn twilio_steps(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut 
             issue(spec, ctx, target, st, cause, observed, now).await?;
             revoke_due(ctx, target, st, now).await?;
         }
-        None if st.observed_generation != spec.key.metadata.generation => update_key(spec, ctx, target, st).await?,
+        // A changed spec, unless this process already applied it (a pass may read an older status).
+        None if st.observed_generation != spec.key.metadata.generation && !ctx.applied(&spec.uid, spec.key.metadata.generation) => {
+            update_key(spec, ctx, target, st).await?
+        }
         None => {}
+    }
+    Ok(())
+}
+
+/// Revokes a key at Twilio; a key already gone counts as revoked.
+async fn revoke(ctx: &Context, target: &Target, sid: &str) -> Result<(), crate::twilio::Error> {
+    // A pass that read an older status may list a key this process already revoked.
+    if !ctx.revoked_recently(sid) {
+        ctx.twilio.delete_key(&target.creds, &target.account_sid, sid).await?;
+        ctx.note_revoked(sid);
     }
     Ok(())
 }
 
 async fn revoke_due(ctx: &Context, target: &Target, st: &mut TwilioApiKeyStatus, now: Timestamp) -> Result<(), Stop> {
     for sid in plan::due_revocations(st, now) {
-        ctx.twilio.delete_key(&target.creds, &target.account_sid, &sid).await?;
+        revoke(ctx, target, &sid).await?;
         failpoint::hit("apikey-mid-revoke");
         st.retiring_keys.retain(|r| r.sid != sid);
         tracing::info!(key = %sid, "revoked retiring key");
@@ -212,7 +229,7 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
     // Never more than two live keys: the retiring one goes before a new one comes.
     if cause.retires_current() && st.key_sid.is_some() {
         for retiring in std::mem::take(&mut st.retiring_keys) {
-            ctx.twilio.delete_key(&target.creds, &target.account_sid, &retiring.sid).await?;
+            revoke(ctx, target, &retiring.sid).await?;
         }
     }
     st.pending_since = Some(Time(now));
@@ -259,6 +276,7 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
     st.key_sid = Some(new.sid.clone());
     st.key_created_at = Some(Time(now));
     st.pending_since = None;
+    ctx.note_applied(&spec.uid, key.metadata.generation);
     st.last_rotation_request = spec.rotate_request().map(str::to_owned).or(st.last_rotation_request.take());
 
     ctx.metrics.rotated("TwilioApiKey", cause.label());
@@ -288,6 +306,7 @@ async fn update_key(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &Twilio
             ctx.twilio.update_key(&target.creds, &target.account_sid, sid, &name).await?;
         }
     }
+    ctx.note_applied(&spec.uid, spec.key.metadata.generation);
     Ok(())
 }
 

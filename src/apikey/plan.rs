@@ -97,6 +97,16 @@ pub fn adopt_from_secret(status: &TwilioApiKeyStatus, secret: &Observed, grace: 
     Some(adopted)
 }
 
+/// Whether the create that `status.pendingSince` announced reached the Secret. Each intent
+/// covers exactly one create (the client repeats a create only when Twilio surely did not act),
+/// so once its key is published nothing can have been left behind.
+pub fn intent_fulfilled(status: &TwilioApiKeyStatus, secret: &Observed) -> bool {
+    match (&status.pending_since, secret) {
+        (Some(pending), Observed::Ours(record)) => record.intact && record.created_at.is_some_and(|created| created >= pending.0),
+        _ => false,
+    }
+}
+
 /// Retiring keys whose revokeAt has come.
 pub fn due_revocations(status: &TwilioApiKeyStatus, now: Timestamp) -> Vec<String> {
     status.retiring_keys.iter().filter(|r| r.revoke_at.0 <= now).map(|r| r.sid.clone()).collect()
@@ -229,6 +239,16 @@ mod tests {
         assert!(revoked_outside(&st, Some(&fresh)));
         assert!(!revoked_outside(&st, Some(&Inventory { read_at: at(T1), keys: vec![("SK1".into(), None)] })));
         assert!(!revoked_outside(&st, None));
+    }
+
+    #[test]
+    fn an_intent_is_fulfilled_by_a_key_published_after_it() {
+        let pending = |at_: &str| TwilioApiKeyStatus { pending_since: Some(Time(at(at_))), ..live("SK1") };
+        assert!(intent_fulfilled(&pending(T1), &ours("SK2", true)), "published at the intent's moment");
+        assert!(!intent_fulfilled(&pending(T2), &ours("SK2", true)), "the Secret predates the intent");
+        assert!(!intent_fulfilled(&pending(T1), &ours("SK2", false)));
+        assert!(!intent_fulfilled(&pending(T1), &Observed::Missing));
+        assert!(!intent_fulfilled(&live("SK1"), &ours("SK1", true)), "no intent");
     }
 
     #[test]

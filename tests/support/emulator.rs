@@ -6,7 +6,7 @@
 //! kills the process. [`Emulator::assert_contract_clean`] fails the test when anything that
 //! crossed the wire departed from Twilio's spec.
 
-use super::{repo_root, tethered};
+use super::{repo_root, setup_script, tethered};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -28,13 +28,7 @@ pub struct Artefacts {
 pub fn artefacts() -> &'static Artefacts {
     static ARTEFACTS: OnceLock<Artefacts> = OnceLock::new();
     ARTEFACTS.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo_root().join("hack/twilio-artefacts.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run hack/twilio-artefacts.sh");
-        assert!(out.status.success(), "hack/twilio-artefacts.sh failed (see its messages above)");
-        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let text = setup_script("twilio-artefacts.sh");
         let value = |key: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(&format!("{key}=")))

@@ -157,16 +157,18 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Asks the project's setup script for the binaries; it builds them if they are missing.
+/// Runs one of the project's setup scripts under hack/ (they fetch or build what is missing,
+/// reporting progress on stderr) and returns what it printed on stdout.
+pub fn setup_script(name: &str) -> String {
+    let out = Command::new("bash").arg(repo_root().join("hack").join(name)).stderr(Stdio::inherit()).output().unwrap_or_else(|e| panic!("run hack/{name}: {e}"));
+    assert!(out.status.success(), "hack/{name} failed (see its messages above)");
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// The directory of the control-plane binaries, which the setup script builds if missing.
 fn control_plane_binaries() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack/control-plane.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run hack/control-plane.sh");
-    assert!(out.status.success(), "hack/control-plane.sh failed (see its messages above)");
-    let dir = String::from_utf8(out.stdout).expect("utf-8 path");
-    PathBuf::from(dir.lines().last().expect("the script prints the binary directory").trim())
+    let out = setup_script("control-plane.sh");
+    PathBuf::from(out.lines().last().expect("the script prints the binary directory").trim())
 }
 
 struct Process {
