@@ -10,4 +10,6 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) fi
 KUBEBUILDER_ASSETS=$(bash hack/control-plane.sh | tail -n 1)
 export KUBEBUILDER_ASSETS
 
+# Lints first: a warning is a failure, so main stays clean.
+cargo clippy --workspace --locked --all-targets -- -D warnings
 cargo test --workspace --locked --all-targets

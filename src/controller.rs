@@ -37,6 +37,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: tokio::sync
 }
 
 /// Completes once `stop` turns true (or its sender is gone).
+// Not an `async fn`: graceful_shutdown_on needs the future to be Sync, which only a written-out
+// signature promises.
+#[allow(clippy::manual_async_fn)]
 pub fn until(mut stop: tokio::sync::watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
     async move {
         let _ = stop.wait_for(|s| *s).await;

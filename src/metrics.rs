@@ -58,6 +58,12 @@ struct UsageLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// A key's creation and next rotation, in Unix seconds.
+struct KeyTimes {
+    created: f64,
+    next_rotation: Option<f64>,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
@@ -68,8 +74,7 @@ pub struct Metrics {
     key_age: Family<ObjectLabels, FloatGauge>,
     key_next_rotation: Family<ObjectLabels, FloatGauge>,
     usage: Family<UsageLabels, FloatGauge>,
-    /// (namespace, name) -> (key created, next rotation), in Unix seconds.
-    keys: Mutex<BTreeMap<(String, String), (f64, Option<f64>)>>,
+    keys: Mutex<BTreeMap<(String, String), KeyTimes>>,
 }
 
 impl Default for Metrics {
@@ -115,7 +120,7 @@ impl Metrics {
 
     /// Records a key's creation and next rotation (Unix seconds).
     pub fn key(&self, namespace: &str, name: &str, created: f64, next_rotation: Option<f64>) {
-        self.keys.lock().expect("key metrics").insert((namespace.to_owned(), name.to_owned()), (created, next_rotation));
+        self.keys.lock().expect("key metrics").insert((namespace.to_owned(), name.to_owned()), KeyTimes { created, next_rotation });
     }
 
     pub fn forget_key(&self, namespace: &str, name: &str) {
@@ -131,12 +136,12 @@ impl Metrics {
 
     /// The OpenMetrics text of every series, key ages as of `now` (Unix seconds).
     pub fn render(&self, now: f64) -> String {
-        for ((namespace, name), (created, next)) in self.keys.lock().expect("key metrics").iter() {
+        for ((namespace, name), times) in self.keys.lock().expect("key metrics").iter() {
             let labels = ObjectLabels { namespace: namespace.clone(), name: name.clone() };
-            self.key_age.get_or_create(&labels).set(now - created);
-            match next {
+            self.key_age.get_or_create(&labels).set(now - times.created);
+            match times.next_rotation {
                 Some(next) => {
-                    self.key_next_rotation.get_or_create(&labels).set(*next);
+                    self.key_next_rotation.get_or_create(&labels).set(next);
                 }
                 None => {
                     self.key_next_rotation.remove(&labels);

@@ -33,6 +33,27 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
+/// Runs `apply` or, once the object is being deleted, `cleanup`, holding the operator's
+/// finalizer in between so Twilio is always cleaned up before the object goes.
+pub async fn with_finalizer<K, A, C, FA, FC>(obj: Arc<K>, ctx: Arc<Context>, apply: A, cleanup: C) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+    A: FnOnce(Arc<K>, Arc<Context>) -> FA,
+    C: FnOnce(Arc<K>, Arc<Context>) -> FC,
+    FA: std::future::Future<Output = Result<Action, Error>>,
+    FC: std::future::Future<Output = Result<Action, Error>>,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    kube::runtime::finalizer::finalizer(&api, crate::FINALIZER, obj, |event| async {
+        match event {
+            kube::runtime::finalizer::Event::Apply(obj) => apply(obj, ctx).await,
+            kube::runtime::finalizer::Event::Cleanup(obj) => cleanup(obj, ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
 /// Retries a failed reconcile after the object's growing backoff.
 pub fn error_policy<K: Resource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff(&object_id(obj.as_ref()));

@@ -220,7 +220,7 @@ async fn leader_election_hands_over_without_duplicates() {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Operator::start_as(cp, &emu, &cp.kubeconfig, &env)
     };
-    let mut operators = vec![("op-a", Some(start("op-a"))), ("op-b", Some(start("op-b")))];
+    let mut operators = [("op-a", Some(start("op-a"))), ("op-b", Some(start("op-b")))];
     let client = cp.admin();
     let keys: Api<TwilioApiKey> = Api::namespaced(client.clone(), &ns);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);

@@ -6,6 +6,9 @@
 //! admitted objects are well formed; it still parses durations itself and reports failures as
 //! conditions rather than panicking, because objects can predate a schema change.
 
+// kube's `printcolumn(...)` attributes repeat the same keys once per column by design.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod apikey;
 pub mod duration;
 pub mod subaccount;

@@ -20,7 +20,7 @@ use crate::context::{Context, MANAGER, Problem};
 use crate::reconcile::{self, Error, Stop, object_id, write_status};
 use crate::secret::{self, Observed};
 use crate::target::{self, Target};
-use crate::{FINALIZER, failpoint, tagging};
+use crate::{failpoint, tagging};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -28,7 +28,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 use plan::Cause;
 use secrecy::ExposeSecret;
@@ -42,15 +41,7 @@ pub const ROTATE_ANNOTATION: &str = "twilio.operator.dev/rotate";
 pub const ROLLOUT_ANNOTATION: &str = "twilio.operator.dev/api-key-sid";
 
 pub async fn reconcile(key: Arc<TwilioApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<TwilioApiKey> = Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, key, |event| async {
-        match event {
-            Event::Apply(key) => apply(&key, &ctx).await,
-            Event::Cleanup(key) => cleanup(&key, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    reconcile::with_finalizer(key, ctx, |o, ctx| async move { apply(&o, &ctx).await }, |o, ctx| async move { cleanup(&o, &ctx).await }).await
 }
 
 struct Spec<'a> {

@@ -23,14 +23,13 @@ use crate::reconcile::{self, Error, Stop, object_id, write_status};
 use crate::secret::{self, Observed};
 use crate::twilio::types::{Account, AccountFilter, AccountStatus, AccountUpdate};
 use crate::twilio::{Credentials, ErrorClass};
-use crate::{FINALIZER, failpoint, tagging, target};
+use crate::{failpoint, tagging, target};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 use plan::{StateStep, TokenStep};
 use secrecy::{ExposeSecret, SecretString};
@@ -40,15 +39,7 @@ const ACCOUNT_SID_KEY: &str = "TWILIO_ACCOUNT_SID";
 const AUTH_TOKEN_KEY: &str = "TWILIO_AUTH_TOKEN";
 
 pub async fn reconcile(sub: Arc<TwilioSubaccount>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<TwilioSubaccount> = Api::namespaced(ctx.client.clone(), &sub.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, sub, |event| async {
-        match event {
-            Event::Apply(sub) => apply(&sub, &ctx).await,
-            Event::Cleanup(sub) => cleanup(&sub, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    reconcile::with_finalizer(sub, ctx, |o, ctx| async move { apply(&o, &ctx).await }, |o, ctx| async move { cleanup(&o, &ctx).await }).await
 }
 
 fn display_name(sub: &TwilioSubaccount) -> String {
