@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: builds (or reuses) the Kubernetes control
-# plane binaries, then runs the whole cargo test suite against them. No test is skipped.
+# plane binaries, lints, then runs the whole cargo test suite against them (the harness fetches
+# Twilio's OpenAPI files and Python SDK through hack/twilio-artefacts.sh). No test is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
