@@ -68,8 +68,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Display, not Debug: the message is for a person.
+            eprintln!("twilio-operator: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // The chart sets WATCH_NAMESPACES="" for "the whole cluster".
+    args.namespaces.retain(|ns| !ns.trim().is_empty());
     // Exactly one rustls provider in the process: kube and reqwest both use the default.
     rustls::crypto::ring::default_provider()
         .install_default()
