@@ -109,6 +109,14 @@ pub async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, condi
     conditions::ready(conditions, problem.reason, problem.message, obj.meta().generation, now)
 }
 
+/// The problem of a Secret name taken by a Secret this object does not own.
+pub fn secret_conflict(secret: &str, kind: &str) -> Problem {
+    Problem::new(
+        Reason::SecretConflict,
+        format!("Secret {secret} exists and is not owned by this {kind}; the operator will not overwrite it. Delete it or set spec.secret.name to another name"),
+    )
+}
+
 /// A status that carries the Ready condition and observedGeneration.
 pub trait Recorded: Serialize {
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;

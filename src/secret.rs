@@ -90,14 +90,26 @@ pub struct Record {
     pub credential_sid: Option<String>,
     pub created_at: Option<Timestamp>,
     pub request: Option<String>,
-    /// The data still matches what the operator wrote: every expected key present, the SID data
-    /// equal to the annotation, the secret matching its digest.
+    /// The short digest of the secret value, as written.
+    pub digest: Option<String>,
+    /// The data still matches what the operator wrote: every expected key present and holding
+    /// what [`Expect`] says.
     pub intact: bool,
 }
 
-/// Classifies `secret` for the object with `owner_uid`. `expected` lists data key -> the value
-/// it must hold (`None` for the secret itself, checked by digest).
-pub fn observe(secret: Option<&Secret>, owner_uid: &str, expected: &[(&str, Option<&str>)]) -> Observed {
+/// What one data key of an owned Secret must hold.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect<'a> {
+    /// Exactly this value.
+    Equals(&'a str),
+    /// The SID recorded in the credential-SID annotation.
+    CredentialSid,
+    /// A value matching the recorded digest: the secret itself.
+    Secret,
+}
+
+/// Classifies `secret` for the object with `owner_uid`, checking each data key in `expected`.
+pub fn observe(secret: Option<&Secret>, owner_uid: &str, expected: &[(&str, Expect<'_>)]) -> Observed {
     let Some(secret) = secret else { return Observed::Missing };
     let controlled = secret
         .metadata
@@ -111,15 +123,19 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str, expected: &[(&str, Opti
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
     let data = secret.data.clone().unwrap_or_default();
     let text = |key: &str| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok());
+    let credential_sid = annotations.get(CREDENTIAL_SID_ANNOTATION).cloned();
+    let recorded_digest = annotations.get(DIGEST_ANNOTATION).cloned();
     let intact = expected.iter().all(|(key, want)| match (text(key), want) {
-        (Some(have), Some(want)) => have == *want,
-        (Some(have), None) => annotations.get(DIGEST_ANNOTATION) == Some(&digest(&have)),
+        (Some(have), Expect::Equals(want)) => have == *want,
+        (Some(have), Expect::CredentialSid) => credential_sid.as_ref() == Some(&have),
+        (Some(have), Expect::Secret) => recorded_digest.as_ref() == Some(&digest(&have)),
         (None, _) => false,
     });
     Observed::Ours(Record {
-        credential_sid: annotations.get(CREDENTIAL_SID_ANNOTATION).cloned(),
+        credential_sid,
         created_at: annotations.get(CREATED_AT_ANNOTATION).and_then(|t| t.parse().ok()),
         request: annotations.get(REQUEST_ANNOTATION).cloned(),
+        digest: recorded_digest,
         intact,
     })
 }
@@ -161,15 +177,17 @@ mod tests {
     #[test]
     fn tells_intact_from_edited_from_foreign() {
         let s = published(&BTreeMap::new());
-        let expect = [("SID", Some("SK1")), ("SECRET", None)];
+        let expect = [("SID", Expect::CredentialSid), ("SECRET", Expect::Secret)];
         assert!(matches!(observe(Some(&s), "uid-1", &expect), Observed::Ours(Record { intact: true, ref request, .. }) if request.as_deref() == Some("r1")));
         assert_eq!(observe(Some(&s), "other", &expect), Observed::Conflict);
         assert_eq!(observe(None, "uid-1", &expect), Observed::Missing);
         let mut edited = s.clone();
         edited.data.as_mut().unwrap().insert("SECRET".into(), ByteString(b"changed".to_vec()));
         assert!(matches!(observe(Some(&edited), "uid-1", &expect), Observed::Ours(Record { intact: false, .. })));
-        let mut renamed = s;
+        let mut renamed = s.clone();
         renamed.data.as_mut().unwrap().remove("SID");
         assert!(matches!(observe(Some(&renamed), "uid-1", &expect), Observed::Ours(Record { intact: false, .. })));
+        let fixed = [("SID", Expect::Equals("SK2"))];
+        assert!(matches!(observe(Some(&s), "uid-1", &fixed), Observed::Ours(Record { intact: false, .. })));
     }
 }

@@ -18,7 +18,7 @@ use crate::api::duration;
 use crate::conditions::{self, Reason};
 use crate::context::{Context, MANAGER, Problem};
 use crate::reconcile::{self, Error, Stop, object_id, write_status};
-use crate::secret::{self, Observed};
+use crate::secret::{self, Expect, Observed};
 use crate::target::{self, Target};
 use crate::{failpoint, tagging};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -117,11 +117,7 @@ async fn converge(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeyStatus, n
     let found = secrets.get_opt(&spec.secret_name).await?;
     let observed = observe_secret(found.as_ref(), spec, &account);
     if observed == Observed::Conflict {
-        return Err(Problem::new(
-            Reason::SecretConflict,
-            format!("Secret {} exists and is not owned by this TwilioApiKey; the operator will not overwrite it. Delete it or set spec.secret.name to another name", spec.secret_name),
-        )
-        .into());
+        return Err(reconcile::secret_conflict(&spec.secret_name, "TwilioApiKey").into());
     }
     if let Some(adopted) = plan::adopt_from_secret(st, &observed, spec.grace, now) {
         tracing::info!(object = %object_id(key), key = ?adopted.key_sid, "adopting the key the Secret already carries");
@@ -141,7 +137,6 @@ async fn converge(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeyStatus, n
 
     roll_workloads(spec, ctx, st).await?;
     st.secret_name = Some(spec.secret_name.clone());
-    st.next_rotation_at = next_rotation(spec, st);
     Ok(format!("Key {} is published in Secret {}", st.key_sid.as_deref().unwrap_or("?"), spec.secret_name))
 }
 
@@ -153,12 +148,10 @@ fn next_rotation(spec: &Spec<'_>, st: &TwilioApiKeyStatus) -> Option<Time> {
 }
 
 fn observe_secret(found: Option<&Secret>, spec: &Spec<'_>, account: &str) -> Observed {
-    let carried = found.and_then(|s| s.metadata.annotations.as_ref()?.get(secret::CREDENTIAL_SID_ANNOTATION).cloned());
     let expected = [
-        (spec.keys.account_sid.as_str(), Some(account)),
-        // Without the annotation nothing can match, so the Secret reads as edited.
-        (spec.keys.api_key.as_str(), Some(carried.as_deref().unwrap_or("\u{0}"))),
-        (spec.keys.api_secret.as_str(), None),
+        (spec.keys.account_sid.as_str(), Expect::Equals(account)),
+        (spec.keys.api_key.as_str(), Expect::CredentialSid),
+        (spec.keys.api_secret.as_str(), Expect::Secret),
     ];
     secret::observe(found, &spec.uid, &expected)
 }
@@ -266,6 +259,7 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
     }
     st.key_sid = Some(new.sid.clone());
     st.key_created_at = Some(Time(now));
+    st.next_rotation_at = next_rotation(spec, st);
     st.pending_since = None;
     ctx.note_applied(&spec.uid, key.metadata.generation);
     st.last_rotation_request = spec.rotate_request().map(str::to_owned).or(st.last_rotation_request.take());

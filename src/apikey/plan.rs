@@ -184,7 +184,7 @@ mod tests {
         TwilioApiKeyStatus { key_sid: Some(sid.into()), key_created_at: Some(Time(at(T0))), ..Default::default() }
     }
     fn ours(sid: &str, intact: bool) -> Observed {
-        Observed::Ours(Record { credential_sid: Some(sid.into()), created_at: Some(at(T1)), request: Some("r2".into()), intact })
+        Observed::Ours(Record { credential_sid: Some(sid.into()), created_at: Some(at(T1)), request: Some("r2".into()), digest: None, intact })
     }
 
     #[test]

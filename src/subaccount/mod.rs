@@ -20,7 +20,7 @@ use crate::apikey::schedule;
 use crate::conditions::Reason;
 use crate::context::{Context, MANAGER, Problem};
 use crate::reconcile::{self, Error, Stop, object_id, write_status};
-use crate::secret::{self, Observed};
+use crate::secret::{self, Expect, Observed};
 use crate::twilio::types::{Account, AccountFilter, AccountStatus, AccountUpdate};
 use crate::twilio::{Credentials, ErrorClass};
 use crate::{failpoint, tagging, target};
@@ -179,26 +179,19 @@ async fn find_or_create(sub: &TwilioSubaccount, ctx: &Context, parent: &Credenti
 
 /// Keeps the Secret holding a working token of the subaccount, rotating it when asked to.
 /// Returns when the rotation needs attention next.
-#[allow(clippy::too_many_arguments)]
 async fn publish(sub: &TwilioSubaccount, ctx: &Context, st: &mut TwilioSubaccountStatus, sid: &str, primary: Option<&SecretString>, name: &str, now: Timestamp) -> Result<Option<Timestamp>, Stop> {
     let primary = primary.ok_or_else(|| Problem::new(Reason::TwilioError, format!("Twilio returned no auth token for subaccount {sid}")))?;
     let ns = sub.namespace().unwrap_or_default();
     let uid = sub.uid().unwrap_or_default();
     let found = Api::<Secret>::namespaced(ctx.client.clone(), &ns).get_opt(name).await?;
-    let observed = secret::observe(found.as_ref(), &uid, &[(ACCOUNT_SID_KEY, Some(sid)), (AUTH_TOKEN_KEY, None)]);
+    let observed = secret::observe(found.as_ref(), &uid, &[(ACCOUNT_SID_KEY, Expect::Equals(sid)), (AUTH_TOKEN_KEY, Expect::Secret)]);
     let record = match &observed {
-        Observed::Conflict => {
-            return Err(Problem::new(
-                Reason::SecretConflict,
-                format!("Secret {name} exists and is not owned by this TwilioSubaccount; the operator will not overwrite it. Delete it or set spec.secret.name to another name"),
-            )
-            .into());
-        }
+        Observed::Conflict => return Err(reconcile::secret_conflict(name, "TwilioSubaccount").into()),
         Observed::Ours(r) if r.intact => Some(r.clone()),
         _ => None,
     };
-    let published = found.as_ref().and_then(|s| s.metadata.annotations.as_ref()?.get(secret::DIGEST_ANNOTATION).cloned()).filter(|_| record.is_some());
-    let holds_primary = published.as_deref() == Some(secret::digest(primary.expose_secret()).as_str());
+    let primary_digest = secret::digest(primary.expose_secret());
+    let holds_primary = record.as_ref().is_some_and(|r| r.digest.as_deref() == Some(primary_digest.as_str()));
     let writer = SecretWriter { sub, ctx, ns: &ns, name, sid, ours: matches!(observed, Observed::Ours(_)) };
 
     let Some(rotation) = &sub.spec.auth_token_rotation else {
