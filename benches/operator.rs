@@ -23,7 +23,10 @@ const KEYS: usize = 200;
 const FOREIGN_SECRETS: usize = 2000;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(run());
 }
 
@@ -35,7 +38,18 @@ async fn wait_all(keys: &Api<TwilioApiKey>, what: &str, done: impl Fn(&TwilioApi
             return started.elapsed();
         }
         if started.elapsed() > Duration::from_secs(600) {
-            let stuck: Vec<_> = list.items.iter().filter(|k| !done(k)).map(|k| (k.metadata.name.clone(), k.status.as_ref().map(|s| s.conditions.clone()))).take(3).collect();
+            let stuck: Vec<_> = list
+                .items
+                .iter()
+                .filter(|k| !done(k))
+                .map(|k| {
+                    (
+                        k.metadata.name.clone(),
+                        k.status.as_ref().map(|s| s.conditions.clone()),
+                    )
+                })
+                .take(3)
+                .collect();
             panic!("{what}: not all keys converged, for example {stuck:?}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -48,11 +62,18 @@ fn received(state: &Value, operation: &str) -> u64 {
 
 async fn run() {
     let started = Instant::now();
-    let status = std::process::Command::new("bash").arg(support::repo_root().join("hack/control-plane.sh")).output().unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(support::repo_root().join("hack/control-plane.sh"))
+        .output()
+        .unwrap();
     assert!(status.status.success());
     let setup = started.elapsed();
     let cp = support::cluster();
-    println!("control plane: setup script (warm) {:.2}s, start to CRDs Established {:.2}s", setup.as_secs_f64(), cp.startup.as_secs_f64());
+    println!(
+        "control plane: setup script (warm) {:.2}s, start to CRDs Established {:.2}s",
+        setup.as_secs_f64(),
+        cp.startup.as_secs_f64()
+    );
 
     let ns = cp.namespace("bench").await;
     let client = cp.admin();
@@ -75,28 +96,66 @@ async fn run() {
             "spec": {"rotation": {"every": "720h", "gracePeriod": "0s"}}})).unwrap();
         keys.create(&PostParams::default(), &key).await.unwrap();
     }
-    let ready = |k: &TwilioApiKey| k.status.as_ref().is_some_and(|s| is_ready(&s.conditions) && s.key_sid.is_some());
+    let ready = |k: &TwilioApiKey| {
+        k.status
+            .as_ref()
+            .is_some_and(|s| is_ready(&s.conditions) && s.key_sid.is_some())
+    };
     wait_all(&keys, "create", ready).await;
     let create_time = create_started.elapsed();
     let state = emu.state().await;
-    let (creates, lists) = (received(&state, "api.CreateNewKey"), received(&state, "api.ListKey"));
-    let total: u64 = state["received"].as_object().unwrap().values().filter_map(Value::as_u64).sum();
-    println!("create: {KEYS} keys Ready in {:.1}s ({:.1} keys/s)", create_time.as_secs_f64(), KEYS as f64 / create_time.as_secs_f64());
-    println!("create: Twilio calls {total} in all = {:.2} per key (CreateNewKey {creates}, ListKey {lists}); by operation {}", total as f64 / KEYS as f64, state["received"]);
+    let (creates, lists) = (
+        received(&state, "api.CreateNewKey"),
+        received(&state, "api.ListKey"),
+    );
+    let total: u64 = state["received"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    println!(
+        "create: {KEYS} keys Ready in {:.1}s ({:.1} keys/s)",
+        create_time.as_secs_f64(),
+        KEYS as f64 / create_time.as_secs_f64()
+    );
+    println!(
+        "create: Twilio calls {total} in all = {:.2} per key (CreateNewKey {creates}, ListKey {lists}); by operation {}",
+        total as f64 / KEYS as f64,
+        state["received"]
+    );
     let (rss, hwm) = operator.memory_kib();
-    println!("memory: operator RSS {:.1} MiB idle, {:.1} MiB with {KEYS} keys and {FOREIGN_SECRETS} Secrets it does not own (peak {:.1} MiB)", idle_rss as f64 / 1024.0, rss as f64 / 1024.0, hwm as f64 / 1024.0);
+    println!(
+        "memory: operator RSS {:.1} MiB idle, {:.1} MiB with {KEYS} keys and {FOREIGN_SECRETS} Secrets it does not own (peak {:.1} MiB)",
+        idle_rss as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
 
     emu.reset_stats().await;
     let rotate_started = Instant::now();
     for i in 0..KEYS {
         let patch = json!({"metadata": {"annotations": {"twilio.operator.dev/rotate": "bench"}}});
-        keys.patch(&format!("k{i:04}"), &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+        keys.patch(&format!("k{i:04}"), &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
     }
-    let rotated = |k: &TwilioApiKey| k.status.as_ref().is_some_and(|s| is_ready(&s.conditions) && s.last_rotation_request.as_deref() == Some("bench") && s.retiring_keys.is_empty());
+    let rotated = |k: &TwilioApiKey| {
+        k.status.as_ref().is_some_and(|s| {
+            is_ready(&s.conditions)
+                && s.last_rotation_request.as_deref() == Some("bench")
+                && s.retiring_keys.is_empty()
+        })
+    };
     wait_all(&keys, "rotate", rotated).await;
     let rotate_time = rotate_started.elapsed();
     let state = emu.state().await;
-    let total: u64 = state["received"].as_object().unwrap().values().filter_map(Value::as_u64).sum();
+    let total: u64 = state["received"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
     println!(
         "rotate (grace 0s): {KEYS} keys rotated and old keys revoked in {:.1}s; Twilio calls {total} = {:.2} per rotation (CreateNewKey {}, DeleteKey {}, ListKey {})",
         rotate_time.as_secs_f64(),
@@ -117,5 +176,9 @@ async fn run() {
         window.as_secs()
     );
     let (rss, hwm) = operator.memory_kib();
-    println!("memory: operator RSS {:.1} MiB at rest after rotation (peak {:.1} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
+    println!(
+        "memory: operator RSS {:.1} MiB at rest after rotation (peak {:.1} MiB)",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
 }

@@ -49,14 +49,24 @@ impl Reason {
 }
 
 /// `conditions` with the Ready condition replaced.
-pub fn ready(conditions: &[Condition], reason: Reason, message: impl Into<String>, generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+pub fn ready(
+    conditions: &[Condition],
+    reason: Reason,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     let status = if reason == Reason::Ready { "True" } else { "False" };
     let previous = conditions.iter().find(|c| c.type_ == "Ready");
     let last_transition_time = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Time(now),
     };
-    let mut out: Vec<Condition> = conditions.iter().filter(|c| c.type_ != "Ready").cloned().collect();
+    let mut out: Vec<Condition> = conditions
+        .iter()
+        .filter(|c| c.type_ != "Ready")
+        .cloned()
+        .collect();
     out.push(Condition {
         type_: "Ready".into(),
         status: status.into(),
@@ -70,7 +80,9 @@ pub fn ready(conditions: &[Condition], reason: Reason, message: impl Into<String
 
 /// Whether the object's Ready condition is True.
 pub fn is_ready(conditions: &[Condition]) -> bool {
-    conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 #[cfg(test)]
@@ -86,7 +98,10 @@ mod tests {
         assert_eq!(still[0].last_transition_time, Time(t0));
         assert_eq!(still[0].reason, "TwilioError");
         let fine = ready(&still, Reason::Ready, "ok", Some(2), t1);
-        assert_eq!((fine[0].status.as_str(), fine[0].last_transition_time.clone()), ("True", Time(t1)));
+        assert_eq!(
+            (fine[0].status.as_str(), fine[0].last_transition_time.clone()),
+            ("True", Time(t1))
+        );
         assert!(is_ready(&fine) && !is_ready(&still));
     }
 }

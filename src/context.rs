@@ -58,7 +58,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -116,26 +119,47 @@ impl Context {
     }
 
     /// The keys of `account` at Twilio, read at most `max_age` ago.
-    pub async fn inventory(&self, account: &str, creds: &Credentials, max_age: Duration) -> Result<Inventory, TwilioError> {
-        let slot = self.inventories.lock().expect("inventory map").entry(account.to_owned()).or_default().clone();
+    pub async fn inventory(
+        &self,
+        account: &str,
+        creds: &Credentials,
+        max_age: Duration,
+    ) -> Result<Inventory, TwilioError> {
+        let slot = self
+            .inventories
+            .lock()
+            .expect("inventory map")
+            .entry(account.to_owned())
+            .or_default()
+            .clone();
         let mut cached = slot.lock().await;
         if let Some((_, inventory)) = cached.as_ref().filter(|(read, _)| read.elapsed() < max_age) {
             return Ok(inventory.clone());
         }
         let read_at = Timestamp::now();
         let keys = self.twilio.list_keys(creds, account).await?;
-        let inventory = Inventory { read_at, keys: keys.into_iter().map(|k| (k.sid, k.friendly_name)).collect() };
+        let inventory = Inventory {
+            read_at,
+            keys: keys.into_iter().map(|k| (k.sid, k.friendly_name)).collect(),
+        };
         *cached = Some((Instant::now(), inventory.clone()));
         Ok(inventory)
     }
 
     /// Records a key this operator just created, so a cached inventory does not miss it.
     pub async fn remember_key(&self, account: &str, sid: &str, friendly_name: &str) {
-        let slot = self.inventories.lock().expect("inventory map").get(account).cloned();
+        let slot = self
+            .inventories
+            .lock()
+            .expect("inventory map")
+            .get(account)
+            .cloned();
         if let Some(slot) = slot
             && let Some((_, inventory)) = slot.lock().await.as_mut()
         {
-            inventory.keys.push((sid.to_owned(), Some(friendly_name.to_owned())));
+            inventory
+                .keys
+                .push((sid.to_owned(), Some(friendly_name.to_owned())));
         }
     }
 
@@ -144,7 +168,9 @@ impl Context {
         let mut failures = self.failures.lock().expect("failure map");
         let n = failures.entry(object.to_owned()).or_default();
         *n = n.saturating_add(1);
-        let exp = BACKOFF_BASE.saturating_mul(1u32 << (*n - 1).min(16)).min(BACKOFF_CAP);
+        let exp = BACKOFF_BASE
+            .saturating_mul(1u32 << (*n - 1).min(16))
+            .min(BACKOFF_CAP);
         // Up to 10% jitter, so objects that failed together do not retry together.
         let jitter = exp.mul_f64(f64::from(rand_fraction(object, *n)) * 0.1);
         exp + jitter
@@ -155,11 +181,18 @@ impl Context {
     }
 
     pub fn subaccount_token(&self, sid: &str) -> Option<SecretString> {
-        self.subaccount_tokens.lock().expect("token cache").get(sid).cloned()
+        self.subaccount_tokens
+            .lock()
+            .expect("token cache")
+            .get(sid)
+            .cloned()
     }
 
     pub fn remember_subaccount_token(&self, sid: &str, token: SecretString) {
-        self.subaccount_tokens.lock().expect("token cache").insert(sid.to_owned(), token);
+        self.subaccount_tokens
+            .lock()
+            .expect("token cache")
+            .insert(sid.to_owned(), token);
     }
 
     pub fn forget_subaccount_token(&self, sid: &str) {
@@ -173,12 +206,19 @@ impl Context {
     }
 
     pub fn revoked_recently(&self, sid: &str) -> bool {
-        self.revoked.lock().expect("revoked keys").get(sid).is_some_and(|at| at.elapsed() < REVOKED_MEMORY)
+        self.revoked
+            .lock()
+            .expect("revoked keys")
+            .get(sid)
+            .is_some_and(|at| at.elapsed() < REVOKED_MEMORY)
     }
 
     /// Records that the object with `uid` had its `generation` applied at Twilio.
     pub fn note_applied(&self, uid: &str, generation: Option<i64>) {
-        self.applied.lock().expect("applied generations").insert(uid.to_owned(), generation);
+        self.applied
+            .lock()
+            .expect("applied generations")
+            .insert(uid.to_owned(), generation);
     }
 
     pub fn applied(&self, uid: &str, generation: Option<i64>) -> bool {
@@ -191,12 +231,28 @@ impl Context {
     }
 
     pub fn remember_usage(&self, sid: &str, usage: SubaccountUsage) {
-        self.usage.lock().expect("usage cache").insert(sid.to_owned(), usage);
+        self.usage
+            .lock()
+            .expect("usage cache")
+            .insert(sid.to_owned(), usage);
     }
 
     /// Publishes an event; a failure to publish is logged, never fatal.
-    pub async fn event(&self, object: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    pub async fn event(
+        &self,
+        object: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&event, object).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }

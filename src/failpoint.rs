@@ -9,7 +9,11 @@ use std::sync::OnceLock;
 /// Aborts the process if `name` is the configured failpoint.
 pub fn hit(name: &str) {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
-    let armed = ARMED.get_or_init(|| std::env::var("TWILIO_OPERATOR_FAILPOINT").ok().filter(|v| !v.is_empty()));
+    let armed = ARMED.get_or_init(|| {
+        std::env::var("TWILIO_OPERATOR_FAILPOINT")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
     if armed.as_deref() == Some(name) {
         eprintln!("failpoint {name} reached: aborting");
         std::process::abort();

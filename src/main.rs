@@ -5,12 +5,12 @@ use clap::Parser;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
-use kube_lease_manager::LeaseManagerBuilder;
-use std::net::SocketAddr;
 use twilio_operator::context::Context;
 use twilio_operator::controller::until;
 use twilio_operator::metrics::Metrics;
@@ -95,18 +95,30 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         match crds.get(&name).await {
             Ok(_) => {}
             // A namespace-scoped install may not read CRDs; the watches will say if they are missing.
-            Err(kube::Error::Api(status)) if status.code == 403 => warn!(crd = %name, "cannot check that the CRD is installed (forbidden)"),
-            Err(e) => return Err(format!("CRD {name} is not installed ({e}); apply crds/ first: kubectl apply -f crds/").into()),
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                warn!(crd = %name, "cannot check that the CRD is installed (forbidden)")
+            }
+            Err(e) => {
+                return Err(format!(
+                    "CRD {name} is not installed ({e}); apply crds/ first: kubectl apply -f crds/"
+                )
+                .into());
+            }
         }
     }
 
-    let urls = args.twilio_base_url.as_deref().map_or_else(BaseUrls::from_env, BaseUrls::single);
+    let urls = args
+        .twilio_base_url
+        .as_deref()
+        .map_or_else(BaseUrls::from_env, BaseUrls::single);
     let mut config = ClientConfig::new(urls);
     config.max_concurrency = args.twilio_max_concurrency;
     config.requests_per_second = args.twilio_requests_per_second;
     let metrics = Arc::new(Metrics::default());
     let observer = metrics.clone();
-    let twilio = TwilioClient::new(config)?.observed_by(Arc::new(move |operation, status| observer.twilio_request(operation, status)));
+    let twilio = TwilioClient::new(config)?.observed_by(Arc::new(move |operation, status| {
+        observer.twilio_request(operation, status)
+    }));
     let default_credentials = match Credentials::from_env() {
         Ok(creds) => Some(creds),
         Err(e) => {
@@ -114,14 +126,31 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             None
         }
     };
-    let reporter = Reporter { controller: "twilio-operator".into(), instance: std::env::var("POD_NAME").ok() };
+    let reporter = Reporter {
+        controller: "twilio-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(client, twilio, default_credentials, recorder, args.resync_interval, metrics));
+    let ctx = Arc::new(Context::new(
+        client,
+        twilio,
+        default_credentials,
+        recorder,
+        args.resync_interval,
+        metrics,
+    ));
 
     let readiness = Readiness::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shutdown = || until(stopped.clone());
-    let server = twilio_operator::server::serve(args.metrics_address, args.health_address, ctx.metrics.clone(), readiness.clone(), stopped.clone()).await?;
+    let server = twilio_operator::server::serve(
+        args.metrics_address,
+        args.health_address,
+        ctx.metrics.clone(),
+        readiness.clone(),
+        stopped.clone(),
+    )
+    .await?;
     let server = tokio::spawn(server);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -129,10 +158,15 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stop.send(true);
     });
 
-    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
     info!(namespaces = ?args.namespaces, leader_elect = args.leader_elect, "starting");
     if args.leader_elect {
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        let identity =
+            std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
         let manager = LeaseManagerBuilder::new(ctx.client.clone(), &args.leader_election_lease)
             .with_namespace(&args.leader_election_namespace)
             .with_identity(&identity)
@@ -177,16 +211,29 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn run_controllers(ctx: &Arc<Context>, scopes: &[Option<String>], stop: tokio::sync::watch::Receiver<bool>) {
-    futures::future::join_all(scopes.iter().cloned().map(|scope| twilio_operator::controller::run(ctx.clone(), scope, stop.clone()))).await;
+async fn run_controllers(
+    ctx: &Arc<Context>,
+    scopes: &[Option<String>],
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    futures::future::join_all(
+        scopes
+            .iter()
+            .cloned()
+            .map(|scope| twilio_operator::controller::run(ctx.clone(), scope, stop.clone())),
+    )
+    .await;
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "twilio-operator".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "twilio-operator".into())
 }
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" {
         builder.json().init();
@@ -196,7 +243,8 @@ fn init_tracing(format: &str) {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -82,62 +82,137 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("twilio_operator");
         let reconciles = Family::default();
         registry.register("reconciles", "Reconciles by kind and result", reconciles.clone());
-        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
-        registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_duration.clone());
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
         let twilio_requests = Family::default();
-        registry.register("twilio_requests", "Twilio API requests by operation and HTTP status (0: no answer)", twilio_requests.clone());
+        registry.register(
+            "twilio_requests",
+            "Twilio API requests by operation and HTTP status (0: no answer)",
+            twilio_requests.clone(),
+        );
         let twilio_rate_limited = Family::default();
-        registry.register("twilio_rate_limited", "Twilio answers of 429 / 20429 by operation", twilio_rate_limited.clone());
+        registry.register(
+            "twilio_rate_limited",
+            "Twilio answers of 429 / 20429 by operation",
+            twilio_rate_limited.clone(),
+        );
         let rotations = Family::default();
-        registry.register("rotations", "New credentials issued, by kind and cause", rotations.clone());
+        registry.register(
+            "rotations",
+            "New credentials issued, by kind and cause",
+            rotations.clone(),
+        );
         let key_age = Family::default();
-        registry.register("api_key_age_seconds", "Age of each TwilioApiKey's current key", key_age.clone());
+        registry.register(
+            "api_key_age_seconds",
+            "Age of each TwilioApiKey's current key",
+            key_age.clone(),
+        );
         let key_next_rotation = Family::default();
-        registry.register("api_key_next_rotation_timestamp_seconds", "When each TwilioApiKey rotates next (Unix time)", key_next_rotation.clone());
+        registry.register(
+            "api_key_next_rotation_timestamp_seconds",
+            "When each TwilioApiKey rotates next (Unix time)",
+            key_next_rotation.clone(),
+        );
         let usage = Family::default();
-        registry.register("subaccount_month_to_date_usage", "Month-to-date spend of each TwilioSubaccount", usage.clone());
-        Self { registry, reconciles, reconcile_duration, twilio_requests, twilio_rate_limited, rotations, key_age, key_next_rotation, usage, keys: Mutex::default() }
+        registry.register(
+            "subaccount_month_to_date_usage",
+            "Month-to-date spend of each TwilioSubaccount",
+            usage.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            twilio_requests,
+            twilio_rate_limited,
+            rotations,
+            key_age,
+            key_next_rotation,
+            usage,
+            keys: Mutex::default(),
+        }
     }
 }
 
 impl Metrics {
     pub fn reconciled(&self, kind: &'static str, ok: bool, took: Duration) {
         let result = if ok { "success" } else { "error" };
-        self.reconciles.get_or_create(&ReconcileLabels { kind, result }).inc();
-        self.reconcile_duration.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
+        self.reconciles
+            .get_or_create(&ReconcileLabels { kind, result })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&KindLabels { kind })
+            .observe(took.as_secs_f64());
     }
 
     pub fn twilio_request(&self, operation: &'static str, status: u16) {
-        self.twilio_requests.get_or_create(&TwilioLabels { operation, status: status.to_string() }).inc();
+        self.twilio_requests
+            .get_or_create(&TwilioLabels {
+                operation,
+                status: status.to_string(),
+            })
+            .inc();
         if status == 429 {
-            self.twilio_rate_limited.get_or_create(&OperationLabels { operation }).inc();
+            self.twilio_rate_limited
+                .get_or_create(&OperationLabels { operation })
+                .inc();
         }
     }
 
     pub fn rotated(&self, kind: &'static str, cause: &'static str) {
-        self.rotations.get_or_create(&RotationLabels { kind, cause }).inc();
+        self.rotations
+            .get_or_create(&RotationLabels { kind, cause })
+            .inc();
     }
 
     /// Records a key's creation and next rotation (Unix seconds).
     pub fn key(&self, namespace: &str, name: &str, created: f64, next_rotation: Option<f64>) {
-        self.keys.lock().expect("key metrics").insert((namespace.to_owned(), name.to_owned()), KeyTimes { created, next_rotation });
+        self.keys.lock().expect("key metrics").insert(
+            (namespace.to_owned(), name.to_owned()),
+            KeyTimes {
+                created,
+                next_rotation,
+            },
+        );
     }
 
     pub fn forget_key(&self, namespace: &str, name: &str) {
-        self.keys.lock().expect("key metrics").remove(&(namespace.to_owned(), name.to_owned()));
-        let labels = ObjectLabels { namespace: namespace.to_owned(), name: name.to_owned() };
+        self.keys
+            .lock()
+            .expect("key metrics")
+            .remove(&(namespace.to_owned(), name.to_owned()));
+        let labels = ObjectLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
         self.key_age.remove(&labels);
         self.key_next_rotation.remove(&labels);
     }
 
     pub fn usage(&self, namespace: &str, name: &str, currency: &str, month_to_date: f64) {
-        self.usage.get_or_create(&UsageLabels { namespace: namespace.into(), name: name.into(), currency: currency.into() }).set(month_to_date);
+        self.usage
+            .get_or_create(&UsageLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                currency: currency.into(),
+            })
+            .set(month_to_date);
     }
 
     /// The OpenMetrics text of every series, key ages as of `now` (Unix seconds).
     pub fn render(&self, now: f64) -> String {
         for ((namespace, name), times) in self.keys.lock().expect("key metrics").iter() {
-            let labels = ObjectLabels { namespace: namespace.clone(), name: name.clone() };
+            let labels = ObjectLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
             self.key_age.get_or_create(&labels).set(now - times.created);
             match times.next_rotation {
                 Some(next) => {
@@ -149,7 +224,8 @@ impl Metrics {
             }
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -13,11 +13,11 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use kube::runtime::controller::Action;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +35,18 @@ pub enum Error {
 
 /// Runs `apply` or, once the object is being deleted, `cleanup`, holding the operator's
 /// finalizer in between so Twilio is always cleaned up before the object goes.
-pub async fn with_finalizer<K, A, C, FA, FC>(obj: Arc<K>, ctx: Arc<Context>, apply: A, cleanup: C) -> Result<Action, Error>
+pub async fn with_finalizer<K, A, C, FA, FC>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    apply: A,
+    cleanup: C,
+) -> Result<Action, Error>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
     A: FnOnce(Arc<K>, Arc<Context>) -> FA,
     C: FnOnce(Arc<K>, Arc<Context>) -> FC,
     FA: std::future::Future<Output = Result<Action, Error>>,
@@ -94,26 +103,56 @@ where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
-    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let patch =
+        serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 /// The conditions after a failed pass; tells people through an event when the reason changed.
-pub async fn report<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, conditions: &[Condition], problem: Problem, now: Timestamp) -> Vec<Condition> {
-    let changed = conditions.iter().find(|c| c.type_ == "Ready").is_none_or(|c| c.reason != problem.reason.as_str());
+pub async fn report<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    conditions: &[Condition],
+    problem: Problem,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let changed = conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .is_none_or(|c| c.reason != problem.reason.as_str());
     if changed {
-        ctx.event(&obj.object_ref(&()), EventType::Warning, problem.reason.as_str(), "Reconcile", problem.message.clone()).await;
+        ctx.event(
+            &obj.object_ref(&()),
+            EventType::Warning,
+            problem.reason.as_str(),
+            "Reconcile",
+            problem.message.clone(),
+        )
+        .await;
     }
     tracing::info!(object = %object_id(obj), reason = problem.reason.as_str(), message = %problem.message, "not ready");
-    conditions::ready(conditions, problem.reason, problem.message, obj.meta().generation, now)
+    conditions::ready(
+        conditions,
+        problem.reason,
+        problem.message,
+        obj.meta().generation,
+        now,
+    )
 }
 
 /// The problem of a Secret name taken by a Secret this object does not own.
 pub fn secret_conflict(secret: &str, kind: &str) -> Problem {
     Problem::new(
         Reason::SecretConflict,
-        format!("Secret {secret} exists and is not owned by this {kind}; the operator will not overwrite it. Delete it or set spec.secret.name to another name"),
+        format!(
+            "Secret {secret} exists and is not owned by this {kind}; the operator will not overwrite it. Delete it or set spec.secret.name to another name"
+        ),
     )
 }
 
@@ -143,7 +182,13 @@ impl Recorded for crate::api::TwilioSubaccountStatus {
 
 /// Ends a pass: records its outcome (Ready with `message`, or the problem) in status, and says
 /// when to look again: at the next deadline, a resync at the latest, or after the backoff.
-pub async fn finish<K>(ctx: &Context, obj: &K, mut st: impl Recorded, outcome: Result<(String, Option<Timestamp>), Stop>, now: Timestamp) -> Result<Action, Error>
+pub async fn finish<K>(
+    ctx: &Context,
+    obj: &K,
+    mut st: impl Recorded,
+    outcome: Result<(String, Option<Timestamp>), Stop>,
+    now: Timestamp,
+) -> Result<Action, Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
@@ -152,10 +197,18 @@ where
         Ok((message, deadline)) => {
             ctx.succeeded(&id);
             *st.observed_generation_mut() = obj.meta().generation;
-            let ready = conditions::ready(st.conditions_mut(), Reason::Ready, message, obj.meta().generation, now);
+            let ready = conditions::ready(
+                st.conditions_mut(),
+                Reason::Ready,
+                message,
+                obj.meta().generation,
+                now,
+            );
             *st.conditions_mut() = ready;
             // A second of slack, so the deadline has passed when we wake.
-            let until = deadline.map(|t| Duration::try_from(t.duration_since(now)).unwrap_or_default() + Duration::from_secs(1));
+            let until = deadline.map(|t| {
+                Duration::try_from(t.duration_since(now)).unwrap_or_default() + Duration::from_secs(1)
+            });
             until.map_or(ctx.resync, |d| d.min(ctx.resync))
         }
         Err(Stop::Problem(problem)) => {

@@ -46,7 +46,11 @@ pub struct Published<'a> {
 /// A short digest of a secret value: enough to notice an edit, useless to an attacker, since
 /// the value is 32 random characters.
 pub fn digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn build(p: &Published<'_>) -> Secret {
@@ -58,7 +62,12 @@ pub fn build(p: &Published<'_>) -> Secret {
     if let Some(request) = p.request {
         annotations.insert(REQUEST_ANNOTATION.into(), request.into());
     }
-    let secret_value = p.data.iter().find(|(k, _)| *k == p.secret_key).map(|(_, v)| *v).unwrap_or_default();
+    let secret_value = p
+        .data
+        .iter()
+        .find(|(k, _)| *k == p.secret_key)
+        .map(|(_, v)| *v)
+        .unwrap_or_default();
     annotations.insert(DIGEST_ANNOTATION.into(), digest(secret_value));
     Secret {
         metadata: ObjectMeta {
@@ -70,7 +79,12 @@ pub fn build(p: &Published<'_>) -> Secret {
             ..Default::default()
         },
         type_: Some("Opaque".into()),
-        data: Some(p.data.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()),
+        data: Some(
+            p.data
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -110,7 +124,9 @@ pub enum Expect<'a> {
 
 /// Classifies `secret` for the object with `owner_uid`, checking each data key in `expected`.
 pub fn observe(secret: Option<&Secret>, owner_uid: &str, expected: &[(&str, Expect<'_>)]) -> Observed {
-    let Some(secret) = secret else { return Observed::Missing };
+    let Some(secret) = secret else {
+        return Observed::Missing;
+    };
     let controlled = secret
         .metadata
         .owner_references
@@ -133,7 +149,9 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str, expected: &[(&str, Expe
     });
     Observed::Ours(Record {
         credential_sid,
-        created_at: annotations.get(CREATED_AT_ANNOTATION).and_then(|t| t.parse().ok()),
+        created_at: annotations
+            .get(CREATED_AT_ANNOTATION)
+            .and_then(|t| t.parse().ok()),
         request: annotations.get(REQUEST_ANNOTATION).cloned(),
         digest: recorded_digest,
         intact,
@@ -145,7 +163,14 @@ mod tests {
     use super::*;
 
     fn owner(uid: &str) -> OwnerReference {
-        OwnerReference { api_version: "v1".into(), kind: "K".into(), name: "o".into(), uid: uid.into(), controller: Some(true), block_owner_deletion: Some(true) }
+        OwnerReference {
+            api_version: "v1".into(),
+            kind: "K".into(),
+            name: "o".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
     }
 
     fn published(labels: &BTreeMap<String, String>) -> Secret {
@@ -178,16 +203,31 @@ mod tests {
     fn tells_intact_from_edited_from_foreign() {
         let s = published(&BTreeMap::new());
         let expect = [("SID", Expect::CredentialSid), ("SECRET", Expect::Secret)];
-        assert!(matches!(observe(Some(&s), "uid-1", &expect), Observed::Ours(Record { intact: true, ref request, .. }) if request.as_deref() == Some("r1")));
+        assert!(
+            matches!(observe(Some(&s), "uid-1", &expect), Observed::Ours(Record { intact: true, ref request, .. }) if request.as_deref() == Some("r1"))
+        );
         assert_eq!(observe(Some(&s), "other", &expect), Observed::Conflict);
         assert_eq!(observe(None, "uid-1", &expect), Observed::Missing);
         let mut edited = s.clone();
-        edited.data.as_mut().unwrap().insert("SECRET".into(), ByteString(b"changed".to_vec()));
-        assert!(matches!(observe(Some(&edited), "uid-1", &expect), Observed::Ours(Record { intact: false, .. })));
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("SECRET".into(), ByteString(b"changed".to_vec()));
+        assert!(matches!(
+            observe(Some(&edited), "uid-1", &expect),
+            Observed::Ours(Record { intact: false, .. })
+        ));
         let mut renamed = s.clone();
         renamed.data.as_mut().unwrap().remove("SID");
-        assert!(matches!(observe(Some(&renamed), "uid-1", &expect), Observed::Ours(Record { intact: false, .. })));
+        assert!(matches!(
+            observe(Some(&renamed), "uid-1", &expect),
+            Observed::Ours(Record { intact: false, .. })
+        ));
         let fixed = [("SID", Expect::Equals("SK2"))];
-        assert!(matches!(observe(Some(&s), "uid-1", &fixed), Observed::Ours(Record { intact: false, .. })));
+        assert!(matches!(
+            observe(Some(&s), "uid-1", &fixed),
+            Observed::Ours(Record { intact: false, .. })
+        ));
     }
 }

@@ -26,12 +26,25 @@ impl Readiness {
 }
 
 async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render(now))
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(now),
+    )
 }
 
 async fn ready(State(readiness): State<Readiness>) -> StatusCode {
-    if readiness.0.load(Ordering::Relaxed) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    if readiness.0.load(Ordering::Relaxed) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// Binds both listeners; the returned future serves them until `stop` turns true.
@@ -42,8 +55,13 @@ pub async fn serve(
     readiness: Readiness,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
-    let metrics_app = Router::new().route("/metrics", get(metrics)).with_state(metrics_state);
-    let health_app = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(ready)).with_state(readiness);
+    let metrics_app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(metrics_state);
+    let health_app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(readiness);
     let metrics_listener = tokio::net::TcpListener::bind(metrics_address).await?;
     let health_listener = tokio::net::TcpListener::bind(health_address).await?;
     tracing::info!(metrics = %metrics_listener.local_addr()?, health = %health_listener.local_addr()?, "serving HTTP");

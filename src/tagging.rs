@@ -34,7 +34,10 @@ mod tests {
         let name = tagged_name(&long, uid);
         assert_eq!(name.chars().count(), 64);
         assert!(is_tagged(Some(&name), uid));
-        assert_eq!(tagged_name("team-a/checkout", uid), "team-a/checkout [twop:0f1e2d3c4b5a]");
+        assert_eq!(
+            tagged_name("team-a/checkout", uid),
+            "team-a/checkout [twop:0f1e2d3c4b5a]"
+        );
         assert!(!is_tagged(Some("team-a/checkout"), uid) && !is_tagged(None, uid));
         assert!(!is_tagged(Some(&tagged_name("x", "ffffffff-0000")), uid));
     }

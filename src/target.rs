@@ -23,7 +23,11 @@ pub struct Target {
 }
 
 /// The credentials an object names, or the operator's own.
-pub async fn credentials(ctx: &Context, namespace: &str, reference: Option<&LocalRef>) -> Result<Credentials, Problem> {
+pub async fn credentials(
+    ctx: &Context,
+    namespace: &str,
+    reference: Option<&LocalRef>,
+) -> Result<Credentials, Problem> {
     let Some(reference) = reference else {
         return ctx.default_credentials.clone().ok_or_else(|| {
             Problem::new(
@@ -35,11 +39,33 @@ pub async fn credentials(ctx: &Context, namespace: &str, reference: Option<&Loca
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(&reference.name)
         .await
-        .map_err(|e| Problem::new(Reason::CredentialsMissing, format!("Could not read Secret {}: {e}", reference.name)))?
-        .ok_or_else(|| Problem::new(Reason::CredentialsMissing, format!("Secret {} named in spec.credentialsRef does not exist in this namespace", reference.name)))?;
+        .map_err(|e| {
+            Problem::new(
+                Reason::CredentialsMissing,
+                format!("Could not read Secret {}: {e}", reference.name),
+            )
+        })?
+        .ok_or_else(|| {
+            Problem::new(
+                Reason::CredentialsMissing,
+                format!(
+                    "Secret {} named in spec.credentialsRef does not exist in this namespace",
+                    reference.name
+                ),
+            )
+        })?;
     let data = secret.data.unwrap_or_default();
-    Credentials::from_lookup(|key| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok()))
-        .map_err(|e| Problem::new(Reason::CredentialsMissing, format!("Secret {} named in spec.credentialsRef is not usable: {e}", reference.name)))
+    Credentials::from_lookup(|key| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())).map_err(
+        |e| {
+            Problem::new(
+                Reason::CredentialsMissing,
+                format!(
+                    "Secret {} named in spec.credentialsRef is not usable: {e}",
+                    reference.name
+                ),
+            )
+        },
+    )
 }
 
 /// The target of a key that lives in a TwilioSubaccount.
@@ -47,26 +73,71 @@ pub async fn subaccount(ctx: &Context, namespace: &str, name: &str) -> Result<Ta
     let sub = Api::<TwilioSubaccount>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
-        .map_err(|e| Problem::new(Reason::SubaccountNotReady, format!("Could not read TwilioSubaccount {name}: {e}")))?
-        .ok_or_else(|| Problem::new(Reason::SubaccountNotReady, format!("TwilioSubaccount {name} named in spec.subaccountRef does not exist in this namespace")))?;
+        .map_err(|e| {
+            Problem::new(
+                Reason::SubaccountNotReady,
+                format!("Could not read TwilioSubaccount {name}: {e}"),
+            )
+        })?
+        .ok_or_else(|| {
+            Problem::new(
+                Reason::SubaccountNotReady,
+                format!(
+                    "TwilioSubaccount {name} named in spec.subaccountRef does not exist in this namespace"
+                ),
+            )
+        })?;
     let status = sub.status.clone().unwrap_or_default();
     match status.twilio_status.as_deref() {
-        Some("closed") => return Err(Problem::new(Reason::SubaccountClosed, format!("TwilioSubaccount {name} is closed at Twilio; keys cannot live in it"))),
-        Some("suspended") => return Err(Problem::new(Reason::SubaccountSuspended, format!("TwilioSubaccount {name} is suspended at Twilio; set its spec.state to Active"))),
+        Some("closed") => {
+            return Err(Problem::new(
+                Reason::SubaccountClosed,
+                format!("TwilioSubaccount {name} is closed at Twilio; keys cannot live in it"),
+            ));
+        }
+        Some("suspended") => {
+            return Err(Problem::new(
+                Reason::SubaccountSuspended,
+                format!("TwilioSubaccount {name} is suspended at Twilio; set its spec.state to Active"),
+            ));
+        }
         _ => {}
     }
-    let sid = status.sid.clone().filter(|_| conditions::is_ready(&status.conditions));
+    let sid = status
+        .sid
+        .clone()
+        .filter(|_| conditions::is_ready(&status.conditions));
     let Some(sid) = sid else {
-        return Err(Problem::new(Reason::SubaccountNotReady, format!("Waiting for TwilioSubaccount {name} to be Ready")));
+        return Err(Problem::new(
+            Reason::SubaccountNotReady,
+            format!("Waiting for TwilioSubaccount {name} to be Ready"),
+        ));
     };
     if let Some(token) = ctx.subaccount_token(&sid) {
-        let creds = Credentials::with_auth_token(sid.clone(), token).map_err(|e| Problem::new(Reason::TwilioError, e.to_string()))?;
-        return Ok(Target { account_sid: sid, creds });
+        let creds = Credentials::with_auth_token(sid.clone(), token)
+            .map_err(|e| Problem::new(Reason::TwilioError, e.to_string()))?;
+        return Ok(Target {
+            account_sid: sid,
+            creds,
+        });
     }
     let parent = credentials(ctx, namespace, sub.spec.credentials_ref.as_ref()).await?;
-    let account = ctx.twilio.fetch_account(&parent, &sid).await.map_err(Problem::from)?;
-    let token = account.auth_token.ok_or_else(|| Problem::new(Reason::TwilioError, format!("Twilio returned no auth token for subaccount {sid}")))?;
+    let account = ctx
+        .twilio
+        .fetch_account(&parent, &sid)
+        .await
+        .map_err(Problem::from)?;
+    let token = account.auth_token.ok_or_else(|| {
+        Problem::new(
+            Reason::TwilioError,
+            format!("Twilio returned no auth token for subaccount {sid}"),
+        )
+    })?;
     ctx.remember_subaccount_token(&sid, token.clone());
-    let creds = Credentials::with_auth_token(sid.clone(), token).map_err(|e| Problem::new(Reason::TwilioError, e.to_string()))?;
-    Ok(Target { account_sid: sid, creds })
+    let creds = Credentials::with_auth_token(sid.clone(), token)
+        .map_err(|e| Problem::new(Reason::TwilioError, e.to_string()))?;
+    Ok(Target {
+        account_sid: sid,
+        creds,
+    })
 }

@@ -42,7 +42,10 @@ fn rejection(result: kube::Result<DynamicObject>, what: &str) -> String {
 
 fn assert_mentions(message: &str, what: &str, fragments: &[&str]) {
     for fragment in fragments {
-        assert!(message.contains(fragment), "{what}: message {message:?} lacks {fragment:?}");
+        assert!(
+            message.contains(fragment),
+            "{what}: message {message:?} lacks {fragment:?}"
+        );
     }
 }
 
@@ -64,7 +67,11 @@ async fn rejects_update(ns: &str, kind: &str, name: &str, before: Value, after: 
         .unwrap_or_else(|e| panic!("create {kind} {name} with {before}: {e}"));
     let what = format!("update {kind} {name} from {before} to {after}");
     let result = api
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": after})))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": after})),
+        )
         .await;
     assert_mentions(&rejection(result, &what), &what, fragments);
 }
@@ -85,10 +92,17 @@ fn committed_crds_match_the_rust_types() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         for (file, yaml) in &rendered {
             let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
-            assert!(committed == *yaml, "{dir}/{file} is stale: run `cargo run --bin crdgen` and commit the result");
+            assert!(
+                committed == *yaml,
+                "{dir}/{file} is stale: run `cargo run --bin crdgen` and commit the result"
+            );
         }
         let committed_files = std::fs::read_dir(&root).expect("CRD directory").count();
-        assert_eq!(committed_files, rendered.len(), "{dir} holds files the types do not generate");
+        assert_eq!(
+            committed_files,
+            rendered.len(),
+            "{dir} holds files the types do not generate"
+        );
     }
 }
 
@@ -96,28 +110,58 @@ fn committed_crds_match_the_rust_types() {
 async fn control_plane_starts_within_budget() {
     let cp = cluster();
     // The figure is printed by the harness; this bound catches a harness that regresses badly.
-    assert!(cp.startup.as_secs() < 20, "control plane took {:?} to start", cp.startup);
+    assert!(
+        cp.startup.as_secs() < 20,
+        "control plane took {:?} to start",
+        cp.startup
+    );
 }
 
 #[tokio::test]
 async fn contract_examples_are_admitted_with_defaults() {
     let ns = cluster().namespace("examples").await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    for file in ["twiliosubaccount.yaml", "twilioapikey.yaml", "twilioapikey-minimal.yaml"] {
+    for file in [
+        "twiliosubaccount.yaml",
+        "twilioapikey.yaml",
+        "twilioapikey-minimal.yaml",
+    ] {
         let text = std::fs::read_to_string(dir.join(file)).expect("read example");
         let obj: DynamicObject = serde_saphyr::from_str(&text).expect("parse example");
         accepts(&ns, obj).await;
     }
-    let minimal = api(cluster().admin(), &ns, "TwilioApiKey").get("notifier").await.expect("get notifier");
+    let minimal = api(cluster().admin(), &ns, "TwilioApiKey")
+        .get("notifier")
+        .await
+        .expect("get notifier");
     let spec = &minimal.data["spec"];
-    assert_eq!(spec["keyType"], "Standard", "keyType defaults to Standard: {spec}");
-    assert_eq!(spec["deletionPolicy"], "Delete", "deletionPolicy defaults to Delete: {spec}");
-    let sub = api(cluster().admin(), &ns, "TwilioSubaccount").get("team-a").await.expect("get team-a");
+    assert_eq!(
+        spec["keyType"], "Standard",
+        "keyType defaults to Standard: {spec}"
+    );
+    assert_eq!(
+        spec["deletionPolicy"], "Delete",
+        "deletionPolicy defaults to Delete: {spec}"
+    );
+    let sub = api(cluster().admin(), &ns, "TwilioSubaccount")
+        .get("team-a")
+        .await
+        .expect("get team-a");
     assert_eq!(sub.data["spec"]["state"], "Active");
     let bare = accepts(&ns, object("TwilioSubaccount", "bare", json!({}))).await;
-    assert_eq!(bare.data["spec"]["deletionPolicy"], "Retain", "subaccounts default to Retain");
-    let rotating = accepts(&ns, object("TwilioApiKey", "rotating", json!({"rotation": {"every": "24h"}}))).await;
-    assert_eq!(rotating.data["spec"]["rotation"]["gracePeriod"], "1h", "gracePeriod defaults to 1h");
+    assert_eq!(
+        bare.data["spec"]["deletionPolicy"], "Retain",
+        "subaccounts default to Retain"
+    );
+    let rotating = accepts(
+        &ns,
+        object("TwilioApiKey", "rotating", json!({"rotation": {"every": "24h"}})),
+    )
+    .await;
+    assert_eq!(
+        rotating.data["spec"]["rotation"]["gracePeriod"], "1h",
+        "gracePeriod defaults to 1h"
+    );
 }
 
 #[tokio::test]
@@ -127,15 +171,24 @@ async fn kinds_are_listed_under_the_twilio_category_and_short_names() {
     accepts(&ns, object("TwilioSubaccount", "listed", json!({}))).await;
     accepts(&ns, object("TwilioApiKey", "listed", json!({}))).await;
     let all = cp.run_tool("kubectl", &["get", "twilio", "-n", &ns, "-o", "name"]);
-    assert!(all.contains("twiliosubaccount.twilio.operator.dev/listed"), "{all}");
+    assert!(
+        all.contains("twiliosubaccount.twilio.operator.dev/listed"),
+        "{all}"
+    );
     assert!(all.contains("twilioapikey.twilio.operator.dev/listed"), "{all}");
     let table = cp.run_tool("kubectl", &["get", "twkey", "-n", &ns]);
     for column in ["KEY SID", "SECRET", "READY", "NEXT ROTATION", "AGE"] {
-        assert!(table.contains(column), "twkey table lacks column {column}: {table}");
+        assert!(
+            table.contains(column),
+            "twkey table lacks column {column}: {table}"
+        );
     }
     let table = cp.run_tool("kubectl", &["get", "twsub", "-n", &ns]);
     for column in ["SID", "TWILIO STATUS", "READY", "AGE"] {
-        assert!(table.contains(column), "twsub table lacks column {column}: {table}");
+        assert!(
+            table.contains(column),
+            "twsub table lacks column {column}: {table}"
+        );
     }
 }
 
@@ -144,11 +197,17 @@ async fn kubectl_explain_teaches_the_api() {
     let cp = cluster();
     let spec = cp.run_tool("kubectl", &["explain", "twiliosubaccount.spec"]);
     for text in ["deletionPolicy", "IRREVERSIBLE", "authTokenRotation", "adopt"] {
-        assert!(spec.contains(text), "explain twiliosubaccount.spec lacks {text:?}:\n{spec}");
+        assert!(
+            spec.contains(text),
+            "explain twiliosubaccount.spec lacks {text:?}:\n{spec}"
+        );
     }
     let rotation = cp.run_tool("kubectl", &["explain", "twilioapikey.spec.rotation"]);
     for text in ["every", "gracePeriod", "At least 1h", "shorter than"] {
-        assert!(rotation.contains(text), "explain twilioapikey.spec.rotation lacks {text:?}:\n{rotation}");
+        assert!(
+            rotation.contains(text),
+            "explain twilioapikey.spec.rotation lacks {text:?}:\n{rotation}"
+        );
     }
     // Every field of both kinds carries a description, so each `kubectl explain` path has text.
     for crd in twilio_operator::crds::all() {
@@ -159,7 +218,12 @@ async fn kubectl_explain_teaches_the_api() {
 }
 
 fn assert_every_field_described(schema: &Value, path: &str) {
-    assert!(schema.get("description").is_some_and(|d| d.as_str().is_some_and(|d| !d.is_empty())), "{path} has no description");
+    assert!(
+        schema
+            .get("description")
+            .is_some_and(|d| d.as_str().is_some_and(|d| !d.is_empty())),
+        "{path} has no description"
+    );
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for (name, prop) in props {
             assert_every_field_described(prop, &format!("{path}.{name}"));
@@ -175,11 +239,41 @@ fn assert_every_field_described(schema: &Value, path: &str) {
 #[tokio::test]
 async fn enums_are_enforced() {
     let ns = cluster().namespace("enums").await;
-    rejects_create(&ns, "TwilioSubaccount", json!({"state": "Paused"}), &["spec.state", "Unsupported value", "\"Active\""]).await;
-    rejects_create(&ns, "TwilioSubaccount", json!({"deletionPolicy": "Delete"}), &["spec.deletionPolicy", "\"Close\""]).await;
-    rejects_create(&ns, "TwilioApiKey", json!({"keyType": "Main"}), &["spec.keyType", "\"Restricted\""]).await;
-    rejects_create(&ns, "TwilioApiKey", json!({"deletionPolicy": "Close"}), &["spec.deletionPolicy", "\"Retain\""]).await;
-    rejects_create(&ns, "TwilioApiKey", json!({"restartWorkloads": [{"kind": "CronJob", "name": "x"}]}), &["spec.restartWorkloads[0].kind", "\"DaemonSet\""]).await;
+    rejects_create(
+        &ns,
+        "TwilioSubaccount",
+        json!({"state": "Paused"}),
+        &["spec.state", "Unsupported value", "\"Active\""],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioSubaccount",
+        json!({"deletionPolicy": "Delete"}),
+        &["spec.deletionPolicy", "\"Close\""],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"keyType": "Main"}),
+        &["spec.keyType", "\"Restricted\""],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"deletionPolicy": "Close"}),
+        &["spec.deletionPolicy", "\"Retain\""],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"restartWorkloads": [{"kind": "CronJob", "name": "x"}]}),
+        &["spec.restartWorkloads[0].kind", "\"DaemonSet\""],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -187,10 +281,30 @@ async fn friendly_names_are_1_to_64_characters() {
     let ns = cluster().namespace("names").await;
     let long = "x".repeat(65);
     for kind in ["TwilioSubaccount", "TwilioApiKey"] {
-        rejects_create(&ns, kind, json!({"friendlyName": ""}), &["spec.friendlyName", "at least 1"]).await;
-        rejects_create(&ns, kind, json!({"friendlyName": long}), &["spec.friendlyName", "64"]).await;
+        rejects_create(
+            &ns,
+            kind,
+            json!({"friendlyName": ""}),
+            &["spec.friendlyName", "at least 1"],
+        )
+        .await;
+        rejects_create(
+            &ns,
+            kind,
+            json!({"friendlyName": long}),
+            &["spec.friendlyName", "64"],
+        )
+        .await;
     }
-    accepts(&ns, object("TwilioApiKey", "sixty-four", json!({"friendlyName": "x".repeat(64)}))).await;
+    accepts(
+        &ns,
+        object(
+            "TwilioApiKey",
+            "sixty-four",
+            json!({"friendlyName": "x".repeat(64)}),
+        ),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -198,15 +312,45 @@ async fn subaccount_sid_has_the_twilio_shape_and_is_immutable_once_set() {
     let ns = cluster().namespace("sid").await;
     let sid_a = format!("AC{}", "a".repeat(32));
     let sid_b = format!("AC{}", "b".repeat(32));
-    for bad in ["ACnothex", "SKaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &format!("AC{}", "A".repeat(32))] {
-        rejects_create(&ns, "TwilioSubaccount", json!({"sid": bad}), &["spec.sid", "should match"]).await;
+    for bad in [
+        "ACnothex",
+        "SKaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        &format!("AC{}", "A".repeat(32)),
+    ] {
+        rejects_create(
+            &ns,
+            "TwilioSubaccount",
+            json!({"sid": bad}),
+            &["spec.sid", "should match"],
+        )
+        .await;
     }
-    rejects_update(&ns, "TwilioSubaccount", "changed", json!({"sid": sid_a}), json!({"sid": sid_b}), &["spec.sid", "immutable"]).await;
-    rejects_update(&ns, "TwilioSubaccount", "removed", json!({"sid": sid_a}), json!({"sid": null}), &["spec.sid", "immutable"]).await;
+    rejects_update(
+        &ns,
+        "TwilioSubaccount",
+        "changed",
+        json!({"sid": sid_a}),
+        json!({"sid": sid_b}),
+        &["spec.sid", "immutable"],
+    )
+    .await;
+    rejects_update(
+        &ns,
+        "TwilioSubaccount",
+        "removed",
+        json!({"sid": sid_a}),
+        json!({"sid": null}),
+        &["spec.sid", "immutable"],
+    )
+    .await;
     // Setting a sid on an object that had none is adoption, which stays possible.
     accepts(&ns, object("TwilioSubaccount", "adopts-later", json!({}))).await;
     api(cluster().admin(), &ns, "TwilioSubaccount")
-        .patch("adopts-later", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sid": sid_a}})))
+        .patch(
+            "adopts-later",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"sid": sid_a}})),
+        )
         .await
         .expect("setting spec.sid for the first time is allowed");
 }
@@ -215,9 +359,33 @@ async fn subaccount_sid_has_the_twilio_shape_and_is_immutable_once_set() {
 async fn subaccount_ref_and_key_type_are_immutable() {
     let ns = cluster().namespace("immutable").await;
     let kind = "TwilioApiKey";
-    rejects_update(&ns, kind, "moved", json!({"subaccountRef": {"name": "a"}}), json!({"subaccountRef": {"name": "b"}}), &["spec.subaccountRef", "immutable"]).await;
-    rejects_update(&ns, kind, "added", json!({}), json!({"subaccountRef": {"name": "a"}}), &["spec.subaccountRef", "immutable"]).await;
-    rejects_update(&ns, kind, "dropped", json!({"subaccountRef": {"name": "a"}}), json!({"subaccountRef": null}), &["spec.subaccountRef", "immutable"]).await;
+    rejects_update(
+        &ns,
+        kind,
+        "moved",
+        json!({"subaccountRef": {"name": "a"}}),
+        json!({"subaccountRef": {"name": "b"}}),
+        &["spec.subaccountRef", "immutable"],
+    )
+    .await;
+    rejects_update(
+        &ns,
+        kind,
+        "added",
+        json!({}),
+        json!({"subaccountRef": {"name": "a"}}),
+        &["spec.subaccountRef", "immutable"],
+    )
+    .await;
+    rejects_update(
+        &ns,
+        kind,
+        "dropped",
+        json!({"subaccountRef": {"name": "a"}}),
+        json!({"subaccountRef": null}),
+        &["spec.subaccountRef", "immutable"],
+    )
+    .await;
     rejects_update(
         &ns,
         kind,
@@ -233,14 +401,56 @@ async fn subaccount_ref_and_key_type_are_immutable() {
 async fn permissions_are_required_exactly_for_restricted_keys() {
     let ns = cluster().namespace("permissions").await;
     let kind = "TwilioApiKey";
-    rejects_create(&ns, kind, json!({"keyType": "Restricted"}), &["spec.permissions", "required when keyType is Restricted"]).await;
-    rejects_create(&ns, kind, json!({"permissions": ["/twilio/messaging/messages/create"]}), &["spec.permissions", "omitted when keyType is Standard"]).await;
-    rejects_create(&ns, kind, json!({"keyType": "Restricted", "permissions": []}), &["spec.permissions", "at least 1"]).await;
-    let too_many: Vec<String> = (0..101).map(|i| format!("/twilio/messaging/messages/p{i}")).collect();
-    rejects_create(&ns, kind, json!({"keyType": "Restricted", "permissions": too_many}), &["spec.permissions", "100"]).await;
-    rejects_create(&ns, kind, json!({"keyType": "Restricted", "permissions": ["messaging:create"]}), &["spec.permissions[0]"]).await;
-    let hundred: Vec<String> = (0..100).map(|i| format!("/twilio/messaging/messages/p{i}")).collect();
-    accepts(&ns, object(kind, "hundred", json!({"keyType": "Restricted", "permissions": hundred}))).await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"keyType": "Restricted"}),
+        &["spec.permissions", "required when keyType is Restricted"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"permissions": ["/twilio/messaging/messages/create"]}),
+        &["spec.permissions", "omitted when keyType is Standard"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"keyType": "Restricted", "permissions": []}),
+        &["spec.permissions", "at least 1"],
+    )
+    .await;
+    let too_many: Vec<String> = (0..101)
+        .map(|i| format!("/twilio/messaging/messages/p{i}"))
+        .collect();
+    rejects_create(
+        &ns,
+        kind,
+        json!({"keyType": "Restricted", "permissions": too_many}),
+        &["spec.permissions", "100"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"keyType": "Restricted", "permissions": ["messaging:create"]}),
+        &["spec.permissions[0]"],
+    )
+    .await;
+    let hundred: Vec<String> = (0..100)
+        .map(|i| format!("/twilio/messaging/messages/p{i}"))
+        .collect();
+    accepts(
+        &ns,
+        object(
+            kind,
+            "hundred",
+            json!({"keyType": "Restricted", "permissions": hundred}),
+        ),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -259,42 +469,153 @@ async fn subaccount_ref_and_credentials_ref_are_mutually_exclusive() {
 async fn rotation_durations_are_bounded() {
     let ns = cluster().namespace("rotation").await;
     let kind = "TwilioApiKey";
-    rejects_create(&ns, kind, json!({"rotation": {"every": "59m"}}), &["spec.rotation.every", "at least 1h"]).await;
-    rejects_create(&ns, kind, json!({"rotation": {"every": "30d"}}), &["spec.rotation.every", "should match"]).await;
-    rejects_create(&ns, kind, json!({"rotation": {"every": "2h", "gracePeriod": "2h"}}), &["spec.rotation.gracePeriod", "shorter than every"]).await;
-    rejects_create(&ns, kind, json!({"rotation": {"every": "2h", "gracePeriod": "-1m"}}), &["spec.rotation.gracePeriod", "should match"]).await;
-    accepts(&ns, object(kind, "zero-grace", json!({"rotation": {"every": "1h", "gracePeriod": "0s"}}))).await;
-    accepts(&ns, object(kind, "compound", json!({"rotation": {"every": "1h30m", "gracePeriod": "89m"}})))
-        .await
-        .data["spec"]["rotation"]["every"]
+    rejects_create(
+        &ns,
+        kind,
+        json!({"rotation": {"every": "59m"}}),
+        &["spec.rotation.every", "at least 1h"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"rotation": {"every": "30d"}}),
+        &["spec.rotation.every", "should match"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"rotation": {"every": "2h", "gracePeriod": "2h"}}),
+        &["spec.rotation.gracePeriod", "shorter than every"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"rotation": {"every": "2h", "gracePeriod": "-1m"}}),
+        &["spec.rotation.gracePeriod", "should match"],
+    )
+    .await;
+    accepts(
+        &ns,
+        object(
+            kind,
+            "zero-grace",
+            json!({"rotation": {"every": "1h", "gracePeriod": "0s"}}),
+        ),
+    )
+    .await;
+    accepts(
+        &ns,
+        object(
+            kind,
+            "compound",
+            json!({"rotation": {"every": "1h30m", "gracePeriod": "89m"}}),
+        ),
+    )
+    .await
+    .data["spec"]["rotation"]["every"]
         .as_str()
         .expect("kept as written");
 
     let kind = "TwilioSubaccount";
     let secret = json!({"name": "creds"});
-    rejects_create(&ns, kind, json!({"secret": secret, "authTokenRotation": {"every": "23h"}}), &["spec.authTokenRotation.every", "at least 24h"]).await;
-    rejects_create(&ns, kind, json!({"secret": secret, "authTokenRotation": {"every": "24h", "gracePeriod": "24h"}}), &["spec.authTokenRotation.gracePeriod", "shorter than every"]).await;
-    rejects_create(&ns, kind, json!({"authTokenRotation": {"every": "48h"}}), &["spec.authTokenRotation", "needs spec.secret"]).await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"secret": secret, "authTokenRotation": {"every": "23h"}}),
+        &["spec.authTokenRotation.every", "at least 24h"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"secret": secret, "authTokenRotation": {"every": "24h", "gracePeriod": "24h"}}),
+        &["spec.authTokenRotation.gracePeriod", "shorter than every"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"authTokenRotation": {"every": "48h"}}),
+        &["spec.authTokenRotation", "needs spec.secret"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn secret_and_reference_names_are_dns_subdomains() {
     let ns = cluster().namespace("dns").await;
-    rejects_create(&ns, "TwilioApiKey", json!({"secret": {"name": "Checkout_Twilio"}}), &["spec.secret.name", "should match"]).await;
-    rejects_create(&ns, "TwilioApiKey", json!({"secret": {"name": "x".repeat(254)}}), &["spec.secret.name", "253"]).await;
-    rejects_create(&ns, "TwilioSubaccount", json!({"secret": {"name": "-bad"}}), &["spec.secret.name", "should match"]).await;
-    rejects_create(&ns, "TwilioApiKey", json!({"credentialsRef": {"name": "UPPER"}}), &["spec.credentialsRef.name", "should match"]).await;
-    rejects_create(&ns, "TwilioApiKey", json!({"subaccountRef": {"name": "a/b"}}), &["spec.subaccountRef.name", "should match"]).await;
-    rejects_create(&ns, "TwilioApiKey", json!({"restartWorkloads": [{"kind": "Deployment", "name": "Web"}]}), &["spec.restartWorkloads[0].name", "should match"]).await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"secret": {"name": "Checkout_Twilio"}}),
+        &["spec.secret.name", "should match"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"secret": {"name": "x".repeat(254)}}),
+        &["spec.secret.name", "253"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioSubaccount",
+        json!({"secret": {"name": "-bad"}}),
+        &["spec.secret.name", "should match"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"credentialsRef": {"name": "UPPER"}}),
+        &["spec.credentialsRef.name", "should match"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"subaccountRef": {"name": "a/b"}}),
+        &["spec.subaccountRef.name", "should match"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"restartWorkloads": [{"kind": "Deployment", "name": "Web"}]}),
+        &["spec.restartWorkloads[0].name", "should match"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn secret_layout_is_checked() {
     let ns = cluster().namespace("layout").await;
     let kind = "TwilioApiKey";
-    rejects_create(&ns, kind, json!({"secret": {"keys": {"apiKey": "TWILIO_ACCOUNT_SID"}}}), &["spec.secret.keys", "three different data keys"]).await;
-    rejects_create(&ns, kind, json!({"secret": {"keys": {"apiSecret": "has space"}}}), &["spec.secret.keys.apiSecret", "should match"]).await;
-    rejects_create(&ns, kind, json!({"secret": {"labels": {"app.kubernetes.io/managed-by": "me"}}}), &["spec.secret.labels", "managed-by"]).await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"secret": {"keys": {"apiKey": "TWILIO_ACCOUNT_SID"}}}),
+        &["spec.secret.keys", "three different data keys"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"secret": {"keys": {"apiSecret": "has space"}}}),
+        &["spec.secret.keys.apiSecret", "should match"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        kind,
+        json!({"secret": {"labels": {"app.kubernetes.io/managed-by": "me"}}}),
+        &["spec.secret.labels", "managed-by"],
+    )
+    .await;
     rejects_create(
         &ns,
         kind,
@@ -313,10 +634,19 @@ async fn service_account_clients_are_held_to_rbac() {
     match as_sa.list(&Default::default()).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403, "{status:?}");
-            assert!(status.message.contains(&format!("system:serviceaccount:{ns}:nobody")), "{}", status.message);
+            assert!(
+                status
+                    .message
+                    .contains(&format!("system:serviceaccount:{ns}:nobody")),
+                "{}",
+                status.message
+            );
         }
         other => panic!("an unprivileged ServiceAccount listed Secrets: {other:?}"),
     }
     let admin: Api<Secret> = Api::namespaced(cp.admin(), &ns);
-    admin.list(&Default::default()).await.expect("admin lists Secrets");
+    admin
+        .list(&Default::default())
+        .await
+        .expect("admin lists Secrets");
 }

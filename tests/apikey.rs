@@ -35,11 +35,18 @@ async fn a_key_is_created_published_and_authenticates() {
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
     assert_eq!(secret.labels()["app.kubernetes.io/managed-by"], "twilio-operator");
     let owner = &secret.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("TwilioApiKey", key.uid().unwrap().as_str(), Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("TwilioApiKey", key.uid().unwrap().as_str(), Some(true))
+    );
     let creds = f.published("notifier").await;
     assert_eq!(creds.username(), st.key_sid.as_deref().unwrap());
     assert!(f.works(&creds).await, "the published key authenticates");
-    assert_eq!(f.tagged(&key).await, vec![st.key_sid.clone().unwrap()], "exactly one key at Twilio");
+    assert_eq!(
+        f.tagged(&key).await,
+        vec![st.key_sid.clone().unwrap()],
+        "exactly one key at Twilio"
+    );
 
     // Status, events and the operator's log hold no secret.
     let secret_value = String::from_utf8(secret.data.unwrap()["TWILIO_API_SECRET"].0.clone()).unwrap();
@@ -47,7 +54,11 @@ async fn a_key_is_created_published_and_authenticates() {
     assert!(message.contains(st.key_sid.as_deref().unwrap()));
     assert!(!serde_json::to_string(&key).unwrap().contains(&secret_value));
     assert!(!format!("{:?}", f.events("notifier").await).contains(&secret_value));
-    assert!(!std::fs::read_to_string(&f.operator.as_ref().unwrap().log).unwrap().contains(&secret_value));
+    assert!(
+        !std::fs::read_to_string(&f.operator.as_ref().unwrap().log)
+            .unwrap()
+            .contains(&secret_value)
+    );
     f.emu.assert_contract_clean().await;
 }
 
@@ -75,29 +86,76 @@ async fn secret_layout_follows_the_spec() {
     )
     .unwrap();
     assert!(f.works(&creds).await);
-    let at_twilio = f.emu.client().fetch_key(&f.emu.main_credentials(), MAIN_SID, status(&key).key_sid.as_deref().unwrap()).await.unwrap();
-    assert!(at_twilio.friendly_name.unwrap().starts_with("checkout service [twop:"));
+    let at_twilio = f
+        .emu
+        .client()
+        .fetch_key(
+            &f.emu.main_credentials(),
+            MAIN_SID,
+            status(&key).key_sid.as_deref().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        at_twilio
+            .friendly_name
+            .unwrap()
+            .starts_with("checkout service [twop:")
+    );
 }
 
 #[tokio::test]
 async fn restricted_keys_get_their_permissions_and_updates_apply_in_place() {
     let f = Fixture::new("restricted", &[]).await;
-    f.create("reader", json!({"keyType": "Restricted", "permissions": ["/twilio/messaging/messages/create"]})).await;
+    f.create(
+        "reader",
+        json!({"keyType": "Restricted", "permissions": ["/twilio/messaging/messages/create"]}),
+    )
+    .await;
     let key = f.ready("reader").await;
     let sid = status(&key).key_sid.unwrap();
     let creds = f.published("reader").await;
-    let policy = |state: &Value| state["keys"].as_array().unwrap().iter().find(|k| k["sid"] == sid.as_str()).map(|k| k["policy"].clone());
-    assert_eq!(policy(&f.emu.state().await), Some(json!(["/twilio/messaging/messages/create"])));
-    assert!(f.emu.client().fetch_balance(&creds, MAIN_SID).await.is_err(), "balance is not in the policy");
+    let policy = |state: &Value| {
+        state["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["sid"] == sid.as_str())
+            .map(|k| k["policy"].clone())
+    };
+    assert_eq!(
+        policy(&f.emu.state().await),
+        Some(json!(["/twilio/messaging/messages/create"]))
+    );
+    assert!(
+        f.emu.client().fetch_balance(&creds, MAIN_SID).await.is_err(),
+        "balance is not in the policy"
+    );
 
     f.keys()
         .patch("reader", &PatchParams::default(), &Patch::Merge(json!({"spec": {"permissions": ["/twilio/messaging/messages/create", "/twilio/billing/balance/read"]}})))
         .await
         .unwrap();
-    let updated = f.ready_where("reader", "updated", |k| k.metadata.generation == Some(2)).await;
-    assert_eq!(status(&updated).key_sid.as_deref(), Some(sid.as_str()), "the same key, updated in place");
-    assert_eq!(policy(&f.emu.state().await), Some(json!(["/twilio/messaging/messages/create", "/twilio/billing/balance/read"])));
-    f.emu.client().fetch_balance(&creds, MAIN_SID).await.expect("the new permission works at once");
+    let updated = f
+        .ready_where("reader", "updated", |k| k.metadata.generation == Some(2))
+        .await;
+    assert_eq!(
+        status(&updated).key_sid.as_deref(),
+        Some(sid.as_str()),
+        "the same key, updated in place"
+    );
+    assert_eq!(
+        policy(&f.emu.state().await),
+        Some(json!([
+            "/twilio/messaging/messages/create",
+            "/twilio/billing/balance/read"
+        ]))
+    );
+    f.emu
+        .client()
+        .fetch_balance(&creds, MAIN_SID)
+        .await
+        .expect("the new permission works at once");
     f.emu.assert_contract_clean().await;
 }
 
@@ -111,7 +169,10 @@ async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
             "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}
     }))
     .unwrap();
-    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     f.create_with(
         "api",
         json!({"twilio.operator.dev/rotate": "initial"}),
@@ -120,30 +181,72 @@ async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
     .await;
     let first = f.ready("api").await;
     let old_sid = status(&first).key_sid.unwrap();
-    assert_eq!(status(&first).last_rotation_request.as_deref(), Some("initial"), "the annotation present at creation is consumed");
+    assert_eq!(
+        status(&first).last_rotation_request.as_deref(),
+        Some("initial"),
+        "the annotation present at creation is consumed"
+    );
     assert!(status(&first).next_rotation_at.is_some());
     let rolled = deployments.get("web").await.unwrap();
-    let annotation = |d: &Deployment| d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.clone().unwrap_or_default().get("twilio.operator.dev/api-key-sid").cloned();
+    let annotation = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .get("twilio.operator.dev/api-key-sid")
+            .cloned()
+    };
     assert_eq!(annotation(&rolled).as_deref(), Some(old_sid.as_str()));
     let generation_after_first = rolled.metadata.generation.unwrap();
     let old_creds = f.published("api").await;
 
-    f.annotate("api", "twilio.operator.dev/rotate", "2026-12-01T10:00").await;
-    let rotated = f.ready_where("api", "rotated", |k| k.status.as_ref().unwrap().last_rotation_request.as_deref() == Some("2026-12-01T10:00")).await;
+    f.annotate("api", "twilio.operator.dev/rotate", "2026-12-01T10:00")
+        .await;
+    let rotated = f
+        .ready_where("api", "rotated", |k| {
+            k.status.as_ref().unwrap().last_rotation_request.as_deref() == Some("2026-12-01T10:00")
+        })
+        .await;
     let st = status(&rotated);
     let new_sid = st.key_sid.clone().unwrap();
     assert_ne!(new_sid, old_sid);
-    assert_eq!(st.retiring_keys.iter().map(|r| r.sid.as_str()).collect::<Vec<_>>(), [old_sid.as_str()]);
+    assert_eq!(
+        st.retiring_keys
+            .iter()
+            .map(|r| r.sid.as_str())
+            .collect::<Vec<_>>(),
+        [old_sid.as_str()]
+    );
     let new_creds = f.published("api").await;
     assert!(f.works(&new_creds).await, "the new key works");
-    assert!(f.works(&old_creds).await, "the old key works during the grace period: {st:?}\n{}", f.operator_log());
+    assert!(
+        f.works(&old_creds).await,
+        "the old key works during the grace period: {st:?}\n{}",
+        f.operator_log()
+    );
     let rolled = deployments.get("web").await.unwrap();
     assert_eq!(annotation(&rolled).as_deref(), Some(new_sid.as_str()));
-    assert_eq!(rolled.metadata.generation.unwrap(), generation_after_first + 1, "one roll for one new key");
+    assert_eq!(
+        rolled.metadata.generation.unwrap(),
+        generation_after_first + 1,
+        "one roll for one new key"
+    );
     f.wait_event("api", "KeyRotated").await;
 
-    f.ready_where("api", "done retiring", |k| k.status.as_ref().unwrap().retiring_keys.is_empty()).await;
-    assert!(!f.works(&old_creds).await, "the old key is revoked after the grace period");
+    f.ready_where("api", "done retiring", |k| {
+        k.status.as_ref().unwrap().retiring_keys.is_empty()
+    })
+    .await;
+    assert!(
+        !f.works(&old_creds).await,
+        "the old key is revoked after the grace period"
+    );
     assert!(f.works(&new_creds).await);
 
     // A restart (or a leader change) neither rotates nor rolls anything.
@@ -152,7 +255,10 @@ async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = f.ready("api").await;
     assert_eq!(status(&after).key_sid.as_deref(), Some(new_sid.as_str()));
-    assert_eq!(deployments.get("web").await.unwrap().metadata.generation.unwrap(), generation_after_first + 1);
+    assert_eq!(
+        deployments.get("web").await.unwrap().metadata.generation.unwrap(),
+        generation_after_first + 1
+    );
     assert_eq!(f.tagged(&after).await, vec![new_sid]);
     f.emu.assert_contract_clean().await;
 }
@@ -160,20 +266,45 @@ async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
 #[tokio::test]
 async fn scheduled_rotation_happens_when_due() {
     let f = Fixture::new("schedule", &[]).await;
-    f.create("cron", json!({"rotation": {"every": "720h", "gracePeriod": "0s"}})).await;
+    f.create(
+        "cron",
+        json!({"rotation": {"every": "720h", "gracePeriod": "0s"}}),
+    )
+    .await;
     let key = f.ready("cron").await;
     let old_sid = status(&key).key_sid.unwrap();
     // Travel in time: the record says the key is a period old.
-    let moved = |k: &TwilioApiKey| k.status.as_ref().and_then(|s| s.key_sid.as_deref()) != Some(old_sid.as_str());
-    f.time_travel(&f.keys(), "cron", json!({"keyCreatedAt": "2020-01-01T00:00:00Z"}), moved).await;
-    let rotated = f.ready_where("cron", "rotated", |k| k.status.as_ref().unwrap().key_sid.as_deref() != Some(old_sid.as_str())).await;
+    let moved =
+        |k: &TwilioApiKey| k.status.as_ref().and_then(|s| s.key_sid.as_deref()) != Some(old_sid.as_str());
+    f.time_travel(
+        &f.keys(),
+        "cron",
+        json!({"keyCreatedAt": "2020-01-01T00:00:00Z"}),
+        moved,
+    )
+    .await;
+    let rotated = f
+        .ready_where("cron", "rotated", |k| {
+            k.status.as_ref().unwrap().key_sid.as_deref() != Some(old_sid.as_str())
+        })
+        .await;
     let st = status(&rotated);
     let next = st.next_rotation_at.unwrap().0;
     let created = st.key_created_at.unwrap().0;
     let period = next.duration_since(created).as_secs_f64();
-    assert!(period <= 720.0 * 3600.0 && period > 719.0 * 3600.0, "next rotation one period (minus jitter) later: {period}s");
-    f.ready_where("cron", "old revoked", |k| k.status.as_ref().unwrap().retiring_keys.is_empty()).await;
-    assert_eq!(f.tagged(&rotated).await, vec![st.key_sid.unwrap()], "a zero grace period revokes the old key at once");
+    assert!(
+        period <= 720.0 * 3600.0 && period > 719.0 * 3600.0,
+        "next rotation one period (minus jitter) later: {period}s"
+    );
+    f.ready_where("cron", "old revoked", |k| {
+        k.status.as_ref().unwrap().retiring_keys.is_empty()
+    })
+    .await;
+    assert_eq!(
+        f.tagged(&rotated).await,
+        vec![st.key_sid.unwrap()],
+        "a zero grace period revokes the old key at once"
+    );
 }
 
 #[tokio::test]
@@ -204,57 +335,107 @@ async fn namespace_deletion_completes_even_without_the_credentials_secret() {
     }))
     .unwrap();
     f.secrets().create(&PostParams::default(), &secret).await.unwrap();
-    f.create("tenant-key", json!({"credentialsRef": {"name": "parent"}})).await;
+    f.create("tenant-key", json!({"credentialsRef": {"name": "parent"}}))
+        .await;
     let key = f.ready("tenant-key").await;
     // The credentials go first, as they may when a namespace is torn down.
-    f.secrets().delete("parent", &DeleteParams::default()).await.unwrap();
+    f.secrets()
+        .delete("parent", &DeleteParams::default())
+        .await
+        .unwrap();
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(f.client.clone());
     namespaces.delete(&f.ns, &DeleteParams::default()).await.unwrap();
     wait_gone(&namespaces, &f.ns, Duration::from_secs(120)).await;
-    assert!(f.tagged(&key).await.is_empty(), "revoked with the operator's own credentials");
+    assert!(
+        f.tagged(&key).await.is_empty(),
+        "revoked with the operator's own credentials"
+    );
 }
 
 #[tokio::test]
 async fn impossible_revocation_warns_and_lets_go() {
     let f = Fixture::new("orphaned", &[]).await;
     // A second, unrelated Twilio account the operator's own credentials cannot reach.
-    let other: Value = reqwest::Client::new().post(format!("{}/_emulator/accounts", f.emu.url)).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let other: Value = reqwest::Client::new()
+        .post(format!("{}/_emulator/accounts", f.emu.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other"},
         "stringData": {"TWILIO_ACCOUNT_SID": other["sid"], "TWILIO_AUTH_TOKEN": other["auth_token"]}
     }))
     .unwrap();
     f.secrets().create(&PostParams::default(), &secret).await.unwrap();
-    f.create("stranded", json!({"credentialsRef": {"name": "other"}})).await;
+    f.create("stranded", json!({"credentialsRef": {"name": "other"}}))
+        .await;
     let key = f.ready("stranded").await;
     let sid = status(&key).key_sid.unwrap();
-    f.secrets().delete("other", &DeleteParams::default()).await.unwrap();
-    f.keys().delete("stranded", &DeleteParams::default()).await.unwrap();
+    f.secrets()
+        .delete("other", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.keys()
+        .delete("stranded", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_gone(&f.keys(), "stranded", WAIT).await;
     let warning = f.wait_event("stranded", "RevokeFailed").await;
-    assert!(warning.contains(&sid), "the warning names the key left behind: {warning}");
+    assert!(
+        warning.contains(&sid),
+        "the warning names the key left behind: {warning}"
+    );
     assert_eq!(f.tagged(&key).await, vec![sid]);
 }
 
 #[tokio::test]
 async fn a_deleted_or_edited_secret_gets_a_new_key() {
     let f = Fixture::new("repair", &[]).await;
-    f.create("svc", json!({"rotation": {"every": "24h", "gracePeriod": "1h"}})).await;
+    f.create("svc", json!({"rotation": {"every": "24h", "gracePeriod": "1h"}}))
+        .await;
     let first = status(&f.ready("svc").await).key_sid.unwrap();
     f.secrets().delete("svc", &DeleteParams::default()).await.unwrap();
-    let second = f.ready_where("svc", "reissued", |k| k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())).await;
+    let second = f
+        .ready_where("svc", "reissued", |k| {
+            k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())
+        })
+        .await;
     let st = status(&second);
-    assert_eq!(st.retiring_keys.iter().map(|r| r.sid.as_str()).collect::<Vec<_>>(), [first.as_str()], "the old key retires");
+    assert_eq!(
+        st.retiring_keys
+            .iter()
+            .map(|r| r.sid.as_str())
+            .collect::<Vec<_>>(),
+        [first.as_str()],
+        "the old key retires"
+    );
     assert!(f.works(&f.published("svc").await).await);
     f.wait_event("svc", "KeyReissued").await;
 
     let second_sid = st.key_sid.unwrap();
     let edit = json!({"stringData": {"TWILIO_API_SECRET": "not-the-secret"}});
-    f.secrets().patch("svc", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
-    let third = f.ready_where("svc", "reissued again", |k| k.status.as_ref().unwrap().key_sid.as_deref() != Some(second_sid.as_str())).await;
+    f.secrets()
+        .patch("svc", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    let third = f
+        .ready_where("svc", "reissued again", |k| {
+            k.status.as_ref().unwrap().key_sid.as_deref() != Some(second_sid.as_str())
+        })
+        .await;
     let st = status(&third);
     // Never more than two live keys: the first retiring key went before the third came.
-    assert_eq!(st.retiring_keys.iter().map(|r| r.sid.as_str()).collect::<Vec<_>>(), [second_sid.as_str()]);
+    assert_eq!(
+        st.retiring_keys
+            .iter()
+            .map(|r| r.sid.as_str())
+            .collect::<Vec<_>>(),
+        [second_sid.as_str()]
+    );
     assert_eq!(f.tagged(&third).await.len(), 2);
     assert!(f.works(&f.published("svc").await).await);
 }
@@ -265,9 +446,20 @@ async fn a_key_revoked_outside_is_reissued_with_a_warning() {
     f.restart_operator(&[("RESYNC_INTERVAL", "2s")]);
     f.create("drifty", json!({})).await;
     let first = status(&f.ready("drifty").await).key_sid.unwrap();
-    f.emu.client().delete_key(&f.emu.main_credentials(), MAIN_SID, &first).await.unwrap();
-    let again = f.ready_where("drifty", "reissued", |k| k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())).await;
-    assert!(status(&again).retiring_keys.is_empty(), "a revoked key does not retire");
+    f.emu
+        .client()
+        .delete_key(&f.emu.main_credentials(), MAIN_SID, &first)
+        .await
+        .unwrap();
+    let again = f
+        .ready_where("drifty", "reissued", |k| {
+            k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())
+        })
+        .await;
+    assert!(
+        status(&again).retiring_keys.is_empty(),
+        "a revoked key does not retire"
+    );
     assert!(f.works(&f.published("drifty").await).await);
     f.wait_event("drifty", "KeyRevokedOutside").await;
 }
@@ -288,7 +480,10 @@ async fn drift_detection_costs_one_list_per_account_not_per_key() {
     let state = f.emu.state().await;
     let lists = state["received"]["api.ListKey"].as_u64().unwrap_or(0);
     let fetches = state["received"]["api.FetchKey"].as_u64().unwrap_or(0);
-    assert!((1..=5).contains(&lists), "10 s at a 3 s resync for 6 keys in one account: {lists} lists");
+    assert!(
+        (1..=5).contains(&lists),
+        "10 s at a 3 s resync for 6 keys in one account: {lists} lists"
+    );
     assert_eq!(fetches, 0, "no per-key fetches");
 }
 
@@ -300,11 +495,26 @@ async fn a_foreign_secret_is_never_overwritten() {
     f.create("clash", json!({"secret": {"name": "taken"}})).await;
     let key = f.reason("clash", "SecretConflict").await;
     let message = &key.status.unwrap().conditions[0].message;
-    assert!(message.contains("taken") && message.contains("spec.secret.name"), "{message}");
+    assert!(
+        message.contains("taken") && message.contains("spec.secret.name"),
+        "{message}"
+    );
     let untouched = f.secrets().get("taken").await.unwrap();
-    assert_eq!(untouched.data.clone().unwrap().keys().cloned().collect::<Vec<_>>(), ["keep"]);
+    assert_eq!(
+        untouched
+            .data
+            .clone()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        ["keep"]
+    );
     assert!(untouched.owner_references().is_empty());
-    assert!(f.emu.state().await["keys"].as_array().unwrap().is_empty(), "no key was made for a Secret it cannot publish to");
+    assert!(
+        f.emu.state().await["keys"].as_array().unwrap().is_empty(),
+        "no key was made for a Secret it cannot publish to"
+    );
 }
 
 #[tokio::test]
@@ -316,16 +526,27 @@ async fn bad_credentials_back_off_without_a_hot_loop() {
     }))
     .unwrap();
     f.secrets().create(&PostParams::default(), &secret).await.unwrap();
-    f.create("denied", json!({"credentialsRef": {"name": "wrong"}})).await;
+    f.create("denied", json!({"credentialsRef": {"name": "wrong"}}))
+        .await;
     let key = f.reason("denied", "AuthenticationFailed").await;
     assert!(key.status.unwrap().conditions[0].message.contains("20003"));
     f.wait_event("denied", "AuthenticationFailed").await;
     f.emu.reset_stats().await;
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let calls: u64 = f.emu.state().await["received"].as_object().unwrap().values().filter_map(Value::as_u64).sum();
-    assert!(calls <= 4, "20 s of a refused credential cost {calls} Twilio calls");
+    let calls: u64 = f.emu.state().await["received"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert!(
+        calls <= 4,
+        "20 s of a refused credential cost {calls} Twilio calls"
+    );
 
-    let missing = f.create("nocreds", json!({"credentialsRef": {"name": "absent"}})).await;
+    let missing = f
+        .create("nocreds", json!({"credentialsRef": {"name": "absent"}}))
+        .await;
     let blocked = f.reason(&missing.name_any(), "CredentialsMissing").await;
     assert!(blocked.status.unwrap().conditions[0].message.contains("absent"));
 }
@@ -333,7 +554,11 @@ async fn bad_credentials_back_off_without_a_hot_loop() {
 #[tokio::test]
 async fn a_missing_workload_is_a_warning_not_a_failure() {
     let f = Fixture::new("noworkload", &[]).await;
-    f.create("lonely", json!({"restartWorkloads": [{"kind": "StatefulSet", "name": "ghost"}]})).await;
+    f.create(
+        "lonely",
+        json!({"restartWorkloads": [{"kind": "StatefulSet", "name": "ghost"}]}),
+    )
+    .await;
     f.ready("lonely").await;
     let warning = f.wait_event("lonely", "WorkloadMissing").await;
     assert!(warning.contains("ghost"));
@@ -341,29 +566,66 @@ async fn a_missing_workload_is_a_warning_not_a_failure() {
 
 #[tokio::test]
 async fn fifty_keys_converge_under_faults_with_no_orphans() {
-    let f = Fixture::new("fifty", &["--fault-429", "0.2", "--fault-5xx", "0.05", "--fault-reset", "0.03"]).await;
+    let f = Fixture::new(
+        "fifty",
+        &[
+            "--fault-429",
+            "0.2",
+            "--fault-5xx",
+            "0.05",
+            "--fault-reset",
+            "0.03",
+        ],
+    )
+    .await;
     for i in 0..50 {
         f.create(&format!("key-{i:02}"), json!({})).await;
     }
     let mut keys = Vec::new();
     for i in 0..50 {
-        keys.push(wait_for(&f.keys(), &format!("key-{i:02}"), Duration::from_secs(240), "Ready", |k: &TwilioApiKey| {
-            k.status.as_ref().is_some_and(|s| is_ready(&s.conditions) && s.key_sid.is_some())
-        })
-        .await);
+        keys.push(
+            wait_for(
+                &f.keys(),
+                &format!("key-{i:02}"),
+                Duration::from_secs(240),
+                "Ready",
+                |k: &TwilioApiKey| {
+                    k.status
+                        .as_ref()
+                        .is_some_and(|s| is_ready(&s.conditions) && s.key_sid.is_some())
+                },
+            )
+            .await,
+        );
     }
     // Quiet the faults and let every object settle, then count what lives at Twilio.
-    f.emu.configure(json!({"knobs": {"fault_429": 0.0, "fault_5xx": 0.0, "fault_reset": 0.0}})).await;
+    f.emu
+        .configure(json!({"knobs": {"fault_429": 0.0, "fault_5xx": 0.0, "fault_reset": 0.0}}))
+        .await;
     let state = f.emu.state().await;
-    let live: Vec<&str> = state["keys"].as_array().unwrap().iter().map(|k| k["sid"].as_str().unwrap()).collect();
+    let live: Vec<&str> = state["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["sid"].as_str().unwrap())
+        .collect();
     let recorded: Vec<String> = keys.iter().map(|k| status(k).key_sid.unwrap()).collect();
-    let mut orphans: Vec<&str> = live.iter().copied().filter(|sid| !recorded.iter().any(|r| r == sid)).collect();
+    let mut orphans: Vec<&str> = live
+        .iter()
+        .copied()
+        .filter(|sid| !recorded.iter().any(|r| r == sid))
+        .collect();
     // A reset after a create leaves a key that the next pass sweeps; give it that pass.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !orphans.is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let state = f.emu.state().await;
-        let live: Vec<String> = state["keys"].as_array().unwrap().iter().map(|k| k["sid"].as_str().unwrap().to_owned()).collect();
+        let live: Vec<String> = state["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["sid"].as_str().unwrap().to_owned())
+            .collect();
         orphans.retain(|o| live.iter().any(|l| l == o));
     }
     assert!(orphans.is_empty(), "orphaned keys at Twilio: {orphans:?}");
@@ -371,7 +633,10 @@ async fn fifty_keys_converge_under_faults_with_no_orphans() {
         assert!(f.works(&f.published(&key.name_any()).await).await);
     }
     let state = f.emu.state().await;
-    println!("fifty keys under faults: Twilio calls by operation and status: {}", state["calls"]);
+    println!(
+        "fifty keys under faults: Twilio calls by operation and status: {}",
+        state["calls"]
+    );
     f.emu.assert_contract_clean().await;
 }
 
@@ -383,7 +648,10 @@ fn crash_at(f: &mut Fixture, failpoint: &str) {
 /// Waits for the armed operator to abort, then runs it normally again.
 async fn recover(f: &mut Fixture) {
     let status = f.operator.as_mut().unwrap().wait_exit(WAIT);
-    assert!(!status.success(), "the operator should have aborted at the failpoint");
+    assert!(
+        !status.success(),
+        "the operator should have aborted at the failpoint"
+    );
     f.restart_operator(&[]);
 }
 
@@ -395,7 +663,11 @@ async fn crash_after_twilio_create_leaves_no_orphan() {
     recover(&mut f).await;
     let key = f.ready("fragile").await;
     let sid = status(&key).key_sid.unwrap();
-    assert_eq!(f.tagged(&key).await, vec![sid.clone()], "the key made before the crash was swept");
+    assert_eq!(
+        f.tagged(&key).await,
+        vec![sid.clone()],
+        "the key made before the crash was swept"
+    );
     let creds = f.published("fragile").await;
     assert_eq!(creds.username(), sid);
     assert!(f.works(&creds).await);
@@ -420,21 +692,36 @@ async fn crash_after_secret_write_adopts_the_published_key() {
 async fn crashes_mid_rotation_rotate_exactly_once() {
     for failpoint in ["apikey-after-create", "apikey-after-secret"] {
         let mut f = Fixture::new("crash-rotate", &[]).await;
-        f.create("spinning", json!({"rotation": {"every": "24h", "gracePeriod": "1h"}})).await;
+        f.create(
+            "spinning",
+            json!({"rotation": {"every": "24h", "gracePeriod": "1h"}}),
+        )
+        .await;
         let old = status(&f.ready("spinning").await).key_sid.unwrap();
         crash_at(&mut f, failpoint);
         f.annotate("spinning", "twilio.operator.dev/rotate", "now").await;
         recover(&mut f).await;
-        let key = f.ready_where("spinning", "rotated", |k| k.status.as_ref().unwrap().last_rotation_request.as_deref() == Some("now")).await;
+        let key = f
+            .ready_where("spinning", "rotated", |k| {
+                k.status.as_ref().unwrap().last_rotation_request.as_deref() == Some("now")
+            })
+            .await;
         let st = status(&key);
         let current = st.key_sid.clone().unwrap();
         assert_ne!(current, old, "{failpoint}");
-        assert_eq!(st.retiring_keys.iter().map(|r| r.sid.clone()).collect::<Vec<_>>(), vec![old.clone()], "{failpoint}");
+        assert_eq!(
+            st.retiring_keys.iter().map(|r| r.sid.clone()).collect::<Vec<_>>(),
+            vec![old.clone()],
+            "{failpoint}"
+        );
         let mut tagged = f.tagged(&key).await;
         tagged.sort();
         let mut expected = vec![current.clone(), old.clone()];
         expected.sort();
-        assert_eq!(tagged, expected, "{failpoint}: exactly the current and the retiring key live");
+        assert_eq!(
+            tagged, expected,
+            "{failpoint}: exactly the current and the retiring key live"
+        );
         assert!(f.works(&f.published("spinning").await).await, "{failpoint}");
     }
 }
@@ -442,16 +729,18 @@ async fn crashes_mid_rotation_rotate_exactly_once() {
 #[tokio::test]
 async fn crash_mid_revoke_finishes_the_revocation() {
     let mut f = Fixture::new("crash-revoke", &[]).await;
-    f.create("tidy", json!({"rotation": {"every": "24h", "gracePeriod": "2s"}})).await;
+    f.create("tidy", json!({"rotation": {"every": "24h", "gracePeriod": "2s"}}))
+        .await;
     f.ready("tidy").await;
     crash_at(&mut f, "apikey-mid-revoke");
     f.annotate("tidy", "twilio.operator.dev/rotate", "once").await;
     recover(&mut f).await;
-    let key = f.ready_where("tidy", "revoked", |k| {
-        let st = k.status.as_ref().unwrap();
-        st.retiring_keys.is_empty() && st.last_rotation_request.as_deref() == Some("once")
-    })
-    .await;
+    let key = f
+        .ready_where("tidy", "revoked", |k| {
+            let st = k.status.as_ref().unwrap();
+            st.retiring_keys.is_empty() && st.last_rotation_request.as_deref() == Some("once")
+        })
+        .await;
     let sid = status(&key).key_sid.unwrap();
     assert_eq!(f.tagged(&key).await, vec![sid.clone()]);
     assert_eq!(f.published("tidy").await.username(), sid);

@@ -41,40 +41,106 @@ where
 }
 
 fn key_ready(k: &TwilioApiKey) -> bool {
-    k.status.as_ref().is_some_and(|s| is_ready(&s.conditions) && s.key_sid.is_some() && s.observed_generation == k.metadata.generation)
+    k.status.as_ref().is_some_and(|s| {
+        is_ready(&s.conditions) && s.key_sid.is_some() && s.observed_generation == k.metadata.generation
+    })
 }
 
 #[tokio::test]
 async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
     let cp = cluster();
     cp.run_tool("helm", &["lint", &chart()]);
-    cp.run_tool("helm", &["lint", &chart(), "--set", "watchNamespaces={a,b}", "--set", "replicaCount=2", "--set", "podDisruptionBudget.enabled=true", "--set", "networkPolicy.enabled=true", "--set", "metrics.serviceMonitor.enabled=true"]);
-    let bad = std::process::Command::new(cp.bin_dir.join("helm")).args(["template", "x", &chart(), "--set", "logFormat=yaml"]).output().unwrap();
-    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("logFormat"), "values.schema.json refuses bad values");
+    cp.run_tool(
+        "helm",
+        &[
+            "lint",
+            &chart(),
+            "--set",
+            "watchNamespaces={a,b}",
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    );
+    let bad = std::process::Command::new(cp.bin_dir.join("helm"))
+        .args(["template", "x", &chart(), "--set", "logFormat=yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("logFormat"),
+        "values.schema.json refuses bad values"
+    );
 
     let release_ns = cp.namespace("chart-render").await;
     let watched = cp.namespace("chart-render-team").await;
     let dir = scratch(cp, "render");
     for (name, extra) in [
         ("cluster", vec![]),
-        ("namespaced", vec!["--set".to_owned(), format!("watchNamespaces={{{watched}}}"), "--set".into(), "replicaCount=2".into(), "--set".into(), "podDisruptionBudget.enabled=true".into(), "--set".into(), "networkPolicy.enabled=true".into()]),
+        (
+            "namespaced",
+            vec![
+                "--set".to_owned(),
+                format!("watchNamespaces={{{watched}}}"),
+                "--set".into(),
+                "replicaCount=2".into(),
+                "--set".into(),
+                "podDisruptionBudget.enabled=true".into(),
+                "--set".into(),
+                "networkPolicy.enabled=true".into(),
+            ],
+        ),
     ] {
-        let mut args = vec!["template".to_owned(), format!("render-{name}"), chart(), "--namespace".into(), release_ns.clone(), "--set".into(), "crds.install=false".into()];
+        let mut args = vec![
+            "template".to_owned(),
+            format!("render-{name}"),
+            chart(),
+            "--namespace".into(),
+            release_ns.clone(),
+            "--set".into(),
+            "crds.install=false".into(),
+        ];
         args.extend(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let rendered = cp.run_tool("helm", &args);
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, &rendered).unwrap();
-        cp.run_tool("kubectl", &["apply", "--dry-run=server", "-f", file.to_str().unwrap()]);
+        cp.run_tool(
+            "kubectl",
+            &["apply", "--dry-run=server", "-f", file.to_str().unwrap()],
+        );
         for forbidden in ["\"*\"", "- '*'", "- \"*\""] {
             assert!(!rendered.contains(forbidden), "{name}: no wildcard in RBAC");
         }
     }
     // The CRDs as the chart renders them are valid too.
-    let crds = cp.run_tool("helm", &["template", "render-crds", &chart(), "--show-only", "templates/crds.yaml"]);
+    let crds = cp.run_tool(
+        "helm",
+        &[
+            "template",
+            "render-crds",
+            &chart(),
+            "--show-only",
+            "templates/crds.yaml",
+        ],
+    );
     let file = dir.join("crds.yaml");
     std::fs::write(&file, crds).unwrap();
-    cp.run_tool("kubectl", &["apply", "--dry-run=server", "--server-side", "--force-conflicts", "-f", file.to_str().unwrap()]);
+    cp.run_tool(
+        "kubectl",
+        &[
+            "apply",
+            "--dry-run=server",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
 }
 
 #[tokio::test]
@@ -91,19 +157,59 @@ async fn deploy_manifests_are_the_rendered_chart() {
     for file in ["namespace.yaml", "twilio-operator.yaml", "kustomization.yaml"] {
         let fresh = std::fs::read_to_string(out.join(file)).unwrap();
         let committed = std::fs::read_to_string(repo_root().join("deploy").join(file)).unwrap_or_default();
-        assert!(fresh == committed, "deploy/{file} differs from the chart: run hack/gen-deploy.sh and commit the result");
+        assert!(
+            fresh == committed,
+            "deploy/{file} differs from the chart: run hack/gen-deploy.sh and commit the result"
+        );
     }
     // The namespace must exist for a server-side dry run of what goes into it.
-    cp.run_tool("kubectl", &["apply", "-f", repo_root().join("deploy/namespace.yaml").to_str().unwrap()]);
-    cp.run_tool("kubectl", &["apply", "--dry-run=server", "-k", repo_root().join("deploy").to_str().unwrap()]);
+    cp.run_tool(
+        "kubectl",
+        &[
+            "apply",
+            "-f",
+            repo_root().join("deploy/namespace.yaml").to_str().unwrap(),
+        ],
+    );
+    cp.run_tool(
+        "kubectl",
+        &[
+            "apply",
+            "--dry-run=server",
+            "-k",
+            repo_root().join("deploy").to_str().unwrap(),
+        ],
+    );
 }
 
 /// Hands the CRDs the harness applied to a Helm release, as a user adopting kubectl-applied
 /// CRDs would.
 fn adopt_crds(cp: &ControlPlane, release: &str, namespace: &str) {
-    for crd in ["twilioapikeys.twilio.operator.dev", "twiliosubaccounts.twilio.operator.dev"] {
-        cp.run_tool("kubectl", &["label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite"]);
-        cp.run_tool("kubectl", &["annotate", "crd", crd, &format!("meta.helm.sh/release-name={release}"), &format!("meta.helm.sh/release-namespace={namespace}"), "--overwrite"]);
+    for crd in [
+        "twilioapikeys.twilio.operator.dev",
+        "twiliosubaccounts.twilio.operator.dev",
+    ] {
+        cp.run_tool(
+            "kubectl",
+            &[
+                "label",
+                "crd",
+                crd,
+                "app.kubernetes.io/managed-by=Helm",
+                "--overwrite",
+            ],
+        );
+        cp.run_tool(
+            "kubectl",
+            &[
+                "annotate",
+                "crd",
+                crd,
+                &format!("meta.helm.sh/release-name={release}"),
+                &format!("meta.helm.sh/release-namespace={namespace}"),
+                "--overwrite",
+            ],
+        );
     }
 }
 
@@ -114,20 +220,60 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
     let team = cp.namespace("chart-team").await;
     let other = cp.namespace("chart-other").await;
     adopt_crds(cp, "tw", &release_ns);
-    cp.run_tool("helm", &["install", "tw", &chart(), "--namespace", &release_ns, "--set", &format!("watchNamespaces={{{team}}}"), "--set", "twilio.credentialsSecret=twilio-credentials", "--wait=false"]);
+    cp.run_tool(
+        "helm",
+        &[
+            "install",
+            "tw",
+            &chart(),
+            "--namespace",
+            &release_ns,
+            "--set",
+            &format!("watchNamespaces={{{team}}}"),
+            "--set",
+            "twilio.credentialsSecret=twilio-credentials",
+            "--wait=false",
+        ],
+    );
     let deployment: Api<Deployment> = Api::namespaced(cp.admin(), &release_ns);
-    let spec = deployment.get("tw-twilio-operator").await.unwrap().spec.unwrap().template.spec.unwrap();
+    let spec = deployment
+        .get("tw-twilio-operator")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
     let container = &spec.containers[0];
     let security = container.security_context.clone().unwrap();
-    assert_eq!((security.read_only_root_filesystem, security.allow_privilege_escalation), (Some(true), Some(false)));
+    assert_eq!(
+        (
+            security.read_only_root_filesystem,
+            security.allow_privilege_escalation
+        ),
+        (Some(true), Some(false))
+    );
     assert_eq!(security.capabilities.unwrap().drop.unwrap(), ["ALL"]);
-    assert_eq!(spec.security_context.unwrap().seccomp_profile.unwrap().type_, "RuntimeDefault");
-    assert!(container.liveness_probe.is_some() && container.readiness_probe.is_some() && container.resources.is_some());
+    assert_eq!(
+        spec.security_context.unwrap().seccomp_profile.unwrap().type_,
+        "RuntimeDefault"
+    );
+    assert!(
+        container.liveness_probe.is_some()
+            && container.readiness_probe.is_some()
+            && container.resources.is_some()
+    );
 
     // The operator under the chart's ServiceAccount, through impersonation.
     let emu = Emulator::start(&[]);
     let kubeconfig = cp.impersonating_kubeconfig(&release_ns, "tw-twilio-operator");
-    let operator = Operator::start_as(cp, &emu, &kubeconfig, &[("WATCH_NAMESPACES", &team), ("POD_NAMESPACE", &release_ns)]);
+    let operator = Operator::start_as(
+        cp,
+        &emu,
+        &kubeconfig,
+        &[("WATCH_NAMESPACES", &team), ("POD_NAMESPACE", &release_ns)],
+    );
     let client = cp.admin();
     let subs: Api<TwilioSubaccount> = Api::namespaced(client.clone(), &team);
     let keys: Api<TwilioApiKey> = Api::namespaced(client.clone(), &team);
@@ -142,40 +288,91 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
         "spec": {"secret": {"name": "tenant-twilio"}, "deletionPolicy": "Close", "authTokenRotation": {"every": "24h", "gracePeriod": "1s"}}})).await;
     apply_json(&keys, json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": "app"},
         "spec": {"subaccountRef": {"name": "tenant"}, "rotation": {"every": "24h", "gracePeriod": "0s"}, "restartWorkloads": [{"kind": "Deployment", "name": "app"}]}})).await;
-    let sub = wait_for(&subs, "tenant", WAIT, "Ready", |s: &TwilioSubaccount| s.status.as_ref().is_some_and(|st| is_ready(&st.conditions))).await;
+    let sub = wait_for(&subs, "tenant", WAIT, "Ready", |s: &TwilioSubaccount| {
+        s.status.as_ref().is_some_and(|st| is_ready(&st.conditions))
+    })
+    .await;
     let key = wait_for(&keys, "app", WAIT, "Ready", key_ready).await;
     let first = key.status.unwrap().key_sid.unwrap();
-    keys.patch("app", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"twilio.operator.dev/rotate": "1"}}}))).await.unwrap();
-    wait_for(&keys, "app", WAIT, "rotated", |k: &TwilioApiKey| key_ready(k) && k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())).await;
+    keys.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"twilio.operator.dev/rotate": "1"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(&keys, "app", WAIT, "rotated", |k: &TwilioApiKey| {
+        key_ready(k) && k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())
+    })
+    .await;
     let rolled = deployments.get("app").await.unwrap();
-    assert!(rolled.spec.unwrap().template.metadata.unwrap().annotations.unwrap().contains_key("twilio.operator.dev/api-key-sid"));
+    assert!(
+        rolled
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()
+            .contains_key("twilio.operator.dev/api-key-sid")
+    );
     // The subaccount's auth token rotates too, through create, publish and promote.
     let token_of = |s: &Secret| s.data.as_ref().unwrap()["TWILIO_AUTH_TOKEN"].0.clone();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &team);
     let before = token_of(&secrets.get("tenant-twilio").await.unwrap());
     let rotated = |s: &TwilioSubaccount| {
-        s.status.as_ref().and_then(|st| st.auth_token.as_ref()).is_some_and(|t| t.secondary_published_at.is_none() && t.rotated_at.0.as_second() > 1_700_000_000)
+        s.status
+            .as_ref()
+            .and_then(|st| st.auth_token.as_ref())
+            .is_some_and(|t| t.secondary_published_at.is_none() && t.rotated_at.0.as_second() > 1_700_000_000)
             && s.status.as_ref().is_some_and(|st| is_ready(&st.conditions))
     };
     let fixture_free_time_travel = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "status": {"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}}});
     for _ in 0..5 {
-        subs.patch_status("tenant", &PatchParams::apply("time-travel").force(), &Patch::Apply(&fixture_free_time_travel)).await.unwrap();
+        subs.patch_status(
+            "tenant",
+            &PatchParams::apply("time-travel").force(),
+            &Patch::Apply(&fixture_free_time_travel),
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         if token_of(&secrets.get("tenant-twilio").await.unwrap()) != before {
             break;
         }
     }
     wait_for(&subs, "tenant", WAIT, "rotated", rotated).await;
-    assert_ne!(token_of(&secrets.get("tenant-twilio").await.unwrap()), before, "the published token changed");
+    assert_ne!(
+        token_of(&secrets.get("tenant-twilio").await.unwrap()),
+        before,
+        "the published token changed"
+    );
     keys.delete("app", &DeleteParams::default()).await.unwrap();
     wait_gone(&keys, "app", WAIT).await;
     subs.delete("tenant", &DeleteParams::default()).await.unwrap();
     wait_gone(&subs, "tenant", WAIT).await;
     let state = emu.state().await;
-    assert!(state["keys"].as_array().unwrap().is_empty(), "the keys were revoked: {}", state["keys"]);
+    assert!(
+        state["keys"].as_array().unwrap().is_empty(),
+        "the keys were revoked: {}",
+        state["keys"]
+    );
     let sid = sub.status.unwrap().sid.unwrap();
-    assert!(state["accounts"].as_array().unwrap().iter().any(|a| a["sid"] == sid.as_str() && a["status"] == "closed"));
-    assert!(!std::fs::read_to_string(&operator.log).unwrap().contains("Forbidden"), "the operator was never refused:\n{}", operator.log_tail());
+    assert!(
+        state["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["sid"] == sid.as_str() && a["status"] == "closed")
+    );
+    assert!(
+        !std::fs::read_to_string(&operator.log)
+            .unwrap()
+            .contains("Forbidden"),
+        "the operator was never refused:\n{}",
+        operator.log_tail()
+    );
 
     // No broader than needed.
     let sa = cp.as_service_account(&release_ns, "tw-twilio-operator");
@@ -183,30 +380,103 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
         Err(kube::Error::Api(status)) if status.code == 403 => {}
         other => panic!("the chart's ServiceAccount could {what}: {other:?}"),
     };
-    forbidden("list Secrets in another namespace", Api::<Secret>::namespaced(sa.clone(), &other).list(&ListParams::default()).await.map(|_| ()));
-    forbidden("list Secrets cluster-wide", Api::<Secret>::all(sa.clone()).list(&ListParams::default()).await.map(|_| ()));
-    forbidden("read TwilioApiKeys in another namespace", Api::<TwilioApiKey>::namespaced(sa.clone(), &other).list(&ListParams::default()).await.map(|_| ()));
-    forbidden("delete Secrets", Api::<Secret>::namespaced(sa.clone(), &team).delete("tenant-twilio", &DeleteParams::default()).await.map(|_| ()));
+    forbidden(
+        "list Secrets in another namespace",
+        Api::<Secret>::namespaced(sa.clone(), &other)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
+    );
+    forbidden(
+        "list Secrets cluster-wide",
+        Api::<Secret>::all(sa.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
+    );
+    forbidden(
+        "read TwilioApiKeys in another namespace",
+        Api::<TwilioApiKey>::namespaced(sa.clone(), &other)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
+    );
+    forbidden(
+        "delete Secrets",
+        Api::<Secret>::namespaced(sa.clone(), &team)
+            .delete("tenant-twilio", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+    );
     forbidden("create TwilioApiKeys", Api::<TwilioApiKey>::namespaced(sa.clone(), &team).create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": "x"}, "spec": {}})).unwrap()).await.map(|_| ()));
-    forbidden("read Deployments", Api::<Deployment>::namespaced(sa.clone(), &team).get("app").await.map(|_| ()));
-    forbidden("delete TwilioSubaccounts", Api::<TwilioSubaccount>::namespaced(sa.clone(), &team).delete("tenant", &DeleteParams::default()).await.map(|_| ()));
+    forbidden(
+        "read Deployments",
+        Api::<Deployment>::namespaced(sa.clone(), &team)
+            .get("app")
+            .await
+            .map(|_| ()),
+    );
+    forbidden(
+        "delete TwilioSubaccounts",
+        Api::<TwilioSubaccount>::namespaced(sa.clone(), &team)
+            .delete("tenant", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+    );
 
     // helm upgrade delivers a changed CRD.
     let copy = scratch(cp, "chart-next");
-    assert!(std::process::Command::new("cp").args(["-r", &chart()]).arg(&copy).status().unwrap().success());
+    assert!(
+        std::process::Command::new("cp")
+            .args(["-r", &chart()])
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success()
+    );
     let next = copy.join("twilio-operator");
     let crd_file = next.join("files/crds/twilioapikeys.yaml");
-    let text = std::fs::read_to_string(&crd_file).unwrap().replace("SID of the current key", "SID of the current key (next release)");
+    let text = std::fs::read_to_string(&crd_file)
+        .unwrap()
+        .replace("SID of the current key", "SID of the current key (next release)");
     std::fs::write(&crd_file, text).unwrap();
     let chart_file = next.join("Chart.yaml");
-    std::fs::write(&chart_file, std::fs::read_to_string(&chart_file).unwrap().replace("version: 0.1.0", "version: 0.1.1")).unwrap();
-    cp.run_tool("helm", &["upgrade", "tw", next.to_str().unwrap(), "--namespace", &release_ns, "--reuse-values", "--wait=false"]);
+    std::fs::write(
+        &chart_file,
+        std::fs::read_to_string(&chart_file)
+            .unwrap()
+            .replace("version: 0.1.0", "version: 0.1.1"),
+    )
+    .unwrap();
+    cp.run_tool(
+        "helm",
+        &[
+            "upgrade",
+            "tw",
+            next.to_str().unwrap(),
+            "--namespace",
+            &release_ns,
+            "--reuse-values",
+            "--wait=false",
+        ],
+    );
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let upgraded = crds.get("twilioapikeys.twilio.operator.dev").await.unwrap();
-    let columns = upgraded.spec.versions[0].additional_printer_columns.clone().unwrap();
-    assert!(columns.iter().any(|c| c.description.as_deref() == Some("SID of the current key (next release)")), "the upgrade reached the CRD");
+    let columns = upgraded.spec.versions[0]
+        .additional_printer_columns
+        .clone()
+        .unwrap();
+    assert!(
+        columns
+            .iter()
+            .any(|c| c.description.as_deref() == Some("SID of the current key (next release)")),
+        "the upgrade reached the CRD"
+    );
     cp.run_tool("helm", &["uninstall", "tw", "--namespace", &release_ns]);
-    assert!(crds.get("twilioapikeys.twilio.operator.dev").await.is_ok(), "helm uninstall keeps the CRDs");
+    assert!(
+        crds.get("twilioapikeys.twilio.operator.dev").await.is_ok(),
+        "helm uninstall keeps the CRDs"
+    );
 }
 
 #[tokio::test]
@@ -214,7 +484,15 @@ async fn leader_election_hands_over_without_duplicates() {
     let cp = cluster();
     let ns = cp.namespace("leader").await;
     let emu = Emulator::start(&[]);
-    let env = |name: &'static str| vec![("WATCH_NAMESPACES", ns.clone()), ("POD_NAMESPACE", ns.clone()), ("LEADER_ELECT", "true".into()), ("LEADER_ELECTION_LEASE_SECONDS", "4".into()), ("POD_NAME", name.into())];
+    let env = |name: &'static str| {
+        vec![
+            ("WATCH_NAMESPACES", ns.clone()),
+            ("POD_NAMESPACE", ns.clone()),
+            ("LEADER_ELECT", "true".into()),
+            ("LEADER_ELECTION_LEASE_SECONDS", "4".into()),
+            ("POD_NAME", name.into()),
+        ]
+    };
     let start = |name: &'static str| {
         let env = env(name);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -227,7 +505,13 @@ async fn leader_election_hands_over_without_duplicates() {
     let new_key = |name: &str| json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": name}, "spec": {}});
     apply_json(&keys, new_key("before")).await;
     wait_for(&keys, "before", WAIT, "Ready", key_ready).await;
-    let holder = |lease: &Lease| lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
+    let holder = |lease: &Lease| {
+        lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default()
+    };
     let leader = holder(&leases.get("twilio-operator").await.unwrap());
     assert!(leader == "op-a" || leader == "op-b", "{leader}");
 
@@ -236,14 +520,29 @@ async fn leader_election_hands_over_without_duplicates() {
     dead.1 = None;
     let killed_at = std::time::Instant::now();
     apply_json(&keys, new_key("after")).await;
-    wait_for(&keys, "after", Duration::from_secs(30), "Ready under the new leader", key_ready).await;
+    wait_for(
+        &keys,
+        "after",
+        Duration::from_secs(30),
+        "Ready under the new leader",
+        key_ready,
+    )
+    .await;
     let took = killed_at.elapsed();
     let new_leader = holder(&leases.get("twilio-operator").await.unwrap());
     assert_ne!(new_leader, leader);
-    println!("leader election: {new_leader} took over from {leader}; the next key was Ready {:.1}s after the kill (lease 4s)", took.as_secs_f64());
+    println!(
+        "leader election: {new_leader} took over from {leader}; the next key was Ready {:.1}s after the kill (lease 4s)",
+        took.as_secs_f64()
+    );
 
     let state = emu.state().await;
-    assert_eq!(state["keys"].as_array().unwrap().len(), 2, "one key per object, no duplicates: {}", state["keys"]);
+    assert_eq!(
+        state["keys"].as_array().unwrap().len(),
+        2,
+        "one key per object, no duplicates: {}",
+        state["keys"]
+    );
     // Only the leader writes: every event about a key came from the leader of its time.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     for event in events.list(&ListParams::default()).await.unwrap() {
@@ -267,42 +566,118 @@ async fn metrics_health_and_graceful_shutdown() {
     apply_json(&keys, json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": "measured"},
         "spec": {"rotation": {"every": "720h", "gracePeriod": "1h"}}})).await;
     apply_json(&subs, json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "metadata": {"name": "billed"}, "spec": {}})).await;
-    let first = wait_for(&keys, "measured", WAIT, "Ready", key_ready).await.status.unwrap().key_sid.unwrap();
-    keys.patch("measured", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"twilio.operator.dev/rotate": "now"}}}))).await.unwrap();
-    wait_for(&keys, "measured", WAIT, "rotated", |k: &TwilioApiKey| key_ready(k) && k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())).await;
-    wait_for(&subs, "billed", WAIT, "Ready", |s: &TwilioSubaccount| s.status.as_ref().is_some_and(|st| is_ready(&st.conditions))).await;
+    let first = wait_for(&keys, "measured", WAIT, "Ready", key_ready)
+        .await
+        .status
+        .unwrap()
+        .key_sid
+        .unwrap();
+    keys.patch(
+        "measured",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"twilio.operator.dev/rotate": "now"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(&keys, "measured", WAIT, "rotated", |k: &TwilioApiKey| {
+        key_ready(k) && k.status.as_ref().unwrap().key_sid.as_deref() != Some(first.as_str())
+    })
+    .await;
+    wait_for(&subs, "billed", WAIT, "Ready", |s: &TwilioSubaccount| {
+        s.status.as_ref().is_some_and(|st| is_ready(&st.conditions))
+    })
+    .await;
 
-    assert_eq!(http.get(format!("{}/healthz", operator.health_url)).send().await.unwrap().status(), 200);
-    assert_eq!(http.get(format!("{}/readyz", operator.health_url)).send().await.unwrap().status(), 200);
-    let text = http.get(format!("{}/metrics", operator.metrics_url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        http.get(format!("{}/healthz", operator.health_url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{}/readyz", operator.health_url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = http
+        .get(format!("{}/metrics", operator.metrics_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let value = |series: &str| -> f64 {
-        text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
     };
     assert!(value(r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="success"}"#) >= 2.0);
     assert!(value(r#"twilio_operator_reconciles_total{kind="TwilioSubaccount",result="success"}"#) >= 1.0);
     assert!(value(r#"twilio_operator_reconcile_duration_seconds_count{kind="TwilioApiKey"}"#) >= 2.0);
-    assert_eq!(value(r#"twilio_operator_twilio_requests_total{operation="CreateNewKey",status="201"}"#), 2.0);
-    assert_eq!(value(r#"twilio_operator_rotations_total{kind="TwilioApiKey",cause="Requested"}"#), 1.0);
-    let age = value(&format!(r#"twilio_operator_api_key_age_seconds{{namespace="{ns}",name="measured"}}"#));
+    assert_eq!(
+        value(r#"twilio_operator_twilio_requests_total{operation="CreateNewKey",status="201"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"twilio_operator_rotations_total{kind="TwilioApiKey",cause="Requested"}"#),
+        1.0
+    );
+    let age = value(&format!(
+        r#"twilio_operator_api_key_age_seconds{{namespace="{ns}",name="measured"}}"#
+    ));
     assert!((0.0..120.0).contains(&age), "key age {age}");
-    let next = value(&format!(r#"twilio_operator_api_key_next_rotation_timestamp_seconds{{namespace="{ns}",name="measured"}}"#));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!(next > now + 700.0 * 3600.0 && next <= now + 720.0 * 3600.0, "next rotation {next}");
-    assert_eq!(value(&format!(r#"twilio_operator_subaccount_month_to_date_usage{{namespace="{ns}",name="billed",currency="usd"}}"#)), 0.0);
+    let next = value(&format!(
+        r#"twilio_operator_api_key_next_rotation_timestamp_seconds{{namespace="{ns}",name="measured"}}"#
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        next > now + 700.0 * 3600.0 && next <= now + 720.0 * 3600.0,
+        "next rotation {next}"
+    );
+    assert_eq!(
+        value(&format!(
+            r#"twilio_operator_subaccount_month_to_date_usage{{namespace="{ns}",name="billed",currency="usd"}}"#
+        )),
+        0.0
+    );
     assert!(text.contains("twilio_operator_twilio_rate_limited_total") || !text.contains("status=\"429\""));
-    let secret: Secret = Api::namespaced(client.clone(), &ns).get("measured").await.unwrap();
+    let secret: Secret = Api::namespaced(client.clone(), &ns)
+        .get("measured")
+        .await
+        .unwrap();
     let key_secret = String::from_utf8(secret.data.unwrap()["TWILIO_API_SECRET"].0.clone()).unwrap();
-    assert!(!text.contains(&key_secret) && !text.contains(MAIN_TOKEN), "no secret in the metrics");
+    assert!(
+        !text.contains(&key_secret) && !text.contains(MAIN_TOKEN),
+        "no secret in the metrics"
+    );
     assert!(!text.contains(MAIN_SID), "no account SIDs as labels either");
 
     operator.terminate();
     let mut operator = operator;
     let status = operator.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "SIGTERM stops the operator cleanly: {status:?}\n{}", operator.log_tail());
+    assert!(
+        status.success(),
+        "SIGTERM stops the operator cleanly: {status:?}\n{}",
+        operator.log_tail()
+    );
     let log = std::fs::read_to_string(&operator.log).unwrap();
     assert!(log.contains("stopped"));
     // JSON logs, one object a line, carrying the objects they are about.
-    let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
     assert!(lines.iter().any(|l| l.to_string().contains(&format!("{ns}/measured")) || l.to_string().contains("measured.")), "no log line names the object");
     assert!(!log.contains(&key_secret) && !log.contains(MAIN_TOKEN));
 }

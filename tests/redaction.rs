@@ -45,19 +45,41 @@ async fn secrets_never_reach_logs_or_errors() {
     let key = client.create_key(&main, &tenant.sid, None).await.unwrap();
     secrets.push(key.secret.expose_secret().to_owned());
     let sub = Credentials::with_auth_token(tenant.sid.clone(), tenant.auth_token.clone().unwrap()).unwrap();
-    let restricted = client.create_restricted_key(&sub, &tenant.sid, None, &["/twilio/messaging/messages/create".to_owned()]).await.unwrap();
+    let restricted = client
+        .create_restricted_key(
+            &sub,
+            &tenant.sid,
+            None,
+            &["/twilio/messaging/messages/create".to_owned()],
+        )
+        .await
+        .unwrap();
     secrets.push(restricted.secret.expose_secret().to_owned());
     let secondary = client.create_secondary_auth_token(&sub).await.unwrap();
     secrets.push(secondary.secondary_auth_token.expose_secret().to_owned());
-    let failure = client.fetch_account(&Credentials::with_auth_token(tenant.sid.clone(), SecretString::from("wrong-token-value")).unwrap(), &tenant.sid).await;
+    let failure = client
+        .fetch_account(
+            &Credentials::with_auth_token(tenant.sid.clone(), SecretString::from("wrong-token-value"))
+                .unwrap(),
+            &tenant.sid,
+        )
+        .await;
     secrets.push("wrong-token-value".to_owned());
 
-    let debug = format!("{tenant:?} {key:?} {restricted:?} {secondary:?} {failure:?} {main:?} {sub:?} {}", failure.as_ref().unwrap_err());
+    let debug = format!(
+        "{tenant:?} {key:?} {restricted:?} {secondary:?} {failure:?} {main:?} {sub:?} {}",
+        failure.as_ref().unwrap_err()
+    );
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("Twilio call"), "the capture saw the client's logs: {logs}");
+    assert!(
+        logs.contains("Twilio call"),
+        "the capture saw the client's logs: {logs}"
+    );
     for secret in &secrets {
         assert!(!logs.contains(secret.as_str()), "a secret reached the logs");
-        assert!(!debug.contains(secret.as_str()), "a secret reached Debug or Display output");
+        assert!(
+            !debug.contains(secret.as_str()),
+            "a secret reached Debug or Display output"
+        );
     }
 }
-

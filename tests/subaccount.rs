@@ -26,12 +26,22 @@ async fn create(f: &Fixture, name: &str, spec: Value) -> TwilioSubaccount {
         "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "metadata": {"name": name}, "spec": spec,
     }))
     .expect("a valid TwilioSubaccount");
-    subs(f).create(&PostParams::default(), &sub).await.expect("create TwilioSubaccount")
+    subs(f)
+        .create(&PostParams::default(), &sub)
+        .await
+        .expect("create TwilioSubaccount")
 }
 
-async fn ready_where(f: &Fixture, name: &str, what: &str, extra: impl Fn(&TwilioSubaccountStatus) -> bool) -> TwilioSubaccountStatus {
+async fn ready_where(
+    f: &Fixture,
+    name: &str,
+    what: &str,
+    extra: impl Fn(&TwilioSubaccountStatus) -> bool,
+) -> TwilioSubaccountStatus {
     let sub = wait_for(&subs(f), name, WAIT, what, |s: &TwilioSubaccount| {
-        s.status.as_ref().is_some_and(|st| is_ready(&st.conditions) && st.observed_generation == s.metadata.generation && extra(st))
+        s.status.as_ref().is_some_and(|st| {
+            is_ready(&st.conditions) && st.observed_generation == s.metadata.generation && extra(st)
+        })
     })
     .await;
     sub.status.unwrap()
@@ -43,10 +53,20 @@ async fn ready(f: &Fixture, name: &str) -> TwilioSubaccountStatus {
 
 async fn reason(f: &Fixture, name: &str, reason: &str) -> String {
     let sub = wait_for(&subs(f), name, WAIT, reason, |s: &TwilioSubaccount| {
-        s.status.as_ref().is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == reason)
+        })
     })
     .await;
-    sub.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap().message
+    sub.status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message
 }
 
 /// Subaccounts of the emulator's main account: `(sid, friendly_name, status)`.
@@ -56,7 +76,13 @@ async fn subaccounts(f: &Fixture) -> Vec<(String, String, String)> {
         .unwrap()
         .iter()
         .filter(|a| a["owner_account_sid"] == MAIN_SID)
-        .map(|a| (a["sid"].as_str().unwrap().to_owned(), a["friendly_name"].as_str().unwrap().to_owned(), a["status"].as_str().unwrap().to_owned()))
+        .map(|a| {
+            (
+                a["sid"].as_str().unwrap().to_owned(),
+                a["friendly_name"].as_str().unwrap().to_owned(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -65,7 +91,11 @@ async fn published_token(f: &Fixture, secret: &str) -> Credentials {
     let secret = f.secrets().get(secret).await.expect("the Secret exists");
     let data = secret.data.unwrap_or_default();
     let get = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-    Credentials::with_auth_token(get("TWILIO_ACCOUNT_SID"), SecretString::from(get("TWILIO_AUTH_TOKEN"))).unwrap()
+    Credentials::with_auth_token(
+        get("TWILIO_ACCOUNT_SID"),
+        SecretString::from(get("TWILIO_AUTH_TOKEN")),
+    )
+    .unwrap()
 }
 
 async fn token_works(f: &Fixture, creds: &Credentials) -> bool {
@@ -77,41 +107,78 @@ async fn token_works(f: &Fixture, creds: &Credentials) -> bool {
 }
 
 async fn set_status_at_twilio(f: &Fixture, sid: &str, status: AccountStatus) {
-    let update = AccountUpdate { friendly_name: None, status: Some(status) };
-    f.emu.client().update_account(&f.emu.main_credentials(), sid, &update).await.unwrap();
+    let update = AccountUpdate {
+        friendly_name: None,
+        status: Some(status),
+    };
+    f.emu
+        .client()
+        .update_account(&f.emu.main_credentials(), sid, &update)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn a_subaccount_is_created_once_named_and_published() {
     let f = Fixture::new("sub-create", &[]).await;
-    create(&f, "team-a", json!({"friendlyName": "team-a production", "secret": {"name": "team-a-twilio"}})).await;
+    create(
+        &f,
+        "team-a",
+        json!({"friendlyName": "team-a production", "secret": {"name": "team-a-twilio"}}),
+    )
+    .await;
     create(&f, "team-b", json!({})).await;
     let a = ready(&f, "team-a").await;
     let b = ready(&f, "team-b").await;
     let sid = a.sid.clone().unwrap();
     assert_eq!(a.owner_account_sid.as_deref(), Some(MAIN_SID));
     assert_eq!(a.friendly_name.as_deref(), Some("team-a production"));
-    assert_eq!(b.friendly_name, Some(format!("{}/team-b", f.ns)), "the default name is <namespace>/<name>");
+    assert_eq!(
+        b.friendly_name,
+        Some(format!("{}/team-b", f.ns)),
+        "the default name is <namespace>/<name>"
+    );
     assert_eq!(a.twilio_status.as_deref(), Some("active"));
     let usage = a.usage.clone().expect("usage is reported");
     assert_eq!(usage.currency, "usd");
     let at_twilio = subaccounts(&f).await;
     assert_eq!(at_twilio.len(), 2);
-    assert!(at_twilio.contains(&(sid.clone(), "team-a production".into(), "active".into())), "renamed after creation: {at_twilio:?}");
+    assert!(
+        at_twilio.contains(&(sid.clone(), "team-a production".into(), "active".into())),
+        "renamed after creation: {at_twilio:?}"
+    );
 
     let creds = published_token(&f, "team-a-twilio").await;
     assert_eq!(creds.account_sid(), sid);
     assert!(token_works(&f, &creds).await, "the published auth token works");
     let secret = f.secrets().get("team-a-twilio").await.unwrap();
     assert_eq!(secret.owner_references()[0].kind, "TwilioSubaccount");
-    assert!(!serde_json::to_string(&a).unwrap().contains(&String::from_utf8(secret.data.unwrap()["TWILIO_AUTH_TOKEN"].0.clone()).unwrap()));
+    assert!(
+        !serde_json::to_string(&a)
+            .unwrap()
+            .contains(&String::from_utf8(secret.data.unwrap()["TWILIO_AUTH_TOKEN"].0.clone()).unwrap())
+    );
 
     // Usage is not read on every reconcile.
     for i in 0..3 {
-        subs(&f).patch("team-a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"friendlyName": format!("renamed {i}")}}))).await.unwrap();
-        ready_where(&f, "team-a", "renamed", |st| st.friendly_name == Some(format!("renamed {i}"))).await;
+        subs(&f)
+            .patch(
+                "team-a",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"friendlyName": format!("renamed {i}")}})),
+            )
+            .await
+            .unwrap();
+        ready_where(&f, "team-a", "renamed", |st| {
+            st.friendly_name == Some(format!("renamed {i}"))
+        })
+        .await;
     }
-    assert_eq!(f.emu.calls("api.ListUsageRecordThisMonth").await, 2, "once per subaccount, not per reconcile");
+    assert_eq!(
+        f.emu.calls("api.ListUsageRecordThisMonth").await,
+        2,
+        "once per subaccount, not per reconcile"
+    );
     assert_eq!(f.emu.calls("api.CreateAccount").await, 2);
     f.emu.assert_contract_clean().await;
 }
@@ -122,15 +189,41 @@ async fn state_follows_the_spec_and_drift_is_undone() {
     f.restart_operator(&[("RESYNC_INTERVAL", "2s")]);
     create(&f, "tenant", json!({})).await;
     let sid = ready(&f, "tenant").await.sid.unwrap();
-    subs(&f).patch("tenant", &PatchParams::default(), &Patch::Merge(json!({"spec": {"state": "Suspended"}}))).await.unwrap();
-    ready_where(&f, "tenant", "suspended", |st| st.twilio_status.as_deref() == Some("suspended")).await;
-    subs(&f).patch("tenant", &PatchParams::default(), &Patch::Merge(json!({"spec": {"state": "Active"}}))).await.unwrap();
-    ready_where(&f, "tenant", "active", |st| st.twilio_status.as_deref() == Some("active")).await;
+    subs(&f)
+        .patch(
+            "tenant",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"state": "Suspended"}})),
+        )
+        .await
+        .unwrap();
+    ready_where(&f, "tenant", "suspended", |st| {
+        st.twilio_status.as_deref() == Some("suspended")
+    })
+    .await;
+    subs(&f)
+        .patch(
+            "tenant",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"state": "Active"}})),
+        )
+        .await
+        .unwrap();
+    ready_where(&f, "tenant", "active", |st| {
+        st.twilio_status.as_deref() == Some("active")
+    })
+    .await;
 
     set_status_at_twilio(&f, &sid, AccountStatus::Suspended).await;
     let message = f.wait_event("tenant", "StatusDrift").await;
-    assert!(message.contains(&sid) && message.contains("suspended"), "{message}");
-    ready_where(&f, "tenant", "reactivated", |st| st.twilio_status.as_deref() == Some("active")).await;
+    assert!(
+        message.contains(&sid) && message.contains("suspended"),
+        "{message}"
+    );
+    ready_where(&f, "tenant", "reactivated", |st| {
+        st.twilio_status.as_deref() == Some("active")
+    })
+    .await;
     assert_eq!(subaccounts(&f).await[0].2, "active");
 }
 
@@ -152,16 +245,37 @@ async fn a_subaccount_closed_outside_is_reported_and_never_reopened() {
 #[tokio::test]
 async fn existing_subaccounts_are_adopted_and_bad_sids_explained() {
     let f = Fixture::new("sub-adopt", &[]).await;
-    let existing = f.emu.client().create_account(&f.emu.main_credentials(), Some("made elsewhere")).await.unwrap();
+    let existing = f
+        .emu
+        .client()
+        .create_account(&f.emu.main_credentials(), Some("made elsewhere"))
+        .await
+        .unwrap();
     f.emu.reset_stats().await;
-    create(&f, "adopted", json!({"sid": existing.sid, "friendlyName": "made elsewhere"})).await;
-    assert_eq!(ready(&f, "adopted").await.sid.as_deref(), Some(existing.sid.as_str()));
-    assert_eq!(f.emu.calls("api.CreateAccount").await, 0, "adoption creates nothing");
+    create(
+        &f,
+        "adopted",
+        json!({"sid": existing.sid, "friendlyName": "made elsewhere"}),
+    )
+    .await;
+    assert_eq!(
+        ready(&f, "adopted").await.sid.as_deref(),
+        Some(existing.sid.as_str())
+    );
+    assert_eq!(
+        f.emu.calls("api.CreateAccount").await,
+        0,
+        "adoption creates nothing"
+    );
 
     create(&f, "missing", json!({"sid": format!("AC{}", "9".repeat(32))})).await;
     assert!(reason(&f, "missing", "NotFound").await.contains("does not exist"));
     create(&f, "itself", json!({"sid": MAIN_SID})).await;
-    assert!(reason(&f, "itself", "NotASubaccount").await.contains("not a subaccount"));
+    assert!(
+        reason(&f, "itself", "NotASubaccount")
+            .await
+            .contains("not a subaccount")
+    );
 }
 
 #[tokio::test]
@@ -171,12 +285,19 @@ async fn a_crash_between_create_and_status_write_makes_no_second_subaccount() {
     create(&f, "once", json!({"friendlyName": "exactly once"})).await;
     let exit = f.operator.as_mut().unwrap().wait_exit(WAIT);
     assert!(!exit.success());
-    assert_eq!(subaccounts(&f).await.len(), 1, "the create happened before the crash");
+    assert_eq!(
+        subaccounts(&f).await.len(),
+        1,
+        "the create happened before the crash"
+    );
     f.restart_operator(&[]);
     let st = ready(&f, "once").await;
     let at_twilio = subaccounts(&f).await;
     assert_eq!(at_twilio.len(), 1, "no second subaccount: {at_twilio:?}");
-    assert_eq!(at_twilio[0], (st.sid.unwrap(), "exactly once".into(), "active".into()));
+    assert_eq!(
+        at_twilio[0],
+        (st.sid.unwrap(), "exactly once".into(), "active".into())
+    );
     f.wait_event("once", "Recovered").await;
 }
 
@@ -194,7 +315,10 @@ async fn deletion_policies_retain_suspend_and_close() {
     }
     let at_twilio = subaccounts(&f).await;
     let status_of = |sid: &str| at_twilio.iter().find(|a| a.0 == sid).unwrap().2.clone();
-    assert_eq!([status_of(&sids[0]), status_of(&sids[1]), status_of(&sids[2])], ["active", "suspended", "closed"]);
+    assert_eq!(
+        [status_of(&sids[0]), status_of(&sids[1]), status_of(&sids[2])],
+        ["active", "suspended", "closed"]
+    );
 }
 
 #[tokio::test]
@@ -206,13 +330,25 @@ async fn namespace_deletion_applies_the_policy_without_the_credentials_secret() 
     }))
     .unwrap();
     f.secrets().create(&PostParams::default(), &secret).await.unwrap();
-    create(&f, "closing", json!({"credentialsRef": {"name": "parent"}, "deletionPolicy": "Close"})).await;
+    create(
+        &f,
+        "closing",
+        json!({"credentialsRef": {"name": "parent"}, "deletionPolicy": "Close"}),
+    )
+    .await;
     let sid = ready(&f, "closing").await.sid.unwrap();
-    f.secrets().delete("parent", &DeleteParams::default()).await.unwrap();
+    f.secrets()
+        .delete("parent", &DeleteParams::default())
+        .await
+        .unwrap();
     let namespaces: Api<Namespace> = Api::all(f.client.clone());
     namespaces.delete(&f.ns, &DeleteParams::default()).await.unwrap();
     wait_gone(&namespaces, &f.ns, Duration::from_secs(120)).await;
-    assert!(subaccounts(&f).await.contains(&(sid, format!("{}/closing", f.ns), "closed".into())));
+    assert!(
+        subaccounts(&f)
+            .await
+            .contains(&(sid, format!("{}/closing", f.ns), "closed".into()))
+    );
 }
 
 #[tokio::test]
@@ -223,13 +359,35 @@ async fn the_auth_token_rotates_through_the_secondary_token() {
     assert!(st.auth_token.as_ref().unwrap().next_rotation_at.is_some());
     let old = published_token(&f, "rotating-twilio").await;
     // Travel in time: the token was last rotated long ago.
-    let published = |s: &TwilioSubaccount| s.status.as_ref().and_then(|st| st.auth_token.as_ref()).is_some_and(|t| t.secondary_published_at.is_some());
-    f.time_travel(&subs(&f), "rotating", json!({"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}}), published).await;
+    let published = |s: &TwilioSubaccount| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.auth_token.as_ref())
+            .is_some_and(|t| t.secondary_published_at.is_some())
+    };
+    f.time_travel(
+        &subs(&f),
+        "rotating",
+        json!({"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}}),
+        published,
+    )
+    .await;
     let secondary = published_token(&f, "rotating-twilio").await;
-    assert!(token_works(&f, &secondary).await && token_works(&f, &old).await, "both tokens work during the grace period");
-    let done = ready_where(&f, "rotating", "promoted", |st| st.auth_token.as_ref().is_some_and(|t| t.secondary_published_at.is_none() && t.rotated_at.0.as_second() > 1_700_000_000)).await;
+    assert!(
+        token_works(&f, &secondary).await && token_works(&f, &old).await,
+        "both tokens work during the grace period"
+    );
+    let done = ready_where(&f, "rotating", "promoted", |st| {
+        st.auth_token
+            .as_ref()
+            .is_some_and(|t| t.secondary_published_at.is_none() && t.rotated_at.0.as_second() > 1_700_000_000)
+    })
+    .await;
     assert!(token_works(&f, &published_token(&f, "rotating-twilio").await).await);
-    assert!(!token_works(&f, &old).await, "the old primary stops working after promotion");
+    assert!(
+        !token_works(&f, &old).await,
+        "the old primary stops working after promotion"
+    );
     f.wait_event("rotating", "AuthTokenRotated").await;
     assert!(done.auth_token.unwrap().next_rotation_at.is_some());
     f.emu.assert_contract_clean().await;
@@ -237,7 +395,11 @@ async fn the_auth_token_rotates_through_the_secondary_token() {
 
 #[tokio::test]
 async fn a_crash_anywhere_in_the_token_rotation_never_locks_consumers_out() {
-    for failpoint in ["token-after-create-secondary", "token-after-secret", "token-after-promote"] {
+    for failpoint in [
+        "token-after-create-secondary",
+        "token-after-secret",
+        "token-after-promote",
+    ] {
         let mut f = Fixture::new("sub-token-crash", &[]).await;
         create(&f, "careful", json!({"secret": {"name": "careful-twilio"}, "authTokenRotation": {"every": "24h", "gracePeriod": "2s"}})).await;
         ready(&f, "careful").await;
@@ -245,20 +407,51 @@ async fn a_crash_anywhere_in_the_token_rotation_never_locks_consumers_out() {
         let past = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "status": {"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}}});
         // Until the armed operator has crashed, any pass under way may overwrite the travel.
         for _ in 0..5 {
-            subs(&f).patch_status("careful", &PatchParams::apply("time-travel").force(), &Patch::Apply(&past)).await.unwrap();
-            if f.operator.as_mut().unwrap().exited_within(Duration::from_secs(10)) {
+            subs(&f)
+                .patch_status(
+                    "careful",
+                    &PatchParams::apply("time-travel").force(),
+                    &Patch::Apply(&past),
+                )
+                .await
+                .unwrap();
+            if f.operator
+                .as_mut()
+                .unwrap()
+                .exited_within(Duration::from_secs(10))
+            {
                 break;
             }
         }
         let exit = f.operator.as_mut().unwrap().wait_exit(WAIT);
         assert!(!exit.success(), "{failpoint} was reached");
-        assert!(token_works(&f, &published_token(&f, "careful-twilio").await).await, "{failpoint}: the Secret works while the operator is down");
+        assert!(
+            token_works(&f, &published_token(&f, "careful-twilio").await).await,
+            "{failpoint}: the Secret works while the operator is down"
+        );
         f.restart_operator(&[]);
-        ready_where(&f, "careful", "rotated", |st| st.auth_token.as_ref().is_some_and(|t| t.secondary_published_at.is_none() && t.rotated_at.0.as_second() > 1_700_000_000)).await;
-        assert!(token_works(&f, &published_token(&f, "careful-twilio").await).await, "{failpoint}: the Secret works after recovery");
+        ready_where(&f, "careful", "rotated", |st| {
+            st.auth_token.as_ref().is_some_and(|t| {
+                t.secondary_published_at.is_none() && t.rotated_at.0.as_second() > 1_700_000_000
+            })
+        })
+        .await;
+        assert!(
+            token_works(&f, &published_token(&f, "careful-twilio").await).await,
+            "{failpoint}: the Secret works after recovery"
+        );
         let state = f.emu.state().await;
-        let sub = state["accounts"].as_array().unwrap().iter().find(|a| a["owner_account_sid"] == MAIN_SID).unwrap().clone();
-        assert_eq!(sub["has_secondary_token"], false, "{failpoint}: the rotation finished");
+        let sub = state["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["owner_account_sid"] == MAIN_SID)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            sub["has_secondary_token"], false,
+            "{failpoint}: the rotation finished"
+        );
     }
 }
 
@@ -266,22 +459,62 @@ async fn a_crash_anywhere_in_the_token_rotation_never_locks_consumers_out() {
 async fn keys_wait_for_their_subaccount_then_live_inside_it() {
     let f = Fixture::new("sub-keys", &[]).await;
     f.create("inside", json!({"subaccountRef": {"name": "home"}, "keyType": "Restricted", "permissions": ["/twilio/billing/balance/read"]})).await;
-    assert!(f.reason("inside", "SubaccountNotReady").await.status.unwrap().conditions[0].message.contains("home"));
+    assert!(
+        f.reason("inside", "SubaccountNotReady")
+            .await
+            .status
+            .unwrap()
+            .conditions[0]
+            .message
+            .contains("home")
+    );
     create(&f, "home", json!({})).await;
     let sid = ready(&f, "home").await.sid.unwrap();
     let key = f.ready("inside").await;
-    assert_eq!(key.status.as_ref().unwrap().account_sid.as_deref(), Some(sid.as_str()), "the key lives in the subaccount");
+    assert_eq!(
+        key.status.as_ref().unwrap().account_sid.as_deref(),
+        Some(sid.as_str()),
+        "the key lives in the subaccount"
+    );
     let creds = f.published("inside").await;
     assert_eq!(creds.account_sid(), sid);
-    f.emu.client().fetch_balance(&creds, &sid).await.expect("the key works in its subaccount");
+    f.emu
+        .client()
+        .fetch_balance(&creds, &sid)
+        .await
+        .expect("the key works in its subaccount");
     ready_where(&f, "home", "counting keys", |st| st.api_keys == Some(1)).await;
 
-    subs(&f).patch("home", &PatchParams::default(), &Patch::Merge(json!({"spec": {"state": "Suspended"}}))).await.unwrap();
+    subs(&f)
+        .patch(
+            "home",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"state": "Suspended"}})),
+        )
+        .await
+        .unwrap();
     f.reason("inside", "SubaccountSuspended").await;
-    subs(&f).patch("home", &PatchParams::default(), &Patch::Merge(json!({"spec": {"state": "Active"}}))).await.unwrap();
-    f.ready_where("inside", "back", |k| k.status.as_ref().unwrap().conditions[0].reason == "Ready").await;
+    subs(&f)
+        .patch(
+            "home",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"state": "Active"}})),
+        )
+        .await
+        .unwrap();
+    f.ready_where("inside", "back", |k| {
+        k.status.as_ref().unwrap().conditions[0].reason == "Ready"
+    })
+    .await;
     set_status_at_twilio(&f, &sid, AccountStatus::Closed).await;
-    subs(&f).patch("home", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}}))).await.unwrap();
+    subs(&f)
+        .patch(
+            "home",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+        )
+        .await
+        .unwrap();
     f.reason("inside", "SubaccountClosed").await;
 }
 
@@ -301,10 +534,21 @@ async fn twilio_errors_become_actionable_reasons() {
     .unwrap();
     f.secrets().create(&PostParams::default(), &wrong).await.unwrap();
     create(&f, "denied", json!({"credentialsRef": {"name": "wrong"}})).await;
-    assert!(reason(&f, "denied", "AuthenticationFailed").await.contains("20003"));
+    assert!(
+        reason(&f, "denied", "AuthenticationFailed")
+            .await
+            .contains("20003")
+    );
 
     // Subaccount credentials cannot make subaccounts.
-    let token = f.emu.client().fetch_account(&f.emu.main_credentials(), first.sid.as_deref().unwrap()).await.unwrap().auth_token.unwrap();
+    let token = f
+        .emu
+        .client()
+        .fetch_account(&f.emu.main_credentials(), first.sid.as_deref().unwrap())
+        .await
+        .unwrap()
+        .auth_token
+        .unwrap();
     let nested: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nested"},
         "stringData": {"TWILIO_ACCOUNT_SID": first.sid, "TWILIO_AUTH_TOKEN": secrecy::ExposeSecret::expose_secret(&token)}
@@ -312,5 +556,9 @@ async fn twilio_errors_become_actionable_reasons() {
     .unwrap();
     f.secrets().create(&PostParams::default(), &nested).await.unwrap();
     create(&f, "nested", json!({"credentialsRef": {"name": "nested"}})).await;
-    assert!(reason(&f, "nested", "CredentialsNotParent").await.contains("21101"));
+    assert!(
+        reason(&f, "nested", "CredentialsNotParent")
+            .await
+            .contains("21101")
+    );
 }

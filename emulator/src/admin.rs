@@ -60,9 +60,16 @@ struct BootstrapAccount {
 
 async fn bootstrap_account(State(app): State<Arc<App>>, Json(body): Json<BootstrapAccount>) -> Response {
     if body.sid.as_deref().is_some_and(|s| !crate::ids::is_sid("AC", s)) {
-        return error_response(&ApiError::new(400, 70002, "sid must be AC followed by 32 hex digits"), None);
+        return error_response(
+            &ApiError::new(400, 70002, "sid must be AC followed by 32 hex digits"),
+            None,
+        );
     }
-    let (sid, auth_token) = app.world.lock().expect("world").bootstrap_main(body.sid, body.auth_token, body.friendly_name);
+    let (sid, auth_token) =
+        app.world
+            .lock()
+            .expect("world")
+            .bootstrap_main(body.sid, body.auth_token, body.friendly_name);
     Json(json!({"sid": sid, "auth_token": auth_token})).into_response()
 }
 
@@ -95,7 +102,11 @@ struct AccountChange {
 }
 
 /// Changes an account as Twilio itself might: suspend a main account, record usage.
-async fn change_account(State(app): State<Arc<App>>, Path(sid): Path<String>, Json(change): Json<AccountChange>) -> Response {
+async fn change_account(
+    State(app): State<Arc<App>>,
+    Path(sid): Path<String>,
+    Json(change): Json<AccountChange>,
+) -> Response {
     let mut world = app.world.lock().expect("world");
     let Some(account) = world.accounts.get_mut(&sid) else {
         return error_response(&ApiError::not_found(&sid), None);
@@ -103,7 +114,12 @@ async fn change_account(State(app): State<Arc<App>>, Path(sid): Path<String>, Js
     if let Some(status) = change.status {
         match AccountStatus::parse(&status) {
             Some(status) => account.status = status,
-            None => return error_response(&ApiError::new(400, 20001, format!("Invalid status {status}")), None),
+            None => {
+                return error_response(
+                    &ApiError::new(400, 20001, format!("Invalid status {status}")),
+                    None,
+                );
+            }
         }
     }
     if let Some(total) = change.usage_total {
@@ -147,12 +163,16 @@ async fn configure(State(app): State<Arc<App>>, Json(change): Json<ConfigChange>
     config(State(app)).await.into_response()
 }
 
-fn merged<T: serde::Serialize + serde::de::DeserializeOwned>(current: &T, patch: Value) -> Result<T, ApiError> {
+fn merged<T: serde::Serialize + serde::de::DeserializeOwned>(
+    current: &T,
+    patch: Value,
+) -> Result<T, ApiError> {
     let mut value = serde_json::to_value(current).expect("config serializes");
     if let (Value::Object(base), Value::Object(patch)) = (&mut value, patch) {
         base.extend(patch);
     }
-    serde_json::from_value(value).map_err(|e| ApiError::new(400, 20001, format!("invalid configuration: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::new(400, 20001, format!("invalid configuration: {e}")))
 }
 
 async fn reset_stats(State(app): State<Arc<App>>) -> Json<Value> {

@@ -15,7 +15,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub const SPEC_FILES: [&str; 3] = ["twilio_api_v2010.json", "twilio_iam_v1.json", "twilio_accounts_v1.json"];
+pub const SPEC_FILES: [&str; 3] = [
+    "twilio_api_v2010.json",
+    "twilio_iam_v1.json",
+    "twilio_accounts_v1.json",
+];
 
 struct Param {
     name: String,
@@ -46,12 +50,16 @@ impl Contract {
         for file in SPEC_FILES {
             let path = dir.join(file);
             let text = std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
-            let doc: Value = serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))?;
+            let doc: Value =
+                serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))?;
             operations.extend(operations_of(&doc)?);
         }
         // Literal segments beat templates: `/Usage/Records/ThisMonth.json` before `{Sid}.json`.
         operations.sort_by_key(|op| op.template.matches('{').count());
-        Ok(Self { operations, validators: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            operations,
+            validators: Mutex::new(HashMap::new()),
+        })
     }
 
     fn find(&self, method: &Method, path: &str) -> Result<&Operation, String> {
@@ -69,7 +77,14 @@ impl Contract {
         })
     }
 
-    pub fn check_request(&self, method: &Method, path: &str, query: &[(String, String)], content_type: Option<&str>, form: &[(String, String)]) -> Vec<String> {
+    pub fn check_request(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &[(String, String)],
+        content_type: Option<&str>,
+        form: &[(String, String)],
+    ) -> Vec<String> {
         let op = match self.find(method, path) {
             Ok(op) => op,
             Err(problem) => return vec![problem],
@@ -81,8 +96,12 @@ impl Contract {
                 problems.extend(check_params(&at, "form", params, form));
             }
             (Some(params), None) if params.iter().all(|p| !p.required) && form.is_empty() => {}
-            (Some(_), other) => problems.push(format!("{at}: content type {other:?}, the spec wants application/x-www-form-urlencoded")),
-            (None, Some(ct)) if !form.is_empty() => problems.push(format!("{at}: sent a {ct} body, the spec declares none")),
+            (Some(_), other) => problems.push(format!(
+                "{at}: content type {other:?}, the spec wants application/x-www-form-urlencoded"
+            )),
+            (None, Some(ct)) if !form.is_empty() => {
+                problems.push(format!("{at}: sent a {ct} body, the spec declares none"))
+            }
             (None, _) => {}
         }
         problems
@@ -92,13 +111,19 @@ impl Contract {
         if !(200..300).contains(&status) {
             return Vec::new();
         }
-        let Ok(op) = self.find(method, path) else { return Vec::new() };
+        let Ok(op) = self.find(method, path) else {
+            return Vec::new();
+        };
         let at = format!("{} ({method} {}) -> {status}", op.id, op.template);
         let Some(schema) = op.responses.get(&status) else {
             return vec![format!("{at}: status not declared in the spec")];
         };
         let Some(schema) = schema else {
-            return if body.is_empty() { Vec::new() } else { vec![format!("{at}: the spec declares no body")] };
+            return if body.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("{at}: the spec declares no body")]
+            };
         };
         let value: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
@@ -109,12 +134,19 @@ impl Contract {
             match cache.get(&(op.id.clone(), status)) {
                 Some(v) => v.clone(),
                 None => match jsonschema::validator_for(schema) {
-                    Ok(v) => cache.entry((op.id.clone(), status)).or_insert(Arc::new(v)).clone(),
+                    Ok(v) => cache
+                        .entry((op.id.clone(), status))
+                        .or_insert(Arc::new(v))
+                        .clone(),
                     Err(e) => return vec![format!("{at}: the spec's schema does not compile: {e}")],
                 },
             }
         };
-        validator.iter_errors(&value).take(5).map(|e| format!("{at}: {} at {}", e, e.instance_path())).collect()
+        validator
+            .iter_errors(&value)
+            .take(5)
+            .map(|e| format!("{at}: {} at {}", e, e.instance_path()))
+            .collect()
     }
 }
 
@@ -123,15 +155,21 @@ fn check_params(at: &str, place: &str, declared: &[Param], sent: &[(String, Stri
     for (name, value) in sent {
         match declared.iter().find(|p| &p.name == name) {
             None => problems.push(format!("{at}: {place} parameter {name} is not in the spec")),
-            Some(Param { allowed: Some(values), .. }) if !values.contains(value) => {
-                problems.push(format!("{at}: {place} parameter {name}={value:?} is not one of {values:?}"))
-            }
+            Some(Param {
+                allowed: Some(values),
+                ..
+            }) if !values.contains(value) => problems.push(format!(
+                "{at}: {place} parameter {name}={value:?} is not one of {values:?}"
+            )),
             Some(_) => {}
         }
     }
     for param in declared.iter().filter(|p| p.required) {
         if !sent.iter().any(|(name, _)| name == &param.name) {
-            problems.push(format!("{at}: required {place} parameter {} is missing", param.name));
+            problems.push(format!(
+                "{at}: required {place} parameter {} is missing",
+                param.name
+            ));
         }
     }
     problems
@@ -162,19 +200,32 @@ fn operations_of(doc: &Value) -> Result<Vec<Operation>, String> {
                     allowed: enum_values(doc, &p["schema"]),
                 })
                 .collect();
-            let form = op.pointer("/requestBody/content/application~1x-www-form-urlencoded/schema").map(|schema| {
-                let schema = resolve(doc, schema);
-                let required: Vec<&str> = schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                schema["properties"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(name, prop)| Param { name: name.clone(), required: required.contains(&name.as_str()), allowed: enum_values(doc, prop) })
-                    .collect()
-            });
+            let form = op
+                .pointer("/requestBody/content/application~1x-www-form-urlencoded/schema")
+                .map(|schema| {
+                    let schema = resolve(doc, schema);
+                    let required: Vec<&str> = schema["required"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    schema["properties"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(name, prop)| Param {
+                            name: name.clone(),
+                            required: required.contains(&name.as_str()),
+                            allowed: enum_values(doc, prop),
+                        })
+                        .collect()
+                });
             let mut responses = HashMap::new();
             for (status, response) in op["responses"].as_object().into_iter().flatten() {
-                let Ok(status) = status.parse::<u16>() else { continue };
+                let Ok(status) = status.parse::<u16>() else {
+                    continue;
+                };
                 let schema = response.pointer("/content/application~1json/schema").map(|s| {
                     let mut schema = to_json_schema(s);
                     if let Value::Object(map) = &mut schema {
@@ -207,7 +258,9 @@ fn template_regex(template: &str) -> Result<Regex, regex::Error> {
     while let Some(open) = rest.find('{') {
         pattern.push_str(&regex::escape(&rest[..open]));
         pattern.push_str("[^/]+");
-        rest = rest[open..].find('}').map_or("", |close| &rest[open + close + 1..]);
+        rest = rest[open..]
+            .find('}')
+            .map_or("", |close| &rest[open + close + 1..]);
     }
     pattern.push_str(&regex::escape(rest));
     pattern.push('$');
@@ -215,7 +268,11 @@ fn template_regex(template: &str) -> Result<Regex, regex::Error> {
 }
 
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
-    match schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
+    match schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+    {
         Some(pointer) => doc.pointer(pointer).unwrap_or(schema),
         None => schema,
     }
@@ -223,15 +280,30 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 
 fn enum_values(doc: &Value, schema: &Value) -> Option<Vec<String>> {
     let schema = resolve(doc, schema);
-    let from = |s: &Value| s["enum"].as_array().map(|v| v.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect::<Vec<_>>());
-    from(schema).or_else(|| schema.get("items").map(|items| resolve(doc, items)).and_then(from))
+    let from = |s: &Value| {
+        s["enum"].as_array().map(|v| {
+            v.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+    };
+    from(schema).or_else(|| {
+        schema
+            .get("items")
+            .map(|items| resolve(doc, items))
+            .and_then(from)
+    })
 }
 
 /// OpenAPI 3.0 schema objects to JSON Schema 2020-12: `nullable: true` becomes "or null".
 fn to_json_schema(value: &Value) -> Value {
     match value {
         Value::Object(map) => {
-            let out: Map<String, Value> = map.iter().filter(|(k, _)| *k != "nullable").map(|(k, v)| (k.clone(), to_json_schema(v))).collect();
+            let out: Map<String, Value> = map
+                .iter()
+                .filter(|(k, _)| *k != "nullable")
+                .map(|(k, v)| (k.clone(), to_json_schema(v)))
+                .collect();
             if map.get("nullable") == Some(&Value::Bool(true)) {
                 return serde_json::json!({"anyOf": [Value::Object(out), {"type": "null"}]});
             }

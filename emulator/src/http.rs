@@ -7,7 +7,10 @@
 //! secrets appear only in create responses.
 
 use crate::faults::Fault;
-use crate::model::{AccountUpdate, ApiError, KeyKind, NewTrigger, PERMISSION_BALANCE, PERMISSION_USAGE, Principal, Scope, World, parse_policy};
+use crate::model::{
+    AccountUpdate, ApiError, KeyKind, NewTrigger, PERMISSION_BALANCE, PERMISSION_USAGE, Principal, Scope,
+    World, parse_policy,
+};
 use crate::routes::{Route, route};
 use crate::{App, ids, model};
 use axum::Router;
@@ -20,7 +23,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new().nest("/_emulator", crate::admin::router()).fallback(handle).with_state(app)
+    Router::new()
+        .nest("/_emulator", crate::admin::router())
+        .fallback(handle)
+        .with_state(app)
 }
 
 /// A parsed request, as the operations see it.
@@ -34,7 +40,10 @@ struct Request<'a> {
 
 impl Request<'_> {
     fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     fn form(&self, name: &str) -> Option<&str> {
         self.form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -47,17 +56,38 @@ impl Request<'_> {
     }
 }
 
-async fn handle(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_owned();
-    let query: Vec<(String, String)> = serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let form: Vec<(String, String)> = if content_type.as_deref().is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded")) {
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let form: Vec<(String, String)> = if content_type
+        .as_deref()
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+    {
         serde_urlencoded::from_bytes(&body).unwrap_or_default()
     } else {
         Vec::new()
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    let request = Request { path: &path, query, form, origin: format!("http://{host}") };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let request = Request {
+        path: &path,
+        query,
+        form,
+        origin: format!("http://{host}"),
+    };
 
     let route = match route(&method, &path) {
         Ok(route) => route,
@@ -68,7 +98,13 @@ async fn handle(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: 
     };
     app.arrived(route.operation());
     if let Some(contract) = &app.contract {
-        app.violations(contract.check_request(&method, &path, &request.query, content_type.as_deref(), &request.form));
+        app.violations(contract.check_request(
+            &method,
+            &path,
+            &request.query,
+            content_type.as_deref(),
+            &request.form,
+        ));
     }
     let (status, body) = serve(&app, &route, &headers, &request).await;
     if status == 0 {
@@ -87,7 +123,10 @@ async fn handle(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: 
         Ok(_) => {
             let mut response = (StatusCode::from_u16(status).expect("valid status"), bytes).into_response();
             if status != 204 {
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
             }
             with_request_id(response)
         }
@@ -100,7 +139,9 @@ type Outcome = Result<Option<Value>, (ApiError, Option<u64>)>;
 /// Runs one request through faults, auth, the concurrency limit and the operation. Status 0
 /// means "reset the connection".
 async fn serve(app: &App, route: &Route, headers: &HeaderMap, request: &Request<'_>) -> (u16, Outcome) {
-    let principal = match credentials(headers).and_then(|(user, pass)| app.world.lock().expect("world").authenticate(&user, &pass)) {
+    let principal = match credentials(headers)
+        .and_then(|(user, pass)| app.world.lock().expect("world").authenticate(&user, &pass))
+    {
         Ok(p) => p,
         Err(e) => return (e.status, Err((e, None))),
     };
@@ -119,7 +160,11 @@ async fn serve(app: &App, route: &Route, headers: &HeaderMap, request: &Request<
         Some(Fault::Reset) => {}
         Some(Fault::TooManyRequests) => return (429, Err((too_many_requests(), retry_after))),
         Some(Fault::ServerError(status)) => {
-            let error = ApiError::new(status, 20500 + u32::from(status == 503) * 3, "Internal Server Error");
+            let error = ApiError::new(
+                status,
+                20500 + u32::from(status == 503) * 3,
+                "Internal Server Error",
+            );
             return (status, Err((error, None)));
         }
         None => {}
@@ -141,24 +186,48 @@ fn too_many_requests() -> ApiError {
 }
 
 fn credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> {
-    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::authenticate)?;
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(ApiError::authenticate)?;
     let encoded = value.strip_prefix("Basic ").ok_or_else(ApiError::authenticate)?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| ApiError::authenticate())?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| ApiError::authenticate())?;
     let text = String::from_utf8(decoded).map_err(|_| ApiError::authenticate())?;
     let (user, pass) = text.split_once(':').ok_or_else(ApiError::authenticate)?;
     Ok((user.to_owned(), pass.to_owned()))
 }
 
-fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Request<'_>) -> Result<(u16, Option<Value>), ApiError> {
+fn execute(
+    world: &mut World,
+    principal: &Principal,
+    route: &Route,
+    req: &Request<'_>,
+) -> Result<(u16, Option<Value>), ApiError> {
     let ok = |v: Value| Ok((200, Some(v)));
     let created = |v: Value| Ok((201, Some(v)));
     match route {
         Route::CreateAccount => {
-            world.authorize(principal, &principal.account_sid, Scope::Management, None, req.path)?;
-            created(account_json(&world.create_subaccount(principal, req.form_owned("FriendlyName"))?))
+            world.authorize(
+                principal,
+                &principal.account_sid,
+                Scope::Management,
+                None,
+                req.path,
+            )?;
+            created(account_json(
+                &world.create_subaccount(principal, req.form_owned("FriendlyName"))?,
+            ))
         }
         Route::ListAccount => {
-            world.authorize(principal, &principal.account_sid, Scope::Management, None, req.path)?;
+            world.authorize(
+                principal,
+                &principal.account_sid,
+                Scope::Management,
+                None,
+                req.path,
+            )?;
             let status = req.query("Status");
             if let Some(s) = status.filter(|s| model::AccountStatus::parse(s).is_none()) {
                 return Err(ApiError::new(400, 20001, format!("Invalid Status {s}")));
@@ -177,7 +246,10 @@ fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Reques
         }
         Route::UpdateAccount(sid) => {
             world.authorize(principal, sid, Scope::Management, None, req.path)?;
-            let update = AccountUpdate { friendly_name: req.form_owned("FriendlyName"), status: req.form_owned("Status") };
+            let update = AccountUpdate {
+                friendly_name: req.form_owned("FriendlyName"),
+                status: req.form_owned("Status"),
+            };
             ok(account_json(&world.update_account(principal, sid, update)?))
         }
         Route::CreateKey(account) => {
@@ -192,7 +264,13 @@ fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Reques
         }
         Route::ListKey(account) => {
             world.authorize(principal, account, Scope::Management, None, req.path)?;
-            ok(v2010_page(req, "keys", &world.account_keys(account), |k| &k.sid, v2010_key_json)?)
+            ok(v2010_page(
+                req,
+                "keys",
+                &world.account_keys(account),
+                |k| &k.sid,
+                v2010_key_json,
+            )?)
         }
         Route::FetchKey(account, sid) => {
             world.authorize(principal, account, Scope::Management, None, req.path)?;
@@ -201,7 +279,11 @@ fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Reques
         Route::UpdateKey(account, sid) => {
             world.authorize(principal, account, Scope::Management, None, req.path)?;
             world.key_in(account, sid, req.path)?;
-            ok(v2010_key_json(&world.update_key(sid, req.form_owned("FriendlyName"), None)?))
+            ok(v2010_key_json(&world.update_key(
+                sid,
+                req.form_owned("FriendlyName"),
+                None,
+            )?))
         }
         Route::DeleteKey(account, sid) => {
             world.authorize(principal, account, Scope::Management, None, req.path)?;
@@ -210,19 +292,37 @@ fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Reques
             Ok((204, None))
         }
         Route::FetchBalance(account) => {
-            world.authorize(principal, account, Scope::Resources, Some(PERMISSION_BALANCE), req.path)?;
+            world.authorize(
+                principal,
+                account,
+                Scope::Resources,
+                Some(PERMISSION_BALANCE),
+                req.path,
+            )?;
             // Subaccounts carry no balance of their own: billing is pooled on the parent.
             let acc = &world.accounts[account];
             let billed = acc.owner.as_ref().map_or(acc, |owner| &world.accounts[owner]);
             ok(json!({"account_sid": account, "balance": billed.balance, "currency": "USD"}))
         }
         Route::ListUsageRecord(account, _) => {
-            world.authorize(principal, account, Scope::Resources, Some(PERMISSION_USAGE), req.path)?;
+            world.authorize(
+                principal,
+                account,
+                Scope::Resources,
+                Some(PERMISSION_USAGE),
+                req.path,
+            )?;
             let records: Vec<Value> = match req.query("Category") {
                 None | Some("totalprice") => vec![usage_record_json(world, account)],
                 Some(_) => Vec::new(),
             };
-            ok(v2010_page(req, "usage_records", &records, |r| r["category"].as_str().unwrap_or_default(), Value::clone)?)
+            ok(v2010_page(
+                req,
+                "usage_records",
+                &records,
+                |r| r["category"].as_str().unwrap_or_default(),
+                Value::clone,
+            )?)
         }
         Route::CreateUsageTrigger(account) => {
             world.authorize(principal, account, Scope::Resources, None, req.path)?;
@@ -239,11 +339,22 @@ fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Reques
         }
         Route::ListUsageTrigger(account) => {
             world.authorize(principal, account, Scope::Resources, None, req.path)?;
-            ok(v2010_page(req, "usage_triggers", &world.account_triggers(account), |t| &t.sid, trigger_json)?)
+            ok(v2010_page(
+                req,
+                "usage_triggers",
+                &world.account_triggers(account),
+                |t| &t.sid,
+                trigger_json,
+            )?)
         }
         Route::FetchUsageTrigger(account, sid) | Route::DeleteUsageTrigger(account, sid) => {
             world.authorize(principal, account, Scope::Resources, None, req.path)?;
-            let trigger = world.triggers.get(sid).filter(|t| &t.account_sid == account).cloned().ok_or_else(|| ApiError::not_found(req.path))?;
+            let trigger = world
+                .triggers
+                .get(sid)
+                .filter(|t| &t.account_sid == account)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(req.path))?;
             if matches!(route, Route::DeleteUsageTrigger(..)) {
                 world.triggers.remove(sid);
                 return Ok((204, None));
@@ -255,7 +366,12 @@ fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Reques
             world.authorize(principal, &account, Scope::OwnAccountOnly, None, req.path)?;
             world.require_active(&account)?;
             let (kind, policy) = match req.form("KeyType") {
-                Some("restricted") => (KeyKind::Restricted, Some(parse_policy(req.form("Policy").ok_or_else(|| ApiError::new(400, 70002, "A restricted key requires a Policy"))?)?)),
+                Some("restricted") => (
+                    KeyKind::Restricted,
+                    Some(parse_policy(req.form("Policy").ok_or_else(|| {
+                        ApiError::new(400, 70002, "A restricted key requires a Policy")
+                    })?)?),
+                ),
                 Some(other) => return Err(ApiError::new(400, 70002, format!("Invalid KeyType {other}"))),
                 None => (KeyKind::Standard, None),
             };
@@ -265,18 +381,29 @@ fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Reques
             created(body)
         }
         Route::IamListKeys => {
-            let account = req.query("AccountSid").ok_or_else(|| ApiError::new(400, 20001, "Missing required parameter AccountSid"))?.to_owned();
+            let account = req
+                .query("AccountSid")
+                .ok_or_else(|| ApiError::new(400, 20001, "Missing required parameter AccountSid"))?
+                .to_owned();
             world.authorize(principal, &account, Scope::OwnAccountOnly, None, req.path)?;
             ok(iam_page(req, &world.account_keys(&account))?)
         }
         Route::IamFetchKey(sid) | Route::IamUpdateKey(sid) | Route::IamDeleteKey(sid) => {
-            let owner = world.keys.get(sid).map(|k| k.account_sid.clone()).ok_or_else(|| ApiError::not_found(req.path))?;
+            let owner = world
+                .keys
+                .get(sid)
+                .map(|k| k.account_sid.clone())
+                .ok_or_else(|| ApiError::not_found(req.path))?;
             world.authorize(principal, &owner, Scope::OwnAccountOnly, None, req.path)?;
             match route {
                 Route::IamFetchKey(_) => ok(iam_key_json(&world.keys[sid])),
                 Route::IamUpdateKey(_) => {
                     let policy = req.form("Policy").map(parse_policy).transpose()?;
-                    ok(iam_key_json(&world.update_key(sid, req.form_owned("FriendlyName"), policy)?))
+                    ok(iam_key_json(&world.update_key(
+                        sid,
+                        req.form_owned("FriendlyName"),
+                        policy,
+                    )?))
                 }
                 _ => {
                     world.delete_key(sid);
@@ -314,12 +441,26 @@ fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Reques
 fn account_json(a: &model::Account) -> Value {
     let base = format!("/2010-04-01/Accounts/{}", a.sid);
     let subresources: serde_json::Map<String, Value> = [
-        ("available_phone_numbers", "AvailablePhoneNumbers"), ("calls", "Calls"), ("conferences", "Conferences"),
-        ("incoming_phone_numbers", "IncomingPhoneNumbers"), ("notifications", "Notifications"), ("outgoing_caller_ids", "OutgoingCallerIds"),
-        ("recordings", "Recordings"), ("transcriptions", "Transcriptions"), ("addresses", "Addresses"), ("signing_keys", "SigningKeys"),
-        ("connect_apps", "ConnectApps"), ("sip", "SIP"), ("authorized_connect_apps", "AuthorizedConnectApps"), ("usage", "Usage"),
-        ("keys", "Keys"), ("applications", "Applications"), ("short_codes", "SMS/ShortCodes"), ("queues", "Queues"),
-        ("messages", "Messages"), ("balance", "Balance"),
+        ("available_phone_numbers", "AvailablePhoneNumbers"),
+        ("calls", "Calls"),
+        ("conferences", "Conferences"),
+        ("incoming_phone_numbers", "IncomingPhoneNumbers"),
+        ("notifications", "Notifications"),
+        ("outgoing_caller_ids", "OutgoingCallerIds"),
+        ("recordings", "Recordings"),
+        ("transcriptions", "Transcriptions"),
+        ("addresses", "Addresses"),
+        ("signing_keys", "SigningKeys"),
+        ("connect_apps", "ConnectApps"),
+        ("sip", "SIP"),
+        ("authorized_connect_apps", "AuthorizedConnectApps"),
+        ("usage", "Usage"),
+        ("keys", "Keys"),
+        ("applications", "Applications"),
+        ("short_codes", "SMS/ShortCodes"),
+        ("queues", "Queues"),
+        ("messages", "Messages"),
+        ("balance", "Balance"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), json!(format!("{base}/{v}.json"))))
@@ -382,13 +523,26 @@ struct Page<'a, T> {
     previous_token: Option<String>,
 }
 
-fn paginate<'a, T>(req: &Request<'_>, items: &'a [T], sid: impl Fn(&T) -> &str) -> Result<Page<'a, T>, ApiError> {
+fn paginate<'a, T>(
+    req: &Request<'_>,
+    items: &'a [T],
+    sid: impl Fn(&T) -> &str,
+) -> Result<Page<'a, T>, ApiError> {
     let size = match req.query("PageSize") {
         None => 50,
-        Some(text) => text.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::new(400, 20001, "PageSize must be between 1 and 1000"))?,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::new(400, 20001, "PageSize must be between 1 and 1000"))?,
     };
     let number: usize = req.query("Page").and_then(|p| p.parse().ok()).unwrap_or(0);
-    let position = |anchor: &str| items.iter().position(|item| sid(item) == anchor).ok_or_else(|| ApiError::new(400, 21481, "Invalid PageToken"));
+    let position = |anchor: &str| {
+        items
+            .iter()
+            .position(|item| sid(item) == anchor)
+            .ok_or_else(|| ApiError::new(400, 21481, "Invalid PageToken"))
+    };
     let start = match req.query("PageToken") {
         None => number * size,
         Some(token) => match (token.get(..2), token.get(2..)) {
@@ -405,13 +559,20 @@ fn paginate<'a, T>(req: &Request<'_>, items: &'a [T], sid: impl Fn(&T) -> &str) 
         size,
         items: page,
         next_token: (end < items.len()).then(|| format!("PA{}", sid(&page[page.len() - 1]))),
-        previous_token: (start > 0).then(|| page.first().map(|first| format!("PB{}", sid(first)))).flatten(),
+        previous_token: (start > 0)
+            .then(|| page.first().map(|first| format!("PB{}", sid(first))))
+            .flatten(),
     })
 }
 
 /// The query string of a page: the caller's filters, then paging.
 fn page_query(req: &Request<'_>, size: usize, number: usize, token: Option<&str>) -> String {
-    let mut pairs: Vec<(&str, String)> = req.query.iter().filter(|(k, _)| !matches!(k.as_str(), "PageSize" | "Page" | "PageToken")).map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let mut pairs: Vec<(&str, String)> = req
+        .query
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "PageSize" | "Page" | "PageToken"))
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     pairs.push(("PageSize", size.to_string()));
     pairs.push(("Page", number.to_string()));
     if let Some(token) = token {
@@ -420,9 +581,17 @@ fn page_query(req: &Request<'_>, size: usize, number: usize, token: Option<&str>
     serde_urlencoded::to_string(pairs).expect("strings encode")
 }
 
-fn v2010_page<T>(req: &Request<'_>, key: &str, items: &[T], sid: impl Fn(&T) -> &str, render: impl Fn(&T) -> Value) -> Result<Value, ApiError> {
+fn v2010_page<T>(
+    req: &Request<'_>,
+    key: &str,
+    items: &[T],
+    sid: impl Fn(&T) -> &str,
+    render: impl Fn(&T) -> Value,
+) -> Result<Value, ApiError> {
     let page = paginate(req, items, sid)?;
-    let uri = |number: usize, token: Option<&str>| format!("{}?{}", req.path, page_query(req, page.size, number, token));
+    let uri = |number: usize, token: Option<&str>| {
+        format!("{}?{}", req.path, page_query(req, page.size, number, token))
+    };
     let start = page.number * page.size;
     Ok(json!({
         key: page.items.iter().map(render).collect::<Vec<_>>(),
@@ -439,7 +608,14 @@ fn v2010_page<T>(req: &Request<'_>, key: &str, items: &[T], sid: impl Fn(&T) -> 
 
 fn iam_page(req: &Request<'_>, keys: &[model::Key]) -> Result<Value, ApiError> {
     let page = paginate(req, keys, |k| &k.sid)?;
-    let url = |number: usize, token: Option<&str>| format!("{}{}?{}", req.origin, req.path, page_query(req, page.size, number, token));
+    let url = |number: usize, token: Option<&str>| {
+        format!(
+            "{}{}?{}",
+            req.origin,
+            req.path,
+            page_query(req, page.size, number, token)
+        )
+    };
     let items: Vec<Value> = page
         .items
         .iter()
@@ -475,19 +651,33 @@ pub fn error_response(error: &ApiError, retry_after: Option<u64>) -> Response {
         "more_info": format!("https://www.twilio.com/docs/errors/{}", error.code),
         "status": error.status,
     });
-    let mut response = (StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body)).into_response();
+    let mut response = (
+        StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(body),
+    )
+        .into_response();
     if error.status == 401 {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Twilio API\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Twilio API\""),
+        );
     }
     if let Some(secs) = retry_after {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     with_request_id(response)
 }
 
 /// Headers, then a body that fails: the client sees the connection drop mid-response.
 fn connection_reset() -> Response {
-    let failing = futures::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")) });
+    let failing = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset",
+        ))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_LENGTH, "64")

@@ -13,7 +13,9 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 
 fn draw(alphabet: &[u8], len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
 }
 
 /// A new SID such as `SK` followed by 32 hex digits.
@@ -43,7 +45,10 @@ pub fn request_id() -> String {
 
 /// SHA-256 of a secret, the only form in which key secrets are kept.
 pub fn digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `Mon, 13 Jun 2016 22:50:08 +0000`.
@@ -63,7 +68,12 @@ mod tests {
     #[test]
     fn formats_match_twilio() {
         let s = sid("SK");
-        assert!(is_sid("SK", &s) && s[2..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            is_sid("SK", &s)
+                && s[2..]
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
         assert!(!is_sid("AC", &s));
         assert_eq!(key_secret().len(), 32);
         assert!(auth_token().chars().all(|c| c.is_ascii_hexdigit()));

@@ -43,16 +43,33 @@ impl App {
     pub fn new(knobs: faults::Knobs, rules: model::Rules, contract: Option<contract::Contract>) -> Self {
         let mut world = model::World::default();
         world.rules = rules;
-        Self { world: Mutex::new(world), knobs: RwLock::new(knobs), contract, stats: Mutex::default(), inflight: Mutex::default() }
+        Self {
+            world: Mutex::new(world),
+            knobs: RwLock::new(knobs),
+            contract,
+            stats: Mutex::default(),
+            inflight: Mutex::default(),
+        }
     }
 
     fn arrived(&self, operation: &str) {
-        *self.stats.lock().expect("stats").received.entry(operation.to_owned()).or_default() += 1;
+        *self
+            .stats
+            .lock()
+            .expect("stats")
+            .received
+            .entry(operation.to_owned())
+            .or_default() += 1;
     }
 
     fn count(&self, operation: &str, status: u16) {
         let mut stats = self.stats.lock().expect("stats");
-        *stats.calls.entry(operation.to_owned()).or_default().entry(status).or_default() += 1;
+        *stats
+            .calls
+            .entry(operation.to_owned())
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
     }
 
     fn violations(&self, problems: Vec<String>) {
@@ -76,7 +93,10 @@ impl App {
             return None;
         }
         *n += 1;
-        Some(InFlight { app: self, account: account.to_owned() })
+        Some(InFlight {
+            app: self,
+            account: account.to_owned(),
+        })
     }
 }
 

@@ -62,7 +62,9 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let contract = args.openapi_dir.as_deref().map(Contract::load).transpose()?;
     let knobs = Knobs {
@@ -82,7 +84,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let app = Arc::new(App::new(knobs, rules, contract));
     let generated = args.auth_token.is_none();
-    let (sid, token) = app.world.lock().expect("world").bootstrap_main(args.account_sid, args.auth_token, None);
+    let (sid, token) =
+        app.world
+            .lock()
+            .expect("world")
+            .bootstrap_main(args.account_sid, args.auth_token, None);
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
@@ -93,12 +99,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Whoever started us may stop reading after the first line; that must not stop us.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
-    axum::serve(listener, twilio_emulator::http::router(app)).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, twilio_emulator::http::router(app))
+        .with_graceful_shutdown(shutdown())
+        .await?;
     Ok(())
 }
 
 async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -20,7 +20,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: u32, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn authenticate() -> Self {
         Self::new(401, 20003, "Authenticate")
@@ -29,7 +33,11 @@ impl ApiError {
         Self::new(404, 20404, format!("The requested resource {path} was not found"))
     }
     pub fn missing(param: &str) -> Self {
-        Self::new(400, 20001, format!("Missing required parameter {param} in the post body"))
+        Self::new(
+            400,
+            20001,
+            format!("Missing required parameter {param} in the post body"),
+        )
     }
 }
 
@@ -125,7 +133,11 @@ pub struct Principal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
     AuthToken,
-    Key { sid: String, kind: KeyKind, policy: Option<Vec<String>> },
+    Key {
+        sid: String,
+        kind: KeyKind,
+        policy: Option<Vec<String>>,
+    },
 }
 
 /// Which family of endpoint a scope check is for.
@@ -151,7 +163,11 @@ pub struct Rules {
 
 impl Default for Rules {
     fn default() -> Self {
-        Self { max_subaccounts: 1000, max_keys: 100, main_key_subaccount_access: false }
+        Self {
+            max_subaccounts: 1000,
+            max_keys: 100,
+            main_key_subaccount_access: false,
+        }
     }
 }
 
@@ -198,7 +214,12 @@ impl World {
     }
 
     /// Adds a main account with known or generated credentials; returns its SID and token.
-    pub fn bootstrap_main(&mut self, sid: Option<String>, token: Option<String>, name: Option<String>) -> (String, String) {
+    pub fn bootstrap_main(
+        &mut self,
+        sid: Option<String>,
+        token: Option<String>,
+        name: Option<String>,
+    ) -> (String, String) {
         let sid = sid.unwrap_or_else(|| ids::sid("AC"));
         let token = token.unwrap_or_else(ids::auth_token);
         let now = Timestamp::now();
@@ -227,7 +248,9 @@ impl World {
     pub fn effective_status(&self, account: &Account) -> AccountStatus {
         let parent = account.owner.as_ref().and_then(|o| self.accounts.get(o));
         match (account.status, parent.map(|p| p.status)) {
-            (AccountStatus::Active, Some(AccountStatus::Suspended | AccountStatus::Closed)) => AccountStatus::Suspended,
+            (AccountStatus::Active, Some(AccountStatus::Suspended | AccountStatus::Closed)) => {
+                AccountStatus::Suspended
+            }
             (own, _) => own,
         }
     }
@@ -236,7 +259,8 @@ impl World {
     pub fn authenticate(&self, username: &str, password: &str) -> Result<Principal, ApiError> {
         let (account_sid, via) = if ids::is_sid("AC", username) {
             let account = self.accounts.get(username).ok_or_else(ApiError::authenticate)?;
-            let matches = account.auth_token == password || account.secondary_token.as_deref() == Some(password);
+            let matches =
+                account.auth_token == password || account.secondary_token.as_deref() == Some(password);
             if !matches {
                 return Err(ApiError::authenticate());
             }
@@ -246,12 +270,19 @@ impl World {
             if key.secret_digest != ids::digest(password) {
                 return Err(ApiError::authenticate());
             }
-            let via = Via::Key { sid: key.sid.clone(), kind: key.kind, policy: key.policy.clone() };
+            let via = Via::Key {
+                sid: key.sid.clone(),
+                kind: key.kind,
+                policy: key.policy.clone(),
+            };
             (key.account_sid.clone(), via)
         } else {
             return Err(ApiError::authenticate());
         };
-        let account = self.accounts.get(&account_sid).ok_or_else(ApiError::authenticate)?;
+        let account = self
+            .accounts
+            .get(&account_sid)
+            .ok_or_else(ApiError::authenticate)?;
         if self.effective_status(account) != AccountStatus::Active {
             return Err(ApiError::authenticate());
         }
@@ -260,14 +291,32 @@ impl World {
 
     /// Checks that `principal` may act on `target`'s resources in `scope`; `path` names the
     /// resource in a 404. `permission` is what a Restricted key would need.
-    pub fn authorize(&self, principal: &Principal, target: &str, scope: Scope, permission: Option<&str>, path: &str) -> Result<(), ApiError> {
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        target: &str,
+        scope: Scope,
+        permission: Option<&str>,
+        path: &str,
+    ) -> Result<(), ApiError> {
         match &principal.via {
-            Via::Key { kind: KeyKind::Standard, .. } if scope != Scope::Resources => return Err(ApiError::authenticate()),
-            Via::Key { kind: KeyKind::Restricted, policy, .. } => {
+            Via::Key {
+                kind: KeyKind::Standard,
+                ..
+            } if scope != Scope::Resources => return Err(ApiError::authenticate()),
+            Via::Key {
+                kind: KeyKind::Restricted,
+                policy,
+                ..
+            } => {
                 let allowed = permission.is_some_and(|p| policy.iter().flatten().any(|granted| granted == p));
                 if !allowed {
                     let needed = permission.unwrap_or("an account-management permission");
-                    return Err(ApiError::new(401, 70051, format!("Authorization Error: required permission {needed} is missing")));
+                    return Err(ApiError::new(
+                        401,
+                        70051,
+                        format!("Authorization Error: required permission {needed} is missing"),
+                    ));
                 }
             }
             _ => {}
@@ -275,11 +324,16 @@ impl World {
         if target == principal.account_sid {
             return Ok(());
         }
-        let target_account = self.accounts.get(target).ok_or_else(|| ApiError::not_found(path))?;
+        let target_account = self
+            .accounts
+            .get(target)
+            .ok_or_else(|| ApiError::not_found(path))?;
         let is_parent = target_account.owner.as_deref() == Some(principal.account_sid.as_str());
         let parent_reach = match &principal.via {
             Via::AuthToken => scope != Scope::OwnAccountOnly,
-            Via::Key { kind: KeyKind::Main, .. } => scope != Scope::OwnAccountOnly && self.rules.main_key_subaccount_access,
+            Via::Key {
+                kind: KeyKind::Main, ..
+            } => scope != Scope::OwnAccountOnly && self.rules.main_key_subaccount_access,
             Via::Key { .. } => false,
         };
         if is_parent && parent_reach {
@@ -296,17 +350,35 @@ impl World {
     pub fn require_active(&self, account_sid: &str) -> Result<(), ApiError> {
         match self.accounts.get(account_sid).map(|a| self.effective_status(a)) {
             Some(AccountStatus::Active) => Ok(()),
-            Some(_) => Err(ApiError::new(403, 20403, format!("Account {account_sid} is not active: it is suspended or closed"))),
-            None => Err(ApiError::not_found(&format!("/2010-04-01/Accounts/{account_sid}.json"))),
+            Some(_) => Err(ApiError::new(
+                403,
+                20403,
+                format!("Account {account_sid} is not active: it is suspended or closed"),
+            )),
+            None => Err(ApiError::not_found(&format!(
+                "/2010-04-01/Accounts/{account_sid}.json"
+            ))),
         }
     }
 
-    pub fn create_subaccount(&mut self, principal: &Principal, friendly_name: Option<String>) -> Result<Account, ApiError> {
+    pub fn create_subaccount(
+        &mut self,
+        principal: &Principal,
+        friendly_name: Option<String>,
+    ) -> Result<Account, ApiError> {
         let caller = self.accounts[&principal.account_sid].clone();
         if caller.owner.is_some() {
-            return Err(ApiError::new(400, 21101, "Subaccounts cannot contain subaccounts"));
+            return Err(ApiError::new(
+                400,
+                21101,
+                "Subaccounts cannot contain subaccounts",
+            ));
         }
-        let children = self.accounts.values().filter(|a| a.owner.as_deref() == Some(&caller.sid)).count();
+        let children = self
+            .accounts
+            .values()
+            .filter(|a| a.owner.as_deref() == Some(&caller.sid))
+            .count();
         if children >= self.rules.max_subaccounts {
             return Err(ApiError::new(400, 21480, "Reached maximum number of subaccounts"));
         }
@@ -347,32 +419,58 @@ impl World {
     }
 
     fn with_effective_status(&self, account: &Account) -> Account {
-        Account { status: self.effective_status(account), ..account.clone() }
+        Account {
+            status: self.effective_status(account),
+            ..account.clone()
+        }
     }
 
     pub fn fetch_account(&self, sid: &str) -> Account {
         self.with_effective_status(&self.accounts[sid])
     }
 
-    pub fn update_account(&mut self, principal: &Principal, sid: &str, update: AccountUpdate) -> Result<Account, ApiError> {
-        let name = update.friendly_name.map(|n| check_friendly_name(n, 20002, "Invalid FriendlyName")).transpose()?;
+    pub fn update_account(
+        &mut self,
+        principal: &Principal,
+        sid: &str,
+        update: AccountUpdate,
+    ) -> Result<Account, ApiError> {
+        let name = update
+            .friendly_name
+            .map(|n| check_friendly_name(n, 20002, "Invalid FriendlyName"))
+            .transpose()?;
         let status = match update.status.as_deref() {
             None => None,
-            Some(text) => Some(AccountStatus::parse(text).ok_or_else(|| ApiError::new(400, 20001, format!("Invalid Status {text}")))?),
+            Some(text) => Some(
+                AccountStatus::parse(text)
+                    .ok_or_else(|| ApiError::new(400, 20001, format!("Invalid Status {text}")))?,
+            ),
         };
         let account = &self.accounts[sid];
         if let Some(wanted) = status.filter(|s| *s != account.status) {
             let Some(parent_sid) = account.owner.clone() else {
-                return Err(ApiError::new(400, 20001, "You cannot change the status of your main account"));
+                return Err(ApiError::new(
+                    400,
+                    20001,
+                    "You cannot change the status of your main account",
+                ));
             };
             if parent_sid != principal.account_sid {
                 return Err(ApiError::authenticate());
             }
             if account.status == AccountStatus::Closed {
-                return Err(ApiError::new(400, 21479, "Unable to update Status for subaccount, subaccount is closed and can not be re-opened."));
+                return Err(ApiError::new(
+                    400,
+                    21479,
+                    "Unable to update Status for subaccount, subaccount is closed and can not be re-opened.",
+                ));
             }
             if self.accounts[&parent_sid].status != AccountStatus::Active {
-                return Err(ApiError::new(400, 21476, "Unable to update Status for subaccount, parent account is suspended."));
+                return Err(ApiError::new(
+                    400,
+                    21476,
+                    "Unable to update Status for subaccount, parent account is suspended.",
+                ));
             }
             let account = self.accounts.get_mut(sid).expect("checked above");
             account.status = wanted;
@@ -386,12 +484,24 @@ impl World {
         Ok(self.fetch_account(sid))
     }
 
-    pub fn create_key(&mut self, account_sid: &str, friendly_name: Option<String>, kind: KeyKind, policy: Option<Vec<String>>) -> Result<NewKey, ApiError> {
-        let count = self.keys.values().filter(|k| k.account_sid == account_sid).count();
+    pub fn create_key(
+        &mut self,
+        account_sid: &str,
+        friendly_name: Option<String>,
+        kind: KeyKind,
+        policy: Option<Vec<String>>,
+    ) -> Result<NewKey, ApiError> {
+        let count = self
+            .keys
+            .values()
+            .filter(|k| k.account_sid == account_sid)
+            .count();
         if count >= self.rules.max_keys {
             return Err(ApiError::new(400, 70151, "Maximum Number Of API Keys Exceeded"));
         }
-        let friendly_name = friendly_name.map(|n| check_friendly_name(n, 70001, "The request has constraint violations")).transpose()?;
+        let friendly_name = friendly_name
+            .map(|n| check_friendly_name(n, 70001, "The request has constraint violations"))
+            .transpose()?;
         let secret = ids::key_secret();
         let now = Timestamp::now();
         let seq = self.next_seq();
@@ -411,21 +521,41 @@ impl World {
     }
 
     pub fn account_keys(&self, account_sid: &str) -> Vec<Key> {
-        let mut keys: Vec<Key> = self.keys.values().filter(|k| k.account_sid == account_sid).cloned().collect();
+        let mut keys: Vec<Key> = self
+            .keys
+            .values()
+            .filter(|k| k.account_sid == account_sid)
+            .cloned()
+            .collect();
         keys.sort_by_key(|k| k.seq);
         keys
     }
 
     /// The key `sid` if it belongs to `account_sid`, else 404 naming `path`.
     pub fn key_in(&self, account_sid: &str, sid: &str, path: &str) -> Result<Key, ApiError> {
-        self.keys.get(sid).filter(|k| k.account_sid == account_sid).cloned().ok_or_else(|| ApiError::not_found(path))
+        self.keys
+            .get(sid)
+            .filter(|k| k.account_sid == account_sid)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(path))
     }
 
-    pub fn update_key(&mut self, sid: &str, friendly_name: Option<String>, policy: Option<Vec<String>>) -> Result<Key, ApiError> {
-        let friendly_name = friendly_name.map(|n| check_friendly_name(n, 70001, "The request has constraint violations")).transpose()?;
+    pub fn update_key(
+        &mut self,
+        sid: &str,
+        friendly_name: Option<String>,
+        policy: Option<Vec<String>>,
+    ) -> Result<Key, ApiError> {
+        let friendly_name = friendly_name
+            .map(|n| check_friendly_name(n, 70001, "The request has constraint violations"))
+            .transpose()?;
         let key = self.keys.get_mut(sid).expect("caller checked the key exists");
         if policy.is_some() && key.kind != KeyKind::Restricted {
-            return Err(ApiError::new(400, 70002, "Policy can only be set on a restricted key"));
+            return Err(ApiError::new(
+                400,
+                70002,
+                "Policy can only be set on a restricted key",
+            ));
         }
         if let Some(name) = friendly_name {
             key.friendly_name = Some(name);
@@ -442,9 +572,16 @@ impl World {
     }
 
     pub fn create_secondary_token(&mut self, account_sid: &str) -> Result<Account, ApiError> {
-        let account = self.accounts.get_mut(account_sid).expect("authenticated account exists");
+        let account = self
+            .accounts
+            .get_mut(account_sid)
+            .expect("authenticated account exists");
         if account.secondary_token.is_some() {
-            return Err(ApiError::new(400, 70002, "secondaryAuthToken already exists on account"));
+            return Err(ApiError::new(
+                400,
+                70002,
+                "secondaryAuthToken already exists on account",
+            ));
         }
         account.secondary_token = Some(ids::auth_token());
         account.secondary_created = Some(Timestamp::now());
@@ -452,13 +589,26 @@ impl World {
     }
 
     pub fn delete_secondary_token(&mut self, account_sid: &str) -> Result<(), ApiError> {
-        let account = self.accounts.get_mut(account_sid).expect("authenticated account exists");
-        account.secondary_token.take().map(|_| ()).ok_or_else(|| ApiError::not_found("/AuthTokens/Secondary"))
+        let account = self
+            .accounts
+            .get_mut(account_sid)
+            .expect("authenticated account exists");
+        account
+            .secondary_token
+            .take()
+            .map(|_| ())
+            .ok_or_else(|| ApiError::not_found("/AuthTokens/Secondary"))
     }
 
     pub fn promote_secondary_token(&mut self, account_sid: &str) -> Result<Account, ApiError> {
-        let account = self.accounts.get_mut(account_sid).expect("authenticated account exists");
-        let secondary = account.secondary_token.take().ok_or_else(|| ApiError::not_found("/AuthTokens/Promote"))?;
+        let account = self
+            .accounts
+            .get_mut(account_sid)
+            .expect("authenticated account exists");
+        let secondary = account
+            .secondary_token
+            .take()
+            .ok_or_else(|| ApiError::not_found("/AuthTokens/Promote"))?;
         account.auth_token = secondary;
         account.secondary_created = None;
         account.updated = Timestamp::now();
@@ -466,7 +616,10 @@ impl World {
     }
 
     pub fn create_trigger(&mut self, account_sid: &str, new: NewTrigger) -> Result<Trigger, ApiError> {
-        let friendly_name = new.friendly_name.map(|n| check_friendly_name(n, 20002, "Invalid FriendlyName")).transpose()?;
+        let friendly_name = new
+            .friendly_name
+            .map(|n| check_friendly_name(n, 20002, "Invalid FriendlyName"))
+            .transpose()?;
         let now = Timestamp::now();
         let seq = self.next_seq();
         let trigger = Trigger {
@@ -488,7 +641,12 @@ impl World {
     }
 
     pub fn account_triggers(&self, account_sid: &str) -> Vec<Trigger> {
-        let mut triggers: Vec<Trigger> = self.triggers.values().filter(|t| t.account_sid == account_sid).cloned().collect();
+        let mut triggers: Vec<Trigger> = self
+            .triggers
+            .values()
+            .filter(|t| t.account_sid == account_sid)
+            .cloned()
+            .collect();
         triggers.sort_by_key(|t| t.seq);
         triggers
     }
@@ -496,7 +654,11 @@ impl World {
 
 fn check_friendly_name(name: String, code: u32, message: &str) -> Result<String, ApiError> {
     if name.is_empty() || name.chars().count() > 64 {
-        Err(ApiError::new(400, code, format!("{message}: FriendlyName must be 1 to 64 characters")))
+        Err(ApiError::new(
+            400,
+            code,
+            format!("{message}: FriendlyName must be 1 to 64 characters"),
+        ))
     } else {
         Ok(name)
     }
@@ -508,16 +670,30 @@ pub fn parse_policy(text: &str) -> Result<Vec<String>, ApiError> {
     struct Policy {
         allow: Vec<String>,
     }
-    let policy: Policy = serde_json::from_str(text).map_err(|_| ApiError::new(400, 70002, "Invalid policy: expected {\"allow\": [...]}"))?;
+    let policy: Policy = serde_json::from_str(text)
+        .map_err(|_| ApiError::new(400, 70002, "Invalid policy: expected {\"allow\": [...]}"))?;
     if policy.allow.is_empty() || policy.allow.len() > 100 {
-        return Err(ApiError::new(400, 70002, "A restricted key needs 1 to 100 permissions"));
+        return Err(ApiError::new(
+            400,
+            70002,
+            "A restricted key needs 1 to 100 permissions",
+        ));
     }
     for permission in &policy.allow {
         let well_formed = permission.starts_with("/twilio/")
-            && permission.split('/').skip(1).all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
+            && permission.split('/').skip(1).all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            })
             && permission.split('/').count() >= 4;
         if !well_formed {
-            return Err(ApiError::new(400, 70002, format!("assertion '{permission}' is invalid")));
+            return Err(ApiError::new(
+                400,
+                70002,
+                format!("assertion '{permission}' is invalid"),
+            ));
         }
     }
     Ok(policy.allow)
@@ -530,14 +706,23 @@ mod tests {
     fn world() -> (World, Principal) {
         let mut world = World::default();
         let (sid, _) = world.bootstrap_main(None, Some("t".into()), None);
-        (world, Principal { account_sid: sid, via: Via::AuthToken })
+        (
+            world,
+            Principal {
+                account_sid: sid,
+                via: Via::AuthToken,
+            },
+        )
     }
 
     #[test]
     fn closed_is_terminal_and_parent_suspension_reaches_children() {
         let (mut world, main) = world();
         let sub = world.create_subaccount(&main, Some("tenant".into())).unwrap();
-        let set = |status: &str| AccountUpdate { friendly_name: None, status: Some(status.into()) };
+        let set = |status: &str| AccountUpdate {
+            friendly_name: None,
+            status: Some(status.into()),
+        };
         world.update_account(&main, &sub.sid, set("closed")).unwrap();
         let err = world.update_account(&main, &sub.sid, set("active")).unwrap_err();
         assert_eq!((err.status, err.code), (400, 21479));
@@ -546,7 +731,13 @@ mod tests {
         assert!(world.authenticate(&other.sid, &other.auth_token).is_ok());
         world.accounts.get_mut(&main.account_sid).unwrap().status = AccountStatus::Suspended;
         assert_eq!(world.fetch_account(&other.sid).status, AccountStatus::Suspended);
-        assert_eq!(world.authenticate(&other.sid, &other.auth_token).unwrap_err().code, 20003);
+        assert_eq!(
+            world
+                .authenticate(&other.sid, &other.auth_token)
+                .unwrap_err()
+                .code,
+            20003
+        );
     }
 
     #[test]
@@ -555,10 +746,32 @@ mod tests {
         let a = world.create_subaccount(&main, None).unwrap();
         let b = world.create_subaccount(&main, None).unwrap();
         let as_a = world.authenticate(&a.sid, &a.auth_token).unwrap();
-        assert_eq!(world.authorize(&as_a, &b.sid, Scope::Management, None, "/x").unwrap_err().code, 20404);
-        assert_eq!(world.authorize(&as_a, &main.account_sid, Scope::Management, None, "/x").unwrap_err().code, 20404);
-        assert!(world.authorize(&main, &a.sid, Scope::Management, None, "/x").is_ok());
-        assert_eq!(world.authorize(&main, &a.sid, Scope::OwnAccountOnly, None, "/x").unwrap_err().code, 20003);
+        assert_eq!(
+            world
+                .authorize(&as_a, &b.sid, Scope::Management, None, "/x")
+                .unwrap_err()
+                .code,
+            20404
+        );
+        assert_eq!(
+            world
+                .authorize(&as_a, &main.account_sid, Scope::Management, None, "/x")
+                .unwrap_err()
+                .code,
+            20404
+        );
+        assert!(
+            world
+                .authorize(&main, &a.sid, Scope::Management, None, "/x")
+                .is_ok()
+        );
+        assert_eq!(
+            world
+                .authorize(&main, &a.sid, Scope::OwnAccountOnly, None, "/x")
+                .unwrap_err()
+                .code,
+            20003
+        );
         let nested = world.create_subaccount(&as_a, None).unwrap_err();
         assert_eq!((nested.status, nested.code), (400, 21101));
     }
@@ -566,13 +779,24 @@ mod tests {
     #[test]
     fn standard_keys_cannot_manage_and_deleted_keys_stop_working() {
         let (mut world, main) = world();
-        let new = world.create_key(&main.account_sid, None, KeyKind::Standard, None).unwrap();
+        let new = world
+            .create_key(&main.account_sid, None, KeyKind::Standard, None)
+            .unwrap();
         let as_key = world.authenticate(&new.key.sid, &new.secret).unwrap();
-        let refused = world.authorize(&as_key, &main.account_sid, Scope::Management, None, "/x").unwrap_err();
+        let refused = world
+            .authorize(&as_key, &main.account_sid, Scope::Management, None, "/x")
+            .unwrap_err();
         assert_eq!((refused.status, refused.code), (401, 20003));
-        assert!(world.authorize(&as_key, &main.account_sid, Scope::Resources, None, "/x").is_ok());
+        assert!(
+            world
+                .authorize(&as_key, &main.account_sid, Scope::Resources, None, "/x")
+                .is_ok()
+        );
         world.delete_key(&new.key.sid);
-        assert_eq!(world.authenticate(&new.key.sid, &new.secret).unwrap_err().code, 20003);
+        assert_eq!(
+            world.authenticate(&new.key.sid, &new.secret).unwrap_err().code,
+            20003
+        );
     }
 
     #[test]
@@ -580,19 +804,36 @@ mod tests {
         let (mut world, main) = world();
         let with_secondary = world.create_secondary_token(&main.account_sid).unwrap();
         let secondary = with_secondary.secondary_token.clone().unwrap();
-        assert_eq!(world.create_secondary_token(&main.account_sid).unwrap_err().code, 70002);
+        assert_eq!(
+            world.create_secondary_token(&main.account_sid).unwrap_err().code,
+            70002
+        );
         assert!(world.authenticate(&main.account_sid, &secondary).is_ok());
         assert!(world.authenticate(&main.account_sid, "t").is_ok());
         world.promote_secondary_token(&main.account_sid).unwrap();
         assert!(world.authenticate(&main.account_sid, "t").is_err());
         assert!(world.authenticate(&main.account_sid, &secondary).is_ok());
-        assert_eq!(world.promote_secondary_token(&main.account_sid).unwrap_err().status, 404);
+        assert_eq!(
+            world
+                .promote_secondary_token(&main.account_sid)
+                .unwrap_err()
+                .status,
+            404
+        );
     }
 
     #[test]
     fn policies_are_checked() {
-        assert_eq!(parse_policy(r#"{"allow":["/twilio/messaging/messages/create"]}"#).unwrap().len(), 1);
-        assert_eq!(parse_policy(r#"{"allow":["messaging"]}"#).unwrap_err().code, 70002);
+        assert_eq!(
+            parse_policy(r#"{"allow":["/twilio/messaging/messages/create"]}"#)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse_policy(r#"{"allow":["messaging"]}"#).unwrap_err().code,
+            70002
+        );
         assert_eq!(parse_policy(r#"{"allow":[]}"#).unwrap_err().code, 70002);
         assert_eq!(parse_policy("nope").unwrap_err().code, 70002);
     }

@@ -142,7 +142,9 @@ fn v2010(method: &Method, parts: &[&str]) -> Option<Result<Route, ApiError>> {
             }
         }
         (Method::GET, ["Accounts", a, "Balance"]) => account(a).map(Route::FetchBalance),
-        (Method::GET, ["Accounts", a, "Usage", "Records"]) => account(a).map(|a| Route::ListUsageRecord(a, "api.ListUsageRecord")),
+        (Method::GET, ["Accounts", a, "Usage", "Records"]) => {
+            account(a).map(|a| Route::ListUsageRecord(a, "api.ListUsageRecord"))
+        }
         (Method::GET, ["Accounts", a, "Usage", "Records", period]) => {
             let (_, op) = USAGE_PERIODS.iter().find(|(p, _)| p == period)?;
             account(a).map(|a| Route::ListUsageRecord(a, op))
@@ -173,16 +175,46 @@ mod tests {
     fn routes_all_three_hosts_and_checks_sids() {
         let ac = format!("AC{}", "0".repeat(32));
         let sk = format!("SK{}", "1".repeat(32));
-        assert_eq!(route(&Method::POST, "/2010-04-01/Accounts.json"), Ok(Route::CreateAccount));
-        assert_eq!(route(&Method::DELETE, &format!("/2010-04-01/Accounts/{ac}/Keys/{sk}.json")), Ok(Route::DeleteKey(ac.clone(), sk.clone())));
         assert_eq!(
-            route(&Method::GET, &format!("/2010-04-01/Accounts/{ac}/Usage/Records/ThisMonth.json")).map(|r| r.operation()),
+            route(&Method::POST, "/2010-04-01/Accounts.json"),
+            Ok(Route::CreateAccount)
+        );
+        assert_eq!(
+            route(
+                &Method::DELETE,
+                &format!("/2010-04-01/Accounts/{ac}/Keys/{sk}.json")
+            ),
+            Ok(Route::DeleteKey(ac.clone(), sk.clone()))
+        );
+        assert_eq!(
+            route(
+                &Method::GET,
+                &format!("/2010-04-01/Accounts/{ac}/Usage/Records/ThisMonth.json")
+            )
+            .map(|r| r.operation()),
             Ok("api.ListUsageRecordThisMonth")
         );
-        assert_eq!(route(&Method::GET, &format!("/v1/Keys/{sk}")), Ok(Route::IamFetchKey(sk)));
-        assert_eq!(route(&Method::POST, "/v1/AuthTokens/Promote"), Ok(Route::PromoteAuthToken));
-        assert_eq!(route(&Method::GET, &format!("/2010-04-01/Accounts/{ac}/Keys/SKnope.json")).unwrap_err().code, 70002);
-        assert_eq!(route(&Method::GET, "/2010-04-01/Accounts").unwrap_err().code, 20404);
+        assert_eq!(
+            route(&Method::GET, &format!("/v1/Keys/{sk}")),
+            Ok(Route::IamFetchKey(sk))
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/AuthTokens/Promote"),
+            Ok(Route::PromoteAuthToken)
+        );
+        assert_eq!(
+            route(
+                &Method::GET,
+                &format!("/2010-04-01/Accounts/{ac}/Keys/SKnope.json")
+            )
+            .unwrap_err()
+            .code,
+            70002
+        );
+        assert_eq!(
+            route(&Method::GET, "/2010-04-01/Accounts").unwrap_err().code,
+            20404
+        );
         assert_eq!(route(&Method::GET, "/v2/Nothing").unwrap_err().status, 404);
     }
 }

@@ -22,10 +22,30 @@ use std::collections::BTreeMap;
     shortname = "twkey",
     category = "twilio",
     doc = "A Twilio API key managed by twilio-operator. Its SID and secret are written to a Secret; annotate the object with twilio.operator.dev/rotate=<any new value> to rotate it now.",
-    printcolumn(name = "Key SID", type_ = "string", json_path = ".status.keySid", description = "SID of the current key"),
-    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName", description = "Secret holding the credentials"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the key is live and published"),
-    printcolumn(name = "Next rotation", type_ = "date", json_path = ".status.nextRotationAt", description = "When the key rotates next"),
+    printcolumn(
+        name = "Key SID",
+        type_ = "string",
+        json_path = ".status.keySid",
+        description = "SID of the current key"
+    ),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".status.secretName",
+        description = "Secret holding the credentials"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the key is live and published"
+    ),
+    printcolumn(
+        name = "Next rotation",
+        type_ = "date",
+        json_path = ".status.nextRotationAt",
+        description = "When the key rotates next"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!(has(self.subaccountRef) && has(self.credentialsRef))")
@@ -70,7 +90,10 @@ pub struct TwilioApiKeySpec {
     /// (1 to 100 entries) when keyType is Restricted, forbidden otherwise. Changing the list
     /// updates the key's policy in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 100), inner(length(min = 8, max = 256), pattern(r"^/twilio/[^\s]+$")))]
+    #[schemars(
+        length(min = 1, max = 100),
+        inner(length(min = 8, max = 256), pattern(r"^/twilio/[^\s]+$"))
+    )]
     pub permissions: Option<Vec<String>>,
 
     /// The Secret the key's credentials are written to. Defaults to a Secret named after this

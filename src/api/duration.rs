@@ -24,11 +24,15 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     // jiff also reads ISO 8601 ("PT1H") and long forms ("1 hour"); the schema never admits them,
     // and refusing them here keeps Rust and the apiserver in agreement.
     let shaped = !text.is_empty()
-        && text.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'n' | 'u' | 'µ' | 'm' | 's' | 'h'));
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'n' | 'u' | 'µ' | 'm' | 's' | 'h'));
     if !shaped {
         return Err(DurationError::Malformed(text.to_owned()));
     }
-    let signed: SignedDuration = text.parse().map_err(|_| DurationError::Malformed(text.to_owned()))?;
+    let signed: SignedDuration = text
+        .parse()
+        .map_err(|_| DurationError::Malformed(text.to_owned()))?;
     Duration::try_from(signed).map_err(|_| DurationError::Negative(text.to_owned()))
 }
 

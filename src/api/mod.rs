@@ -69,7 +69,9 @@ pub(crate) fn min_duration_rule(field: &str, min: &str) -> kube::core::Rule {
         "!{} || duration(self) >= duration('{min}')",
         cel_is_duration("self")
     ))
-    .message(kube::core::Message::Message(format!("{field} must be at least {min}")))
+    .message(kube::core::Message::Message(format!(
+        "{field} must be at least {min}"
+    )))
 }
 
 /// An object-level rule for `{every, gracePeriod}` schedules: the grace period is shorter.
@@ -79,6 +81,8 @@ pub(crate) fn grace_shorter_than_every_rule() -> kube::core::Rule {
         cel_is_duration("self.every"),
         cel_is_duration("self.gracePeriod")
     ))
-    .message("gracePeriod must be shorter than every: the old credential must be gone before the next rotation")
+    .message(
+        "gracePeriod must be shorter than every: the old credential must be gone before the next rotation",
+    )
     .field_path(".gracePeriod")
 }

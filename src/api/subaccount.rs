@@ -22,9 +22,24 @@ use serde::{Deserialize, Serialize};
     shortname = "twsub",
     category = "twilio",
     doc = "A Twilio subaccount managed by twilio-operator. Deleting the object applies spec.deletionPolicy; the default, Retain, leaves the subaccount untouched at Twilio.",
-    printcolumn(name = "SID", type_ = "string", json_path = ".status.sid", description = "The subaccount's SID"),
-    printcolumn(name = "Twilio status", type_ = "string", json_path = ".status.twilioStatus", description = "Status as Twilio reports it"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the subaccount matches its spec"),
+    printcolumn(
+        name = "SID",
+        type_ = "string",
+        json_path = ".status.sid",
+        description = "The subaccount's SID"
+    ),
+    printcolumn(
+        name = "Twilio status",
+        type_ = "string",
+        json_path = ".status.twilioStatus",
+        description = "Status as Twilio reports it"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the subaccount matches its spec"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!has(oldSelf.sid) || (has(self.sid) && self.sid == oldSelf.sid)")

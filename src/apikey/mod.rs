@@ -13,7 +13,9 @@
 pub mod plan;
 pub mod schedule;
 
-use crate::api::apikey::{KeyDeletionPolicy, KeyType, SecretKeys, TwilioApiKey, TwilioApiKeyStatus, WorkloadKind};
+use crate::api::apikey::{
+    KeyDeletionPolicy, KeyType, SecretKeys, TwilioApiKey, TwilioApiKeyStatus, WorkloadKind,
+};
 use crate::api::duration;
 use crate::conditions::{self, Reason};
 use crate::context::{Context, MANAGER, Problem};
@@ -41,7 +43,13 @@ pub const ROTATE_ANNOTATION: &str = "twilio.operator.dev/rotate";
 pub const ROLLOUT_ANNOTATION: &str = "twilio.operator.dev/api-key-sid";
 
 pub async fn reconcile(key: Arc<TwilioApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    reconcile::with_finalizer(key, ctx, |o, ctx| async move { apply(&o, &ctx).await }, |o, ctx| async move { cleanup(&o, &ctx).await }).await
+    reconcile::with_finalizer(
+        key,
+        ctx,
+        |o, ctx| async move { apply(&o, &ctx).await },
+        |o, ctx| async move { cleanup(&o, &ctx).await },
+    )
+    .await
 }
 
 struct Spec<'a> {
@@ -57,8 +65,14 @@ struct Spec<'a> {
 impl<'a> Spec<'a> {
     fn read(key: &'a TwilioApiKey) -> Result<Self, Problem> {
         let rotation = key.spec.rotation.as_ref();
-        let parse = |field: &str, text: &str| duration::parse(text).map_err(|e| Problem::new(Reason::Pending, format!("spec.rotation.{field}: {e}")));
-        let grace = rotation.map(|r| parse("gracePeriod", &r.grace_period)).transpose()?.unwrap_or(Duration::from_secs(3600));
+        let parse = |field: &str, text: &str| {
+            duration::parse(text)
+                .map_err(|e| Problem::new(Reason::Pending, format!("spec.rotation.{field}: {e}")))
+        };
+        let grace = rotation
+            .map(|r| parse("gracePeriod", &r.grace_period))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(3600));
         let every = rotation.map(|r| parse("every", &r.every)).transpose()?;
         let secret = key.spec.secret.clone().unwrap_or_default();
         Ok(Self {
@@ -73,7 +87,11 @@ impl<'a> Spec<'a> {
     }
 
     fn display_name(&self) -> String {
-        self.key.spec.friendly_name.clone().unwrap_or_else(|| format!("{}/{}", self.namespace, self.key.name_any()))
+        self.key
+            .spec
+            .friendly_name
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", self.namespace, self.key.name_any()))
     }
 
     fn rotate_request(&self) -> Option<&str> {
@@ -87,7 +105,10 @@ async fn resolve(key: &TwilioApiKey, ctx: &Context) -> Result<Target, Problem> {
         Some(sub) => target::subaccount(ctx, &ns, &sub.name).await,
         None => {
             let creds = target::credentials(ctx, &ns, key.spec.credentials_ref.as_ref()).await?;
-            Ok(Target { account_sid: creds.account_sid().to_owned(), creds })
+            Ok(Target {
+                account_sid: creds.account_sid().to_owned(),
+                creds,
+            })
         }
     }
 }
@@ -96,18 +117,30 @@ async fn apply(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let mut st = key.status.clone().unwrap_or_default();
     let outcome = match Spec::read(key) {
-        Ok(spec) => converge(&spec, ctx, &mut st, now).await.map(|message| (message, plan::next_deadline(&st))),
+        Ok(spec) => converge(&spec, ctx, &mut st, now)
+            .await
+            .map(|message| (message, plan::next_deadline(&st))),
         Err(problem) => Err(Stop::Problem(problem)),
     };
     if let Some(created) = &st.key_created_at {
         let seconds = |t: &Time| t.0.as_millisecond() as f64 / 1000.0;
-        ctx.metrics.key(&key.namespace().unwrap_or_default(), &key.name_any(), seconds(created), st.next_rotation_at.as_ref().map(seconds));
+        ctx.metrics.key(
+            &key.namespace().unwrap_or_default(),
+            &key.name_any(),
+            seconds(created),
+            st.next_rotation_at.as_ref().map(seconds),
+        );
     }
     reconcile::finish(ctx, key, st, outcome, now).await
 }
 
 /// One pass of the lifecycle; returns the Ready message.
-async fn converge(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeyStatus, now: Timestamp) -> Result<String, Stop> {
+async fn converge(
+    spec: &Spec<'_>,
+    ctx: &Context,
+    st: &mut TwilioApiKeyStatus,
+    now: Timestamp,
+) -> Result<String, Stop> {
     let key = spec.key;
     let target = resolve(key, ctx).await?;
     let account = target.account_sid.clone();
@@ -137,7 +170,11 @@ async fn converge(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeyStatus, n
 
     roll_workloads(spec, ctx, st).await?;
     st.secret_name = Some(spec.secret_name.clone());
-    Ok(format!("Key {} is published in Secret {}", st.key_sid.as_deref().unwrap_or("?"), spec.secret_name))
+    Ok(format!(
+        "Key {} is published in Secret {}",
+        st.key_sid.as_deref().unwrap_or("?"),
+        spec.secret_name
+    ))
 }
 
 fn next_rotation(spec: &Spec<'_>, st: &TwilioApiKeyStatus) -> Option<Time> {
@@ -157,18 +194,36 @@ fn observe_secret(found: Option<&Secret>, spec: &Spec<'_>, account: &str) -> Obs
 }
 
 /// Everything that talks to Twilio: revocations, the sweep, drift, issuing and key updates.
-async fn twilio_steps(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioApiKeyStatus, observed: &Observed, now: Timestamp) -> Result<(), Stop> {
+async fn twilio_steps(
+    spec: &Spec<'_>,
+    ctx: &Context,
+    target: &Target,
+    st: &mut TwilioApiKeyStatus,
+    observed: &Observed,
+    now: Timestamp,
+) -> Result<(), Stop> {
     revoke_due(ctx, target, st, now).await?;
 
     if plan::intent_fulfilled(st, observed) {
         // The one create this intent covered reached the Secret: nothing can be left over.
         st.pending_since = None;
     }
-    let max_age = if st.pending_since.is_some() { Duration::ZERO } else { ctx.resync };
+    let max_age = if st.pending_since.is_some() {
+        Duration::ZERO
+    } else {
+        ctx.resync
+    };
     let inventory = ctx.inventory(&target.account_sid, &target.creds, max_age).await?;
     for orphan in plan::orphans(&inventory, &spec.uid, st, observed) {
         revoke(ctx, target, &orphan).await?;
-        ctx.event(&spec.key.object_ref(&()), EventType::Normal, "LeftoverRevoked", "Revoke", format!("Revoked key {orphan}, created before an interruption and never published")).await;
+        ctx.event(
+            &spec.key.object_ref(&()),
+            EventType::Normal,
+            "LeftoverRevoked",
+            "Revoke",
+            format!("Revoked key {orphan}, created before an interruption and never published"),
+        )
+        .await;
     }
     st.pending_since = None;
 
@@ -179,7 +234,9 @@ async fn twilio_steps(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut 
             revoke_due(ctx, target, st, now).await?;
         }
         // A changed spec, unless this process already applied it (a pass may read an older status).
-        None if st.observed_generation != spec.key.metadata.generation && !ctx.applied(&spec.uid, spec.key.metadata.generation) => {
+        None if st.observed_generation != spec.key.metadata.generation
+            && !ctx.applied(&spec.uid, spec.key.metadata.generation) =>
+        {
             update_key(spec, ctx, target, st).await?
         }
         None => {}
@@ -191,13 +248,20 @@ async fn twilio_steps(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut 
 async fn revoke(ctx: &Context, target: &Target, sid: &str) -> Result<(), crate::twilio::Error> {
     // A pass that read an older status may list a key this process already revoked.
     if !ctx.revoked_recently(sid) {
-        ctx.twilio.delete_key(&target.creds, &target.account_sid, sid).await?;
+        ctx.twilio
+            .delete_key(&target.creds, &target.account_sid, sid)
+            .await?;
         ctx.note_revoked(sid);
     }
     Ok(())
 }
 
-async fn revoke_due(ctx: &Context, target: &Target, st: &mut TwilioApiKeyStatus, now: Timestamp) -> Result<(), Stop> {
+async fn revoke_due(
+    ctx: &Context,
+    target: &Target,
+    st: &mut TwilioApiKeyStatus,
+    now: Timestamp,
+) -> Result<(), Stop> {
     for sid in plan::due_revocations(st, now) {
         revoke(ctx, target, &sid).await?;
         failpoint::hit("apikey-mid-revoke");
@@ -207,7 +271,15 @@ async fn revoke_due(ctx: &Context, target: &Target, st: &mut TwilioApiKeyStatus,
     Ok(())
 }
 
-async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioApiKeyStatus, cause: Cause, observed: &Observed, now: Timestamp) -> Result<(), Stop> {
+async fn issue(
+    spec: &Spec<'_>,
+    ctx: &Context,
+    target: &Target,
+    st: &mut TwilioApiKeyStatus,
+    cause: Cause,
+    observed: &Observed,
+    now: Timestamp,
+) -> Result<(), Stop> {
     let key = spec.key;
     let object = key.object_ref(&());
     // Never more than two live keys: the retiring one goes before a new one comes.
@@ -221,13 +293,23 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
 
     let name = tagging::tagged_name(&spec.display_name(), &spec.uid);
     let new = match (key.spec.key_type, &key.spec.permissions) {
-        (KeyType::Restricted, Some(permissions)) => ctx.twilio.create_restricted_key(&target.creds, &target.account_sid, Some(&name), permissions).await?,
-        _ => ctx.twilio.create_key(&target.creds, &target.account_sid, Some(&name)).await?,
+        (KeyType::Restricted, Some(permissions)) => {
+            ctx.twilio
+                .create_restricted_key(&target.creds, &target.account_sid, Some(&name), permissions)
+                .await?
+        }
+        _ => {
+            ctx.twilio
+                .create_key(&target.creds, &target.account_sid, Some(&name))
+                .await?
+        }
     };
     ctx.remember_key(&target.account_sid, &new.sid, &name).await;
     failpoint::hit("apikey-after-create");
 
-    let owner = key.controller_owner_ref(&()).expect("a stored object has a name and a UID");
+    let owner = key
+        .controller_owner_ref(&())
+        .expect("a stored object has a name and a UID");
     let spec_secret = key.spec.secret.clone().unwrap_or_default();
     let published = secret::build(&secret::Published {
         name: &spec.secret_name,
@@ -248,21 +330,29 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
     // Force only over our own fields: a Secret somebody created meanwhile makes this fail.
     let mut params = PatchParams::apply(MANAGER);
     params.force = matches!(observed, Observed::Ours(_));
-    Api::<Secret>::namespaced(ctx.client.clone(), &spec.namespace).patch(&spec.secret_name, &params, &Patch::Apply(&published)).await?;
+    Api::<Secret>::namespaced(ctx.client.clone(), &spec.namespace)
+        .patch(&spec.secret_name, &params, &Patch::Apply(&published))
+        .await?;
     failpoint::hit("apikey-after-secret");
 
     let previous = st.key_sid.take();
     if cause.retires_current()
         && let Some(old) = previous.clone()
     {
-        st.retiring_keys.push(crate::api::apikey::RetiringKey { sid: old, revoke_at: Time(schedule::after(now, spec.grace)) });
+        st.retiring_keys.push(crate::api::apikey::RetiringKey {
+            sid: old,
+            revoke_at: Time(schedule::after(now, spec.grace)),
+        });
     }
     st.key_sid = Some(new.sid.clone());
     st.key_created_at = Some(Time(now));
     st.next_rotation_at = next_rotation(spec, st);
     st.pending_since = None;
     ctx.note_applied(&spec.uid, key.metadata.generation);
-    st.last_rotation_request = spec.rotate_request().map(str::to_owned).or(st.last_rotation_request.take());
+    st.last_rotation_request = spec
+        .rotate_request()
+        .map(str::to_owned)
+        .or(st.last_rotation_request.take());
 
     ctx.metrics.rotated("TwilioApiKey", cause.label());
     let (type_, reason) = match cause {
@@ -275,20 +365,43 @@ async fn issue(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &mut TwilioA
         (true, Some(old)) => format!("; {old} stays valid for {}", humantime(spec.grace)),
         _ => String::new(),
     };
-    ctx.event(&object, type_, reason, "Issue", format!("Key {} {} and published in Secret {}{retiring}", new.sid, cause.describe(), spec.secret_name)).await;
+    ctx.event(
+        &object,
+        type_,
+        reason,
+        "Issue",
+        format!(
+            "Key {} {} and published in Secret {}{retiring}",
+            new.sid,
+            cause.describe(),
+            spec.secret_name
+        ),
+    )
+    .await;
     Ok(())
 }
 
 /// Applies a changed friendlyName or permissions to the existing key, in place.
-async fn update_key(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &TwilioApiKeyStatus) -> Result<(), Stop> {
-    let Some(sid) = st.key_sid.as_deref() else { return Ok(()) };
+async fn update_key(
+    spec: &Spec<'_>,
+    ctx: &Context,
+    target: &Target,
+    st: &TwilioApiKeyStatus,
+) -> Result<(), Stop> {
+    let Some(sid) = st.key_sid.as_deref() else {
+        return Ok(());
+    };
     let name = tagging::tagged_name(&spec.display_name(), &spec.uid);
     match (spec.key.spec.key_type, &spec.key.spec.permissions) {
         (KeyType::Restricted, Some(permissions)) => {
-            ctx.twilio.update_iam_key(&target.creds, sid, Some(&name), Some(permissions)).await?;
+            ctx.twilio
+                .update_iam_key(&target.creds, sid, Some(&name), Some(permissions))
+                .await?;
         }
         _ => {
-            ctx.twilio.update_key(&target.creds, &target.account_sid, sid, &name).await?;
+            ctx.twilio
+                .update_key(&target.creds, &target.account_sid, sid, &name)
+                .await?;
         }
     }
     ctx.note_applied(&spec.uid, spec.key.metadata.generation);
@@ -298,26 +411,48 @@ async fn update_key(spec: &Spec<'_>, ctx: &Context, target: &Target, st: &Twilio
 /// Rolls each restartWorkloads entry by setting a pod-template annotation to the current key
 /// SID: the same value twice changes nothing, so each workload rolls once per key.
 async fn roll_workloads(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeyStatus) -> Result<(), Stop> {
-    let Some(sid) = st.key_sid.clone() else { return Ok(()) };
+    let Some(sid) = st.key_sid.clone() else {
+        return Ok(());
+    };
     let changed_spec = st.observed_generation != spec.key.metadata.generation;
     if st.workloads_rolled_for.as_deref() == Some(sid.as_str()) && !changed_spec {
         return Ok(());
     }
-    let patch = Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {ROLLOUT_ANNOTATION: sid}}}}}));
+    let patch =
+        Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {ROLLOUT_ANNOTATION: sid}}}}}));
     let params = PatchParams::default();
     let client = ctx.client.clone();
     let ns = spec.namespace.as_str();
     for workload in &spec.key.spec.restart_workloads {
         let result = match workload.kind {
-            WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns).patch(&workload.name, &params, &patch).await.map(|_| ()),
-            WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns).patch(&workload.name, &params, &patch).await.map(|_| ()),
-            WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns).patch(&workload.name, &params, &patch).await.map(|_| ()),
+            WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
+                .patch(&workload.name, &params, &patch)
+                .await
+                .map(|_| ()),
+            WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
+                .patch(&workload.name, &params, &patch)
+                .await
+                .map(|_| ()),
+            WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
+                .patch(&workload.name, &params, &patch)
+                .await
+                .map(|_| ()),
         };
         match result {
             Ok(()) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {
-                let note = format!("{:?} {} in restartWorkloads does not exist; it was not restarted for key {sid}", workload.kind, workload.name);
-                ctx.event(&spec.key.object_ref(&()), EventType::Warning, "WorkloadMissing", "Restart", note).await;
+                let note = format!(
+                    "{:?} {} in restartWorkloads does not exist; it was not restarted for key {sid}",
+                    workload.kind, workload.name
+                );
+                ctx.event(
+                    &spec.key.object_ref(&()),
+                    EventType::Warning,
+                    "WorkloadMissing",
+                    "Restart",
+                    note,
+                )
+                .await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -329,18 +464,33 @@ async fn roll_workloads(spec: &Spec<'_>, ctx: &Context, st: &mut TwilioApiKeySta
 /// Deletion: revoke the keys (deletionPolicy Delete) and let go, even when revoking is impossible.
 async fn cleanup(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
     let object = key.object_ref(&());
-    ctx.metrics.forget_key(&key.namespace().unwrap_or_default(), &key.name_any());
+    ctx.metrics
+        .forget_key(&key.namespace().unwrap_or_default(), &key.name_any());
     ctx.succeeded(&object_id(key));
     let st = key.status.clone().unwrap_or_default();
     if key.spec.deletion_policy == KeyDeletionPolicy::Retain {
         let kept = st.key_sid.clone().unwrap_or_else(|| "no key".into());
-        ctx.event(&object, EventType::Normal, "Retained", "Delete", format!("deletionPolicy is Retain: {kept} stays valid at Twilio")).await;
+        ctx.event(
+            &object,
+            EventType::Normal,
+            "Retained",
+            "Delete",
+            format!("deletionPolicy is Retain: {kept} stays valid at Twilio"),
+        )
+        .await;
         return Ok(Action::await_change());
     }
-    let mut sids: Vec<String> = st.key_sid.iter().cloned().chain(st.retiring_keys.iter().map(|r| r.sid.clone())).collect();
+    let mut sids: Vec<String> = st
+        .key_sid
+        .iter()
+        .cloned()
+        .chain(st.retiring_keys.iter().map(|r| r.sid.clone()))
+        .collect();
     let spec = Spec::read(key).ok();
     if let Some(spec) = &spec {
-        let found = Api::<Secret>::namespaced(ctx.client.clone(), &spec.namespace).get_opt(&spec.secret_name).await?;
+        let found = Api::<Secret>::namespaced(ctx.client.clone(), &spec.namespace)
+            .get_opt(&spec.secret_name)
+            .await?;
         if let Some(Observed::Ours(record)) = found.as_ref().map(|s| secret::observe(Some(s), &spec.uid, &[]))
             && let Some(carried) = record.credential_sid.filter(|c| !sids.contains(c))
         {
@@ -351,27 +501,67 @@ async fn cleanup(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let mut revoking = st.clone();
-    revoking.conditions = conditions::ready(&st.conditions, Reason::Revoking, format!("Revoking {}", sids.join(", ")), key.metadata.generation, Timestamp::now());
+    revoking.conditions = conditions::ready(
+        &st.conditions,
+        Reason::Revoking,
+        format!("Revoking {}", sids.join(", ")),
+        key.metadata.generation,
+        Timestamp::now(),
+    );
     write_status(ctx, key, &revoking).await?;
 
     // The object's own credentials first; if they are gone (a namespace being deleted takes its
     // Secrets with it) or refused, the operator's own, which reach subaccounts as their parent.
     let own = resolve(key, ctx).await.ok();
-    let account = st.account_sid.clone().or_else(|| own.as_ref().map(|t| t.account_sid.clone()));
-    let Some(account) = account else { return Ok(Action::await_change()) };
-    let candidates = own.map(|t| t.creds).into_iter().chain(ctx.default_credentials.clone());
+    let account = st
+        .account_sid
+        .clone()
+        .or_else(|| own.as_ref().map(|t| t.account_sid.clone()));
+    let Some(account) = account else {
+        return Ok(Action::await_change());
+    };
+    let candidates = own
+        .map(|t| t.creds)
+        .into_iter()
+        .chain(ctx.default_credentials.clone());
     let mut last_error = None;
     for creds in candidates {
-        match revoke_all(ctx, &creds, &account, &sids, st.pending_since.is_some(), key.uid().as_deref().unwrap_or_default()).await {
+        match revoke_all(
+            ctx,
+            &creds,
+            &account,
+            &sids,
+            st.pending_since.is_some(),
+            key.uid().as_deref().unwrap_or_default(),
+        )
+        .await
+        {
             Ok(()) => {
-                ctx.event(&object, EventType::Normal, "KeysRevoked", "Delete", format!("Revoked {}", if sids.is_empty() { "leftover keys".to_owned() } else { sids.join(", ") })).await;
+                ctx.event(
+                    &object,
+                    EventType::Normal,
+                    "KeysRevoked",
+                    "Delete",
+                    format!(
+                        "Revoked {}",
+                        if sids.is_empty() {
+                            "leftover keys".to_owned()
+                        } else {
+                            sids.join(", ")
+                        }
+                    ),
+                )
+                .await;
                 return Ok(Action::await_change());
             }
             Err(e) if e.is_retryable() => return Err(e.into()),
             Err(e) => last_error = Some(e),
         }
     }
-    let why = last_error.map_or_else(|| "no credentials can reach the account".to_owned(), |e| e.to_string());
+    let why = last_error.map_or_else(
+        || "no credentials can reach the account".to_owned(),
+        |e| e.to_string(),
+    );
     ctx.event(
         &object,
         EventType::Warning,
@@ -383,7 +573,14 @@ async fn cleanup(key: &TwilioApiKey, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-async fn revoke_all(ctx: &Context, creds: &crate::twilio::Credentials, account: &str, sids: &[String], sweep: bool, uid: &str) -> Result<(), crate::twilio::Error> {
+async fn revoke_all(
+    ctx: &Context,
+    creds: &crate::twilio::Credentials,
+    account: &str,
+    sids: &[String],
+    sweep: bool,
+    uid: &str,
+) -> Result<(), crate::twilio::Error> {
     // A delete of an unreachable key also answers 404; make sure the account is in reach first,
     // so "already gone" really means gone.
     ctx.twilio.fetch_account(creds, account).await?;

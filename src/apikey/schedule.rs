@@ -24,12 +24,15 @@ pub fn jitter(uid: &str, every: Duration) -> Duration {
 /// When a key created at `created` rotates.
 pub fn next_rotation(created: Timestamp, every: Duration, uid: &str) -> Timestamp {
     let due = every.saturating_sub(jitter(uid, every));
-    created.saturating_add(SignedDuration::try_from(due).unwrap_or(SignedDuration::MAX)).expect("saturating add of a duration")
+    created
+        .saturating_add(SignedDuration::try_from(due).unwrap_or(SignedDuration::MAX))
+        .expect("saturating add of a duration")
 }
 
 /// `at + grace`.
 pub fn after(at: Timestamp, grace: Duration) -> Timestamp {
-    at.saturating_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX)).expect("saturating add of a duration")
+    at.saturating_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX))
+        .expect("saturating add of a duration")
 }
 
 #[cfg(test)]
@@ -42,10 +45,19 @@ mod tests {
     fn jitter_is_deterministic_bounded_and_spread() {
         let every = 30 * DAY;
         assert_eq!(jitter("uid-a", every), jitter("uid-a", every));
-        let spread: std::collections::BTreeSet<u64> = (0..10_000).map(|i| jitter(&format!("uid-{i}"), every).as_secs()).collect();
+        let spread: std::collections::BTreeSet<u64> = (0..10_000)
+            .map(|i| jitter(&format!("uid-{i}"), every).as_secs())
+            .collect();
         assert!(spread.iter().all(|s| *s < 1800), "at most 30 minutes");
-        assert!(spread.len() > 1000, "10,000 keys land on {} distinct seconds", spread.len());
-        assert!(jitter("u", Duration::from_secs(3600)) < Duration::from_secs(180), "5% of an hour");
+        assert!(
+            spread.len() > 1000,
+            "10,000 keys land on {} distinct seconds",
+            spread.len()
+        );
+        assert!(
+            jitter("u", Duration::from_secs(3600)) < Duration::from_secs(180),
+            "5% of an hour"
+        );
     }
 
     #[test]

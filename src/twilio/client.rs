@@ -43,17 +43,28 @@ impl BaseUrls {
     pub fn twilio(region: Option<&str>, edge: Option<&str>) -> Self {
         let region = region.or(edge.map(|_| "us1"));
         let host = |product: &str| {
-            let parts: Vec<&str> = [Some(product), edge, region, Some("twilio.com")].into_iter().flatten().collect();
+            let parts: Vec<&str> = [Some(product), edge, region, Some("twilio.com")]
+                .into_iter()
+                .flatten()
+                .collect();
             format!("https://{}", parts.join("."))
         };
-        Self { api: host("api"), iam: host("iam"), accounts: host("accounts") }
+        Self {
+            api: host("api"),
+            iam: host("iam"),
+            accounts: host("accounts"),
+        }
     }
 
     /// One base URL for all three hosts (their paths do not overlap): for the emulator,
     /// proxies and tests.
     pub fn single(base: &str) -> Self {
         let base = base.trim_end_matches('/').to_owned();
-        Self { api: base.clone(), iam: base.clone(), accounts: base }
+        Self {
+            api: base.clone(),
+            iam: base.clone(),
+            accounts: base,
+        }
     }
 
     /// `TWILIO_BASE_URL` when set, otherwise Twilio's hosts for `TWILIO_REGION`/`TWILIO_EDGE`.
@@ -123,7 +134,15 @@ pub(crate) struct Call {
 
 impl Call {
     pub fn new(operation: &'static str, method: Method, host: Host, path: String) -> Self {
-        Self { operation, method, host, path, query: Vec::new(), form: Vec::new(), creates: false }
+        Self {
+            operation,
+            method,
+            host,
+            path,
+            query: Vec::new(),
+            form: Vec::new(),
+            creates: false,
+        }
     }
     pub fn creating(mut self) -> Self {
         self.creates = true;
@@ -167,8 +186,18 @@ impl TwilioClient {
             .connect_timeout(Duration::from_secs(5).min(config.timeout))
             .user_agent(concat!("twilio-operator/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let rate = config.requests_per_second.map(|rps| RateLimiter::keyed(Quota::per_second(rps)));
-        Ok(Self { inner: Arc::new(Inner { http, config, observer: None, slots: Mutex::default(), rate }) })
+        let rate = config
+            .requests_per_second
+            .map(|rps| RateLimiter::keyed(Quota::per_second(rps)));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                observer: None,
+                slots: Mutex::default(),
+                rate,
+            }),
+        })
     }
 
     /// The same client, telling `observer` of every answer.
@@ -191,7 +220,10 @@ impl TwilioClient {
 
     fn slot(&self, account: &str) -> Arc<Semaphore> {
         let mut slots = self.inner.slots.lock().expect("slot map lock");
-        slots.entry(account.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.inner.config.max_concurrency.max(1)))).clone()
+        slots
+            .entry(account.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.inner.config.max_concurrency.max(1))))
+            .clone()
     }
 
     fn base(&self, host: Host) -> &str {
@@ -252,7 +284,12 @@ impl TwilioClient {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let body = response.bytes().await.map_err(|e| transport(operation, e))?;
-        tracing::debug!(operation, status, elapsed_ms = started.elapsed().as_millis() as u64, "Twilio call");
+        tracing::debug!(
+            operation,
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Twilio call"
+        );
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -274,7 +311,11 @@ impl TwilioClient {
     }
 
     /// Sends `call` and reads its JSON body.
-    pub(crate) async fn json<T: DeserializeOwned>(&self, creds: &Credentials, call: &Call) -> Result<T, Error> {
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        creds: &Credentials,
+        call: &Call,
+    ) -> Result<T, Error> {
         let body = self.send(creds, call).await?;
         decode(call.operation, &body)
     }
@@ -290,13 +331,24 @@ impl TwilioClient {
 
     /// Follows a list to its end, through either of Twilio's envelopes: v2010's flat one
     /// (`next_page_uri`, relative) or the product APIs' `meta` one (`next_page_url`, absolute).
-    pub(crate) async fn list<T: DeserializeOwned>(&self, creds: &Credentials, first: Call, key: &str) -> Result<Vec<T>, Error> {
+    pub(crate) async fn list<T: DeserializeOwned>(
+        &self,
+        creds: &Credentials,
+        first: Call,
+        key: &str,
+    ) -> Result<Vec<T>, Error> {
         let operation = first.operation;
-        let mut call = first.query("PageSize", Some(self.inner.config.page_size.clamp(1, 1000).to_string()));
+        let mut call = first.query(
+            "PageSize",
+            Some(self.inner.config.page_size.clamp(1, 1000).to_string()),
+        );
         let mut items = Vec::new();
         for _ in 0..MAX_PAGES {
             let page: serde_json::Value = self.json(creds, &call).await?;
-            let entries = page.get(key).cloned().unwrap_or(serde_json::Value::Array(Vec::new()));
+            let entries = page
+                .get(key)
+                .cloned()
+                .unwrap_or(serde_json::Value::Array(Vec::new()));
             items.extend(decode_value::<Vec<T>>(operation, entries)?);
             let next = page
                 .get("next_page_uri")
@@ -304,11 +356,17 @@ impl TwilioClient {
                 .and_then(serde_json::Value::as_str)
                 .filter(|s| !s.is_empty());
             let Some(next) = next else { return Ok(items) };
-            call.path = path_of(next).ok_or_else(|| Error::Decode { operation, detail: format!("next page link {next:?} has no path") })?;
+            call.path = path_of(next).ok_or_else(|| Error::Decode {
+                operation,
+                detail: format!("next page link {next:?} has no path"),
+            })?;
             // The link carries the query (filters, PageSize, PageToken) itself.
             call.query.clear();
         }
-        Err(Error::Decode { operation, detail: format!("more than {MAX_PAGES} pages") })
+        Err(Error::Decode {
+            operation,
+            detail: format!("more than {MAX_PAGES} pages"),
+        })
     }
 }
 
@@ -325,15 +383,25 @@ fn path_of(link: &str) -> Option<String> {
 fn transport(operation: &'static str, error: reqwest::Error) -> Error {
     let connect = error.is_connect();
     let detail = error.without_url().to_string();
-    if connect { Error::Connect { operation, detail } } else { Error::Transport { operation, detail } }
+    if connect {
+        Error::Connect { operation, detail }
+    } else {
+        Error::Transport { operation, detail }
+    }
 }
 
 fn decode<T: DeserializeOwned>(operation: &'static str, body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|e| Error::Decode { operation, detail: e.to_string() })
+    serde_json::from_slice(body).map_err(|e| Error::Decode {
+        operation,
+        detail: e.to_string(),
+    })
 }
 
 fn decode_value<T: DeserializeOwned>(operation: &'static str, value: serde_json::Value) -> Result<T, Error> {
-    serde_json::from_value(value).map_err(|e| Error::Decode { operation, detail: e.to_string() })
+    serde_json::from_value(value).map_err(|e| Error::Decode {
+        operation,
+        detail: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -343,16 +411,31 @@ mod tests {
     #[test]
     fn region_and_edge_follow_the_sdks() {
         assert_eq!(BaseUrls::twilio(None, None).api, "https://api.twilio.com");
-        assert_eq!(BaseUrls::twilio(Some("ie1"), None).iam, "https://iam.ie1.twilio.com");
-        assert_eq!(BaseUrls::twilio(Some("ie1"), Some("dublin")).accounts, "https://accounts.dublin.ie1.twilio.com");
-        assert_eq!(BaseUrls::twilio(None, Some("sydney")).api, "https://api.sydney.us1.twilio.com");
+        assert_eq!(
+            BaseUrls::twilio(Some("ie1"), None).iam,
+            "https://iam.ie1.twilio.com"
+        );
+        assert_eq!(
+            BaseUrls::twilio(Some("ie1"), Some("dublin")).accounts,
+            "https://accounts.dublin.ie1.twilio.com"
+        );
+        assert_eq!(
+            BaseUrls::twilio(None, Some("sydney")).api,
+            "https://api.sydney.us1.twilio.com"
+        );
         assert_eq!(BaseUrls::single("http://127.0.0.1:9/").iam, "http://127.0.0.1:9");
     }
 
     #[test]
     fn page_links_keep_our_host() {
-        assert_eq!(path_of("/2010-04-01/Accounts.json?PageToken=PA1").as_deref(), Some("/2010-04-01/Accounts.json?PageToken=PA1"));
-        assert_eq!(path_of("https://iam.twilio.com/v1/Keys?AccountSid=AC1&Page=1").as_deref(), Some("/v1/Keys?AccountSid=AC1&Page=1"));
+        assert_eq!(
+            path_of("/2010-04-01/Accounts.json?PageToken=PA1").as_deref(),
+            Some("/2010-04-01/Accounts.json?PageToken=PA1")
+        );
+        assert_eq!(
+            path_of("https://iam.twilio.com/v1/Keys?AccountSid=AC1&Page=1").as_deref(),
+            Some("/v1/Keys?AccountSid=AC1&Page=1")
+        );
         assert_eq!(path_of("nonsense"), None);
     }
 }

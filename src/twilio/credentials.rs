@@ -33,7 +33,10 @@ pub enum CredentialsError {
     #[error("{0} is missing")]
     Missing(&'static str),
     #[error("{name} must be {prefix} followed by 32 hex digits")]
-    BadSid { name: &'static str, prefix: &'static str },
+    BadSid {
+        name: &'static str,
+        prefix: &'static str,
+    },
     #[error("set either {AUTH_TOKEN}, or {API_KEY} with {API_SECRET}; {0}")]
     Incomplete(&'static str),
 }
@@ -44,21 +47,34 @@ pub fn is_sid(prefix: &str, text: &str) -> bool {
 }
 
 impl Credentials {
-    pub fn with_auth_token(account_sid: impl Into<String>, token: SecretString) -> Result<Self, CredentialsError> {
+    pub fn with_auth_token(
+        account_sid: impl Into<String>,
+        token: SecretString,
+    ) -> Result<Self, CredentialsError> {
         Self::checked(account_sid.into(), Auth::AuthToken(token))
     }
 
-    pub fn with_api_key(account_sid: impl Into<String>, key_sid: impl Into<String>, secret: SecretString) -> Result<Self, CredentialsError> {
+    pub fn with_api_key(
+        account_sid: impl Into<String>,
+        key_sid: impl Into<String>,
+        secret: SecretString,
+    ) -> Result<Self, CredentialsError> {
         let sid = key_sid.into();
         if !is_sid("SK", &sid) {
-            return Err(CredentialsError::BadSid { name: API_KEY, prefix: "SK" });
+            return Err(CredentialsError::BadSid {
+                name: API_KEY,
+                prefix: "SK",
+            });
         }
         Self::checked(account_sid.into(), Auth::ApiKey { sid, secret })
     }
 
     fn checked(account_sid: String, auth: Auth) -> Result<Self, CredentialsError> {
         if !is_sid("AC", &account_sid) {
-            return Err(CredentialsError::BadSid { name: ACCOUNT_SID, prefix: "AC" });
+            return Err(CredentialsError::BadSid {
+                name: ACCOUNT_SID,
+                prefix: "AC",
+            });
         }
         Ok(Self { account_sid, auth })
     }
@@ -115,28 +131,52 @@ mod tests {
     const SK: &str = "SK0123456789abcdef0123456789abcdef";
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
     #[test]
     fn reads_both_sdk_forms_and_redacts() {
-        let token = Credentials::from_lookup(lookup(&[(ACCOUNT_SID, AC), (AUTH_TOKEN, "tok-secret")])).unwrap();
+        let token =
+            Credentials::from_lookup(lookup(&[(ACCOUNT_SID, AC), (AUTH_TOKEN, "tok-secret")])).unwrap();
         assert_eq!(token.username(), AC);
-        let key = Credentials::from_lookup(lookup(&[(ACCOUNT_SID, AC), (API_KEY, SK), (API_SECRET, "key-secret")])).unwrap();
+        let key = Credentials::from_lookup(lookup(&[
+            (ACCOUNT_SID, AC),
+            (API_KEY, SK),
+            (API_SECRET, "key-secret"),
+        ]))
+        .unwrap();
         assert_eq!((key.username(), key.account_sid()), (SK, AC));
         let debug = format!("{token:?} {key:?}");
-        assert!(!debug.contains("tok-secret") && !debug.contains("key-secret"), "{debug}");
+        assert!(
+            !debug.contains("tok-secret") && !debug.contains("key-secret"),
+            "{debug}"
+        );
     }
 
     #[test]
     fn names_what_is_wrong() {
-        assert_eq!(Credentials::from_lookup(lookup(&[])).unwrap_err(), CredentialsError::Missing(ACCOUNT_SID));
+        assert_eq!(
+            Credentials::from_lookup(lookup(&[])).unwrap_err(),
+            CredentialsError::Missing(ACCOUNT_SID)
+        );
         assert_eq!(
             Credentials::from_lookup(lookup(&[(ACCOUNT_SID, "ACnope"), (AUTH_TOKEN, "x")])).unwrap_err(),
-            CredentialsError::BadSid { name: ACCOUNT_SID, prefix: "AC" }
+            CredentialsError::BadSid {
+                name: ACCOUNT_SID,
+                prefix: "AC"
+            }
         );
-        assert!(matches!(Credentials::from_lookup(lookup(&[(ACCOUNT_SID, AC), (API_KEY, SK)])), Err(CredentialsError::Incomplete(_))));
-        assert!(matches!(Credentials::from_lookup(lookup(&[(ACCOUNT_SID, AC), (API_KEY, "SKx"), (API_SECRET, "s")])), Err(CredentialsError::BadSid { .. })));
+        assert!(matches!(
+            Credentials::from_lookup(lookup(&[(ACCOUNT_SID, AC), (API_KEY, SK)])),
+            Err(CredentialsError::Incomplete(_))
+        ));
+        assert!(matches!(
+            Credentials::from_lookup(lookup(&[(ACCOUNT_SID, AC), (API_KEY, "SKx"), (API_SECRET, "s")])),
+            Err(CredentialsError::BadSid { .. })
+        ));
     }
 }

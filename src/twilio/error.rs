@@ -40,7 +40,11 @@ pub enum Error {
     #[error("Twilio {operation} answered with a body this client cannot read: {detail}")]
     Decode { operation: &'static str, detail: String },
     #[error("{what} {value:?} is not a valid Twilio SID ({prefix} followed by 32 hex digits)")]
-    InvalidSid { what: &'static str, prefix: &'static str, value: String },
+    InvalidSid {
+        what: &'static str,
+        prefix: &'static str,
+        value: String,
+    },
 }
 
 impl Error {
@@ -88,7 +92,14 @@ mod tests {
     use super::*;
 
     fn api(status: u16, code: Option<i64>) -> Error {
-        Error::Api { operation: "op", status, code, message: "m".into(), more_info: None, retry_after: None }
+        Error::Api {
+            operation: "op",
+            status,
+            code,
+            message: "m".into(),
+            more_info: None,
+            retry_after: None,
+        }
     }
 
     #[test]
@@ -98,8 +109,18 @@ mod tests {
         assert_eq!(api(429, Some(20429)).class(), ErrorClass::RateLimited);
         assert_eq!(api(503, None).class(), ErrorClass::Transient);
         assert_eq!(api(400, Some(21479)).class(), ErrorClass::Permanent);
-        assert_eq!(Error::Transport { operation: "op", detail: "reset".into() }.class(), ErrorClass::Transient);
+        assert_eq!(
+            Error::Transport {
+                operation: "op",
+                detail: "reset".into()
+            }
+            .class(),
+            ErrorClass::Transient
+        );
         assert!(api(429, None).is_retryable() && !api(400, Some(21479)).is_retryable());
-        assert_eq!(api(400, Some(21479)).to_string(), "Twilio op returned HTTP 400 code 21479: m");
+        assert_eq!(
+            api(400, Some(21479)).to_string(),
+            "Twilio op returned HTTP 400 code 21479: m"
+        );
     }
 }

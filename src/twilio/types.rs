@@ -157,7 +157,10 @@ pub struct AccountUpdate {
 fn twilio_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
     let text: Option<String> = Option::deserialize(d)?;
     Ok(text.and_then(|t| {
-        k8s_openapi::jiff::fmt::rfc2822::parse(&t).map(|z| z.timestamp()).ok().or_else(|| t.parse::<Timestamp>().ok())
+        k8s_openapi::jiff::fmt::rfc2822::parse(&t)
+            .map(|z| z.timestamp())
+            .ok()
+            .or_else(|| t.parse::<Timestamp>().ok())
     }))
 }
 
@@ -184,7 +187,10 @@ mod tests {
         assert_eq!(account.status, Some(AccountStatus::Closed));
         assert_eq!(account.date_created.unwrap().to_string(), "2016-06-13T22:50:08Z");
         assert!(!format!("{account:?}").contains("s3cr3t-value"));
-        let odd: Account = serde_json::from_value(serde_json::json!({"sid": "AC1", "status": "frozen", "date_created": null})).unwrap();
+        let odd: Account = serde_json::from_value(
+            serde_json::json!({"sid": "AC1", "status": "frozen", "date_created": null}),
+        )
+        .unwrap();
         assert_eq!(odd.status, Some(AccountStatus::Unknown));
         let record: UsageRecord = serde_json::from_value(serde_json::json!({"price": 12.5})).unwrap();
         assert_eq!(record.price.as_deref(), Some("12.5"));

@@ -35,7 +35,10 @@ pub fn artefacts() -> &'static Artefacts {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| panic!("hack/twilio-artefacts.sh printed no {key}"))
         };
-        Artefacts { oai_dir: value("TWILIO_OAI_DIR"), sdk_python: value("TWILIO_SDK_PYTHON") }
+        Artefacts {
+            oai_dir: value("TWILIO_OAI_DIR"),
+            sdk_python: value("TWILIO_SDK_PYTHON"),
+        }
     })
 }
 
@@ -46,12 +49,21 @@ pub fn emulator_binary() -> PathBuf {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "twilio-emulator", "--bin", "twilio-emulator"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "twilio-emulator",
+                    "--bin",
+                    "twilio-emulator",
+                ])
                 .current_dir(repo_root())
                 .status()
                 .expect("run cargo build");
             assert!(status.success(), "building twilio-emulator failed");
-            let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| repo_root().join("target"));
             target.join("debug/twilio-emulator")
         })
         .clone()
@@ -82,8 +94,16 @@ impl Emulator {
         stdout.read_line(&mut first).expect("read emulator banner");
         // Keep draining, so the emulator never writes into a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let url = first.trim().strip_prefix("twilio-emulator listening on ").unwrap_or_else(|| panic!("unexpected banner {first:?}")).to_owned();
-        Self { url, child, http: reqwest::Client::new() }
+        let url = first
+            .trim()
+            .strip_prefix("twilio-emulator listening on ")
+            .unwrap_or_else(|| panic!("unexpected banner {first:?}"))
+            .to_owned();
+        Self {
+            url,
+            child,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn main_credentials(&self) -> Credentials {
@@ -104,19 +124,46 @@ impl Emulator {
     }
 
     pub async fn state(&self) -> Value {
-        self.http.get(format!("{}/_emulator/state", self.url)).send().await.expect("state").json().await.expect("state JSON")
+        self.http
+            .get(format!("{}/_emulator/state", self.url))
+            .send()
+            .await
+            .expect("state")
+            .json()
+            .await
+            .expect("state JSON")
     }
 
     /// Merges `{"knobs": {...}, "rules": {...}}` into the live configuration.
     pub async fn configure(&self, change: Value) {
-        let response = self.http.put(format!("{}/_emulator/config", self.url)).json(&change).send().await.expect("configure");
-        assert!(response.status().is_success(), "configure {change}: {}", response.text().await.unwrap_or_default());
+        let response = self
+            .http
+            .put(format!("{}/_emulator/config", self.url))
+            .json(&change)
+            .send()
+            .await
+            .expect("configure");
+        assert!(
+            response.status().is_success(),
+            "configure {change}: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
 
     /// Changes an account as Twilio itself would (status, usage_total, balance).
     pub async fn change_account(&self, sid: &str, change: Value) {
-        let response = self.http.post(format!("{}/_emulator/accounts/{sid}", self.url)).json(&change).send().await.expect("change account");
-        assert!(response.status().is_success(), "change {sid}: {}", response.text().await.unwrap_or_default());
+        let response = self
+            .http
+            .post(format!("{}/_emulator/accounts/{sid}", self.url))
+            .json(&change)
+            .send()
+            .await
+            .expect("change account");
+        assert!(
+            response.status().is_success(),
+            "change {sid}: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
 
     /// Creates a key of `kind` (main, standard, restricted) and returns its SID and secret.
@@ -131,7 +178,10 @@ impl Emulator {
             .json()
             .await
             .expect("key JSON");
-        (body["sid"].as_str().expect("sid").to_owned(), body["secret"].as_str().expect("secret").to_owned())
+        (
+            body["sid"].as_str().expect("sid").to_owned(),
+            body["secret"].as_str().expect("secret").to_owned(),
+        )
     }
 
     /// Requests for `operation` (such as `api.CreateNewKey`) received so far.
@@ -140,13 +190,21 @@ impl Emulator {
     }
 
     pub async fn reset_stats(&self) {
-        self.http.post(format!("{}/_emulator/reset-stats", self.url)).send().await.expect("reset stats");
+        self.http
+            .post(format!("{}/_emulator/reset-stats", self.url))
+            .send()
+            .await
+            .expect("reset stats");
     }
 
     pub async fn assert_contract_clean(&self) {
         let state = self.state().await;
         let violations = state["violations"].as_array().cloned().unwrap_or_default();
-        assert!(violations.is_empty(), "traffic departed from Twilio's OpenAPI spec:\n{}", serde_json::to_string_pretty(&violations).unwrap_or_default());
+        assert!(
+            violations.is_empty(),
+            "traffic departed from Twilio's OpenAPI spec:\n{}",
+            serde_json::to_string_pretty(&violations).unwrap_or_default()
+        );
     }
 }
 

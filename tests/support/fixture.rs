@@ -31,7 +31,13 @@ impl Fixture {
         let ns = cp.namespace(prefix).await;
         let emu = Emulator::start(emulator_flags);
         let operator = Some(Operator::start(cp, &emu, &ns, &[]));
-        Self { cp, emu, ns, operator, client: cp.admin() }
+        Self {
+            cp,
+            emu,
+            ns,
+            operator,
+            client: cp.admin(),
+        }
     }
 
     pub fn keys(&self) -> Api<TwilioApiKey> {
@@ -61,7 +67,10 @@ impl Fixture {
             "metadata": {"name": name, "annotations": annotations}, "spec": spec,
         }))
         .expect("a valid TwilioApiKey");
-        self.keys().create(&PostParams::default(), &key).await.expect("create TwilioApiKey")
+        self.keys()
+            .create(&PostParams::default(), &key)
+            .await
+            .expect("create TwilioApiKey")
     }
 
     /// Waits until the key is Ready for its current generation, with a key SID.
@@ -69,17 +78,29 @@ impl Fixture {
         self.ready_where(name, "Ready", |_| true).await
     }
 
-    pub async fn ready_where(&self, name: &str, what: &str, extra: impl Fn(&TwilioApiKey) -> bool) -> TwilioApiKey {
+    pub async fn ready_where(
+        &self,
+        name: &str,
+        what: &str,
+        extra: impl Fn(&TwilioApiKey) -> bool,
+    ) -> TwilioApiKey {
         wait_for(&self.keys(), name, WAIT, what, |k: &TwilioApiKey| {
-            k.status.as_ref().is_some_and(|s| is_ready(&s.conditions) && s.observed_generation == k.metadata.generation && s.key_sid.is_some())
-                && extra(k)
+            k.status.as_ref().is_some_and(|s| {
+                is_ready(&s.conditions)
+                    && s.observed_generation == k.metadata.generation
+                    && s.key_sid.is_some()
+            }) && extra(k)
         })
         .await
     }
 
     pub async fn reason(&self, name: &str, reason: &str) -> TwilioApiKey {
         wait_for(&self.keys(), name, WAIT, reason, |k: &TwilioApiKey| {
-            k.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
+            k.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.reason == reason)
+            })
         })
         .await
     }
@@ -89,7 +110,12 @@ impl Fixture {
         let secret = self.secrets().get(secret).await.expect("the Secret exists");
         let data = secret.data.unwrap_or_default();
         let get = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-        Credentials::with_api_key(get("TWILIO_ACCOUNT_SID"), get("TWILIO_API_KEY"), SecretString::from(get("TWILIO_API_SECRET"))).expect("valid credentials")
+        Credentials::with_api_key(
+            get("TWILIO_ACCOUNT_SID"),
+            get("TWILIO_API_KEY"),
+            SecretString::from(get("TWILIO_API_SECRET")),
+        )
+        .expect("valid credentials")
     }
 
     /// Whether credentials authenticate at the emulator (a balance read their account allows).
@@ -119,7 +145,13 @@ impl Fixture {
         list.items
             .into_iter()
             .filter(|e| e.involved_object.name.as_deref() == Some(name))
-            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -129,7 +161,12 @@ impl Fixture {
             if let Some((_, _, message)) = self.events(name).await.into_iter().find(|(_, r, _)| r == reason) {
                 return message;
             }
-            assert!(std::time::Instant::now() < deadline, "no {reason} event for {name}: {:?}\n{}", self.events(name).await, self.operator_log());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {reason} event for {name}: {:?}\n{}",
+                self.events(name).await,
+                self.operator_log()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -138,21 +175,46 @@ impl Fixture {
     /// a pass already under way may write its own view over the first attempt.
     pub async fn time_travel<K>(&self, api: &Api<K>, name: &str, status: Value, acted: impl Fn(&K) -> bool)
     where
-        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
     {
         let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
         for _ in 0..5 {
-            api.patch_status(name, &PatchParams::apply("time-travel").force(), &Patch::Apply(&patch)).await.expect("patch status");
+            api.patch_status(
+                name,
+                &PatchParams::apply("time-travel").force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .expect("patch status");
             let cond = |obj: Option<&K>| obj.is_some_and(&acted);
-            if let Ok(Ok(Some(_))) = tokio::time::timeout(Duration::from_secs(10), kube::runtime::wait::await_condition(api.clone(), name, cond)).await {
+            if let Ok(Ok(Some(_))) = tokio::time::timeout(
+                Duration::from_secs(10),
+                kube::runtime::wait::await_condition(api.clone(), name, cond),
+            )
+            .await
+            {
                 return;
             }
         }
-        panic!("the operator never acted on the changed status of {name}:\n{}", self.operator_log());
+        panic!(
+            "the operator never acted on the changed status of {name}:\n{}",
+            self.operator_log()
+        );
     }
 
     pub async fn annotate(&self, name: &str, key: &str, value: &str) {
-        self.keys().patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {key: value}}}))).await.expect("annotate");
+        self.keys()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .expect("annotate");
     }
 }
-

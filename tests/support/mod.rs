@@ -104,7 +104,10 @@ impl ControlPlane {
         let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
         let name = format!("{prefix}-{n}");
         let ns = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         Api::<Namespace>::all(self.admin())
@@ -121,7 +124,11 @@ impl ControlPlane {
         let user = format!(
             "    as: system:serviceaccount:{namespace}:{name}\n    as-groups:\n    - system:serviceaccounts\n    - system:serviceaccounts:{namespace}\n    - system:authenticated\n"
         );
-        let text = text.replacen(&format!("    token: {ADMIN_TOKEN}\n"), &format!("    token: {ADMIN_TOKEN}\n{user}"), 1);
+        let text = text.replacen(
+            &format!("    token: {ADMIN_TOKEN}\n"),
+            &format!("    token: {ADMIN_TOKEN}\n{user}"),
+            1,
+        );
         let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
         std::fs::write(&path, text).expect("write kubeconfig");
         path
@@ -130,7 +137,11 @@ impl ControlPlane {
     /// Runs a binary from the control-plane directory (kubectl excepted: it is on PATH) against
     /// this cluster and returns its output, panicking with stderr when it fails.
     pub fn run_tool(&self, tool: &str, args: &[&str]) -> String {
-        let program = if tool == "kubectl" { PathBuf::from("kubectl") } else { self.bin_dir.join(tool) };
+        let program = if tool == "kubectl" {
+            PathBuf::from("kubectl")
+        } else {
+            self.bin_dir.join(tool)
+        };
         let out = Command::new(&program)
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
@@ -150,7 +161,10 @@ impl ControlPlane {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 pub fn repo_root() -> PathBuf {
@@ -160,15 +174,27 @@ pub fn repo_root() -> PathBuf {
 /// Runs one of the project's setup scripts under hack/ (they fetch or build what is missing,
 /// reporting progress on stderr) and returns what it printed on stdout.
 pub fn setup_script(name: &str) -> String {
-    let out = Command::new("bash").arg(repo_root().join("hack").join(name)).stderr(Stdio::inherit()).output().unwrap_or_else(|e| panic!("run hack/{name}: {e}"));
-    assert!(out.status.success(), "hack/{name} failed (see its messages above)");
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack").join(name))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run hack/{name}: {e}"));
+    assert!(
+        out.status.success(),
+        "hack/{name} failed (see its messages above)"
+    );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// The directory of the control-plane binaries, which the setup script builds if missing.
 fn control_plane_binaries() -> PathBuf {
     let out = setup_script("control-plane.sh");
-    PathBuf::from(out.lines().last().expect("the script prints the binary directory").trim())
+    PathBuf::from(
+        out.lines()
+            .last()
+            .expect("the script prints the binary directory")
+            .trim(),
+    )
 }
 
 struct Process {
@@ -195,8 +221,13 @@ fn spawn(name: &'static str, bin: &Path, args: &[String], dir: &Path) {
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).expect("create log file");
     let mut cmd = tethered(bin);
-    cmd.args(args).stdin(Stdio::null()).stdout(file.try_clone().expect("dup log")).stderr(file);
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup log"))
+        .stderr(file);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
     TEARDOWN.lock().unwrap().push(Process { name, child, log });
 }
 
@@ -214,14 +245,26 @@ where
         let exited = {
             let mut procs = TEARDOWN.lock().unwrap();
             let p = procs.iter_mut().find(|p| p.name == name).expect("known process");
-            p.child.try_wait().ok().flatten().map(|status| (status, p.log.clone()))
+            p.child
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|status| (status, p.log.clone()))
         };
         if let Some((status, log)) = exited {
             panic!("{name} exited with {status} during startup:\n{}", log_tail(&log));
         }
         if Instant::now() > deadline {
-            let log = TEARDOWN.lock().unwrap().iter().find(|p| p.name == name).map(|p| p.log.clone());
-            panic!("{name} not ready after {START_TIMEOUT:?}:\n{}", log.map(|l| log_tail(&l)).unwrap_or_default());
+            let log = TEARDOWN
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.log.clone());
+            panic!(
+                "{name} not ready after {START_TIMEOUT:?}:\n{}",
+                log.map(|l| log_tail(&l)).unwrap_or_default()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -235,7 +278,11 @@ fn log_tail(log: &Path) -> String {
 
 fn start() -> ControlPlane {
     let bin_dir = control_plane_binaries();
-    let dir = tempfile::Builder::new().prefix("twop-cp-").tempdir().expect("temp dir").keep();
+    let dir = tempfile::Builder::new()
+        .prefix("twop-cp-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
     *SCRATCH.lock().unwrap() = Some(dir.clone());
     // SAFETY: registering a plain extern "C" function with no captured state.
     unsafe { libc::atexit(teardown_at_exit) };
@@ -276,7 +323,10 @@ fn start() -> ControlPlane {
             format!("--token-auth-file={}", dir.join("tokens.csv").display()),
             format!("--service-account-issuer={api_url}/"),
             format!("--service-account-key-file={}", dir.join("sa.pub").display()),
-            format!("--service-account-signing-key-file={}", dir.join("sa.key").display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                dir.join("sa.key").display()
+            ),
             "--v=0".into(),
         ],
         &dir,
@@ -285,7 +335,10 @@ fn start() -> ControlPlane {
     let kubeconfig = dir.join("admin.kubeconfig");
     std::fs::write(&kubeconfig, admin_kubeconfig(&api_url)).expect("write kubeconfig");
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let config = runtime.block_on(async {
         let http = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
@@ -302,12 +355,18 @@ fn start() -> ControlPlane {
             let http = http.clone();
             let url = format!("{api_url}/readyz");
             async move {
-                http.get(url).bearer_auth(ADMIN_TOKEN).send().await.is_ok_and(|r| r.status().is_success())
+                http.get(url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
             }
         })
         .await;
         let kc = Kubeconfig::read_from(&kubeconfig).expect("read kubeconfig");
-        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("config");
         install_crds(Client::try_from(config.clone()).expect("client")).await;
         config
     });
@@ -326,14 +385,28 @@ fn start() -> ControlPlane {
     );
 
     let startup = began.elapsed();
-    eprintln!("control plane ready in {:.1}s ({})", startup.as_secs_f64(), dir.display());
-    ControlPlane { bin_dir, dir, kubeconfig, startup, config, namespaces: AtomicU32::new(0) }
+    eprintln!(
+        "control plane ready in {:.1}s ({})",
+        startup.as_secs_f64(),
+        dir.display()
+    );
+    ControlPlane {
+        bin_dir,
+        dir,
+        kubeconfig,
+        startup,
+        config,
+        namespaces: AtomicU32::new(0),
+    }
 }
 
 /// Writes the static admin token and the service-account signing key pair.
 fn write_credentials(dir: &Path) {
-    std::fs::write(dir.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"))
-        .expect("write tokens");
+    std::fs::write(
+        dir.join("tokens.csv"),
+        format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"),
+    )
+    .expect("write tokens");
     let key = rcgen::KeyPair::generate().expect("service-account key");
     std::fs::write(dir.join("sa.key"), key.serialize_pem()).expect("write sa.key");
     std::fs::write(dir.join("sa.pub"), key.public_key_pem()).expect("write sa.pub");
@@ -372,23 +445,33 @@ async fn install_crds(client: Client) {
         let crd: CustomResourceDefinition =
             serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
         let name = crd.metadata.name.clone().expect("CRD name");
-        crds.patch(&name, &PatchParams::apply("twilio-operator-tests").force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
+        crds.patch(
+            &name,
+            &PatchParams::apply("twilio-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
         names.push(name);
     }
     for name in names {
-        tokio::time::timeout(START_TIMEOUT, await_condition(crds.clone(), &name, conditions::is_crd_established()))
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} not Established"))
-            .expect("watch CRD");
+        tokio::time::timeout(
+            START_TIMEOUT,
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established"))
+        .expect("watch CRD");
     }
 }
 
 static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 extern "C" fn teardown_at_exit() {
-    let procs = TEARDOWN.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+    let procs = TEARDOWN
+        .lock()
+        .map(|mut p| std::mem::take(&mut *p))
+        .unwrap_or_default();
     stop_all(procs);
     if let Some(dir) = SCRATCH.lock().ok().and_then(|mut d| d.take()) {
         let _ = std::fs::remove_dir_all(dir);

@@ -35,8 +35,19 @@ impl Operator {
 
     /// Starts the operator with `kubeconfig` (for example one that impersonates a
     /// ServiceAccount) and `env`, which should name the namespaces to watch.
-    pub fn start_as(cp: &ControlPlane, emu: &Emulator, kubeconfig: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let log = cp.dir.join(format!("operator-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    pub fn start_as(
+        cp: &ControlPlane,
+        emu: &Emulator,
+        kubeconfig: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log = cp.dir.join(format!(
+            "operator-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let file = std::fs::File::create(&log).expect("operator log");
         let (metrics_port, health_port) = (super::free_port(), super::free_port());
         let child = tethered(std::path::Path::new(env!("CARGO_BIN_EXE_twilio-operator")))
@@ -56,14 +67,24 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("start twilio-operator");
-        Self { child, log, metrics_url: format!("http://127.0.0.1:{metrics_port}"), health_url: format!("http://127.0.0.1:{health_port}") }
+        Self {
+            child,
+            log,
+            metrics_url: format!("http://127.0.0.1:{metrics_port}"),
+            health_url: format!("http://127.0.0.1:{health_port}"),
+        }
     }
 
     /// Resident and peak memory of the process, in KiB, from /proc.
     pub fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         let field = |name: &str| {
-            status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
@@ -76,7 +97,11 @@ impl Operator {
 
     /// Waits for the process to exit on its own (a failpoint), killing it after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        assert!(self.exited_within(timeout), "the operator did not stop within {timeout:?}:\n{}", self.log_tail());
+        assert!(
+            self.exited_within(timeout),
+            "the operator did not stop within {timeout:?}:\n{}",
+            self.log_tail()
+        );
         self.child.try_wait().expect("poll operator").expect("exited")
     }
 
@@ -108,7 +133,13 @@ impl Drop for Operator {
 
 /// Waits up to `timeout` until the object satisfies `done`, and returns it. A watch that breaks
 /// (an expired resource version, say) is simply started again.
-pub async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str, done: impl Fn(&K) -> bool + Clone) -> K
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&K) -> bool + Clone,
+) -> K
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
@@ -119,7 +150,10 @@ where
         match tokio::time::timeout_at(deadline, await_condition(api.clone(), name, cond)).await {
             Ok(Ok(Some(obj))) => return obj,
             Ok(_) => continue,
-            Err(_) => panic!("{name} was not {what} within {timeout:?}; it is now {:?}", api.get_opt(name).await),
+            Err(_) => panic!(
+                "{name} was not {what} within {timeout:?}; it is now {:?}",
+                api.get_opt(name).await
+            ),
         }
     }
 }
