@@ -11,6 +11,7 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) fi
 KUBEBUILDER_ASSETS=$(bash hack/control-plane.sh | tail -n 1)
 export KUBEBUILDER_ASSETS
 
-# Lints first: a warning is a failure, so main stays clean.
+# Format and lints first: an unformatted file or a warning is a failure, so main stays clean.
+cargo fmt --all --check
 cargo clippy --workspace --locked --all-targets -- -D warnings
 cargo test --workspace --locked --all-targets
