@@ -1,36 +1,66 @@
-//! The `Ready` condition and its reasons, kept the Kubernetes way.
+//! The condition vocabulary: the `Ready` condition, its reasons, and the [`Problem`] that says
+//! why an object is not Ready.
 //!
-//! Contract: [`ready`] returns the conditions list with `Ready` set; `lastTransitionTime` moves
-//! only when the status value changes, so a condition that keeps failing does not churn.
+//! Contract:
+//! - [`ready`] returns the conditions list with `Ready` set; `lastTransitionTime` moves only when
+//!   the status value changes, so a condition that keeps failing does not churn;
+//! - a [`Problem`] made from a Twilio error carries the matching reason and a hint a person can
+//!   act on; no problem message ever holds a secret, because Twilio errors never do;
+//! - [`LifecycleStatus`] is what the shared lifecycle steps (intent, finish) may touch in either
+//!   kind's status.
 
+use crate::api::duration;
+use crate::api::{TwilioApiKeyStatus, TwilioSubaccountStatus};
+use crate::twilio::{Error as TwilioError, ErrorClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+use std::time::Duration;
 
 /// Why an object is or is not Ready; the string is the condition reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// Everything the spec asks for exists and is published.
     Ready,
+    /// A first create was asked of Twilio and has not been recorded yet.
     Pending,
+    /// A spec field the schema admitted cannot be used (an object stored before a schema change).
+    InvalidSpec,
+    /// No usable credentials: the Secret is missing or malformed, or the operator has none.
     CredentialsMissing,
+    /// Twilio refused the credentials (20003).
     AuthenticationFailed,
+    /// Twilio asked us to slow down (429/20429).
     RateLimited,
+    /// The referenced TwilioSubaccount is not Ready yet.
     SubaccountNotReady,
+    /// The referenced subaccount is suspended at Twilio.
     SubaccountSuspended,
+    /// The subaccount is closed at Twilio, which cannot be undone.
     SubaccountClosed,
+    /// The Secret name is taken by a Secret this object does not own.
     SecretConflict,
+    /// Any other Twilio error; the code is in the message.
     TwilioError,
+    /// Keys are being revoked before the object goes.
     Revoking,
+    /// What the object names does not exist at Twilio.
     NotFound,
+    /// `spec.sid` names an account that is not a subaccount of the credentials' account.
     NotASubaccount,
+    /// The parent account has as many subaccounts as Twilio allows (21480).
     LimitReached,
+    /// Subaccount credentials were given where a parent's are needed (21101).
     CredentialsNotParent,
 }
 
 impl Reason {
+    /// The reason as the condition spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Ready => "Ready",
             Reason::Pending => "Pending",
+            Reason::InvalidSpec => "InvalidSpec",
             Reason::CredentialsMissing => "CredentialsMissing",
             Reason::AuthenticationFailed => "AuthenticationFailed",
             Reason::RateLimited => "RateLimited",
@@ -47,6 +77,96 @@ impl Reason {
         }
     }
 }
+
+/// A reason the object cannot make progress, reported in its Ready condition.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The condition reason.
+    pub reason: Reason,
+    /// What went wrong and what to do about it, for a person.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with `reason` and `message`.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The Secret name is taken by a Secret this `kind` object does not own.
+    pub fn secret_conflict(secret: &str, kind: &str) -> Self {
+        Problem::new(
+            Reason::SecretConflict,
+            format!(
+                "Secret {secret} exists and is not owned by this {kind}; the operator will not overwrite it. Delete it or set spec.secret.name to another name"
+            ),
+        )
+    }
+}
+
+impl From<TwilioError> for Problem {
+    fn from(e: TwilioError) -> Self {
+        let reason = match (e.class(), e.code()) {
+            (ErrorClass::Credentials, _) => Reason::AuthenticationFailed,
+            (ErrorClass::RateLimited, _) => Reason::RateLimited,
+            (_, Some(21479)) => Reason::SubaccountClosed,
+            (_, Some(21101)) => Reason::CredentialsNotParent,
+            (_, Some(21480)) => Reason::LimitReached,
+            _ => Reason::TwilioError,
+        };
+        let hint = match reason {
+            Reason::AuthenticationFailed => {
+                " Check the Secret named in spec.credentialsRef (or the operator's TWILIO_* settings): it must hold an account SID with its auth token, or a Main API key."
+            }
+            Reason::RateLimited => " The operator backs off and tries again.",
+            Reason::SubaccountClosed => " A closed subaccount cannot be reopened; delete this object.",
+            Reason::CredentialsNotParent => {
+                " The credentials belong to a subaccount, and subaccounts cannot have subaccounts: use the parent (main) account's credentials."
+            }
+            Reason::LimitReached => {
+                " The parent account has as many subaccounts as Twilio allows (1000 by default): close unused ones, or ask Twilio support to raise the limit."
+            }
+            _ => "",
+        };
+        Problem::new(reason, format!("{e}.{hint}"))
+    }
+}
+
+/// The duration in spec field `field` (a path such as `spec.rotation.every`); a string the
+/// operator cannot read is an `InvalidSpec` problem naming the field.
+pub fn duration_field(field: &str, text: &str) -> Result<Duration, Problem> {
+    duration::parse(text).map_err(|e| Problem::new(Reason::InvalidSpec, format!("{field}: {e}")))
+}
+
+/// The parts of a kind's status that the shared lifecycle steps write.
+pub trait LifecycleStatus: Serialize {
+    /// The status conditions.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    /// The generation the last successful pass acted on.
+    fn observed_generation_mut(&mut self) -> &mut Option<i64>;
+    /// When a create was last asked of Twilio and not yet recorded.
+    fn pending_since_mut(&mut self) -> &mut Option<Time>;
+}
+
+macro_rules! lifecycle_status {
+    ($($status:ty),+) => {$(
+        impl LifecycleStatus for $status {
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+            fn observed_generation_mut(&mut self) -> &mut Option<i64> {
+                &mut self.observed_generation
+            }
+            fn pending_since_mut(&mut self) -> &mut Option<Time> {
+                &mut self.pending_since
+            }
+        }
+    )+};
+}
+lifecycle_status!(TwilioApiKeyStatus, TwilioSubaccountStatus);
 
 /// `conditions` with the Ready condition replaced.
 pub fn ready(
@@ -103,5 +223,20 @@ mod tests {
             ("True", Time(t1))
         );
         assert!(is_ready(&fine) && !is_ready(&still));
+    }
+
+    #[test]
+    fn a_malformed_duration_names_its_field() {
+        let problem = duration_field("spec.rotation.every", "1d").unwrap_err();
+        assert_eq!(problem.reason, Reason::InvalidSpec);
+        assert!(
+            problem.message.starts_with("spec.rotation.every: "),
+            "{}",
+            problem.message
+        );
+        assert_eq!(
+            duration_field("spec.rotation.every", "90m").unwrap(),
+            Duration::from_secs(5400)
+        );
     }
 }

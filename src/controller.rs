@@ -1,44 +1,45 @@
 //! Wiring of the controllers: which streams wake which reconciler.
 //!
 //! Contract:
-//! - TwilioApiKey objects are cached whole but without managedFields; their Secrets are watched
-//!   metadata-only and by label, so the operator never caches a Secret it does not own;
-//! - TwilioSubaccount changes wake the keys that reference them;
+//! - each kind is cached whole but without managedFields; the Secrets are watched metadata-only
+//!   and by label, so the operator never caches a Secret it does not own;
+//! - TwilioSubaccount changes wake the keys that reference them, and key changes wake the
+//!   subaccounts of their namespace (which count them);
 //! - with a namespace list, each namespace gets its own watches (and the operator needs no
 //!   cluster-wide read access); without one, the whole cluster is watched.
 
 use crate::api::{TwilioApiKey, TwilioSubaccount};
+use crate::apikey::ApiKeys;
 use crate::context::Context;
+use crate::reconcile::{self, Lifecycle, Object};
 use crate::secret::MANAGED_SELECTOR;
-use crate::{apikey, reconcile, subaccount};
+use crate::subaccount::Subaccounts;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
-
-fn scoped<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>>(
-    client: &kube::Client,
-    namespace: Option<&str>,
-) -> Api<K> {
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
 
 /// Runs both controllers over `namespace` (or all) until `stop` turns true; in-flight
 /// reconciles finish first.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: tokio::sync::watch::Receiver<bool>) {
+    let ns = namespace.as_deref();
     tokio::join!(
-        run_apikeys(ctx.clone(), namespace.clone(), until(stop.clone())),
-        run_subaccounts(ctx, namespace, until(stop))
+        run_kind(
+            Arc::new(ApiKeys::new(ctx.clone())),
+            ns,
+            until(stop.clone()),
+            keys_of_subaccount
+        ),
+        run_kind(
+            Arc::new(Subaccounts::new(ctx)),
+            ns,
+            until(stop),
+            subaccounts_of_key
+        ),
     );
 }
 
@@ -54,105 +55,91 @@ pub fn until(
     }
 }
 
-async fn run_apikeys(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let ns = namespace.as_deref();
-    let (reader, keys) = cached::<TwilioApiKey>(&client, ns);
-    let subaccounts = watcher(
-        scoped::<PartialObjectMeta<TwilioSubaccount>>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects();
-    let store = reader.clone();
-    let keys_of = move |sub: PartialObjectMeta<TwilioSubaccount>| {
-        let (sub_ns, sub_name) = (sub.namespace(), sub.name_any());
-        store
-            .state()
-            .into_iter()
-            .filter(|k| {
-                k.namespace() == sub_ns && k.spec.subaccount_ref.as_ref().is_some_and(|r| r.name == sub_name)
-            })
-            .map(|k| ObjectRef::from_obj(&*k))
-            .collect::<Vec<_>>()
-    };
-    let results = Controller::for_stream(keys, reader)
-        .owns_stream(owned_secrets(&client, ns))
-        .watches_stream(subaccounts, keys_of)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            timed("TwilioApiKey", apikey::reconcile),
-            reconcile::error_policy,
-            ctx,
-        );
-    drain(results).await;
+/// The keys that live in the subaccount `sub`.
+fn keys_of_subaccount(
+    keys: &Store<TwilioApiKey>,
+    sub: PartialObjectMeta<TwilioSubaccount>,
+) -> Vec<ObjectRef<TwilioApiKey>> {
+    let (ns, name) = (sub.namespace(), sub.name_any());
+    keys.state()
+        .iter()
+        .filter(|k| k.namespace() == ns && k.spec.subaccount_ref.as_ref().is_some_and(|r| r.name == name))
+        .map(|k| ObjectRef::from_obj(&**k))
+        .collect()
 }
 
-async fn run_subaccounts(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let ns = namespace.as_deref();
-    let (reader, subaccounts) = cached::<TwilioSubaccount>(&client, ns);
-    // Keys come and go: the subaccounts of their namespace recount them.
-    let keys = watcher(
-        scoped::<PartialObjectMeta<TwilioApiKey>>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects();
-    let store = reader.clone();
-    let subaccounts_of = move |key: PartialObjectMeta<TwilioApiKey>| {
-        let key_ns = key.namespace();
-        store
-            .state()
-            .into_iter()
-            .filter(|s| s.namespace() == key_ns)
-            .map(|s| ObjectRef::from_obj(&*s))
-            .collect::<Vec<_>>()
-    };
-    let results = Controller::for_stream(subaccounts, reader)
-        .owns_stream(owned_secrets(&client, ns))
-        .watches_stream(keys, subaccounts_of)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            timed("TwilioSubaccount", subaccount::reconcile),
-            reconcile::error_policy,
-            ctx,
-        );
-    drain(results).await;
+/// The subaccounts of `key`'s namespace: they count the keys, so keys coming and going wake them.
+fn subaccounts_of_key(
+    subaccounts: &Store<TwilioSubaccount>,
+    key: PartialObjectMeta<TwilioApiKey>,
+) -> Vec<ObjectRef<TwilioSubaccount>> {
+    let ns = key.namespace();
+    subaccounts
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == ns)
+        .map(|s| ObjectRef::from_obj(&**s))
+        .collect()
 }
 
-/// A watch of `K` feeding a store, with managedFields dropped before anything keeps them.
-fn cached<K>(
-    client: &kube::Client,
+/// Maps an object of another kind to the objects of kind `K` it concerns.
+type Related<K, R> = fn(&Store<K>, PartialObjectMeta<R>) -> Vec<ObjectRef<K>>;
+
+/// Runs the controller of `L`'s kind: its own objects, the Secrets it owns, and the objects of
+/// kind `R` that `related` maps to objects of this kind.
+async fn run_kind<L, R>(
+    lifecycle: Arc<L>,
     ns: Option<&str>,
-) -> (
-    reflector::Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    related: Related<L::Kind, R>,
+) where
+    L: Lifecycle,
+    R: Object,
 {
-    let (reader, writer) = reflector::store::<K>();
-    let stream = watcher(scoped::<K>(client, ns), watcher::Config::default())
+    let ctx = lifecycle.context();
+    let client = ctx.client.clone();
+    let metrics = ctx.metrics.clone();
+    let (reader, writer) = reflector::store::<L::Kind>();
+    let objects = watcher(scoped::<L::Kind>(&client, ns), watcher::Config::default())
         .default_backoff()
         .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
         .touched_objects();
-    (reader, stream)
+    let others = watcher(
+        scoped::<PartialObjectMeta<R>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let store = reader.clone();
+    let results = Controller::for_stream(objects, reader)
+        .owns_stream(owned_secrets(&client, ns))
+        .watches_stream(others, move |other| related(&store, other))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |obj, lifecycle| {
+                let metrics = metrics.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let result = reconcile::reconcile(obj, lifecycle).await;
+                    metrics.reconciled(L::KIND, result.is_ok(), started.elapsed());
+                    result
+                }
+            },
+            reconcile::error_policy,
+            lifecycle,
+        );
+    drain(results).await;
+}
+
+fn scoped<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>>(
+    client: &kube::Client,
+    namespace: Option<&str>,
+) -> Api<K> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// The Secrets this operator owns, metadata only: the only Secrets it ever watches.
@@ -167,27 +154,6 @@ fn owned_secrets(
     .default_backoff()
     .modify(|s| s.managed_fields_mut().clear())
     .touched_objects()
-}
-
-/// `reconcile`, counted and timed in the metrics.
-fn timed<K, F, Fut>(
-    kind: &'static str,
-    reconcile: F,
-) -> impl Fn(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, reconcile::Error>>
-where
-    K: Send + Sync + 'static,
-    F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Action, reconcile::Error>> + Send + 'static,
-{
-    move |obj, ctx| {
-        let reconcile = reconcile.clone();
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = reconcile(obj, ctx.clone()).await;
-            ctx.metrics.reconciled(kind, result.is_ok(), started.elapsed());
-            result
-        })
-    }
 }
 
 async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>>) {

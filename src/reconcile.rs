@@ -1,62 +1,106 @@
-//! What both reconcilers share: how a pass ends, how status is written, how problems are told.
+//! The lifecycle both reconcilers follow, and the I/O steps they share.
 //!
 //! Contract:
+//! - a kind implements [`Lifecycle`]: `apply` while the object lives, `cleanup` once it is being
+//!   deleted; [`reconcile`] holds the operator's finalizer in between, so Twilio is always
+//!   cleaned up before the object goes;
 //! - a pass ends Ready, with a [`Problem`] (reported in the Ready condition, with a Warning event
 //!   when the reason changes, and retried with backoff), or with a Kubernetes API error (retried
-//!   with backoff by the controller);
+//!   with backoff by the controller): see [`finish`];
 //! - status is written with server-side apply under the operator's field manager, whole, so a
-//!   field the operator stops setting disappears.
+//!   field the operator stops setting disappears;
+//! - a create at Twilio is announced in status first ([`create_with_intent`]), so a crash after
+//!   Twilio acted leaves a trace the next pass follows;
+//! - at deletion, the object's own credentials are tried first and the operator's next
+//!   ([`release`]); when nothing reaches Twilio a Warning names what was left behind and the
+//!   object goes anyway, so namespaces always finish deleting.
 
-use crate::conditions::{self, Reason};
-use crate::context::{Context, MANAGER, Problem};
+use crate::conditions::{self, LifecycleStatus, Problem, Reason};
+use crate::context::{Context, MANAGER};
+use crate::failpoint;
+use crate::twilio::{Credentials, Error as TwilioError};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// What a reconcile can fail with, beyond what it reports in the object's status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A Kubernetes API call failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A Twilio call failed in a way worth retrying.
     #[error("Twilio: {0}")]
-    Twilio(#[from] crate::twilio::Error),
+    Twilio(#[from] TwilioError),
+    /// Adding or removing the finalizer failed.
     #[error("{0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
-/// Runs `apply` or, once the object is being deleted, `cleanup`, holding the operator's
-/// finalizer in between so Twilio is always cleaned up before the object goes.
-pub async fn with_finalizer<K, A, C, FA, FC>(
-    obj: Arc<K>,
-    ctx: Arc<Context>,
-    apply: A,
-    cleanup: C,
-) -> Result<Action, Error>
-where
+/// A namespaced custom resource the operator reconciles.
+pub trait Object:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Object for K where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
         + Serialize
-        + Debug,
-    A: FnOnce(Arc<K>, Arc<Context>) -> FA,
-    C: FnOnce(Arc<K>, Arc<Context>) -> FC,
-    FA: std::future::Future<Output = Result<Action, Error>>,
-    FC: std::future::Future<Output = Result<Action, Error>>,
+        + Debug
+        + Send
+        + Sync
+        + 'static
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    kube::runtime::finalizer::finalizer(&api, crate::FINALIZER, obj, |event| async {
+}
+
+/// One kind's reconciler: its own memory, and the shared [`Context`] it acts through.
+pub trait Lifecycle: Send + Sync + 'static {
+    /// The kind it reconciles.
+    type Kind: Object;
+    /// The kind's name, as metrics label it.
+    const KIND: &'static str;
+
+    /// What the reconciler shares with the others.
+    fn context(&self) -> &Context;
+
+    /// One pass over a live object: observe, plan, act, and record the outcome in status.
+    fn apply(&self, obj: &Self::Kind) -> impl Future<Output = Result<Action, Error>> + Send;
+
+    /// The object is being deleted: act at Twilio as its deletionPolicy says, then let go.
+    fn cleanup(&self, obj: &Self::Kind) -> impl Future<Output = Result<Action, Error>> + Send;
+}
+
+/// Runs `apply` or, once the object is being deleted, `cleanup`, behind the finalizer.
+pub async fn reconcile<L: Lifecycle>(obj: Arc<L::Kind>, lifecycle: Arc<L>) -> Result<Action, Error> {
+    let api: Api<L::Kind> = Api::namespaced(
+        lifecycle.context().client.clone(),
+        &obj.namespace().unwrap_or_default(),
+    );
+    finalizer(&api, crate::FINALIZER, obj, |event| async {
         match event {
-            kube::runtime::finalizer::Event::Apply(obj) => apply(obj, ctx).await,
-            kube::runtime::finalizer::Event::Cleanup(obj) => cleanup(obj, ctx).await,
+            finalizer::Event::Apply(obj) => lifecycle.apply(&obj).await,
+            finalizer::Event::Cleanup(obj) => lifecycle.cleanup(&obj).await,
         }
     })
     .await
@@ -64,15 +108,18 @@ where
 }
 
 /// Retries a failed reconcile after the object's growing backoff.
-pub fn error_policy<K: Resource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_id(obj.as_ref()));
-    tracing::warn!(object = %object_id(obj.as_ref()), error = %error, ?delay, "reconcile failed");
+pub fn error_policy<L: Lifecycle>(obj: Arc<L::Kind>, error: &Error, lifecycle: Arc<L>) -> Action {
+    let id = object_id(obj.as_ref());
+    let delay = lifecycle.context().backoff(&id);
+    tracing::warn!(object = %id, error = %error, ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
 /// Why one pass of a lifecycle stopped short of Ready.
 pub enum Stop {
+    /// Something a person can act on; reported in the Ready condition.
     Problem(Problem),
+    /// The Kubernetes API failed; the controller retries.
     Kube(kube::Error),
 }
 
@@ -86,22 +133,28 @@ impl From<kube::Error> for Stop {
         Stop::Kube(e)
     }
 }
-impl From<crate::twilio::Error> for Stop {
-    fn from(e: crate::twilio::Error) -> Self {
+impl From<TwilioError> for Stop {
+    fn from(e: TwilioError) -> Self {
         Stop::Problem(e.into())
     }
 }
 
-/// `namespace/name`, the key of per-object state.
-pub fn object_id<K: Resource>(obj: &K) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+/// `Kind/namespace/name`, the key of per-object state shared by both kinds.
+pub fn object_id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
 }
 
 /// Writes `status` (which must serialize as the kind's whole status) with server-side apply.
-pub async fn write_status<K>(ctx: &Context, obj: &K, status: &impl Serialize) -> Result<(), kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-{
+pub async fn write_status<K: Object>(
+    ctx: &Context,
+    obj: &K,
+    status: &impl Serialize,
+) -> Result<(), kube::Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch =
         serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
@@ -112,6 +165,47 @@ where
     )
     .await?;
     Ok(())
+}
+
+/// Writes a Secret the operator publishes, with server-side apply. Only a Secret already
+/// `ours` is written with force: a Secret somebody else made meanwhile makes the write fail
+/// instead of being taken over.
+pub async fn apply_secret(ctx: &Context, secret: &Secret, ours: bool) -> Result<(), kube::Error> {
+    let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    let mut params = PatchParams::apply(MANAGER);
+    params.force = ours;
+    Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .patch(name, &params, &Patch::Apply(secret))
+        .await?;
+    Ok(())
+}
+
+/// Asks Twilio to create something for `obj`, announcing it first: `status.pendingSince` is
+/// written before `create` runs, so a crash after Twilio acted leaves the next pass a reason to
+/// look for what was made (by the object's tag) before making anything again.
+pub async fn create_with_intent<K, S, T>(
+    ctx: &Context,
+    obj: &K,
+    status: &mut S,
+    now: Timestamp,
+    failpoint_name: &str,
+    create: impl Future<Output = Result<T, TwilioError>>,
+) -> Result<T, Stop>
+where
+    K: Object,
+    S: LifecycleStatus,
+{
+    *status.pending_since_mut() = Some(Time(now));
+    if !status.conditions_mut().iter().any(|c| c.type_ == "Ready") {
+        let creating = format!("Creating the {} at Twilio", K::kind(&()));
+        let pending = conditions::ready(&[], Reason::Pending, creating, obj.meta().generation, now);
+        *status.conditions_mut() = pending;
+    }
+    write_status(ctx, obj, status).await?;
+    let created = create.await?;
+    failpoint::hit(failpoint_name);
+    Ok(created)
 }
 
 /// The conditions after a failed pass; tells people through an event when the reason changed.
@@ -127,12 +221,13 @@ pub async fn report<K: Resource<DynamicType = ()>>(
         .find(|c| c.type_ == "Ready")
         .is_none_or(|c| c.reason != problem.reason.as_str());
     if changed {
+        let (reason, note) = (problem.reason.as_str(), problem.message.clone());
         ctx.event(
             &obj.object_ref(&()),
             EventType::Warning,
-            problem.reason.as_str(),
+            reason,
             "Reconcile",
-            problem.message.clone(),
+            note,
         )
         .await;
     }
@@ -146,67 +241,38 @@ pub async fn report<K: Resource<DynamicType = ()>>(
     )
 }
 
-/// The problem of a Secret name taken by a Secret this object does not own.
-pub fn secret_conflict(secret: &str, kind: &str) -> Problem {
-    Problem::new(
-        Reason::SecretConflict,
-        format!(
-            "Secret {secret} exists and is not owned by this {kind}; the operator will not overwrite it. Delete it or set spec.secret.name to another name"
-        ),
-    )
+/// How a pass that did not stop short ended: the Ready message, and when to look again.
+pub struct Done {
+    /// The Ready condition's message.
+    pub message: String,
+    /// The next moment something is due (a rotation, a revocation), if any.
+    pub deadline: Option<Timestamp>,
 }
 
-/// A status that carries the Ready condition and observedGeneration.
-pub trait Recorded: Serialize {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
-    fn observed_generation_mut(&mut self) -> &mut Option<i64>;
-}
-
-impl Recorded for crate::api::TwilioApiKeyStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-    fn observed_generation_mut(&mut self) -> &mut Option<i64> {
-        &mut self.observed_generation
-    }
-}
-
-impl Recorded for crate::api::TwilioSubaccountStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-    fn observed_generation_mut(&mut self) -> &mut Option<i64> {
-        &mut self.observed_generation
-    }
-}
-
-/// Ends a pass: records its outcome (Ready with `message`, or the problem) in status, and says
-/// when to look again: at the next deadline, a resync at the latest, or after the backoff.
-pub async fn finish<K>(
+/// Ends a pass: records its outcome (Ready with its message, or the problem) in status, and
+/// says when to look again: at the next deadline, a resync at the latest, or after the backoff.
+pub async fn finish<K: Object>(
     ctx: &Context,
     obj: &K,
-    mut st: impl Recorded,
-    outcome: Result<(String, Option<Timestamp>), Stop>,
+    mut st: impl LifecycleStatus,
+    outcome: Result<Done, Stop>,
     now: Timestamp,
-) -> Result<Action, Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-{
+) -> Result<Action, Error> {
     let id = object_id(obj);
     let requeue = match outcome {
-        Ok((message, deadline)) => {
+        Ok(done) => {
             ctx.succeeded(&id);
             *st.observed_generation_mut() = obj.meta().generation;
             let ready = conditions::ready(
                 st.conditions_mut(),
                 Reason::Ready,
-                message,
+                done.message,
                 obj.meta().generation,
                 now,
             );
             *st.conditions_mut() = ready;
             // A second of slack, so the deadline has passed when we wake.
-            let until = deadline.map(|t| {
+            let until = done.deadline.map(|t| {
                 Duration::try_from(t.duration_since(now)).unwrap_or_default() + Duration::from_secs(1)
             });
             until.map_or(ctx.resync, |d| d.min(ctx.resync))
@@ -220,4 +286,67 @@ where
     };
     write_status(ctx, obj, &st).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Deletion under `deletionPolicy: Retain`: say what stays at Twilio, and let go.
+pub async fn retained<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, kept: &str) -> Action {
+    let note = format!("deletionPolicy is Retain: {kept} stays as it is at Twilio");
+    ctx.event(
+        &obj.object_ref(&()),
+        EventType::Normal,
+        "Retained",
+        "Delete",
+        note,
+    )
+    .await;
+    Action::await_change()
+}
+
+/// What a deletion step did, for an event.
+pub struct Note {
+    /// The event reason.
+    pub reason: &'static str,
+    /// The event text.
+    pub text: String,
+}
+
+/// Runs the deletion step `act` with the object's `own` credentials, then with the operator's.
+/// `act` answers `Some(note)` for a Normal event, or `None` when there was nothing to do. A
+/// retryable failure is retried later; when no credentials work, `failed(why)` becomes a
+/// Warning event and the object is let go.
+pub async fn release<K, F, Fut>(
+    ctx: &Context,
+    obj: &K,
+    own: Option<Credentials>,
+    mut act: F,
+    failed: impl FnOnce(&str) -> Note,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: FnMut(Credentials) -> Fut,
+    Fut: Future<Output = Result<Option<Note>, TwilioError>>,
+{
+    let object = obj.object_ref(&());
+    let mut last_error = None;
+    for creds in own.into_iter().chain(ctx.default_credentials.clone()) {
+        match act(creds).await {
+            Ok(note) => {
+                if let Some(Note { reason, text }) = note {
+                    ctx.event(&object, EventType::Normal, reason, "Delete", text)
+                        .await;
+                }
+                return Ok(Action::await_change());
+            }
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let why = last_error.map_or_else(
+        || "no credentials can reach the account".to_owned(),
+        |e| e.to_string(),
+    );
+    let Note { reason, text } = failed(&why);
+    ctx.event(&object, EventType::Warning, reason, "Delete", text)
+        .await;
+    Ok(Action::await_change())
 }

@@ -4,6 +4,11 @@
 //! `[twop:<12 hex of the object UID>]` at the end of its friendly name, within Twilio's 64
 //! characters, so whatever a crash leaves behind can be found by its owner and no other.
 
+/// The name an object's Twilio resource shows: `spec.friendlyName`, or `<namespace>/<name>`.
+pub fn display_name(friendly_name: Option<&str>, namespace: &str, name: &str) -> String {
+    friendly_name.map_or_else(|| format!("{namespace}/{name}"), str::to_owned)
+}
+
 /// The tag naming this object in Twilio friendly names.
 pub fn tag(uid: &str) -> String {
     let hex: String = uid.chars().filter(char::is_ascii_hexdigit).take(12).collect();

@@ -9,11 +9,12 @@
 //!   `SubaccountNotReady`, `SubaccountSuspended` or `SubaccountClosed` until it can.
 
 use crate::api::{LocalRef, TwilioSubaccount};
-use crate::conditions::{self, Reason};
-use crate::context::{Context, Problem};
+use crate::conditions::{self, Problem, Reason};
+use crate::context::Context;
 use crate::twilio::Credentials;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use secrecy::SecretString;
 
 /// The account to act on and the credentials to act with.
 #[derive(Debug, Clone)]
@@ -113,31 +114,31 @@ pub async fn subaccount(ctx: &Context, namespace: &str, name: &str) -> Result<Ta
             format!("Waiting for TwilioSubaccount {name} to be Ready"),
         ));
     };
-    if let Some(token) = ctx.subaccount_token(&sid) {
-        let creds = Credentials::with_auth_token(sid.clone(), token)
-            .map_err(|e| Problem::new(Reason::TwilioError, e.to_string()))?;
-        return Ok(Target {
-            account_sid: sid,
-            creds,
-        });
-    }
-    let parent = credentials(ctx, namespace, sub.spec.credentials_ref.as_ref()).await?;
-    let account = ctx
-        .twilio
-        .fetch_account(&parent, &sid)
-        .await
-        .map_err(Problem::from)?;
-    let token = account.auth_token.ok_or_else(|| {
-        Problem::new(
-            Reason::TwilioError,
-            format!("Twilio returned no auth token for subaccount {sid}"),
-        )
-    })?;
-    ctx.remember_subaccount_token(&sid, token.clone());
-    let creds = Credentials::with_auth_token(sid.clone(), token)
-        .map_err(|e| Problem::new(Reason::TwilioError, e.to_string()))?;
+    let token = match ctx.subaccount_token(&sid) {
+        Some(token) => token,
+        None => {
+            let parent = credentials(ctx, namespace, sub.spec.credentials_ref.as_ref()).await?;
+            let account = ctx.twilio.fetch_account(&parent, &sid).await?;
+            let token = account.auth_token.ok_or_else(|| no_token(&sid))?;
+            ctx.remember_subaccount_token(&sid, token.clone());
+            token
+        }
+    };
     Ok(Target {
+        creds: token_credentials(&sid, token)?,
         account_sid: sid,
-        creds,
     })
+}
+
+/// The credentials of account `sid` with its auth token `token`.
+pub fn token_credentials(sid: &str, token: SecretString) -> Result<Credentials, Problem> {
+    Credentials::with_auth_token(sid, token).map_err(|e| Problem::new(Reason::TwilioError, e.to_string()))
+}
+
+/// The problem of a subaccount fetched without its auth token.
+pub fn no_token(sid: &str) -> Problem {
+    Problem::new(
+        Reason::TwilioError,
+        format!("Twilio returned no auth token for subaccount {sid}"),
+    )
 }

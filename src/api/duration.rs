@@ -2,9 +2,11 @@
 //!
 //! Contract: [`PATTERN`] is what the CRD schema admits, and [`parse`] accepts every string the
 //! pattern admits, with the value Go's `time.ParseDuration` (and so CEL's `duration()`) gives it.
-//! Parsing is delegated to jiff's friendly format, which is a superset of this shape.
+//! Parsing is delegated to jiff's friendly format, which is a superset of this shape, and
+//! [`format`] writes durations back in the same compact shape for messages.
 
 use k8s_openapi::jiff::SignedDuration;
+use k8s_openapi::jiff::fmt::friendly::{Designator, Spacing, SpanPrinter};
 use std::time::Duration;
 
 /// One or more `<number><unit>` groups, non-negative, units as Go spells them.
@@ -36,6 +38,15 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     Duration::try_from(signed).map_err(|_| DurationError::Negative(text.to_owned()))
 }
 
+/// `d` as the API spells durations: `"1h"`, `"90m"` is `"1h30m"`, `"0s"`.
+pub fn format(d: Duration) -> String {
+    let signed = SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+    SpanPrinter::new()
+        .designator(Designator::Compact)
+        .spacing(Spacing::None)
+        .duration_to_string(&signed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +69,20 @@ mod tests {
         assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse("10us"), Ok(Duration::from_micros(10)));
         assert_eq!(parse("10µs"), Ok(Duration::from_micros(10)));
+    }
+
+    #[test]
+    fn formats_in_the_shape_it_reads() {
+        for (secs, text) in [
+            (3600, "1h"),
+            (5400, "1h30m"),
+            (0, "0s"),
+            (45, "45s"),
+            (3661, "1h1m1s"),
+        ] {
+            assert_eq!(format(Duration::from_secs(secs)), text);
+            assert_eq!(parse(text), Ok(Duration::from_secs(secs)));
+        }
     }
 
     #[test]

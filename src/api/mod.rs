@@ -11,6 +11,7 @@
 
 pub mod apikey;
 pub mod duration;
+pub mod schedule;
 pub mod subaccount;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

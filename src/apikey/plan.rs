@@ -1,31 +1,111 @@
 //! What a TwilioApiKey needs, decided from what was observed. Pure: no I/O, no clock.
 //!
-//! Contract: given the status (the operator's record), the Secret as found, the rotate
-//! annotation, the schedule and (when read) the account's keys at Twilio, these functions say
-//! which key the Secret really carries, which keys to revoke, which to sweep as crash leftovers,
-//! and whether and why to issue a new key. A restarted operator computes the same answers from
-//! the same facts, so a restart alone never rotates anything.
+//! Contract:
+//! - [`settings`] validates the spec and fills in its defaults, or says which field is wrong;
+//! - [`plan`] turns the status (the operator's record), the Secret as found, the account's keys
+//!   at Twilio and the time into a [`Plan`]: the record brought up to date with what the Secret
+//!   proves (adoption after a crash), which retiring keys are due, which tagged keys nobody
+//!   records (crash leftovers) are swept, and whether to issue a new key, update the current
+//!   one, or do nothing;
+//! - [`issued`] is the record after a new key reached the Secret;
+//! - a restarted operator computes the same plan from the same facts, so a restart alone never
+//!   rotates anything.
 
-use super::schedule;
-use crate::api::apikey::{RetiringKey, TwilioApiKeyStatus};
-use crate::secret::Observed;
+use crate::api::apikey::{RetiringKey, SecretKeys, TwilioApiKey, TwilioApiKeyStatus};
+use crate::api::schedule;
+use crate::conditions::{Problem, duration_field};
+use crate::secret::{Expect, Observed};
 use crate::tagging;
+use crate::twilio::Inventory;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The keys of one account at Twilio, as read at `read_at`.
-#[derive(Debug, Clone, Default)]
-pub struct Inventory {
-    pub read_at: Timestamp,
-    /// `(sid, friendly_name)` of every key.
-    pub keys: Vec<(String, Option<String>)>,
+/// A new value of this annotation rotates the key once.
+pub const ROTATE_ANNOTATION: &str = "twilio.operator.dev/rotate";
+/// How long a replaced key stays valid when the spec names no rotation.
+const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// The spec, validated, with its defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The object's UID, which the Twilio tag is derived from.
+    pub uid: String,
+    /// The object's namespace, where its Secret lives.
+    pub namespace: String,
+    /// The Secret the credentials are published in.
+    pub secret_name: String,
+    /// The Secret's data keys.
+    pub keys: SecretKeys,
+    /// How long a replaced key stays valid.
+    pub grace: Duration,
+    /// How often the key rotates, if it does.
+    pub every: Option<Duration>,
+    /// The key's friendly name at Twilio, before the tag.
+    pub display_name: String,
+    /// The value of the rotate annotation, if set.
+    pub rotate_request: Option<String>,
+    /// The object's generation.
+    pub generation: Option<i64>,
 }
 
-impl Inventory {
-    pub fn contains(&self, sid: &str) -> bool {
-        self.keys.iter().any(|(s, _)| s == sid)
+/// Validates `key`'s spec.
+pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
+    let rotation = key.spec.rotation.as_ref();
+    let grace = rotation
+        .map(|r| duration_field("spec.rotation.gracePeriod", &r.grace_period))
+        .transpose()?;
+    let every = rotation
+        .map(|r| duration_field("spec.rotation.every", &r.every))
+        .transpose()?;
+    let secret = key.spec.secret.clone().unwrap_or_default();
+    let namespace = key.namespace().unwrap_or_default();
+    Ok(Settings {
+        uid: key.uid().unwrap_or_default(),
+        display_name: tagging::display_name(key.spec.friendly_name.as_deref(), &namespace, &key.name_any()),
+        namespace,
+        secret_name: secret.name.unwrap_or_else(|| key.name_any()),
+        keys: secret.keys.unwrap_or_default(),
+        grace: grace.unwrap_or(DEFAULT_GRACE),
+        every,
+        rotate_request: key.annotations().get(ROTATE_ANNOTATION).cloned(),
+        generation: key.metadata.generation,
+    })
+}
+
+impl Settings {
+    /// What each data key of the Secret must hold for it to count as intact.
+    pub fn expected_data<'a>(&'a self, account: &'a str) -> [(&'a str, Expect<'a>); 3] {
+        [
+            (self.keys.account_sid.as_str(), Expect::Equals(account)),
+            (self.keys.api_key.as_str(), Expect::CredentialSid),
+            (self.keys.api_secret.as_str(), Expect::Secret),
+        ]
     }
+
+    /// When a key created at `created` rotates, if the spec rotates it at all.
+    pub fn next_rotation(&self, created: Option<&Time>) -> Option<Time> {
+        Some(Time(schedule::next_rotation(created?.0, self.every?, &self.uid)))
+    }
+}
+
+/// What was read for one pass, from Kubernetes and Twilio.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// The account the key lives in.
+    pub account_sid: String,
+    /// The Secret as found.
+    pub secret: Observed,
+    /// The account's keys at Twilio.
+    pub inventory: Arc<Inventory>,
+}
+
+/// Whether the key list must be read afresh: a create was announced and its key has not
+/// reached the Secret, so a key Twilio made may be missing from any older list.
+pub fn needs_fresh_inventory(status: &TwilioApiKeyStatus, secret: &Observed) -> bool {
+    status.pending_since.is_some() && !intent_fulfilled(status, secret)
 }
 
 /// Why a new key is issued.
@@ -64,6 +144,7 @@ impl Cause {
         }
     }
 
+    /// What happened, as an event says it.
     pub fn describe(self) -> &'static str {
         match self {
             Cause::Initial => "created",
@@ -76,11 +157,145 @@ impl Cause {
     }
 }
 
+/// What to do about the current key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing: the key is as the spec wants it.
+    None,
+    /// Issue a new key for `cause`, first revoking `revoke_first` so no more than two keys
+    /// are ever live.
+    Issue { cause: Cause, revoke_first: Vec<String> },
+    /// The spec changed (friendlyName, permissions): update the key in place.
+    Update,
+}
+
+/// The steps of one pass, in the order they run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The record, brought up to date with what was observed.
+    pub status: TwilioApiKeyStatus,
+    /// Whether `status` now records the key the Secret carries instead of the one it recorded.
+    pub adopted: bool,
+    /// Retiring keys whose revokeAt has come.
+    pub revoke: Vec<String>,
+    /// Keys with this object's tag that nothing records: left by a crash, swept.
+    pub sweep: Vec<String>,
+    /// What to do about the current key.
+    pub change: Change,
+}
+
+/// The plan for one pass. `applied_here` says this process already applied the object's
+/// current generation at Twilio (its status may not show it yet).
+pub fn plan(
+    settings: &Settings,
+    status: &TwilioApiKeyStatus,
+    seen: &Observation,
+    applied_here: bool,
+    now: Timestamp,
+) -> Plan {
+    let mut st = status.clone();
+    st.account_sid = Some(seen.account_sid.clone());
+    let adopted = adopt_from_secret(&st, &seen.secret, settings.grace, now);
+    let was_adopted = adopted.is_some();
+    if let Some(adopted) = adopted {
+        st = adopted;
+    }
+    // The schedule follows from the key's creation, never from a possibly stale status field.
+    st.next_rotation_at = settings.next_rotation(st.key_created_at.as_ref());
+    if intent_fulfilled(&st, &seen.secret) {
+        // The one create this intent covered reached the Secret: nothing can be left over.
+        st.pending_since = None;
+    }
+    let revoke = due_revocations(&st, now);
+    let sweep = orphans(&seen.inventory, &settings.uid, &st, &seen.secret);
+    let revoked = revoked_outside(&st, &seen.inventory);
+    let change = match issue_cause(
+        &st,
+        &seen.secret,
+        settings.rotate_request.as_deref(),
+        revoked,
+        now,
+    ) {
+        Some(cause) => {
+            let revoke_first = if cause.retires_current() && st.key_sid.is_some() {
+                st.retiring_keys
+                    .iter()
+                    .map(|r| r.sid.clone())
+                    .filter(|sid| !revoke.contains(sid))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Change::Issue { cause, revoke_first }
+        }
+        // A changed spec, unless this process already applied it (a pass may read an older status).
+        None if st.observed_generation != settings.generation && !applied_here => Change::Update,
+        None => Change::None,
+    };
+    Plan {
+        status: st,
+        adopted: was_adopted,
+        revoke,
+        sweep,
+        change,
+    }
+}
+
+/// The record once key `sid`, issued for `cause` at `now`, reached the Secret: the key it
+/// replaced retires for the grace period, and the rotation request counts as answered.
+pub fn issued(
+    settings: &Settings,
+    status: &TwilioApiKeyStatus,
+    sid: &str,
+    cause: Cause,
+    now: Timestamp,
+) -> TwilioApiKeyStatus {
+    let mut st = status.clone();
+    if let Some(old) = st.key_sid.take().filter(|_| cause.retires_current()) {
+        st.retiring_keys.push(RetiringKey {
+            sid: old,
+            revoke_at: Time(schedule::after(now, settings.grace)),
+        });
+    }
+    st.key_sid = Some(sid.to_owned());
+    st.key_created_at = Some(Time(now));
+    st.next_rotation_at = settings.next_rotation(st.key_created_at.as_ref());
+    st.pending_since = None;
+    if settings.rotate_request.is_some() {
+        st.last_rotation_request = settings.rotate_request.clone();
+    }
+    st
+}
+
+/// Whether the workloads in restartWorkloads must be rolled to the current key: they have not
+/// been for this key, or the spec (and so perhaps the list) changed.
+pub fn roll_due(status: &TwilioApiKeyStatus, generation: Option<i64>) -> bool {
+    status.key_sid.is_some()
+        && (status.workloads_rolled_for != status.key_sid || status.observed_generation != generation)
+}
+
+/// The keys to revoke at deletion: those the status records, and the one the Secret carries
+/// if a crash kept it out of the status.
+pub fn to_revoke_at_deletion(status: &TwilioApiKeyStatus, secret: &Observed) -> Vec<String> {
+    let mut sids: Vec<String> = status
+        .key_sid
+        .iter()
+        .cloned()
+        .chain(status.retiring_keys.iter().map(|r| r.sid.clone()))
+        .collect();
+    if let Observed::Ours(record) = secret
+        && let Some(carried) = record.credential_sid.clone().filter(|c| !sids.contains(c))
+    {
+        sids.push(carried);
+    }
+    sids
+}
+
 /// When the Secret carries a key the status does not record (the operator stopped between
 /// writing the Secret and writing the status, or read a status older than its last write), the
 /// status that records it, with the rotation request it answered. The key it replaced retires
 /// as a rotation would retire it.
-pub fn adopt_from_secret(
+fn adopt_from_secret(
     status: &TwilioApiKeyStatus,
     secret: &Observed,
     grace: Duration,
@@ -113,7 +328,7 @@ pub fn adopt_from_secret(
 /// Whether the create that `status.pendingSince` announced reached the Secret. Each intent
 /// covers exactly one create (the client repeats a create only when Twilio surely did not act),
 /// so once its key is published nothing can have been left behind.
-pub fn intent_fulfilled(status: &TwilioApiKeyStatus, secret: &Observed) -> bool {
+fn intent_fulfilled(status: &TwilioApiKeyStatus, secret: &Observed) -> bool {
     match (&status.pending_since, secret) {
         (Some(pending), Observed::Ours(record)) => {
             record.intact && record.created_at.is_some_and(|created| created >= pending.0)
@@ -134,12 +349,7 @@ pub fn due_revocations(status: &TwilioApiKeyStatus, now: Timestamp) -> Vec<Strin
 
 /// Keys at Twilio that carry this object's tag but that nothing records: left by a crash
 /// between Twilio's create and the Secret write. Their secret is lost, so they can only go.
-pub fn orphans(
-    inventory: &Inventory,
-    uid: &str,
-    status: &TwilioApiKeyStatus,
-    secret: &Observed,
-) -> Vec<String> {
+fn orphans(inventory: &Inventory, uid: &str, status: &TwilioApiKeyStatus, secret: &Observed) -> Vec<String> {
     let in_secret = match secret {
         Observed::Ours(record) => record.credential_sid.clone(),
         _ => None,
@@ -159,19 +369,15 @@ pub fn orphans(
 
 /// Whether the current key was revoked outside Kubernetes: missing from a list read after it
 /// was created (a list read before could simply predate it).
-pub fn revoked_outside(status: &TwilioApiKeyStatus, inventory: Option<&Inventory>) -> bool {
-    match (
-        status.key_sid.as_deref(),
-        status.key_created_at.as_ref(),
-        inventory,
-    ) {
-        (Some(sid), Some(created), Some(inv)) => inv.read_at > created.0 && !inv.contains(sid),
+fn revoked_outside(status: &TwilioApiKeyStatus, inventory: &Inventory) -> bool {
+    match (status.key_sid.as_deref(), status.key_created_at.as_ref()) {
+        (Some(sid), Some(created)) => inventory.read_at > created.0 && !inventory.contains(sid),
         _ => false,
     }
 }
 
 /// Whether, and why, a new key is needed now. The first matching cause wins.
-pub fn issue_cause(
+fn issue_cause(
     status: &TwilioApiKeyStatus,
     secret: &Observed,
     rotate_request: Option<&str>,
@@ -219,11 +425,15 @@ mod tests {
     const T0: &str = "2026-01-01T00:00:00Z";
     const T1: &str = "2026-01-01T01:00:00Z";
     const T2: &str = "2026-01-01T02:00:00Z";
+    const UID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    const HOUR: Duration = Duration::from_secs(3600);
 
     fn live(sid: &str) -> TwilioApiKeyStatus {
         TwilioApiKeyStatus {
+            account_sid: Some("AC1".into()),
             key_sid: Some(sid.into()),
             key_created_at: Some(Time(at(T0))),
+            observed_generation: Some(1),
             ..Default::default()
         }
     }
@@ -236,155 +446,397 @@ mod tests {
             intact,
         })
     }
+    fn settings() -> Settings {
+        Settings {
+            uid: UID.into(),
+            namespace: "ns".into(),
+            secret_name: "s".into(),
+            keys: SecretKeys::default(),
+            grace: HOUR,
+            every: None,
+            display_name: "ns/k".into(),
+            rotate_request: None,
+            generation: Some(1),
+        }
+    }
+    fn tagged(sid: &str) -> (String, Option<String>) {
+        (sid.to_owned(), Some(tagging::tagged_name("x", UID)))
+    }
+    fn seen(secret: Observed, keys: Vec<(String, Option<String>)>, read_at: &str) -> Observation {
+        Observation {
+            account_sid: "AC1".into(),
+            secret,
+            inventory: Arc::new(Inventory {
+                read_at: at(read_at),
+                keys,
+            }),
+        }
+    }
+    fn issue(cause: Cause) -> Change {
+        Change::Issue {
+            cause,
+            revoke_first: vec![],
+        }
+    }
 
-    #[test]
-    fn causes_in_order() {
-        let none = TwilioApiKeyStatus::default();
-        assert_eq!(
-            issue_cause(&none, &Observed::Missing, None, false, at(T0)),
-            Some(Cause::Initial)
-        );
-        let st = live("SK1");
-        assert_eq!(
-            issue_cause(&st, &Observed::Missing, None, false, at(T1)),
-            Some(Cause::SecretLost)
-        );
-        assert_eq!(
-            issue_cause(&st, &ours("SK1", false), None, false, at(T1)),
-            Some(Cause::SecretEdited)
-        );
-        assert_eq!(
-            issue_cause(&st, &ours("SK1", true), None, true, at(T1)),
-            Some(Cause::RevokedOutside)
-        );
-        assert_eq!(
-            issue_cause(&st, &ours("SK1", true), Some("r1"), false, at(T1)),
-            Some(Cause::Requested)
-        );
-        let acted = TwilioApiKeyStatus {
-            last_rotation_request: Some("r1".into()),
-            ..live("SK1")
-        };
-        assert_eq!(
-            issue_cause(&acted, &ours("SK1", true), Some("r1"), false, at(T1)),
-            None,
-            "a request is acted on once"
-        );
-        let due = TwilioApiKeyStatus {
-            next_rotation_at: Some(Time(at(T1))),
-            ..live("SK1")
-        };
-        assert_eq!(issue_cause(&due, &ours("SK1", true), None, false, at(T0)), None);
-        assert_eq!(
-            issue_cause(&due, &ours("SK1", true), None, false, at(T1)),
-            Some(Cause::Scheduled)
-        );
-        assert!(Cause::Scheduled.retires_current() && !Cause::RevokedOutside.retires_current());
+    /// One row: the record, what was observed, the time, and the plan's decisions.
+    struct Case {
+        name: &'static str,
+        status: TwilioApiKeyStatus,
+        seen: Observation,
+        settings: Settings,
+        now: &'static str,
+        key_sid: Option<&'static str>,
+        revoke: Vec<&'static str>,
+        sweep: Vec<&'static str>,
+        change: Change,
+    }
+
+    fn case(name: &'static str, status: TwilioApiKeyStatus, seen: Observation) -> Case {
+        Case {
+            name,
+            status,
+            seen,
+            settings: settings(),
+            now: T2,
+            key_sid: None,
+            revoke: vec![],
+            sweep: vec![],
+            change: Change::None,
+        }
     }
 
     #[test]
-    fn a_secret_ahead_of_the_status_is_adopted_and_the_old_key_retires() {
-        let adopted = adopt_from_secret(
-            &live("SK1"),
-            &ours("SK2", true),
-            Duration::from_secs(3600),
-            at(T2),
-        )
-        .unwrap();
-        assert_eq!(adopted.key_sid.as_deref(), Some("SK2"));
-        assert_eq!(adopted.key_created_at, Some(Time(at(T1))));
+    fn plans_for_every_situation() {
+        let retiring = |sid: &str, when: &str| RetiringKey {
+            sid: sid.into(),
+            revoke_at: Time(at(when)),
+        };
+        let pending = |st: TwilioApiKeyStatus| TwilioApiKeyStatus {
+            pending_since: Some(Time(at(T1))),
+            ..st
+        };
+        let first = TwilioApiKeyStatus::default();
+        let cases = vec![
+            Case {
+                change: issue(Cause::Initial),
+                ..case("a new object", first.clone(), seen(Observed::Missing, vec![], T2))
+            },
+            Case {
+                key_sid: Some("SK1"),
+                ..case(
+                    "at rest",
+                    live("SK1"),
+                    seen(ours("SK1", true), vec![tagged("SK1")], T2),
+                )
+            },
+            // Crash after Twilio's create, before the Secret: the tagged key nobody records goes.
+            Case {
+                sweep: vec!["SK9"],
+                change: issue(Cause::Initial),
+                ..case(
+                    "crash before the Secret",
+                    pending(first.clone()),
+                    seen(Observed::Missing, vec![tagged("SK9")], T2),
+                )
+            },
+            // Crash after the Secret, before the status: the Secret's key is adopted, not swept.
+            // The generation is applied once more, since no status says it was.
+            Case {
+                key_sid: Some("SK2"),
+                change: Change::Update,
+                ..case(
+                    "crash before the status",
+                    pending(first.clone()),
+                    seen(ours("SK2", true), vec![tagged("SK2")], T2),
+                )
+            },
+            // Crash after the Secret of a rotation: the new key is adopted and the old retires.
+            Case {
+                key_sid: Some("SK2"),
+                revoke: vec!["SK1"],
+                ..case(
+                    "crash mid-rotation, grace over",
+                    pending(live("SK1")),
+                    seen(ours("SK2", true), vec![tagged("SK1"), tagged("SK2")], T2),
+                )
+            },
+            // Crash mid-revoke: the key is gone at Twilio but still recorded; it is revoked again.
+            Case {
+                key_sid: Some("SK1"),
+                revoke: vec!["SK0"],
+                ..case(
+                    "crash mid-revoke",
+                    TwilioApiKeyStatus {
+                        retiring_keys: vec![retiring("SK0", T1)],
+                        ..live("SK1")
+                    },
+                    seen(ours("SK1", true), vec![tagged("SK1")], T2),
+                )
+            },
+            // A stale status read with a cached list: the Secret proves the newer key, and the
+            // key it replaced an hour ago has had its grace period.
+            Case {
+                key_sid: Some("SK2"),
+                revoke: vec!["SK1"],
+                ..case(
+                    "stale status",
+                    live("SK1"),
+                    seen(ours("SK2", true), vec![tagged("SK1")], T0),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                change: issue(Cause::SecretLost),
+                ..case(
+                    "Secret deleted",
+                    live("SK1"),
+                    seen(Observed::Missing, vec![tagged("SK1")], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                change: issue(Cause::SecretEdited),
+                ..case(
+                    "Secret edited",
+                    live("SK1"),
+                    seen(ours("SK1", false), vec![tagged("SK1")], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                change: issue(Cause::RevokedOutside),
+                ..case(
+                    "revoked outside",
+                    live("SK1"),
+                    seen(ours("SK1", true), vec![], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                ..case(
+                    "a list older than the key",
+                    live("SK1"),
+                    seen(ours("SK1", true), vec![], "2025-12-31T00:00:00Z"),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                settings: Settings {
+                    rotate_request: Some("r1".into()),
+                    ..settings()
+                },
+                change: Change::Issue {
+                    cause: Cause::Requested,
+                    revoke_first: vec!["SK0".into()],
+                },
+                ..case(
+                    "rotation requested within a grace period",
+                    TwilioApiKeyStatus {
+                        retiring_keys: vec![retiring("SK0", "2026-01-02T00:00:00Z")],
+                        ..live("SK1")
+                    },
+                    seen(ours("SK1", true), vec![tagged("SK0"), tagged("SK1")], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                settings: Settings {
+                    rotate_request: Some("r1".into()),
+                    ..settings()
+                },
+                ..case(
+                    "a request is answered once",
+                    TwilioApiKeyStatus {
+                        last_rotation_request: Some("r1".into()),
+                        ..live("SK1")
+                    },
+                    seen(ours("SK1", true), vec![tagged("SK1")], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                settings: Settings {
+                    every: Some(HOUR),
+                    ..settings()
+                },
+                change: issue(Cause::Scheduled),
+                ..case(
+                    "rotation due",
+                    live("SK1"),
+                    seen(ours("SK1", true), vec![tagged("SK1")], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                settings: Settings {
+                    generation: Some(2),
+                    ..settings()
+                },
+                change: Change::Update,
+                ..case(
+                    "spec changed",
+                    live("SK1"),
+                    seen(ours("SK1", true), vec![tagged("SK1")], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                sweep: vec![],
+                ..case(
+                    "other objects' keys are not ours",
+                    live("SK1"),
+                    seen(
+                        ours("SK1", true),
+                        vec![tagged("SK1"), ("SK5".into(), Some("someone else's".into()))],
+                        T2,
+                    ),
+                )
+            },
+        ];
+        for c in cases {
+            let p = plan(&c.settings, &c.status, &c.seen, false, at(c.now));
+            assert_eq!(p.status.key_sid.as_deref(), c.key_sid, "{}: key", c.name);
+            assert_eq!(p.revoke, c.revoke, "{}: revoke", c.name);
+            assert_eq!(p.sweep, c.sweep, "{}: sweep", c.name);
+            assert_eq!(p.change, c.change, "{}: change", c.name);
+            assert_eq!(
+                p.status.account_sid.as_deref(),
+                Some("AC1"),
+                "{}: account",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn an_applied_generation_is_not_applied_again() {
+        let changed = Settings {
+            generation: Some(2),
+            ..settings()
+        };
+        let seen = seen(ours("SK1", true), vec![tagged("SK1")], T2);
         assert_eq!(
-            adopted.retiring_keys,
+            plan(&changed, &live("SK1"), &seen, true, at(T2)).change,
+            Change::None
+        );
+    }
+
+    #[test]
+    fn a_fulfilled_intent_needs_no_fresh_list_and_is_cleared() {
+        let pending = |at_: &str| TwilioApiKeyStatus {
+            pending_since: Some(Time(at(at_))),
+            ..live("SK1")
+        };
+        assert!(
+            !needs_fresh_inventory(&pending(T1), &ours("SK2", true)),
+            "published at the intent's moment"
+        );
+        assert!(
+            needs_fresh_inventory(&pending(T2), &ours("SK2", true)),
+            "the Secret predates the intent"
+        );
+        assert!(needs_fresh_inventory(&pending(T1), &ours("SK2", false)));
+        assert!(needs_fresh_inventory(&pending(T1), &Observed::Missing));
+        assert!(
+            !needs_fresh_inventory(&live("SK1"), &ours("SK1", true)),
+            "no intent"
+        );
+        let p = plan(
+            &settings(),
+            &pending(T1),
+            &seen(ours("SK2", true), vec![], T2),
+            false,
+            at(T2),
+        );
+        assert_eq!(p.status.pending_since, None);
+        assert!(p.adopted);
+    }
+
+    #[test]
+    fn adoption_retires_the_replaced_key_and_answers_its_request() {
+        let p = plan(
+            &settings(),
+            &live("SK1"),
+            &seen(ours("SK2", true), vec![], T0),
+            false,
+            at(T2),
+        );
+        assert_eq!(p.status.key_created_at, Some(Time(at(T1))));
+        assert_eq!(
+            p.status.retiring_keys,
             vec![RetiringKey {
                 sid: "SK1".into(),
                 revoke_at: Time(at(T2))
             }]
         );
         assert_eq!(
-            adopted.last_rotation_request.as_deref(),
+            p.status.last_rotation_request.as_deref(),
             Some("r2"),
             "the request is not answered twice"
         );
-        assert!(adopt_from_secret(&live("SK2"), &ours("SK2", true), Duration::ZERO, at(T2)).is_none());
-        assert!(
-            adopt_from_secret(&live("SK1"), &ours("SK2", false), Duration::ZERO, at(T2)).is_none(),
-            "an edited Secret is not a record"
-        );
-        let first = adopt_from_secret(
-            &TwilioApiKeyStatus::default(),
-            &ours("SK2", true),
-            Duration::ZERO,
+        let edited = plan(
+            &settings(),
+            &live("SK1"),
+            &seen(ours("SK2", false), vec![], T0),
+            false,
             at(T2),
-        )
-        .unwrap();
-        assert!(first.retiring_keys.is_empty());
-    }
-
-    #[test]
-    fn orphans_are_tagged_and_unrecorded() {
-        let uid = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-        let tagged = |sid: &str| (sid.to_owned(), Some(tagging::tagged_name("x", uid)));
-        let inventory = Inventory {
-            read_at: at(T2),
-            keys: vec![
-                tagged("SK1"),
-                tagged("SK2"),
-                tagged("SK3"),
-                tagged("SK4"),
-                ("SK5".into(), Some("someone else's".into())),
-            ],
-        };
-        let mut st = live("SK1");
-        st.retiring_keys.push(RetiringKey {
-            sid: "SK2".into(),
-            revoke_at: Time(at(T2)),
-        });
-        assert_eq!(
-            orphans(&inventory, uid, &st, &ours("SK3", true)),
-            vec!["SK4".to_owned()]
         );
+        assert!(!edited.adopted, "an edited Secret is not a record");
     }
 
     #[test]
-    fn revocation_outside_needs_a_fresh_list() {
-        let st = live("SK1");
-        let stale = Inventory {
-            read_at: at("2025-12-31T23:00:00Z"),
-            keys: vec![],
+    fn an_issued_key_retires_the_old_one_unless_it_was_revoked() {
+        let s = Settings {
+            rotate_request: Some("r3".into()),
+            every: Some(24 * HOUR),
+            ..settings()
         };
-        let fresh = Inventory {
-            read_at: at(T1),
-            keys: vec![],
-        };
-        assert!(!revoked_outside(&st, Some(&stale)), "the list predates the key");
-        assert!(revoked_outside(&st, Some(&fresh)));
-        assert!(!revoked_outside(
-            &st,
-            Some(&Inventory {
-                read_at: at(T1),
-                keys: vec![("SK1".into(), None)]
-            })
-        ));
-        assert!(!revoked_outside(&st, None));
+        let rotated = issued(&s, &live("SK1"), "SK2", Cause::Requested, at(T1));
+        assert_eq!(rotated.key_sid.as_deref(), Some("SK2"));
+        assert_eq!(
+            rotated.retiring_keys,
+            vec![RetiringKey {
+                sid: "SK1".into(),
+                revoke_at: Time(at(T2))
+            }]
+        );
+        assert_eq!(rotated.last_rotation_request.as_deref(), Some("r3"));
+        assert!(rotated.next_rotation_at.is_some());
+        let reissued = issued(&s, &live("SK1"), "SK2", Cause::RevokedOutside, at(T1));
+        assert!(reissued.retiring_keys.is_empty());
     }
 
     #[test]
-    fn an_intent_is_fulfilled_by_a_key_published_after_it() {
-        let pending = |at_: &str| TwilioApiKeyStatus {
-            pending_since: Some(Time(at(at_))),
+    fn workloads_roll_once_per_key_and_on_spec_changes() {
+        let rolled = TwilioApiKeyStatus {
+            workloads_rolled_for: Some("SK1".into()),
             ..live("SK1")
         };
-        assert!(
-            intent_fulfilled(&pending(T1), &ours("SK2", true)),
-            "published at the intent's moment"
+        assert!(!roll_due(&rolled, Some(1)));
+        assert!(roll_due(&rolled, Some(2)));
+        assert!(roll_due(&live("SK1"), Some(1)));
+        assert!(!roll_due(&TwilioApiKeyStatus::default(), Some(1)));
+    }
+
+    #[test]
+    fn deletion_revokes_what_the_status_and_the_secret_record() {
+        let st = TwilioApiKeyStatus {
+            retiring_keys: vec![RetiringKey {
+                sid: "SK0".into(),
+                revoke_at: Time(at(T1)),
+            }],
+            ..live("SK1")
+        };
+        assert_eq!(
+            to_revoke_at_deletion(&st, &ours("SK2", true)),
+            vec!["SK1", "SK0", "SK2"]
         );
-        assert!(
-            !intent_fulfilled(&pending(T2), &ours("SK2", true)),
-            "the Secret predates the intent"
+        assert_eq!(to_revoke_at_deletion(&st, &ours("SK1", true)), vec!["SK1", "SK0"]);
+        assert_eq!(
+            to_revoke_at_deletion(&st, &Observed::Conflict),
+            vec!["SK1", "SK0"]
         );
-        assert!(!intent_fulfilled(&pending(T1), &ours("SK2", false)));
-        assert!(!intent_fulfilled(&pending(T1), &Observed::Missing));
-        assert!(!intent_fulfilled(&live("SK1"), &ours("SK1", true)), "no intent");
     }
 
     #[test]
@@ -398,5 +850,6 @@ mod tests {
         assert_eq!(next_deadline(&st), Some(at(T1)));
         assert!(due_revocations(&st, at(T0)).is_empty());
         assert_eq!(due_revocations(&st, at(T1)), vec!["SK0".to_owned()]);
+        assert!(Cause::Scheduled.retires_current() && !Cause::RevokedOutside.retires_current());
     }
 }

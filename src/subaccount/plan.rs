@@ -1,27 +1,122 @@
-//! What a TwilioSubaccount needs, decided from what was observed. Pure.
+//! What a TwilioSubaccount needs, decided from what was observed. Pure: no I/O, no clock.
 //!
-//! Contract: the functions here turn spec, status and what Twilio reported into the next step:
-//! which status to ask Twilio for (never reopening a closed account), whether usage is stale,
-//! and where the auth token rotation stands (publish, start, promote, or wait until when).
+//! Contract: the functions here turn spec, status and what Twilio and the Secret showed into
+//! the next step:
+//! - [`settings`]: the spec, validated, or the field at fault;
+//! - [`existence`]: use the subaccount found, record one an interrupted create left, or create
+//!   one (and never adopt an account that is not a subaccount of the credentials' account);
+//! - [`account_update`]: the rename and status change to ask Twilio for, never reopening a
+//!   closed account;
+//! - [`usage_due`]: whether usage is stale;
+//! - [`token_plan`] and [`token_stepped`]: where the auth token rotation stands (publish,
+//!   start, promote, or wait until when), including after an interruption at any step.
 
-use crate::api::subaccount::{AuthTokenStatus, SubaccountState, SubaccountUsage};
-use crate::apikey::schedule;
-use crate::twilio::types::AccountStatus;
-use k8s_openapi::jiff::Timestamp;
+use crate::api::schedule;
+use crate::api::subaccount::{AuthTokenStatus, SubaccountState, SubaccountUsage, TwilioSubaccount};
+use crate::conditions::{Problem, Reason, duration_field};
+use crate::tagging;
+use crate::twilio::types::{Account, AccountStatus, AccountUpdate};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use std::time::Duration;
 
 /// Usage is read from Twilio at most this often.
 pub const USAGE_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 
-/// What to do about the account's status at Twilio.
+/// The spec, validated, with its defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The object's namespace.
+    pub namespace: String,
+    /// The subaccount's friendly name as the spec wants it.
+    pub display_name: String,
+    /// The name a subaccount is created under: unique to this object, so an interrupted create
+    /// can be found again.
+    pub creation_name: String,
+    /// The Secret the credentials are published in, if any.
+    pub secret_name: Option<String>,
+    /// `(every, gracePeriod)` of the auth token rotation, if it rotates.
+    pub token_rotation: Option<(Duration, Duration)>,
+}
+
+/// Validates `sub`'s spec.
+pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
+    let namespace = sub.namespace().unwrap_or_default();
+    let display_name = tagging::display_name(sub.spec.friendly_name.as_deref(), &namespace, &sub.name_any());
+    let token_rotation = match &sub.spec.auth_token_rotation {
+        Some(r) => Some((
+            duration_field("spec.authTokenRotation.every", &r.every)?,
+            duration_field("spec.authTokenRotation.gracePeriod", &r.grace_period)?,
+        )),
+        None => None,
+    };
+    Ok(Settings {
+        creation_name: tagging::tagged_name(&display_name, &sub.uid().unwrap_or_default()),
+        display_name,
+        namespace,
+        secret_name: sub.spec.secret.as_ref().map(|s| s.name.clone()),
+        token_rotation,
+    })
+}
+
+/// How the subaccount was found at Twilio.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// `spec.sid` names it.
+    Adopted(Account),
+    /// `status.sid` records it.
+    Recorded(Account),
+    /// A create was announced and not recorded; this is what carries the creation name.
+    Interrupted(Option<Account>),
+    /// Nothing was ever created.
+    Nothing,
+}
+
+/// What to do to have the subaccount.
+#[derive(Debug, Clone)]
+pub enum Existence {
+    /// It exists and is recorded.
+    Exists(Account),
+    /// An interrupted create made it: record it, make no second one.
+    Recover(Account),
+    /// Create it.
+    Create,
+}
+
+/// Decides from `found` how the object gets its subaccount; `parent` is the account whose
+/// credentials the operator acts with.
+pub fn existence(found: Found, parent: &str) -> Result<Existence, Problem> {
+    match found {
+        Found::Adopted(account)
+            if account.sid == parent || account.owner_account_sid.as_deref() != Some(parent) =>
+        {
+            Err(Problem::new(
+                Reason::NotASubaccount,
+                format!(
+                    "spec.sid {} is not a subaccount of {parent}, the account whose credentials the operator uses: only its subaccounts can be adopted",
+                    account.sid
+                ),
+            ))
+        }
+        Found::Adopted(account) | Found::Recorded(account) => Ok(Existence::Exists(account)),
+        Found::Interrupted(Some(account)) => Ok(Existence::Recover(account)),
+        Found::Interrupted(None) | Found::Nothing => Ok(Existence::Create),
+    }
+}
+
+/// The status to ask Twilio for, given the spec's state and the account's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateStep {
+    /// The account is as the spec wants it.
     Keep,
+    /// Ask Twilio for this status.
     Set(AccountStatus),
     /// Closed at Twilio: irreversible, so nothing is asked for.
     Closed,
 }
 
+/// The status step from `desired` (spec) to `observed` (Twilio).
 pub fn state_step(desired: SubaccountState, observed: AccountStatus) -> StateStep {
     let wanted = match desired {
         SubaccountState::Active => AccountStatus::Active,
@@ -34,10 +129,45 @@ pub fn state_step(desired: SubaccountState, observed: AccountStatus) -> StateSte
     }
 }
 
+/// The update that brings `account` to the spec, if one is needed; a closed account is a
+/// problem no update can solve.
+pub fn account_update(
+    desired: SubaccountState,
+    display_name: &str,
+    account: &Account,
+) -> Result<Option<AccountUpdate>, Problem> {
+    let status = match state_step(desired, account.status.unwrap_or(AccountStatus::Unknown)) {
+        StateStep::Closed => {
+            return Err(Problem::new(
+                Reason::SubaccountClosed,
+                format!(
+                    "Subaccount {} is closed at Twilio, which cannot be undone; delete this object, and create a new TwilioSubaccount for a new subaccount",
+                    account.sid
+                ),
+            ));
+        }
+        StateStep::Set(s) => Some(s),
+        StateStep::Keep => None,
+    };
+    let friendly_name =
+        (account.friendly_name.as_deref() != Some(display_name)).then(|| display_name.to_owned());
+    Ok(
+        (friendly_name.is_some() || status.is_some()).then_some(AccountUpdate {
+            friendly_name,
+            status,
+        }),
+    )
+}
+
+/// The newer of two usage reads.
+pub fn newest_usage(a: Option<SubaccountUsage>, b: Option<SubaccountUsage>) -> Option<SubaccountUsage> {
+    [a, b].into_iter().flatten().max_by_key(|u| u.observed_at.0)
+}
+
+/// Whether usage must be read again.
 pub fn usage_due(usage: Option<&SubaccountUsage>, now: Timestamp) -> bool {
     usage.is_none_or(|u| {
-        now.duration_since(u.observed_at.0)
-            >= k8s_openapi::jiff::SignedDuration::try_from(USAGE_MAX_AGE).expect("fits")
+        now.duration_since(u.observed_at.0) >= SignedDuration::try_from(USAGE_MAX_AGE).expect("fits")
     })
 }
 
@@ -52,34 +182,172 @@ pub enum TokenStep {
     WaitUntil(Timestamp),
 }
 
+/// Where a rotation recorded in `record` stands at `now`.
 pub fn token_step(record: &AuthTokenStatus, every: Duration, grace: Duration, now: Timestamp) -> TokenStep {
-    match &record.secondary_published_at {
-        Some(published) => {
-            let due = schedule::after(published.0, grace);
-            if now >= due {
-                TokenStep::Promote
-            } else {
-                TokenStep::WaitUntil(due)
-            }
-        }
-        None => {
-            let due = schedule::after(record.rotated_at.0, every);
-            if now >= due {
-                TokenStep::Start
-            } else {
-                TokenStep::WaitUntil(due)
-            }
-        }
+    let (due, step) = match &record.secondary_published_at {
+        Some(published) => (schedule::after(published.0, grace), TokenStep::Promote),
+        None => (schedule::after(record.rotated_at.0, every), TokenStep::Start),
+    };
+    if now >= due {
+        step
+    } else {
+        TokenStep::WaitUntil(due)
     }
+}
+
+/// What to do about the published auth token in this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAction {
+    /// The Secret holds the token it should.
+    Keep,
+    /// Publish the primary token (the Secret is new, edited or stale).
+    WritePrimary,
+    /// Create a secondary token and publish it.
+    Start,
+    /// Promote the published secondary.
+    Promote,
+}
+
+/// The rotation record, as far as the Secret proves it, and the step to take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenPlan {
+    /// The rotation record to act from; `None` when the token does not rotate.
+    pub record: Option<AuthTokenStatus>,
+    /// The step.
+    pub action: TokenAction,
+}
+
+/// Whether the token the Secret holds must be tried at Twilio: the token rotates, no secondary
+/// is recorded, and the Secret holds intact a token that is not the primary. It is either a
+/// secondary published just before an interruption (it authenticates) or a stale one.
+pub fn probe_held_token(
+    rotates: bool,
+    record: Option<&AuthTokenStatus>,
+    holds_primary: bool,
+    intact: bool,
+) -> bool {
+    rotates && intact && !holds_primary && record.is_none_or(|r| r.secondary_published_at.is_none())
+}
+
+/// The token step for this pass. `holds_primary` says the Secret holds Twilio's primary token;
+/// `held_secondary` is when the Secret's other token was published, if it was shown to be a
+/// working secondary.
+pub fn token_plan(
+    rotation: Option<(Duration, Duration)>,
+    record: Option<&AuthTokenStatus>,
+    holds_primary: bool,
+    held_secondary: Option<Timestamp>,
+    now: Timestamp,
+) -> TokenPlan {
+    let Some((every, grace)) = rotation else {
+        let action = if holds_primary {
+            TokenAction::Keep
+        } else {
+            TokenAction::WritePrimary
+        };
+        return TokenPlan { record: None, action };
+    };
+    let mut token = record.cloned().unwrap_or(AuthTokenStatus {
+        rotated_at: Time(now),
+        secondary_published_at: None,
+        next_rotation_at: None,
+    });
+    if token.secondary_published_at.is_some() && holds_primary {
+        // Promoted, and stopped before recording it.
+        token.rotated_at = Time(now);
+        token.secondary_published_at = None;
+    }
+    if token.secondary_published_at.is_none()
+        && let Some(published) = held_secondary
+    {
+        token.secondary_published_at = Some(Time(published));
+    }
+    let action = match token_step(&token, every, grace, now) {
+        TokenStep::Start => TokenAction::Start,
+        TokenStep::Promote => TokenAction::Promote,
+        TokenStep::WaitUntil(_) if token.secondary_published_at.is_none() && !holds_primary => {
+            TokenAction::WritePrimary
+        }
+        TokenStep::WaitUntil(_) => TokenAction::Keep,
+    };
+    TokenPlan {
+        record: Some(token),
+        action,
+    }
+}
+
+/// The rotation record after `action` succeeded at `now`, and when the rotation needs
+/// attention next.
+pub fn token_stepped(
+    mut token: AuthTokenStatus,
+    action: TokenAction,
+    (every, grace): (Duration, Duration),
+    now: Timestamp,
+) -> (AuthTokenStatus, Timestamp) {
+    match action {
+        TokenAction::Start => token.secondary_published_at = Some(Time(now)),
+        TokenAction::Promote => {
+            token.rotated_at = Time(now);
+            token.secondary_published_at = None;
+        }
+        TokenAction::Keep | TokenAction::WritePrimary => {}
+    }
+    token.next_rotation_at = Some(Time(schedule::after(token.rotated_at.0, every)));
+    let next = match token_step(&token, every, grace, now) {
+        TokenStep::WaitUntil(t) => t,
+        _ => now,
+    };
+    (token, next)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+    const DAY: Duration = Duration::from_secs(86_400);
+    const HOUR: Duration = Duration::from_secs(3600);
+    const T0: &str = "2026-01-01T00:00:00Z";
+
+    fn account(sid: &str, owner: &str, status: AccountStatus, name: &str) -> Account {
+        serde_json::from_value(serde_json::json!({
+            "sid": sid, "owner_account_sid": owner, "status": status.as_str(), "friendly_name": name,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn existence_adopts_only_subaccounts_and_never_creates_twice() {
+        let child = account("AC2", "AC1", AccountStatus::Active, "n");
+        assert!(matches!(
+            existence(Found::Adopted(child.clone()), "AC1"),
+            Ok(Existence::Exists(_))
+        ));
+        let foreign = account("AC3", "AC9", AccountStatus::Active, "n");
+        let refused = existence(Found::Adopted(foreign), "AC1").unwrap_err();
+        assert_eq!(refused.reason, Reason::NotASubaccount);
+        let parent = account("AC1", "AC1", AccountStatus::Active, "n");
+        assert!(
+            existence(Found::Adopted(parent), "AC1").is_err(),
+            "the parent itself"
+        );
+        assert!(matches!(
+            existence(Found::Recorded(child.clone()), "AC1"),
+            Ok(Existence::Exists(_))
+        ));
+        // Crash after Twilio's create, before the SID was recorded: found by its creation name.
+        assert!(matches!(
+            existence(Found::Interrupted(Some(child)), "AC1"),
+            Ok(Existence::Recover(_))
+        ));
+        // Crash after the intent, before Twilio acted: nothing was made.
+        assert!(matches!(
+            existence(Found::Interrupted(None), "AC1"),
+            Ok(Existence::Create)
+        ));
+        assert!(matches!(existence(Found::Nothing, "AC1"), Ok(Existence::Create)));
     }
 
     #[test]
@@ -100,35 +368,71 @@ mod tests {
             state_step(SubaccountState::Suspended, AccountStatus::Suspended),
             StateStep::Keep
         );
+        let closed = account("AC2", "AC1", AccountStatus::Closed, "n");
+        assert_eq!(
+            account_update(SubaccountState::Active, "n", &closed)
+                .unwrap_err()
+                .reason,
+            Reason::SubaccountClosed
+        );
+    }
+
+    #[test]
+    fn updates_rename_and_restore_the_state() {
+        let active = account("AC2", "AC1", AccountStatus::Active, "team-a");
+        assert_eq!(
+            account_update(SubaccountState::Active, "team-a", &active).unwrap(),
+            None
+        );
+        let renamed = account_update(SubaccountState::Active, "team-b", &active)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (renamed.friendly_name.as_deref(), renamed.status),
+            (Some("team-b"), None)
+        );
+        let suspended = account("AC2", "AC1", AccountStatus::Suspended, "team-a");
+        let restored = account_update(SubaccountState::Active, "team-a", &suspended)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (restored.friendly_name, restored.status),
+            (None, Some(AccountStatus::Active))
+        );
     }
 
     #[test]
     fn usage_is_read_at_most_every_15_minutes() {
-        let usage = SubaccountUsage {
+        let read = |t: &str| SubaccountUsage {
             month_to_date: "1".into(),
             currency: "usd".into(),
-            observed_at: Time(at("2026-01-01T00:00:00Z")),
+            observed_at: Time(at(t)),
         };
+        let usage = read(T0);
         assert!(!usage_due(Some(&usage), at("2026-01-01T00:14:59Z")));
         assert!(usage_due(Some(&usage), at("2026-01-01T00:15:00Z")));
-        assert!(usage_due(None, at("2026-01-01T00:00:00Z")));
+        assert!(usage_due(None, at(T0)));
+        let newer = read("2026-01-01T00:10:00Z");
+        assert_eq!(
+            newest_usage(Some(usage.clone()), Some(newer.clone())),
+            Some(newer.clone())
+        );
+        assert_eq!(newest_usage(None, Some(usage.clone())), Some(usage));
     }
 
     #[test]
     fn token_rotation_walks_start_wait_promote() {
-        let day = Duration::from_secs(86_400);
-        let hour = Duration::from_secs(3600);
         let idle = AuthTokenStatus {
-            rotated_at: Time(at("2026-01-01T00:00:00Z")),
+            rotated_at: Time(at(T0)),
             secondary_published_at: None,
             next_rotation_at: None,
         };
         assert_eq!(
-            token_step(&idle, day, hour, at("2026-01-01T12:00:00Z")),
+            token_step(&idle, DAY, HOUR, at("2026-01-01T12:00:00Z")),
             TokenStep::WaitUntil(at("2026-01-02T00:00:00Z"))
         );
         assert_eq!(
-            token_step(&idle, day, hour, at("2026-01-02T00:00:00Z")),
+            token_step(&idle, DAY, HOUR, at("2026-01-02T00:00:00Z")),
             TokenStep::Start
         );
         let pending = AuthTokenStatus {
@@ -136,12 +440,158 @@ mod tests {
             ..idle
         };
         assert_eq!(
-            token_step(&pending, day, hour, at("2026-01-02T00:30:00Z")),
+            token_step(&pending, DAY, HOUR, at("2026-01-02T00:30:00Z")),
             TokenStep::WaitUntil(at("2026-01-02T01:00:00Z"))
         );
         assert_eq!(
-            token_step(&pending, day, hour, at("2026-01-02T01:00:00Z")),
+            token_step(&pending, DAY, HOUR, at("2026-01-02T01:00:00Z")),
             TokenStep::Promote
         );
+    }
+
+    #[test]
+    fn token_plans_for_every_step_and_interruption() {
+        let idle = AuthTokenStatus {
+            rotated_at: Time(at(T0)),
+            secondary_published_at: None,
+            next_rotation_at: None,
+        };
+        let published = AuthTokenStatus {
+            secondary_published_at: Some(Time(at("2026-01-02T00:00:00Z"))),
+            ..idle.clone()
+        };
+        use TokenAction::{Keep, Promote, Start, WritePrimary};
+        // The action, and whether a secondary is recorded afterwards.
+        let check = |name: &str,
+                     rotation: Option<(Duration, Duration)>,
+                     record: Option<&AuthTokenStatus>,
+                     (holds_primary, held): (bool, Option<&str>),
+                     now: &str,
+                     want: (TokenAction, bool)| {
+            let p = token_plan(rotation, record, holds_primary, held.map(at), at(now));
+            let secondary = p
+                .record
+                .as_ref()
+                .is_some_and(|r| r.secondary_published_at.is_some());
+            assert_eq!((p.action, secondary), want, "{name}");
+        };
+        let rot = Some((DAY, HOUR));
+        check(
+            "no rotation, Secret fine",
+            None,
+            None,
+            (true, None),
+            T0,
+            (Keep, false),
+        );
+        check(
+            "no rotation, Secret missing",
+            None,
+            None,
+            (false, None),
+            T0,
+            (WritePrimary, false),
+        );
+        check("first pass", rot, None, (false, None), T0, (WritePrimary, false));
+        check(
+            "waiting",
+            rot,
+            Some(&idle),
+            (true, None),
+            "2026-01-01T12:00:00Z",
+            (Keep, false),
+        );
+        check(
+            "due",
+            rot,
+            Some(&idle),
+            (true, None),
+            "2026-01-02T00:00:00Z",
+            (Start, false),
+        );
+        check(
+            "grace running",
+            rot,
+            Some(&published),
+            (false, None),
+            "2026-01-02T00:30:00Z",
+            (Keep, true),
+        );
+        check(
+            "grace over",
+            rot,
+            Some(&published),
+            (false, None),
+            "2026-01-02T01:00:00Z",
+            (Promote, true),
+        );
+        // Crash after publishing the secondary, before recording it: the Secret's token works.
+        let unrecorded = (false, Some("2026-01-02T00:00:00Z"));
+        check(
+            "secondary unrecorded",
+            rot,
+            Some(&idle),
+            unrecorded,
+            "2026-01-02T00:30:00Z",
+            (Keep, true),
+        );
+        // Crash after promoting, before recording it: the Secret holds the (new) primary.
+        check(
+            "promotion unrecorded",
+            rot,
+            Some(&published),
+            (true, None),
+            "2026-01-02T01:00:00Z",
+            (Keep, false),
+        );
+        // A stale token in the Secret that no longer works: the primary is published again.
+        check(
+            "stale Secret",
+            rot,
+            Some(&idle),
+            (false, None),
+            "2026-01-01T12:00:00Z",
+            (WritePrimary, false),
+        );
+        assert!(probe_held_token(true, Some(&idle), false, true));
+        assert!(
+            !probe_held_token(true, Some(&published), false, true),
+            "a recorded secondary is not probed"
+        );
+        assert!(
+            !probe_held_token(true, Some(&idle), true, true) && !probe_held_token(false, None, false, true)
+        );
+        assert!(
+            !probe_held_token(true, None, false, false),
+            "an edited Secret is not a record"
+        );
+    }
+
+    #[test]
+    fn a_step_moves_the_record_and_the_deadline() {
+        let idle = AuthTokenStatus {
+            rotated_at: Time(at(T0)),
+            secondary_published_at: None,
+            next_rotation_at: None,
+        };
+        let now = at("2026-01-02T00:00:00Z");
+        let (started, next) = token_stepped(idle.clone(), TokenAction::Start, (DAY, HOUR), now);
+        assert_eq!(started.secondary_published_at, Some(Time(now)));
+        assert_eq!(
+            next,
+            at("2026-01-02T01:00:00Z"),
+            "promotion is due after the grace period"
+        );
+        let later = at("2026-01-02T01:00:00Z");
+        let (promoted, next) = token_stepped(started, TokenAction::Promote, (DAY, HOUR), later);
+        assert_eq!(
+            (
+                promoted.rotated_at.clone(),
+                promoted.secondary_published_at.clone()
+            ),
+            (Time(later), None)
+        );
+        assert_eq!(promoted.next_rotation_at, Some(Time(at("2026-01-03T01:00:00Z"))));
+        assert_eq!(next, at("2026-01-03T01:00:00Z"));
     }
 }

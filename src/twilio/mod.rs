@@ -8,8 +8,10 @@ mod client;
 mod credentials;
 mod endpoints;
 mod error;
+mod inventory;
 pub mod types;
 
 pub use client::{BaseUrls, ClientConfig, Observer, TwilioClient};
 pub use credentials::{Auth, Credentials, CredentialsError, is_sid};
 pub use error::{Error, ErrorClass};
+pub use inventory::{Inventories, Inventory};

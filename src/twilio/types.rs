@@ -147,7 +147,7 @@ pub struct AccountFilter {
 }
 
 /// Changes to an account; absent fields are left alone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountUpdate {
     pub friendly_name: Option<String>,
     pub status: Option<AccountStatus>,

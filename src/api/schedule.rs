@@ -1,6 +1,7 @@
-//! Rotation maths. Pure.
+//! When things are due: rotation schedules and deadlines. Pure.
 //!
-//! Contract: a key rotates `every` after its creation, minus a jitter derived from the object's
+//! Contract: [`after`] adds a spec duration to a moment, saturating instead of overflowing; a
+//! key rotates `every` after its creation, minus a jitter derived from the object's
 //! UID (so it is the same after every restart) of at most 5% of `every`, capped at 30 minutes:
 //! 10,000 keys with one period spread over that window instead of one second.
 
