@@ -11,7 +11,7 @@
 
 use crate::metrics::Metrics;
 use crate::twilio::{Credentials, TwilioClient};
-use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 use secrecy::SecretString;
 use std::collections::HashMap;
@@ -103,10 +103,10 @@ impl Context {
         self.subaccount_tokens.lock().expect("token cache").remove(sid);
     }
 
-    /// Publishes an event; a failure to publish is logged, never fatal.
-    pub async fn event(
+    /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
-        object: &ObjectReference,
+        obj: &K,
         type_: EventType,
         reason: &str,
         action: &str,
@@ -119,7 +119,7 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, object).await {
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }

@@ -3,6 +3,8 @@
 //! The crate is a library so that the binaries (the operator, `crdgen`) and the integration
 //! tests share one definition of every type.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod apikey;
 pub mod conditions;

@@ -64,6 +64,7 @@ struct KeyTimes {
     next_rotation: Option<f64>,
 }
 
+/// The operator's Prometheus registry and every metric in it.
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
@@ -142,6 +143,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts and times one reconcile of `kind`.
     pub fn reconciled(&self, kind: &'static str, ok: bool, took: Duration) {
         let result = if ok { "success" } else { "error" };
         self.reconciles
@@ -152,6 +154,7 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Counts one Twilio request by operation and HTTP status (0: no answer).
     pub fn twilio_request(&self, operation: &'static str, status: u16) {
         self.twilio_requests
             .get_or_create(&TwilioLabels {
@@ -166,6 +169,7 @@ impl Metrics {
         }
     }
 
+    /// Counts new credentials issued for `kind`, by cause.
     pub fn rotated(&self, kind: &'static str, cause: &'static str) {
         self.rotations
             .get_or_create(&RotationLabels { kind, cause })
@@ -183,6 +187,7 @@ impl Metrics {
         );
     }
 
+    /// Drops the series of a key whose object is gone.
     pub fn forget_key(&self, namespace: &str, name: &str) {
         self.keys
             .lock()
@@ -196,6 +201,7 @@ impl Metrics {
         self.key_next_rotation.remove(&labels);
     }
 
+    /// Records a subaccount's month-to-date spend.
     pub fn usage(&self, namespace: &str, name: &str, currency: &str, month_to_date: f64) {
         self.usage
             .get_or_create(&UsageLabels {

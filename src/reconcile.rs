@@ -222,14 +222,8 @@ pub async fn report<K: Resource<DynamicType = ()>>(
         .is_none_or(|c| c.reason != problem.reason.as_str());
     if changed {
         let (reason, note) = (problem.reason.as_str(), problem.message.clone());
-        ctx.event(
-            &obj.object_ref(&()),
-            EventType::Warning,
-            reason,
-            "Reconcile",
-            note,
-        )
-        .await;
+        ctx.event(obj, EventType::Warning, reason, "Reconcile", note)
+            .await;
     }
     tracing::info!(object = %object_id(obj), reason = problem.reason.as_str(), message = %problem.message, "not ready");
     conditions::ready(
@@ -291,14 +285,8 @@ pub async fn finish<K: Object>(
 /// Deletion under `deletionPolicy: Retain`: say what stays at Twilio, and let go.
 pub async fn retained<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, kept: &str) -> Action {
     let note = format!("deletionPolicy is Retain: {kept} stays as it is at Twilio");
-    ctx.event(
-        &obj.object_ref(&()),
-        EventType::Normal,
-        "Retained",
-        "Delete",
-        note,
-    )
-    .await;
+    ctx.event(obj, EventType::Normal, "Retained", "Delete", note)
+        .await;
     Action::await_change()
 }
 
@@ -326,14 +314,12 @@ where
     F: FnMut(Credentials) -> Fut,
     Fut: Future<Output = Result<Option<Note>, TwilioError>>,
 {
-    let object = obj.object_ref(&());
     let mut last_error = None;
     for creds in own.into_iter().chain(ctx.default_credentials.clone()) {
         match act(creds).await {
             Ok(note) => {
                 if let Some(Note { reason, text }) = note {
-                    ctx.event(&object, EventType::Normal, reason, "Delete", text)
-                        .await;
+                    ctx.event(obj, EventType::Normal, reason, "Delete", text).await;
                 }
                 return Ok(Action::await_change());
             }
@@ -346,7 +332,6 @@ where
         |e| e.to_string(),
     );
     let Note { reason, text } = failed(&why);
-    ctx.event(&object, EventType::Warning, reason, "Delete", text)
-        .await;
+    ctx.event(obj, EventType::Warning, reason, "Delete", text).await;
     Ok(Action::await_change())
 }

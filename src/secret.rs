@@ -16,30 +16,42 @@ use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+/// The label every published Secret carries, with [`MANAGED_BY`].
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "twilio-operator";
 /// Label selector for the Secrets this operator owns; the only Secrets it watches.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=twilio-operator";
+/// The SID of the credential the Secret holds.
 pub const CREDENTIAL_SID_ANNOTATION: &str = "twilio.operator.dev/credential-sid";
+/// When the credential was published (RFC 3339).
 pub const CREATED_AT_ANNOTATION: &str = "twilio.operator.dev/created-at";
+/// A short digest of the secret value, to notice edits.
 pub const DIGEST_ANNOTATION: &str = "twilio.operator.dev/secret-digest";
 /// The rotate-annotation value the credential answered, so a restart never answers it twice.
 pub const REQUEST_ANNOTATION: &str = "twilio.operator.dev/rotation-request";
 
 /// What goes into a published Secret.
 pub struct Published<'a> {
+    /// The Secret's name.
     pub name: &'a str,
+    /// The Secret's namespace.
     pub namespace: &'a str,
+    /// The object controlling it.
     pub owner: OwnerReference,
+    /// Labels from the spec, beside the managed-by label.
     pub labels: &'a BTreeMap<String, String>,
+    /// Annotations from the spec, beside the operator's own.
     pub annotations: &'a BTreeMap<String, String>,
     /// The SID the credential belongs to (a key SID, or the account SID for auth tokens).
     pub credential_sid: &'a str,
+    /// When the credential was created.
     pub created_at: Timestamp,
     /// The rotation request this credential answered, if any.
     pub request: Option<&'a str>,
     /// Data key -> value; exactly one of them is the secret, named by `secret_key`.
     pub data: Vec<(&'a str, &'a str)>,
+    /// The data key whose value is the secret, for the digest.
     pub secret_key: &'a str,
 }
 
@@ -53,6 +65,7 @@ pub fn digest(secret: &str) -> String {
         .collect()
 }
 
+/// The Secret to apply for `p`.
 pub fn build(p: &Published<'_>) -> Secret {
     let mut labels = p.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
@@ -92,17 +105,22 @@ pub fn build(p: &Published<'_>) -> Secret {
 /// An existing Secret, as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
+    /// No Secret by that name.
     Missing,
     /// Exists but is not controlled by this object: never touched.
     Conflict,
+    /// Controlled by this object; what it holds.
     Ours(Record),
 }
 
 /// What an owned Secret holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The SID the credential-SID annotation names.
     pub credential_sid: Option<String>,
+    /// When the credential was published.
     pub created_at: Option<Timestamp>,
+    /// The rotation request the credential answered.
     pub request: Option<String>,
     /// The short digest of the secret value, as written.
     pub digest: Option<String>,

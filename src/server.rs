@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
+    /// Marks the operator ready.
     pub fn set(&self) {
         self.0.store(true, Ordering::Relaxed);
     }

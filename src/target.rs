@@ -19,7 +19,9 @@ use secrecy::SecretString;
 /// The account to act on and the credentials to act with.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The account to act on.
     pub account_sid: String,
+    /// The credentials to act with.
     pub creds: Credentials,
 }
 

@@ -121,16 +121,20 @@ pub struct TwilioApiKeySpec {
 /// Kind of Twilio API key.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum KeyType {
+    /// A key with the account's full access, except managing accounts and keys.
     #[default]
     Standard,
+    /// A key limited to spec.permissions.
     Restricted,
 }
 
 /// What to do at Twilio when the TwilioApiKey is deleted.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum KeyDeletionPolicy {
+    /// Revoke every key of the object at Twilio.
     #[default]
     Delete,
+    /// Leave the keys valid at Twilio.
     Retain,
 }
 
@@ -232,8 +236,11 @@ pub struct WorkloadRef {
 /// Kinds of workload the operator can roll.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum WorkloadKind {
+    /// An apps/v1 Deployment.
     Deployment,
+    /// An apps/v1 StatefulSet.
     StatefulSet,
+    /// An apps/v1 DaemonSet.
     DaemonSet,
 }
 

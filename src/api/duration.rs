@@ -15,8 +15,10 @@ pub const PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 /// Why a duration string was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DurationError {
+    /// Not a Go-style duration.
     #[error("{0:?} is not a duration like \"720h\", \"90m\" or \"1h30m\"")]
     Malformed(String),
+    /// Below zero.
     #[error("{0:?} is negative; durations here must be zero or more")]
     Negative(String),
 }

@@ -98,17 +98,22 @@ pub struct TwilioSubaccountSpec {
 /// Desired status of the subaccount at Twilio.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum SubaccountState {
+    /// Usable.
     #[default]
     Active,
+    /// Suspended at Twilio: its credentials stop working until reactivated.
     Suspended,
 }
 
 /// What to do at Twilio when the TwilioSubaccount is deleted.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum SubaccountDeletionPolicy {
+    /// Leave the subaccount as it is.
     #[default]
     Retain,
+    /// Suspend it.
     Suspend,
+    /// Close it, which cannot be undone.
     Close,
 }
 

@@ -305,13 +305,7 @@ impl ApiKeys {
             self.revoke(target, orphan).await?;
             let note = format!("Revoked key {orphan}, created before an interruption and never published");
             self.ctx
-                .event(
-                    &key.object_ref(&()),
-                    EventType::Normal,
-                    "LeftoverRevoked",
-                    "Revoke",
-                    note,
-                )
+                .event(key, EventType::Normal, "LeftoverRevoked", "Revoke", note)
                 .await;
         }
         st.pending_since = None;
@@ -440,8 +434,7 @@ impl ApiKeys {
             cause.describe(),
             settings.secret_name
         );
-        ctx.event(&key.object_ref(&()), type_, reason, "Issue", note)
-            .await;
+        ctx.event(key, type_, reason, "Issue", note).await;
         Ok(())
     }
 
@@ -514,13 +507,7 @@ impl ApiKeys {
                         workload.kind
                     );
                     self.ctx
-                        .event(
-                            &key.object_ref(&()),
-                            EventType::Warning,
-                            "WorkloadMissing",
-                            "Restart",
-                            note,
-                        )
+                        .event(key, EventType::Warning, "WorkloadMissing", "Restart", note)
                         .await;
                 }
                 Err(e) => return Err(e.into()),

@@ -164,7 +164,12 @@ pub enum Change {
     None,
     /// Issue a new key for `cause`, first revoking `revoke_first` so no more than two keys
     /// are ever live.
-    Issue { cause: Cause, revoke_first: Vec<String> },
+    Issue {
+        /// Why the key is issued.
+        cause: Cause,
+        /// Retiring keys to revoke before the new one is created.
+        revoke_first: Vec<String>,
+    },
     /// The spec changed (friendlyName, permissions): update the key in place.
     Update,
 }

@@ -175,14 +175,8 @@ impl Subaccounts {
                     "Found subaccount {} created before an interruption; no second one was made",
                     account.sid
                 );
-                ctx.event(
-                    &sub.object_ref(&()),
-                    EventType::Normal,
-                    "Recovered",
-                    "Create",
-                    note,
-                )
-                .await;
+                ctx.event(sub, EventType::Normal, "Recovered", "Create", note)
+                    .await;
                 account
             }
             Existence::Create => {
@@ -194,8 +188,7 @@ impl Subaccounts {
                 st.pending_since = None;
                 write_status(ctx, sub, st).await?;
                 let note = format!("Created subaccount {}", account.sid);
-                ctx.event(&sub.object_ref(&()), EventType::Normal, "Created", "Create", note)
-                    .await;
+                ctx.event(sub, EventType::Normal, "Created", "Create", note).await;
                 account
             }
         };
@@ -218,8 +211,7 @@ impl Subaccounts {
                     account.sid,
                     s.as_str()
                 );
-                ctx.event(&sub.object_ref(&()), type_, reason, "Update", note)
-                    .await;
+                ctx.event(sub, type_, reason, "Update", note).await;
             }
         }
 
@@ -446,14 +438,8 @@ impl Subaccounts {
                     .unwrap_or_default();
                 let note =
                     format!("Published a new auth token for {sid}; it becomes the only valid one in {grace}");
-                ctx.event(
-                    &sub.object_ref(&()),
-                    EventType::Normal,
-                    "AuthTokenRotationStarted",
-                    "Rotate",
-                    note,
-                )
-                .await;
+                ctx.event(sub, EventType::Normal, "AuthTokenRotationStarted", "Rotate", note)
+                    .await;
             }
             TokenAction::Promote => {
                 match ctx
@@ -471,14 +457,8 @@ impl Subaccounts {
                 ctx.forget_subaccount_token(sid);
                 let note =
                     format!("Promoted the published auth token of {sid}; the previous one no longer works");
-                ctx.event(
-                    &sub.object_ref(&()),
-                    EventType::Normal,
-                    "AuthTokenRotated",
-                    "Rotate",
-                    note,
-                )
-                .await;
+                ctx.event(sub, EventType::Normal, "AuthTokenRotated", "Rotate", note)
+                    .await;
             }
         }
         let (Some(record), Some(rotation)) = (token_plan.record, settings.token_rotation) else {

@@ -31,8 +31,11 @@ const MAX_PAGES: usize = 10_000;
 /// Base URLs of Twilio's three hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrls {
+    /// The REST API host (v2010 accounts, keys, usage).
     pub api: String,
+    /// The IAM host (restricted keys).
     pub iam: String,
+    /// The Accounts host (auth tokens).
     pub accounts: String,
 }
 
@@ -80,6 +83,7 @@ impl BaseUrls {
 /// Limits and retry policy.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// Where Twilio is.
     pub urls: BaseUrls,
     /// In-flight requests per account.
     pub max_concurrency: usize,
@@ -87,7 +91,9 @@ pub struct ClientConfig {
     pub requests_per_second: Option<NonZeroU32>,
     /// Retries after the first attempt.
     pub max_retries: usize,
+    /// The first retry's delay.
     pub min_backoff: Duration,
+    /// The longest delay between retries.
     pub max_backoff: Duration,
     /// Whole-request timeout.
     pub timeout: Duration,
@@ -96,6 +102,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// The defaults for `urls`.
     pub fn new(urls: BaseUrls) -> Self {
         Self {
             urls,
@@ -180,6 +187,7 @@ struct Inner {
 }
 
 impl TwilioClient {
+    /// A client with `config`'s limits and retries.
     pub fn new(config: ClientConfig) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -214,6 +222,7 @@ impl TwilioClient {
         }
     }
 
+    /// The limits and retry policy in force.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }

@@ -19,24 +19,35 @@ pub struct Credentials {
     auth: Auth,
 }
 
+/// How the credentials authenticate.
 #[derive(Clone, Debug)]
 pub enum Auth {
     /// The account's auth token (primary or secondary).
     AuthToken(SecretString),
     /// An API key acting for the account.
-    ApiKey { sid: String, secret: SecretString },
+    ApiKey {
+        /// The key's SID.
+        sid: String,
+        /// The key's secret.
+        secret: SecretString,
+    },
 }
 
 /// Why credentials could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CredentialsError {
+    /// A required setting is absent.
     #[error("{0} is missing")]
     Missing(&'static str),
+    /// A SID does not have its shape.
     #[error("{name} must be {prefix} followed by 32 hex digits")]
     BadSid {
+        /// The setting at fault.
         name: &'static str,
+        /// The SID prefix it needs.
         prefix: &'static str,
     },
+    /// Neither an auth token nor a whole API key.
     #[error("set either {AUTH_TOKEN}, or {API_KEY} with {API_SECRET}; {0}")]
     Incomplete(&'static str),
 }
@@ -47,6 +58,7 @@ pub fn is_sid(prefix: &str, text: &str) -> bool {
 }
 
 impl Credentials {
+    /// Credentials of `account_sid` with its auth token.
     pub fn with_auth_token(
         account_sid: impl Into<String>,
         token: SecretString,
@@ -54,6 +66,7 @@ impl Credentials {
         Self::checked(account_sid.into(), Auth::AuthToken(token))
     }
 
+    /// Credentials of `account_sid` with one of its API keys.
     pub fn with_api_key(
         account_sid: impl Into<String>,
         key_sid: impl Into<String>,
@@ -102,6 +115,7 @@ impl Credentials {
         &self.account_sid
     }
 
+    /// How these credentials authenticate.
     pub fn auth(&self) -> &Auth {
         &self.auth
     }

@@ -72,6 +72,7 @@ impl TwilioClient {
         self.list(creds, call, "accounts").await
     }
 
+    /// Reads an account (the caller's own or a subaccount), with its auth token.
     pub async fn fetch_account(&self, creds: &Credentials, account_sid: &str) -> Result<Account, Error> {
         let call = Call::new(
             "FetchAccount",
@@ -82,6 +83,7 @@ impl TwilioClient {
         self.json(creds, &call).await
     }
 
+    /// Renames an account or changes its status.
     pub async fn update_account(
         &self,
         creds: &Credentials,
@@ -128,6 +130,7 @@ impl TwilioClient {
         self.list(creds, call, "keys").await
     }
 
+    /// Reads a key of `account_sid` (no secret).
     pub async fn fetch_key(
         &self,
         creds: &Credentials,
@@ -142,6 +145,7 @@ impl TwilioClient {
             .await
     }
 
+    /// Renames a key of `account_sid`.
     pub async fn update_key(
         &self,
         creds: &Credentials,
@@ -197,6 +201,7 @@ impl TwilioClient {
         self.list(creds, call, "keys").await
     }
 
+    /// Reads a key through IAM, with a Restricted key's permissions.
     pub async fn fetch_iam_key(&self, creds: &Credentials, key_sid: &str) -> Result<Key, Error> {
         let path = format!("/v1/Keys/{}", sid("key SID", "SK", key_sid)?);
         self.json(creds, &Call::new("iam.FetchKey", Method::GET, Host::Iam, path))
@@ -218,6 +223,7 @@ impl TwilioClient {
         self.json(creds, &call).await
     }
 
+    /// Revokes a key through IAM.
     pub async fn delete_iam_key(&self, creds: &Credentials, key_sid: &str) -> Result<(), Error> {
         let path = format!("/v1/Keys/{}", sid("key SID", "SK", key_sid)?);
         self.delete(
@@ -242,6 +248,7 @@ impl TwilioClient {
         self.json(creds, &call).await
     }
 
+    /// Deletes the account's secondary auth token.
     pub async fn delete_secondary_auth_token(&self, creds: &Credentials) -> Result<(), Error> {
         self.delete(
             creds,
@@ -270,6 +277,7 @@ impl TwilioClient {
         self.json(creds, &call).await
     }
 
+    /// Reads an account's balance.
     pub async fn fetch_balance(&self, creds: &Credentials, account_sid: &str) -> Result<Balance, Error> {
         let call = Call::new(
             "FetchBalance",
@@ -297,6 +305,7 @@ impl TwilioClient {
         self.list(creds, call, "usage_records").await
     }
 
+    /// Creates a usage trigger on `account_sid`.
     pub async fn create_usage_trigger(
         &self,
         creds: &Credentials,
@@ -319,6 +328,7 @@ impl TwilioClient {
         self.json(creds, &call).await
     }
 
+    /// Lists the usage triggers of `account_sid`.
     pub async fn list_usage_triggers(
         &self,
         creds: &Credentials,
@@ -333,6 +343,7 @@ impl TwilioClient {
         self.list(creds, call, "usage_triggers").await
     }
 
+    /// Deletes a usage trigger of `account_sid`.
     pub async fn delete_usage_trigger(
         &self,
         creds: &Credentials,

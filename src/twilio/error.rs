@@ -21,33 +21,63 @@ pub enum ErrorClass {
     Permanent,
 }
 
+/// A failed Twilio call. No variant holds a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Twilio answered with an error.
     #[error("Twilio {operation} returned HTTP {status}{}: {message}{}", code.map(|c| format!(" code {c}")).unwrap_or_default(), more_info.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
     Api {
+        /// The operation, as Twilio's OpenAPI names it.
         operation: &'static str,
+        /// The HTTP status.
         status: u16,
+        /// Twilio's error code.
         code: Option<i64>,
+        /// Twilio's message.
         message: String,
+        /// Twilio's link to the code's documentation.
         more_info: Option<String>,
+        /// How long Twilio asked us to wait.
         retry_after: Option<Duration>,
     },
+    /// The request failed on its way, after it may have reached Twilio.
     #[error("Twilio {operation} failed in transport: {detail}")]
-    Transport { operation: &'static str, detail: String },
+    Transport {
+        /// The operation.
+        operation: &'static str,
+        /// What went wrong, without the request's credentials.
+        detail: String,
+    },
     /// The connection was never made, so Twilio cannot have acted on the request.
     #[error("Twilio {operation} could not connect: {detail}")]
-    Connect { operation: &'static str, detail: String },
+    Connect {
+        /// The operation.
+        operation: &'static str,
+        /// What went wrong, without the request's credentials.
+        detail: String,
+    },
+    /// The answer could not be read.
     #[error("Twilio {operation} answered with a body this client cannot read: {detail}")]
-    Decode { operation: &'static str, detail: String },
+    Decode {
+        /// The operation.
+        operation: &'static str,
+        /// What went wrong, without the request's credentials.
+        detail: String,
+    },
+    /// A SID was malformed, so no request was sent.
     #[error("{what} {value:?} is not a valid Twilio SID ({prefix} followed by 32 hex digits)")]
     InvalidSid {
+        /// What the SID was for.
         what: &'static str,
+        /// The prefix a SID of that kind has.
         prefix: &'static str,
+        /// The malformed value.
         value: String,
     },
 }
 
 impl Error {
+    /// What kind of failure this is, for retries and reasons.
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Api { status, code, .. } => match (status, code) {
@@ -70,6 +100,7 @@ impl Error {
         }
     }
 
+    /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self.class(), ErrorClass::RateLimited | ErrorClass::Transient)
     }

@@ -3,6 +3,10 @@
 //! Contract: tolerant reading, as Twilio adds fields and declares nearly all of them nullable:
 //! every field is optional, unknown fields are ignored, dates accept RFC 2822 and RFC 3339,
 //! decimals accept strings or numbers. Secrets (auth tokens, key secrets) are [`SecretString`].
+//!
+//! Each field bears the name Twilio's API reference gives it and means what it says there, so
+//! only the fields whose use here is not plain from that name carry a doc comment.
+#![allow(missing_docs)]
 
 use k8s_openapi::jiff::Timestamp;
 use secrecy::SecretString;
@@ -20,6 +24,7 @@ pub enum AccountStatus {
 }
 
 impl AccountStatus {
+    /// The status as Twilio spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -30,6 +35,7 @@ impl AccountStatus {
     }
 }
 
+/// An account (main or subaccount) as fetch, list and update return it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Account {
     pub sid: String,
@@ -79,6 +85,7 @@ pub struct Policy {
     pub allow: Vec<String>,
 }
 
+/// A secondary auth token, as Twilio returns it once, on create.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SecondaryAuthToken {
     #[serde(default)]
@@ -86,6 +93,7 @@ pub struct SecondaryAuthToken {
     pub secondary_auth_token: SecretString,
 }
 
+/// The account's auth token after the secondary was promoted.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PromotedAuthToken {
     #[serde(default)]
@@ -93,6 +101,7 @@ pub struct PromotedAuthToken {
     pub auth_token: SecretString,
 }
 
+/// An account's balance.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Balance {
     #[serde(default)]
@@ -103,6 +112,7 @@ pub struct Balance {
     pub currency: Option<String>,
 }
 
+/// One usage record: a category's count and price over a period.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UsageRecord {
     #[serde(default)]
@@ -115,6 +125,7 @@ pub struct UsageRecord {
     pub price_unit: Option<String>,
 }
 
+/// A usage trigger: Twilio calls back when usage crosses a value.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UsageTrigger {
     pub sid: String,
