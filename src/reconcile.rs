@@ -1,8 +1,8 @@
 //! The lifecycle both reconcilers follow, and the I/O steps they share.
 //!
 //! Contract:
-//! - a kind implements [`Lifecycle`]: `apply` while the object lives, `cleanup` once it is being
-//!   deleted; [`reconcile`] holds the operator's finalizer in between, so Twilio is always
+//! - a kind implements [`Lifecycle`]: `converge` while the object lives, `cleanup` once it is
+//!   being deleted; [`reconcile`] holds the operator's finalizer in between, so Twilio is always
 //!   cleaned up before the object goes;
 //! - a pass ends Ready, with a [`Problem`] (reported in the Ready condition, with a Warning event
 //!   when the reason changes, and retried with backoff), or with a Kubernetes API error (retried
@@ -15,6 +15,7 @@
 //!   ([`release`]); when nothing reaches Twilio a Warning names what was left behind and the
 //!   object goes anyway, so namespaces always finish deleting.
 
+use crate::api::{TwilioApiKey, TwilioSubaccount};
 use crate::conditions::{self, LifecycleStatus, Problem, Reason};
 use crate::context::{Context, MANAGER};
 use crate::failpoint;
@@ -24,6 +25,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
@@ -62,44 +64,47 @@ pub trait Object:
 {
 }
 
-impl<K> Object for K where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug
-        + Send
-        + Sync
-        + 'static
-{
-}
+impl Object for TwilioApiKey {}
+impl Object for TwilioSubaccount {}
 
 /// One kind's reconciler: its own memory, and the shared [`Context`] it acts through.
 pub trait Lifecycle: Send + Sync + 'static {
     /// The kind it reconciles.
-    type Kind: Object;
+    type Kind: Object + HasStatus<Status = Self::Status>;
+    /// The kind's status.
+    type Status: LifecycleStatus + Clone + Default + Send + Sync;
     /// The kind's name, as metrics label it.
     const KIND: &'static str;
 
     /// What the reconciler shares with the others.
     fn context(&self) -> &Context;
 
-    /// One pass over a live object: observe, plan, act, and record the outcome in status.
-    fn apply(&self, obj: &Self::Kind) -> impl Future<Output = Result<Action, Error>> + Send;
+    /// One pass over a live object (validate, resolve, observe, plan, act), building its
+    /// status in `st`; [`reconcile`] records the outcome.
+    fn converge(
+        &self,
+        obj: &Self::Kind,
+        st: &mut Self::Status,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Done, Stop>> + Send;
 
     /// The object is being deleted: act at Twilio as its deletionPolicy says, then let go.
     fn cleanup(&self, obj: &Self::Kind) -> impl Future<Output = Result<Action, Error>> + Send;
 }
 
-/// Runs `apply` or, once the object is being deleted, `cleanup`, behind the finalizer.
+/// Runs a pass over the live object or, once it is being deleted, its cleanup, behind the
+/// finalizer.
 pub async fn reconcile<L: Lifecycle>(obj: Arc<L::Kind>, lifecycle: Arc<L>) -> Result<Action, Error> {
-    let api: Api<L::Kind> = Api::namespaced(
-        lifecycle.context().client.clone(),
-        &obj.namespace().unwrap_or_default(),
-    );
+    let ctx = lifecycle.context();
+    let api: Api<L::Kind> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     finalizer(&api, crate::FINALIZER, obj, |event| async {
         match event {
-            finalizer::Event::Apply(obj) => lifecycle.apply(&obj).await,
+            finalizer::Event::Apply(obj) => {
+                let now = Timestamp::now();
+                let mut st = obj.status().cloned().unwrap_or_default();
+                let outcome = lifecycle.converge(&obj, &mut st, now).await;
+                finish(ctx, obj.as_ref(), st, outcome, now).await
+            }
             finalizer::Event::Cleanup(obj) => lifecycle.cleanup(&obj).await,
         }
     })

@@ -26,6 +26,7 @@ use crate::twilio::{Credentials, Error as TwilioError, Inventories};
 use crate::{failpoint, tagging};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -105,16 +106,20 @@ impl ApiKeys {
 
 impl Lifecycle for ApiKeys {
     type Kind = TwilioApiKey;
+    type Status = TwilioApiKeyStatus;
     const KIND: &'static str = "TwilioApiKey";
 
     fn context(&self) -> &Context {
         &self.ctx
     }
 
-    async fn apply(&self, key: &TwilioApiKey) -> Result<Action, Error> {
-        let now = Timestamp::now();
-        let mut st = key.status.clone().unwrap_or_default();
-        let outcome = self.converge(key, &mut st, now).await;
+    async fn converge(
+        &self,
+        key: &TwilioApiKey,
+        st: &mut TwilioApiKeyStatus,
+        now: Timestamp,
+    ) -> Result<Done, Stop> {
+        let outcome = self.pass(key, st, now).await;
         if let (Err(Stop::Problem(p)), Some(account)) = (&outcome, &st.account_sid)
             && p.reason == Reason::AuthenticationFailed
         {
@@ -122,16 +127,16 @@ impl Lifecycle for ApiKeys {
             self.ctx.forget_subaccount_token(account);
         }
         if let Some(created) = &st.key_created_at {
-            let seconds = |t: &k8s_openapi::jiff::Timestamp| t.as_millisecond() as f64 / 1000.0;
-            let next = st.next_rotation_at.as_ref().map(|t| seconds(&t.0));
+            let seconds = |t: &Time| t.0.as_millisecond() as f64 / 1000.0;
+            let (ns, name) = (key.namespace().unwrap_or_default(), key.name_any());
             self.ctx.metrics.key(
-                &key.namespace().unwrap_or_default(),
-                &key.name_any(),
-                seconds(&created.0),
-                next,
+                &ns,
+                &name,
+                seconds(created),
+                st.next_rotation_at.as_ref().map(seconds),
             );
         }
-        reconcile::finish(&self.ctx, key, st, outcome, now).await
+        outcome
     }
 
     async fn cleanup(&self, key: &TwilioApiKey) -> Result<Action, Error> {
@@ -222,7 +227,7 @@ async fn resolve(ctx: &Context, key: &TwilioApiKey) -> Result<Target, Problem> {
 
 impl ApiKeys {
     /// One pass of the lifecycle.
-    async fn converge(
+    async fn pass(
         &self,
         key: &TwilioApiKey,
         st: &mut TwilioApiKeyStatus,

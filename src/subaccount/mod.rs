@@ -75,84 +75,13 @@ impl Subaccounts {
 
 impl Lifecycle for Subaccounts {
     type Kind = TwilioSubaccount;
+    type Status = TwilioSubaccountStatus;
     const KIND: &'static str = "TwilioSubaccount";
 
     fn context(&self) -> &Context {
         &self.ctx
     }
 
-    async fn apply(&self, sub: &TwilioSubaccount) -> Result<Action, Error> {
-        let now = Timestamp::now();
-        let mut st = sub.status.clone().unwrap_or_default();
-        let outcome = self.converge(sub, &mut st, now).await;
-        reconcile::finish(&self.ctx, sub, st, outcome, now).await
-    }
-
-    async fn cleanup(&self, sub: &TwilioSubaccount) -> Result<Action, Error> {
-        let ctx = &self.ctx;
-        ctx.succeeded(&object_id(sub));
-        let st = sub.status.clone().unwrap_or_default();
-        if let Some(sid) = &st.sid {
-            self.memory.usage.lock().expect("usage memory").remove(sid);
-            ctx.forget_subaccount_token(sid);
-        }
-        let wanted = match sub.spec.deletion_policy {
-            SubaccountDeletionPolicy::Retain => {
-                return Ok(reconcile::retained(ctx, sub, st.sid.as_deref().unwrap_or("no subaccount")).await);
-            }
-            SubaccountDeletionPolicy::Suspend => AccountStatus::Suspended,
-            SubaccountDeletionPolicy::Close => AccountStatus::Closed,
-        };
-        let own = target::credentials(
-            ctx,
-            &sub.namespace().unwrap_or_default(),
-            sub.spec.credentials_ref.as_ref(),
-        )
-        .await
-        .ok();
-        let recorded = st.sid.clone().or(sub.spec.sid.clone());
-        let interrupted = st.pending_since.is_some();
-        let creation_name = plan::settings(sub).map(|s| s.creation_name).ok();
-        let apply_policy = |creds: Credentials| {
-            let (recorded, creation_name) = (recorded.clone(), creation_name.clone());
-            async move {
-                let sid = match (recorded, creation_name) {
-                    (Some(sid), _) => sid,
-                    (None, Some(name)) if interrupted => match self.find_created(&creds, &name).await? {
-                        Some(account) => account.sid,
-                        None => return Ok(None),
-                    },
-                    _ => return Ok(None),
-                };
-                let update = AccountUpdate {
-                    friendly_name: None,
-                    status: Some(wanted),
-                };
-                match ctx.twilio.update_account(&creds, &sid, &update).await {
-                    Ok(_) => Ok(Some(Note {
-                        reason: "DeletionPolicyApplied",
-                        text: format!("Subaccount {sid} is now {}", wanted.as_str()),
-                    })),
-                    // Already closed: nothing more can happen to it.
-                    Err(e) if e.code() == Some(21479) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        let sid = st.sid.clone().unwrap_or_else(|| "the subaccount".into());
-        let failed = |why: &str| Note {
-            reason: "DeletionPolicyFailed",
-            text: format!(
-                "Could not make {sid} {} at Twilio ({why}); do it in the Twilio Console",
-                wanted.as_str()
-            ),
-        };
-        reconcile::release(ctx, sub, own, apply_policy, failed).await
-    }
-}
-
-impl Subaccounts {
-    /// One pass of the lifecycle.
     async fn converge(
         &self,
         sub: &TwilioSubaccount,
@@ -237,6 +166,70 @@ impl Subaccounts {
         })
     }
 
+    async fn cleanup(&self, sub: &TwilioSubaccount) -> Result<Action, Error> {
+        let ctx = &self.ctx;
+        ctx.succeeded(&object_id(sub));
+        let st = sub.status.clone().unwrap_or_default();
+        if let Some(sid) = &st.sid {
+            self.memory.usage.lock().expect("usage memory").remove(sid);
+            ctx.forget_subaccount_token(sid);
+        }
+        let wanted = match sub.spec.deletion_policy {
+            SubaccountDeletionPolicy::Retain => {
+                return Ok(reconcile::retained(ctx, sub, st.sid.as_deref().unwrap_or("no subaccount")).await);
+            }
+            SubaccountDeletionPolicy::Suspend => AccountStatus::Suspended,
+            SubaccountDeletionPolicy::Close => AccountStatus::Closed,
+        };
+        let own = target::credentials(
+            ctx,
+            &sub.namespace().unwrap_or_default(),
+            sub.spec.credentials_ref.as_ref(),
+        )
+        .await
+        .ok();
+        let recorded = st.sid.clone().or(sub.spec.sid.clone());
+        let interrupted = st.pending_since.is_some();
+        let creation_name = plan::settings(sub).map(|s| s.creation_name).ok();
+        let apply_policy = |creds: Credentials| {
+            let (recorded, creation_name) = (recorded.clone(), creation_name.clone());
+            async move {
+                let sid = match (recorded, creation_name) {
+                    (Some(sid), _) => sid,
+                    (None, Some(name)) if interrupted => match self.find_created(&creds, &name).await? {
+                        Some(account) => account.sid,
+                        None => return Ok(None),
+                    },
+                    _ => return Ok(None),
+                };
+                let update = AccountUpdate {
+                    friendly_name: None,
+                    status: Some(wanted),
+                };
+                match ctx.twilio.update_account(&creds, &sid, &update).await {
+                    Ok(_) => Ok(Some(Note {
+                        reason: "DeletionPolicyApplied",
+                        text: format!("Subaccount {sid} is now {}", wanted.as_str()),
+                    })),
+                    // Already closed: nothing more can happen to it.
+                    Err(e) if e.code() == Some(21479) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let sid = st.sid.clone().unwrap_or_else(|| "the subaccount".into());
+        let failed = |why: &str| Note {
+            reason: "DeletionPolicyFailed",
+            text: format!(
+                "Could not make {sid} {} at Twilio ({why}); do it in the Twilio Console",
+                wanted.as_str()
+            ),
+        };
+        reconcile::release(ctx, sub, own, apply_policy, failed).await
+    }
+}
+
+impl Subaccounts {
     /// How many TwilioApiKeys in the namespace live in this subaccount.
     async fn count_keys(&self, ns: &str, name: &str) -> Result<i32, kube::Error> {
         let keys = Api::<TwilioApiKey>::namespaced(self.ctx.client.clone(), ns)
