@@ -22,6 +22,11 @@ use std::time::Duration;
 pub enum Reason {
     /// Everything the spec asks for exists and is published.
     Ready,
+    /// The TwilioAccount does not allow what the object asks (namespace, key type, permission,
+    /// subaccount create, adoption, deletionPolicy).
+    NotPermitted,
+    /// Another object already manages the subaccount SID this one names.
+    SidInUse,
     /// A first create was asked of Twilio and has not been recorded yet.
     Pending,
     /// A spec field the schema admitted cannot be used (an object stored before a schema change).
@@ -59,6 +64,8 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Ready => "Ready",
+            Reason::NotPermitted => "NotPermitted",
+            Reason::SidInUse => "SidInUse",
             Reason::Pending => "Pending",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::CredentialsMissing => "CredentialsMissing",

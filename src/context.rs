@@ -1,5 +1,6 @@
-//! What both reconcilers share: the Kubernetes and Twilio clients, the operator's own
-//! credentials, the event recorder, the metrics, per-object backoff and the subaccount tokens.
+//! What every reconciler shares: the Kubernetes and Twilio clients, the operator's own
+//! credentials, the event recorder, the metrics, the caches of TwilioAccounts and Namespace
+//! labels, per-object backoff and the subaccount tokens.
 //!
 //! Contract:
 //! - [`Context::backoff`] grows exponentially per object (5 s doubling to 10 min, with jitter)
@@ -9,11 +10,16 @@
 //!   them, which is why they live here and not in one reconciler's memory;
 //! - what only one reconciler needs lives in that reconciler, not here.
 
+use crate::api::TwilioAccount;
 use crate::metrics::Metrics;
 use crate::twilio::{Credentials, TwilioClient};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
+use kube::api::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use secrecy::SecretString;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +28,16 @@ use std::time::Duration;
 pub const MANAGER: &str = "twilio-operator";
 const BACKOFF_BASE: Duration = Duration::from_secs(5);
 const BACKOFF_CAP: Duration = Duration::from_secs(600);
+
+/// The cluster-wide caches and the operator's own namespace.
+pub struct Cluster {
+    /// Every TwilioAccount, as the shared watch sees it.
+    pub accounts: Store<TwilioAccount>,
+    /// Every Namespace's metadata, for the account policies' label selectors.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// The operator's own namespace, where the claims on subaccount SIDs live.
+    pub own_namespace: String,
+}
 
 /// The clients and state every reconcile shares.
 pub struct Context {
@@ -37,6 +53,8 @@ pub struct Context {
     pub resync: Duration,
     /// The Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// What the operator reads of the cluster besides the objects it reconciles.
+    pub cluster: Cluster,
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
 }
@@ -50,6 +68,7 @@ impl Context {
         recorder: Recorder,
         resync: Duration,
         metrics: Arc<Metrics>,
+        cluster: Cluster,
     ) -> Self {
         Self {
             client,
@@ -58,9 +77,18 @@ impl Context {
             recorder,
             resync,
             metrics,
+            cluster,
             failures: Mutex::default(),
             subaccount_tokens: Mutex::default(),
         }
+    }
+
+    /// The labels of `namespace`, as the shared watch last saw them.
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let found = self.cluster.namespaces.get(&ObjectRef::new(namespace));
+        found
+            .and_then(|ns| ns.metadata.labels.clone())
+            .unwrap_or_default()
     }
 
     /// The delay before the next attempt for `object`, growing with each failure.

@@ -5,17 +5,22 @@
 //!   and by label, so the operator never caches a Secret it does not own;
 //! - TwilioSubaccount changes wake the keys that reference them, and key changes wake the
 //!   subaccounts of their namespace (which count them);
-//! - with a namespace list, each namespace gets its own watches (and the operator needs no
-//!   cluster-wide read access); without one, the whole cluster is watched.
+//! - a TwilioAccount change wakes the objects that use it, and a Namespace change (its labels)
+//!   the objects in it, so policy edits take effect without a restart;
+//! - TwilioAccounts and Namespace metadata are cached cluster-wide for the life of the process
+//!   ([`shared_caches`]), leader or not, and the controllers start once those caches are full;
+//! - with a namespace list, each namespace gets its own watches of the namespaced kinds (and the
+//!   operator needs no cluster-wide access to Secrets); without one, the whole cluster is watched.
 
-use crate::api::{TwilioApiKey, TwilioSubaccount};
+use crate::account::{self, Accounts};
+use crate::api::{TwilioAccount, TwilioApiKey, TwilioSubaccount};
 use crate::apikey::ApiKeys;
 use crate::context::Context;
 use crate::reconcile::{self, Lifecycle, Object};
 use crate::secret::MANAGED_SELECTOR;
 use crate::subaccount::Subaccounts;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -23,24 +28,82 @@ use kube::{Resource, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 
-/// Runs both controllers over `namespace` (or all) until `stop` turns true; in-flight
-/// reconciles finish first.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: tokio::sync::watch::Receiver<bool>) {
-    let ns = namespace.as_deref();
-    tokio::join!(
-        run_kind(
-            Arc::new(ApiKeys::new(ctx.clone())),
-            ns,
-            until(stop.clone()),
-            keys_of_subaccount
-        ),
-        run_kind(
-            Arc::new(Subaccounts::new(ctx)),
-            ns,
-            until(stop),
-            subaccounts_of_key
-        ),
+/// The caches of every TwilioAccount and every Namespace's metadata, and the future that keeps
+/// them current (run it for the life of the process).
+pub fn shared_caches(
+    client: &kube::Client,
+) -> (
+    (Store<TwilioAccount>, Store<PartialObjectMeta<Namespace>>),
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (accounts, accounts_writer) = reflector::store();
+    let (namespaces, namespaces_writer) = reflector::store();
+    let accounts_watch = watcher(
+        Api::<TwilioAccount>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(accounts_writer)
+    .for_each(|_| futures::future::ready(()));
+    let namespaces_watch = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(namespaces_writer)
+    .for_each(|_| futures::future::ready(()));
+    let run = async move {
+        tokio::join!(accounts_watch, namespaces_watch);
+    };
+    ((accounts, namespaces), run)
+}
+
+/// Runs every controller until `stop` turns true: the namespaced kinds over each of `scopes`
+/// (`None` for the whole cluster), and TwilioAccounts once. In-flight reconciles finish first.
+pub async fn run(ctx: Arc<Context>, scopes: &[Option<String>], stop: tokio::sync::watch::Receiver<bool>) {
+    // Policy decisions need the caches: deciding from empty ones would refuse everything.
+    let _ = tokio::join!(
+        ctx.cluster.accounts.wait_until_ready(),
+        ctx.cluster.namespaces.wait_until_ready()
     );
+    let namespaced = scopes.iter().map(|scope| {
+        let (ctx, stop, ns) = (ctx.clone(), stop.clone(), scope.as_deref());
+        async move {
+            tokio::join!(
+                run_kind(
+                    Arc::new(ApiKeys::new(ctx.clone())),
+                    ns,
+                    until(stop.clone()),
+                    keys_of_subaccount
+                ),
+                run_kind(
+                    Arc::new(Subaccounts::new(ctx)),
+                    ns,
+                    until(stop),
+                    subaccounts_of_key
+                ),
+            );
+        }
+    });
+    tokio::join!(
+        futures::future::join_all(namespaced),
+        run_accounts(ctx.clone(), until(stop))
+    );
+}
+
+/// Runs the TwilioAccount controller.
+async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let api = Api::<TwilioAccount>::all(ctx.client.clone());
+    let results = Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(
+            account::reconcile,
+            account::error_policy,
+            Arc::new(Accounts::new(ctx)),
+        );
+    drain(results).await;
 }
 
 /// Completes once `stop` turns true (or its sender is gone).
@@ -111,10 +174,42 @@ async fn run_kind<L, R>(
     )
     .default_backoff()
     .touched_objects();
-    let store = reader.clone();
+    let accounts = watcher(
+        Api::<PartialObjectMeta<TwilioAccount>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (store, users, residents) = (reader.clone(), reader.clone(), reader.clone());
     let results = Controller::for_stream(objects, reader)
         .owns_stream(owned_secrets(&client, ns))
         .watches_stream(others, move |other| related(&store, other))
+        .watches_stream(accounts, move |account: PartialObjectMeta<TwilioAccount>| {
+            let name = account.name_any();
+            let uses = |o: &L::Kind| L::account_name(o).is_some_and(|n| n == name);
+            users
+                .state()
+                .iter()
+                .filter(|o| uses(o))
+                .map(|o| ObjectRef::from_obj(&**o))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(namespaces, move |namespace: PartialObjectMeta<Namespace>| {
+            let name = Some(namespace.name_any());
+            let inside = |o: &L::Kind| o.namespace() == name;
+            residents
+                .state()
+                .iter()
+                .filter(|o| inside(o))
+                .map(|o| ObjectRef::from_obj(&**o))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, lifecycle| {

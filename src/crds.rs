@@ -4,16 +4,16 @@
 //! `cargo run --bin crdgen` rewrites them, and a test fails when they differ, so the committed
 //! YAML never drifts.
 
-use crate::api::{TwilioApiKey, TwilioSubaccount};
+use crate::api::{TwilioAccount, TwilioApiKey, TwilioSubaccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 /// Where the generated CRDs live: for kubectl users, and inside the Helm chart.
 pub const DIRECTORIES: [&str; 2] = ["crds", "charts/twilio-operator/files/crds"];
 
-/// Both CRDs, in a fixed order.
+/// Every CRD, in a fixed order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![TwilioSubaccount::crd(), TwilioApiKey::crd()]
+    vec![TwilioAccount::crd(), TwilioSubaccount::crd(), TwilioApiKey::crd()]
 }
 
 /// Each CRD as `(file name under crds/, YAML text)`.

@@ -5,8 +5,10 @@
 
 #![warn(missing_docs)]
 
+pub mod account;
 pub mod api;
 pub mod apikey;
+pub mod claims;
 pub mod conditions;
 pub mod context;
 pub mod controller;
@@ -19,6 +21,7 @@ pub mod server;
 pub mod subaccount;
 pub mod tagging;
 pub mod target;
+pub mod tenancy;
 pub mod twilio;
 
 /// Finalizer held on every object whose Twilio side must be cleaned up before it goes.

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
-use twilio_operator::context::Context;
+use twilio_operator::context::{Cluster, Context};
 use twilio_operator::controller::until;
 use twilio_operator::metrics::Metrics;
 use twilio_operator::server::Readiness;
@@ -52,7 +52,8 @@ struct Args {
     /// Elect a leader through a Lease, so that of several replicas only one writes.
     #[arg(long, env = "LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Namespace of the leader-election Lease (the operator's own namespace).
+    /// The operator's own namespace, where its leader-election Lease and the claims on
+    /// subaccount SIDs (one Lease each) live.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
     /// Name of the leader-election Lease.
@@ -122,7 +123,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let default_credentials = match Credentials::from_env() {
         Ok(creds) => Some(creds),
         Err(e) => {
-            warn!(error = %e, "no usable Twilio credentials in the environment; objects must name a Secret in spec.credentialsRef");
+            warn!(error = %e, "no usable Twilio credentials in the environment; TwilioAccounts with credentials.fromEnvironment cannot be used");
             None
         }
     };
@@ -131,6 +132,10 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
+    // Read-only caches of TwilioAccounts and Namespaces, kept current for the whole process so a
+    // new leader decides from full caches at once.
+    let ((accounts, namespaces), keep_current) = twilio_operator::controller::shared_caches(&client);
+    tokio::spawn(keep_current);
     let ctx = Arc::new(Context::new(
         client,
         twilio,
@@ -138,6 +143,11 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         recorder,
         args.resync_interval,
         metrics,
+        Cluster {
+            accounts,
+            namespaces,
+            own_namespace: args.leader_election_namespace.clone(),
+        },
     ));
 
     let readiness = Readiness::default();
@@ -216,13 +226,7 @@ async fn run_controllers(
     scopes: &[Option<String>],
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    futures::future::join_all(
-        scopes
-            .iter()
-            .cloned()
-            .map(|scope| twilio_operator::controller::run(ctx.clone(), scope, stop.clone())),
-    )
-    .await;
+    twilio_operator::controller::run(ctx.clone(), scopes, stop).await;
 }
 
 fn hostname() -> String {

@@ -79,6 +79,9 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// What the reconciler shares with the others.
     fn context(&self) -> &Context;
 
+    /// The TwilioAccount `obj` uses, if it uses one (not its own credentials or a subaccount).
+    fn account_name(obj: &Self::Kind) -> Option<&str>;
+
     /// One pass over a live object (validate, resolve, observe, plan, act), building its
     /// status in `st`; [`reconcile`] records the outcome.
     fn converge(
@@ -303,14 +306,14 @@ pub struct Note {
     pub text: String,
 }
 
-/// Runs the deletion step `act` with the object's `own` credentials, then with the operator's.
+/// Runs the deletion step `act` with each of `candidates` in turn until one works.
 /// `act` answers `Some(note)` for a Normal event, or `None` when there was nothing to do. A
 /// retryable failure is retried later; when no credentials work, `failed(why)` becomes a
 /// Warning event and the object is let go.
 pub async fn release<K, F, Fut>(
     ctx: &Context,
     obj: &K,
-    own: Option<Credentials>,
+    candidates: Vec<Credentials>,
     mut act: F,
     failed: impl FnOnce(&str) -> Note,
 ) -> Result<Action, Error>
@@ -320,7 +323,7 @@ where
     Fut: Future<Output = Result<Option<Note>, TwilioError>>,
 {
     let mut last_error = None;
-    for creds in own.into_iter().chain(ctx.default_credentials.clone()) {
+    for creds in candidates {
         match act(creds).await {
             Ok(note) => {
                 if let Some(Note { reason, text }) = note {

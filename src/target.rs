@@ -1,20 +1,27 @@
 //! Which Twilio account an object acts on, and the credentials to act with.
 //!
 //! Contract:
-//! - credentials come from `spec.credentialsRef` (a Secret in the object's own namespace, read
-//!   directly and never cached) or, without one, from the operator's environment; a missing or
-//!   malformed Secret is a `CredentialsMissing` problem naming the Secret and the key at fault;
+//! - an object acts in its own account, named by `spec.credentialsRef` (a Secret in its own
+//!   namespace, read directly and never cached), or in a TwilioAccount: `spec.accountRef`, or the
+//!   one named `default`. There is no implicit use of the operator's environment: only a
+//!   TwilioAccount with `credentials.fromEnvironment` reaches it;
+//! - a TwilioAccount is used only from a namespace it admits ([`Use::Act`]); a missing account,
+//!   Secret or environment is a `CredentialsMissing` problem saying how to fix it;
 //! - a key with `subaccountRef` acts as that subaccount, with the subaccount's own auth token
 //!   (read once with the parent's credentials, then cached), and waits with
 //!   `SubaccountNotReady`, `SubaccountSuspended` or `SubaccountClosed` until it can.
 
-use crate::api::{LocalRef, TwilioSubaccount};
+use crate::api::account::AccountCredentials;
+use crate::api::{AccountRef, LocalRef, TwilioAccount, TwilioSubaccount};
 use crate::conditions::{self, Problem, Reason};
 use crate::context::Context;
+use crate::tenancy;
 use crate::twilio::Credentials;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use kube::runtime::reflector::ObjectRef;
 use secrecy::SecretString;
+use std::sync::Arc;
 
 /// The account to act on and the credentials to act with.
 #[derive(Debug, Clone)]
@@ -25,54 +32,107 @@ pub struct Target {
     pub creds: Credentials,
 }
 
-/// The credentials an object names, or the operator's own.
-pub async fn credentials(
+/// The account an object's references lead to.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    /// The credentials to act with.
+    pub creds: Credentials,
+    /// The TwilioAccount whose policy applies; `None` for the tenant's own credentialsRef.
+    pub account: Option<Arc<TwilioAccount>>,
+}
+
+/// What the credentials are wanted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Acting for a live object: the TwilioAccount must admit its namespace.
+    Act,
+    /// Undoing what a deleted object recorded: the account's credentials are used even if it no
+    /// longer admits the namespace, since status (which only the operator writes) says what to undo.
+    Cleanup,
+}
+
+/// The account an object with these references acts in, checked against the account's
+/// namespace policy when `purpose` is [`Use::Act`].
+pub async fn parent(
     ctx: &Context,
     namespace: &str,
-    reference: Option<&LocalRef>,
-) -> Result<Credentials, Problem> {
-    let Some(reference) = reference else {
-        return ctx.default_credentials.clone().ok_or_else(|| {
-            Problem::new(
-                Reason::CredentialsMissing,
-                "The operator has no Twilio credentials of its own (TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or with TWILIO_API_KEY and TWILIO_API_SECRET): set them, or name a Secret in spec.credentialsRef",
-            )
+    account_ref: Option<&AccountRef>,
+    credentials_ref: Option<&LocalRef>,
+    purpose: Use,
+) -> Result<Parent, Problem> {
+    if let Some(reference) = credentials_ref {
+        return Ok(Parent {
+            creds: own_credentials(ctx, namespace, reference).await?,
+            account: None,
         });
-    };
+    }
+    let name = account_ref.map_or(tenancy::DEFAULT_ACCOUNT, |r| r.name.as_str());
+    let account = ctx.cluster.accounts.get(&ObjectRef::new(name)).ok_or_else(|| {
+        Problem::new(
+            Reason::CredentialsMissing,
+            format!(
+                "No TwilioAccount named {name}: a cluster admin creates one that admits this namespace (see the README, Multi-tenancy), or set spec.credentialsRef to a Secret with your own Twilio credentials"
+            ),
+        )
+    })?;
+    if purpose == Use::Act {
+        tenancy::check_namespace(&account, namespace, &ctx.namespace_labels(namespace))?;
+    }
+    Ok(Parent {
+        creds: account_credentials(ctx, &account).await?,
+        account: Some(account),
+    })
+}
+
+/// The credentials a TwilioAccount names.
+pub async fn account_credentials(ctx: &Context, account: &TwilioAccount) -> Result<Credentials, Problem> {
+    let name = account.metadata.name.as_deref().unwrap_or_default();
+    match &account.spec.credentials {
+        AccountCredentials { secret_ref: Some(secret), .. } => {
+            let what = format!("Secret {}/{} named in TwilioAccount {name}", secret.namespace, secret.name);
+            read_credentials(ctx, &secret.namespace, &secret.name, &what).await
+        }
+        _ => ctx.default_credentials.clone().ok_or_else(|| {
+            Problem::new(
+                Reason::CredentialsMissing,
+                format!(
+                    "TwilioAccount {name} uses the operator's environment, which has no Twilio credentials (TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or with TWILIO_API_KEY and TWILIO_API_SECRET)"
+                ),
+            )
+        }),
+    }
+}
+
+/// The credentials in the Secret spec.credentialsRef names, in the object's own namespace.
+async fn own_credentials(
+    ctx: &Context,
+    namespace: &str,
+    reference: &LocalRef,
+) -> Result<Credentials, Problem> {
+    let what = format!("Secret {} named in spec.credentialsRef", reference.name);
+    read_credentials(ctx, namespace, &reference.name, &what).await
+}
+
+/// Reads credentials from Secret `namespace/name`, described to people as `what`.
+async fn read_credentials(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    what: &str,
+) -> Result<Credentials, Problem> {
+    let missing = |detail: String| Problem::new(Reason::CredentialsMissing, detail);
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&reference.name)
+        .get_opt(name)
         .await
-        .map_err(|e| {
-            Problem::new(
-                Reason::CredentialsMissing,
-                format!("Could not read Secret {}: {e}", reference.name),
-            )
-        })?
-        .ok_or_else(|| {
-            Problem::new(
-                Reason::CredentialsMissing,
-                format!(
-                    "Secret {} named in spec.credentialsRef does not exist in this namespace",
-                    reference.name
-                ),
-            )
-        })?;
+        .map_err(|e| missing(format!("Could not read {what}: {e}")))?
+        .ok_or_else(|| missing(format!("{what} does not exist")))?;
     let data = secret.data.unwrap_or_default();
-    Credentials::from_lookup(|key| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())).map_err(
-        |e| {
-            Problem::new(
-                Reason::CredentialsMissing,
-                format!(
-                    "Secret {} named in spec.credentialsRef is not usable: {e}",
-                    reference.name
-                ),
-            )
-        },
-    )
+    Credentials::from_lookup(|key| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok()))
+        .map_err(|e| missing(format!("{what} is not usable: {e}")))
 }
 
 /// The target of a key that lives in a TwilioSubaccount.
-pub async fn subaccount(ctx: &Context, namespace: &str, name: &str) -> Result<Target, Problem> {
+pub async fn subaccount(ctx: &Context, namespace: &str, name: &str, purpose: Use) -> Result<Target, Problem> {
     let sub = Api::<TwilioSubaccount>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
@@ -119,8 +179,9 @@ pub async fn subaccount(ctx: &Context, namespace: &str, name: &str) -> Result<Ta
     let token = match ctx.subaccount_token(&sid) {
         Some(token) => token,
         None => {
-            let parent = credentials(ctx, namespace, sub.spec.credentials_ref.as_ref()).await?;
-            let account = ctx.twilio.fetch_account(&parent, &sid).await?;
+            let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
+            let parent = parent(ctx, namespace, refs.0, refs.1, purpose).await?;
+            let account = ctx.twilio.fetch_account(&parent.creds, &sid).await?;
             let token = account.auth_token.ok_or_else(|| no_token(&sid))?;
             ctx.remember_subaccount_token(&sid, token.clone());
             token

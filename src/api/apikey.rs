@@ -4,7 +4,10 @@
 //! the status is the operator's record of the live key, the retiring ones and the schedule, so
 //! that a restarted operator reaches the same decisions. Admission rules live on the types below.
 
-use super::{LocalRef, conditions_schema, duration_schema, grace_shorter_than_every_rule, min_duration_rule};
+use super::{
+    AccountRef, LocalRef, at_most_one_rule, conditions_schema, duration_schema,
+    grace_shorter_than_every_rule, immutable_rule, min_duration_rule,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -48,14 +51,10 @@ use std::collections::BTreeMap;
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("!(has(self.subaccountRef) && has(self.credentialsRef))")
-    .message("spec.subaccountRef and spec.credentialsRef are mutually exclusive: keys in a TwilioSubaccount use that subaccount's credentials")
-    .field_path(".credentialsRef")
-    .reason(Reason::FieldValueForbidden))]
-#[x_kube(validation = Rule::new("has(self.subaccountRef) == has(oldSelf.subaccountRef) && (!has(self.subaccountRef) || self.subaccountRef.name == oldSelf.subaccountRef.name)")
-    .message("spec.subaccountRef is immutable: a key cannot move between accounts; create a new TwilioApiKey instead")
-    .field_path(".subaccountRef")
-    .reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = at_most_one_rule(&["accountRef", "subaccountRef", "credentialsRef"], "a key lives in a TwilioAccount, in a TwilioSubaccount, or in the account of the credentials in a Secret"))]
+#[x_kube(validation = immutable_rule("subaccountRef", "a key cannot move between accounts; create a new TwilioApiKey instead"))]
+#[x_kube(validation = immutable_rule("accountRef", "a key cannot move between accounts; create a new TwilioApiKey instead"))]
+#[x_kube(validation = immutable_rule("credentialsRef", "a key cannot move between accounts; create a new TwilioApiKey instead"))]
 #[x_kube(validation = Rule::new("self.keyType == 'Restricted' ? has(self.permissions) : !has(self.permissions)")
     .message("spec.permissions is required when keyType is Restricted (1 to 100 entries) and must be omitted when keyType is Standard")
     .field_path(".permissions"))]
@@ -67,15 +66,19 @@ pub struct TwilioApiKeySpec {
     pub friendly_name: Option<String>,
 
     /// A TwilioSubaccount in this namespace to create the key in. The key waits (condition
-    /// SubaccountNotReady) until that subaccount is Ready. Immutable; not allowed together with
-    /// credentialsRef.
+    /// SubaccountNotReady) until that subaccount is Ready. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subaccount_ref: Option<LocalRef>,
 
-    /// Secret in this namespace holding the credentials of the account to create the key in:
-    /// TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_ACCOUNT_SID with TWILIO_API_KEY and
-    /// TWILIO_API_SECRET of a Main key. When neither this nor subaccountRef is set, the
-    /// operator's own credentials are used.
+    /// The TwilioAccount (cluster-scoped) to create the key in, which must admit this namespace
+    /// and allow the key's type and permissions. When accountRef, subaccountRef and
+    /// credentialsRef are all absent, the TwilioAccount named "default" is used. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_ref: Option<AccountRef>,
+
+    /// Secret in this namespace holding the credentials of your own account to create the key
+    /// in: TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_ACCOUNT_SID with TWILIO_API_KEY and
+    /// TWILIO_API_SECRET of a Main key. Needs no TwilioAccount. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_ref: Option<LocalRef>,
 
@@ -304,4 +307,7 @@ pub struct RetiringKey {
     pub sid: String,
     /// When the operator revokes it.
     pub revoke_at: Time,
+    /// The account the key lives in, where it is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_sid: Option<String>,
 }

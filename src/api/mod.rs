@@ -9,6 +9,7 @@
 // kube's `printcolumn(...)` attributes repeat the same keys once per column by design.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod account;
 pub mod apikey;
 pub mod duration;
 pub mod schedule;
@@ -18,17 +19,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+pub use account::{AccountRef, TwilioAccount, TwilioAccountSpec, TwilioAccountStatus};
 pub use apikey::{TwilioApiKey, TwilioApiKeySpec, TwilioApiKeyStatus};
 pub use subaccount::{TwilioSubaccount, TwilioSubaccountSpec, TwilioSubaccountStatus};
 
-/// API group of both kinds.
+/// API group of every kind.
 pub const GROUP: &str = "twilio.operator.dev";
-/// API version of both kinds.
+/// API version of every kind.
 pub const VERSION: &str = "v1alpha1";
 
 /// A DNS-1123 subdomain, the shape of every object name in Kubernetes.
 pub(crate) const DNS1123_SUBDOMAIN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A DNS-1123 label, the shape of a namespace name.
+pub(crate) const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 /// A reference to another object in the same namespace. Cross-namespace references are not
 /// offered on purpose: they would let one tenant borrow another tenant's Twilio credentials.
@@ -86,4 +91,30 @@ pub(crate) fn grace_shorter_than_every_rule() -> kube::core::Rule {
         "gracePeriod must be shorter than every: the old credential must be gone before the next rotation",
     )
     .field_path(".gracePeriod")
+}
+
+/// An object-level rule: `spec.<field>` can be neither added, removed nor changed after the
+/// object is created.
+pub(crate) fn immutable_rule(field: &str, why: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!(
+        "has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
+    ))
+    .message(kube::core::Message::Message(format!(
+        "spec.{field} is immutable: {why}"
+    )))
+    .field_path(format!(".{field}"))
+    .reason(kube::core::Reason::FieldValueForbidden)
+}
+
+/// An object-level rule: at most one of `spec.<fields>` is set.
+pub(crate) fn at_most_one_rule(fields: &[&str], why: &str) -> kube::core::Rule {
+    let set: Vec<String> = fields.iter().map(|f| format!("has(self.{f})")).collect();
+    let named: Vec<String> = fields.iter().map(|f| format!("spec.{f}")).collect();
+    kube::core::Rule::new(format!("[{}].filter(x, x).size() <= 1", set.join(", ")))
+        .message(kube::core::Message::Message(format!(
+            "{} are mutually exclusive: {why}",
+            named.join(", ")
+        )))
+        .field_path(format!(".{}", fields[fields.len() - 1]))
+        .reason(kube::core::Reason::FieldValueForbidden)
 }

@@ -2,9 +2,13 @@
 //!
 //! Contract: the spec says what should exist at Twilio; the status records what the operator
 //! observed there. Admission rules live on the types below; [`TwilioSubaccountSpec`] carries
-//! the object-level ones (immutability of `sid`, `authTokenRotation` needing `secret`).
+//! the object-level ones (immutable references, `sid` only at creation, `authTokenRotation`
+//! needing `secret`).
 
-use super::{LocalRef, conditions_schema, duration_schema, grace_shorter_than_every_rule, min_duration_rule};
+use super::{
+    AccountRef, LocalRef, at_most_one_rule, conditions_schema, duration_schema,
+    grace_shorter_than_every_rule, immutable_rule, min_duration_rule,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -42,10 +46,10 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("!has(oldSelf.sid) || (has(self.sid) && self.sid == oldSelf.sid)")
-    .message("spec.sid is immutable once set: to manage a different subaccount, create a new TwilioSubaccount")
-    .field_path(".sid")
-    .reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = immutable_rule("sid", "it can only be given when the TwilioSubaccount is created; to manage a different subaccount, create a new TwilioSubaccount"))]
+#[x_kube(validation = at_most_one_rule(&["accountRef", "credentialsRef"], "the parent account is a TwilioAccount or the account of the credentials in a Secret"))]
+#[x_kube(validation = immutable_rule("accountRef", "a subaccount cannot move between parent accounts"))]
+#[x_kube(validation = immutable_rule("credentialsRef", "a subaccount cannot move between parent accounts"))]
 #[x_kube(validation = Rule::new("!has(self.authTokenRotation) || has(self.secret)")
     .message("spec.authTokenRotation needs spec.secret: the rotated auth token is published there")
     .field_path(".authTokenRotation")
@@ -64,15 +68,22 @@ pub struct TwilioSubaccountSpec {
     pub state: SubaccountState,
 
     /// SID of an existing subaccount to adopt instead of creating one (AC followed by 32 lowercase
-    /// hex digits). It must be a subaccount of the account whose credentials the operator uses.
-    /// Immutable once set.
+    /// hex digits). It must be a subaccount of the parent account, and its TwilioAccount must
+    /// grant this namespace its adoption (spec.subaccounts.adopt). Only at creation; immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^AC[0-9a-f]{32}$"))]
     pub sid: Option<String>,
 
-    /// Secret in this namespace holding the parent account's credentials: TWILIO_ACCOUNT_SID with
-    /// TWILIO_AUTH_TOKEN, or TWILIO_ACCOUNT_SID with TWILIO_API_KEY and TWILIO_API_SECRET of a Main
-    /// key. When absent, the operator's own credentials are used.
+    /// The TwilioAccount (cluster-scoped) that is the parent account. It must admit this
+    /// namespace and allow what this object asks: creating (or adopting spec.sid) and
+    /// deletionPolicy. When both accountRef and credentialsRef are absent, the TwilioAccount named
+    /// "default" is used. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_ref: Option<AccountRef>,
+
+    /// Secret in this namespace holding your own parent account's credentials: TWILIO_ACCOUNT_SID
+    /// with TWILIO_AUTH_TOKEN, or TWILIO_ACCOUNT_SID with TWILIO_API_KEY and TWILIO_API_SECRET of a
+    /// Main key. Needs no TwilioAccount. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_ref: Option<LocalRef>,
 

@@ -21,9 +21,9 @@ use crate::conditions::{self, Problem, Reason};
 use crate::context::Context;
 use crate::reconcile::{self, Done, Error, Lifecycle, Note, Stop, object_id, write_status};
 use crate::secret::{self, Observed};
-use crate::target::{self, Target};
+use crate::target::{self, Target, Use};
 use crate::twilio::{Credentials, Error as TwilioError, Inventories};
-use crate::{failpoint, tagging};
+use crate::{failpoint, tagging, tenancy};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -113,6 +113,16 @@ impl Lifecycle for ApiKeys {
         &self.ctx
     }
 
+    fn account_name(key: &TwilioApiKey) -> Option<&str> {
+        let spec = &key.spec;
+        let own = spec.subaccount_ref.is_some() || spec.credentials_ref.is_some();
+        (!own).then(|| {
+            spec.account_ref
+                .as_ref()
+                .map_or(tenancy::DEFAULT_ACCOUNT, |r| r.name.as_str())
+        })
+    }
+
     async fn converge(
         &self,
         key: &TwilioApiKey,
@@ -149,35 +159,15 @@ impl Lifecycle for ApiKeys {
         if key.spec.deletion_policy == KeyDeletionPolicy::Retain {
             return Ok(reconcile::retained(ctx, key, st.key_sid.as_deref().unwrap_or("no key")).await);
         }
-        let carried = match plan::settings(key) {
-            Ok(settings) => {
-                let found = Api::<Secret>::namespaced(ctx.client.clone(), &settings.namespace)
-                    .get_opt(&settings.secret_name)
-                    .await?;
-                secret::observe(found.as_ref(), &settings.uid, &[])
-            }
-            Err(_) => Observed::Missing,
-        };
-        let sids = plan::to_revoke_at_deletion(&st, &carried);
-        let sweep = st.pending_since.is_some();
-        if sids.is_empty() && !sweep {
+        if !plan::may_hold_keys(&st) {
+            // Nothing was ever asked of Twilio for this object: nothing to revoke, no call.
             return Ok(Action::await_change());
         }
-        let mut revoking = st.clone();
-        let message = format!("Revoking {}", sids.join(", "));
-        revoking.conditions = conditions::ready(
-            &st.conditions,
-            Reason::Revoking,
-            message,
-            key.metadata.generation,
-            Timestamp::now(),
-        );
-        write_status(ctx, key, &revoking).await?;
-
         // The object's own credentials first; if they are gone (a namespace being deleted takes
         // its Secrets with it) or refused, the operator's own, which reach subaccounts as their
-        // parent.
-        let own = resolve(ctx, key).await.ok();
+        // parent. Either way only the account the status recorded is touched, and in it only the
+        // keys that carry this object's tag.
+        let own = resolve(ctx, key, Use::Cleanup).await.ok();
         let Some(account) = st
             .account_sid
             .clone()
@@ -186,43 +176,87 @@ impl Lifecycle for ApiKeys {
             return Ok(Action::await_change());
         };
         let uid = key.uid().unwrap_or_default();
-        let (sids, account, uid) = (&sids, account.as_str(), uid.as_str());
+        let (account, uid) = (account.as_str(), uid.as_str());
         let revoked = |creds: Credentials| async move {
-            self.revoke_all(&creds, account, sids, sweep, uid).await?;
+            let sids = self.revoke_tagged(&creds, account, uid).await?;
             let what = if sids.is_empty() {
-                "leftover keys".to_owned()
+                "no key was left".to_owned()
             } else {
-                sids.join(", ")
+                format!("Revoked {}", sids.join(", "))
             };
             Ok(Some(Note {
                 reason: "KeysRevoked",
-                text: format!("Revoked {what}"),
+                text: what,
             }))
         };
+        let recorded = plan::recorded_keys(&st).join(", ");
         let failed = |why: &str| Note {
             reason: "RevokeFailed",
             text: format!(
-                "Could not revoke {} in account {account} ({why}); left behind at Twilio: revoke them in the Twilio Console",
-                sids.join(", ")
+                "Could not revoke the keys of this object ({recorded}) in account {account} ({why}); left behind at Twilio: revoke them in the Twilio Console"
             ),
         };
-        reconcile::release(ctx, key, own.map(|t| t.creds), revoked, failed).await
+        let released = reconcile::release(
+            ctx,
+            key,
+            own.map(|t| t.creds)
+                .into_iter()
+                .chain(ctx.default_credentials.clone())
+                .collect(),
+            revoked,
+            failed,
+        )
+        .await;
+        if released.is_err() {
+            // Say why the object is still here; a namespace being deleted may already have taken
+            // the operator's rights to write it, which must not stop the retry.
+            let mut revoking = st.clone();
+            let message = format!("Revoking {recorded}");
+            let generation = key.metadata.generation;
+            revoking.conditions = conditions::ready(
+                &st.conditions,
+                Reason::Revoking,
+                message,
+                generation,
+                Timestamp::now(),
+            );
+            if let Err(e) = write_status(ctx, key, &revoking).await {
+                tracing::debug!(error = %e, "could not record the revocation in status");
+            }
+        }
+        released
     }
 }
 
-/// The account a key lives in and the credentials to act there with.
-async fn resolve(ctx: &Context, key: &TwilioApiKey) -> Result<Target, Problem> {
+/// The account a key lives in and the credentials to act there with; to act, its TwilioAccount
+/// must also allow the key's type and permissions.
+async fn resolve(ctx: &Context, key: &TwilioApiKey, purpose: Use) -> Result<Target, Problem> {
     let ns = key.namespace().unwrap_or_default();
-    match &key.spec.subaccount_ref {
-        Some(sub) => target::subaccount(ctx, &ns, &sub.name).await,
-        None => {
-            let creds = target::credentials(ctx, &ns, key.spec.credentials_ref.as_ref()).await?;
-            Ok(Target {
-                account_sid: creds.account_sid().to_owned(),
-                creds,
-            })
-        }
+    let spec = &key.spec;
+    if let Some(sub) = &spec.subaccount_ref {
+        return target::subaccount(ctx, &ns, &sub.name, purpose).await;
     }
+    let parent = target::parent(
+        ctx,
+        &ns,
+        spec.account_ref.as_ref(),
+        spec.credentials_ref.as_ref(),
+        purpose,
+    )
+    .await?;
+    if purpose == Use::Act
+        && let Some(account) = &parent.account
+    {
+        tenancy::check_key(
+            account,
+            spec.key_type,
+            spec.permissions.as_deref().unwrap_or_default(),
+        )?;
+    }
+    Ok(Target {
+        account_sid: parent.creds.account_sid().to_owned(),
+        creds: parent.creds,
+    })
 }
 
 impl ApiKeys {
@@ -234,7 +268,7 @@ impl ApiKeys {
         now: Timestamp,
     ) -> Result<Done, Stop> {
         let settings = plan::settings(key)?;
-        let target = resolve(&self.ctx, key).await?;
+        let target = resolve(&self.ctx, key, Use::Act).await?;
         st.account_sid = Some(target.account_sid.clone());
         let seen = self.observe(&settings, &target, st).await?;
         let applied_here = self.memory.applied(&settings.uid, settings.generation);
@@ -305,7 +339,7 @@ impl ApiKeys {
         if plan.adopted {
             tracing::info!(object = %object_id(key), key = ?st.key_sid, "adopting the key the Secret already carries");
         }
-        self.retire(target, st, &plan.revoke).await?;
+        self.retire(key, target, st, &plan.revoke).await?;
         for orphan in &plan.sweep {
             self.revoke(target, orphan).await?;
             let note = format!("Revoked key {orphan}, created before an interruption and never published");
@@ -317,10 +351,11 @@ impl ApiKeys {
         match plan.change {
             Change::Issue { cause, revoke_first } => {
                 // Never more than two live keys: the retiring one goes before a new one comes.
-                self.retire(target, st, &revoke_first).await?;
+                self.retire(key, target, st, &revoke_first).await?;
                 self.issue(key, settings, target, secret, cause, st, now).await?;
                 // A zero grace period makes the replaced key due at once.
-                self.retire(target, st, &plan::due_revocations(st, now)).await?;
+                self.retire(key, target, st, &plan::due_revocations(st, now))
+                    .await?;
             }
             Change::Update => self.update_key(key, settings, target, st).await?,
             Change::None => {}
@@ -348,15 +383,34 @@ impl ApiKeys {
     /// Revokes the retiring keys `sids`, dropping each from the status once it is gone.
     async fn retire(
         &self,
+        key: &TwilioApiKey,
         target: &Target,
         st: &mut TwilioApiKeyStatus,
         sids: &[String],
     ) -> Result<(), Stop> {
         for sid in sids {
-            self.revoke(target, sid).await?;
-            failpoint::hit("apikey-mid-revoke");
+            let home = st
+                .retiring_keys
+                .iter()
+                .find(|r| &r.sid == sid)
+                .and_then(|r| r.account_sid.clone());
+            match home.filter(|account| account != &target.account_sid) {
+                // Revoked where it lives, never with another account's credentials.
+                Some(account) => {
+                    let note = format!(
+                        "Key {sid} lives in account {account}, which this object no longer acts in; it was not revoked: revoke it in the Twilio Console"
+                    );
+                    self.ctx
+                        .event(key, EventType::Warning, "RevokeFailed", "Revoke", note)
+                        .await;
+                }
+                None => {
+                    self.revoke(target, sid).await?;
+                    failpoint::hit("apikey-mid-revoke");
+                    tracing::info!(key = %sid, "revoked retiring key");
+                }
+            }
             st.retiring_keys.retain(|r| &r.sid != sid);
-            tracing::info!(key = %sid, "revoked retiring key");
         }
         Ok(())
     }
@@ -522,35 +576,28 @@ impl ApiKeys {
         Ok(())
     }
 
-    /// Revokes `sids` in `account` with `creds` and, after an interrupted create, sweeps the
-    /// keys that carry the object's tag.
-    async fn revoke_all(
+    /// Revokes every key in `account` that carries the tag of the object with `uid`, and says
+    /// which. The list read with `creds` also proves they reach the account, so a key missing
+    /// from it is gone, not merely out of reach.
+    async fn revoke_tagged(
         &self,
         creds: &Credentials,
         account: &str,
-        sids: &[String],
-        sweep: bool,
         uid: &str,
-    ) -> Result<(), TwilioError> {
+    ) -> Result<Vec<String>, TwilioError> {
         let twilio = &self.ctx.twilio;
-        // A delete of an unreachable key also answers 404; make sure the account is in reach
-        // first, so "already gone" really means gone.
-        twilio.fetch_account(creds, account).await?;
-        for sid in sids {
-            twilio.delete_key(creds, account, sid).await?;
-        }
-        if sweep {
-            let inventory = self
-                .memory
-                .inventories
-                .read(twilio, account, creds, Duration::ZERO)
-                .await?;
-            for (sid, name) in &inventory.keys {
-                if tagging::is_tagged(name.as_deref(), uid) {
-                    twilio.delete_key(creds, account, sid).await?;
-                }
+        let inventory = self
+            .memory
+            .inventories
+            .read(twilio, account, creds, Duration::ZERO)
+            .await?;
+        let mut revoked = Vec::new();
+        for (sid, name) in &inventory.keys {
+            if tagging::is_tagged(name.as_deref(), uid) {
+                twilio.delete_key(creds, account, sid).await?;
+                revoked.push(sid.clone());
             }
         }
-        Ok(())
+        Ok(revoked)
     }
 }

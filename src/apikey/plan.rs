@@ -14,7 +14,7 @@
 use crate::api::apikey::{RetiringKey, SecretKeys, TwilioApiKey, TwilioApiKeyStatus};
 use crate::api::schedule;
 use crate::conditions::{Problem, duration_field};
-use crate::secret::{Expect, Observed};
+use crate::secret::{Expect, Observed, Record};
 use crate::tagging;
 use crate::twilio::Inventory;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -200,27 +200,27 @@ pub fn plan(
 ) -> Plan {
     let mut st = status.clone();
     st.account_sid = Some(seen.account_sid.clone());
-    let adopted = adopt_from_secret(&st, &seen.secret, settings.grace, now);
+    let secret = &verified(
+        &seen.secret,
+        &seen.inventory,
+        &settings.uid,
+        st.key_sid.as_deref(),
+    );
+    let adopted = adopt_from_secret(&st, secret, settings.grace, now);
     let was_adopted = adopted.is_some();
     if let Some(adopted) = adopted {
         st = adopted;
     }
     // The schedule follows from the key's creation, never from a possibly stale status field.
     st.next_rotation_at = settings.next_rotation(st.key_created_at.as_ref());
-    if intent_fulfilled(&st, &seen.secret) {
+    if intent_fulfilled(&st, secret) {
         // The one create this intent covered reached the Secret: nothing can be left over.
         st.pending_since = None;
     }
     let revoke = due_revocations(&st, now);
-    let sweep = orphans(&seen.inventory, &settings.uid, &st, &seen.secret);
+    let sweep = orphans(&seen.inventory, &settings.uid, &st, secret);
     let revoked = revoked_outside(&st, &seen.inventory);
-    let change = match issue_cause(
-        &st,
-        &seen.secret,
-        settings.rotate_request.as_deref(),
-        revoked,
-        now,
-    ) {
+    let change = match issue_cause(&st, secret, settings.rotate_request.as_deref(), revoked, now) {
         Some(cause) => {
             let revoke_first = if cause.retires_current() && st.key_sid.is_some() {
                 st.retiring_keys
@@ -260,6 +260,7 @@ pub fn issued(
         st.retiring_keys.push(RetiringKey {
             sid: old,
             revoke_at: Time(schedule::after(now, settings.grace)),
+            account_sid: st.account_sid.clone(),
         });
     }
     st.key_sid = Some(sid.to_owned());
@@ -279,21 +280,41 @@ pub fn roll_due(status: &TwilioApiKeyStatus, generation: Option<i64>) -> bool {
         && (status.workloads_rolled_for != status.key_sid || status.observed_generation != generation)
 }
 
-/// The keys to revoke at deletion: those the status records, and the one the Secret carries
-/// if a crash kept it out of the status.
-pub fn to_revoke_at_deletion(status: &TwilioApiKeyStatus, secret: &Observed) -> Vec<String> {
-    let mut sids: Vec<String> = status
+/// Whether Twilio may hold keys of this object: it recorded one, or announced a create.
+pub fn may_hold_keys(status: &TwilioApiKeyStatus) -> bool {
+    status.key_sid.is_some() || !status.retiring_keys.is_empty() || status.pending_since.is_some()
+}
+
+/// The keys the status records, current first.
+pub fn recorded_keys(status: &TwilioApiKeyStatus) -> Vec<String> {
+    status
         .key_sid
         .iter()
         .cloned()
         .chain(status.retiring_keys.iter().map(|r| r.sid.clone()))
-        .collect();
-    if let Observed::Ours(record) = secret
-        && let Some(carried) = record.credential_sid.clone().filter(|c| !sids.contains(c))
-    {
-        sids.push(carried);
+        .collect()
+}
+
+/// The Secret as the plan may trust it. Its annotations are editable by anyone who can edit
+/// Secrets in the namespace, so a key SID it names that the status does not record counts only
+/// if Twilio lists that key with this object's tag; otherwise the Secret counts as edited (and
+/// is replaced), and the key it names is never adopted, updated or revoked.
+fn verified(secret: &Observed, inventory: &Inventory, uid: &str, recorded: Option<&str>) -> Observed {
+    let Observed::Ours(record) = secret else {
+        return secret.clone();
+    };
+    let named = record.credential_sid.as_deref();
+    let listed = |(sid, name): &(String, Option<String>)| {
+        Some(sid.as_str()) == named && tagging::is_tagged(name.as_deref(), uid)
+    };
+    if named.is_none() || named == recorded || inventory.keys.iter().any(listed) {
+        return secret.clone();
     }
-    sids
+    Observed::Ours(Record {
+        credential_sid: None,
+        intact: false,
+        ..record.clone()
+    })
 }
 
 /// When the Secret carries a key the status does not record (the operator stopped between
@@ -319,6 +340,7 @@ fn adopt_from_secret(
         adopted.retiring_keys.push(RetiringKey {
             sid: previous,
             revoke_at: Time(schedule::after(created, grace)),
+            account_sid: status.account_sid.clone(),
         });
     }
     adopted.retiring_keys.retain(|r| &r.sid != carried);
@@ -422,7 +444,6 @@ pub fn next_deadline(status: &TwilioApiKeyStatus) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Record;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -516,6 +537,7 @@ mod tests {
         let retiring = |sid: &str, when: &str| RetiringKey {
             sid: sid.into(),
             revoke_at: Time(at(when)),
+            account_sid: None,
         };
         let pending = |st: TwilioApiKeyStatus| TwilioApiKeyStatus {
             pending_since: Some(Time(at(T1))),
@@ -587,7 +609,25 @@ mod tests {
                 ..case(
                     "stale status",
                     live("SK1"),
-                    seen(ours("SK2", true), vec![tagged("SK1")], T0),
+                    seen(ours("SK2", true), vec![tagged("SK1"), tagged("SK2")], T0),
+                )
+            },
+            // A Secret edited to name a key this object did not make: never adopted, never
+            // revoked, and the Secret is replaced.
+            Case {
+                key_sid: Some("SK1"),
+                change: issue(Cause::SecretEdited),
+                ..case(
+                    "forged Secret",
+                    live("SK1"),
+                    seen(
+                        ours("SK7", true),
+                        vec![
+                            tagged("SK1"),
+                            ("SK7".into(), Some("victim [twop:0123456789ab]".into())),
+                        ],
+                        T2,
+                    ),
                 )
             },
             Case {
@@ -750,7 +790,7 @@ mod tests {
         let p = plan(
             &settings(),
             &pending(T1),
-            &seen(ours("SK2", true), vec![], T2),
+            &seen(ours("SK2", true), vec![tagged("SK2")], T2),
             false,
             at(T2),
         );
@@ -763,7 +803,7 @@ mod tests {
         let p = plan(
             &settings(),
             &live("SK1"),
-            &seen(ours("SK2", true), vec![], T0),
+            &seen(ours("SK2", true), vec![tagged("SK2")], T0),
             false,
             at(T2),
         );
@@ -772,7 +812,8 @@ mod tests {
             p.status.retiring_keys,
             vec![RetiringKey {
                 sid: "SK1".into(),
-                revoke_at: Time(at(T2))
+                revoke_at: Time(at(T2)),
+                account_sid: Some("AC1".into()),
             }]
         );
         assert_eq!(
@@ -803,7 +844,8 @@ mod tests {
             rotated.retiring_keys,
             vec![RetiringKey {
                 sid: "SK1".into(),
-                revoke_at: Time(at(T2))
+                revoke_at: Time(at(T2)),
+                account_sid: Some("AC1".into()),
             }]
         );
         assert_eq!(rotated.last_rotation_request.as_deref(), Some("r3"));
@@ -825,23 +867,23 @@ mod tests {
     }
 
     #[test]
-    fn deletion_revokes_what_the_status_and_the_secret_record() {
-        let st = TwilioApiKeyStatus {
-            retiring_keys: vec![RetiringKey {
-                sid: "SK0".into(),
-                revoke_at: Time(at(T1)),
-            }],
-            ..live("SK1")
+    fn deletion_looks_at_twilio_only_when_keys_may_exist() {
+        assert!(
+            !may_hold_keys(&TwilioApiKeyStatus::default()),
+            "a refused object never reached Twilio"
+        );
+        let pending = TwilioApiKeyStatus {
+            pending_since: Some(Time(at(T1))),
+            ..Default::default()
         };
-        assert_eq!(
-            to_revoke_at_deletion(&st, &ours("SK2", true)),
-            vec!["SK1", "SK0", "SK2"]
-        );
-        assert_eq!(to_revoke_at_deletion(&st, &ours("SK1", true)), vec!["SK1", "SK0"]);
-        assert_eq!(
-            to_revoke_at_deletion(&st, &Observed::Conflict),
-            vec!["SK1", "SK0"]
-        );
+        assert!(may_hold_keys(&pending) && may_hold_keys(&live("SK1")));
+        let mut st = live("SK1");
+        st.retiring_keys.push(RetiringKey {
+            sid: "SK0".into(),
+            revoke_at: Time(at(T1)),
+            account_sid: None,
+        });
+        assert_eq!(recorded_keys(&st), vec!["SK1", "SK0"]);
     }
 
     #[test]
@@ -851,6 +893,7 @@ mod tests {
         st.retiring_keys.push(RetiringKey {
             sid: "SK0".into(),
             revoke_at: Time(at(T1)),
+            account_sid: None,
         });
         assert_eq!(next_deadline(&st), Some(at(T1)));
         assert!(due_revocations(&st, at(T0)).is_empty());

@@ -28,12 +28,12 @@ use crate::api::subaccount::{
 };
 use crate::conditions::{Problem, Reason};
 use crate::context::Context;
-use crate::failpoint;
 use crate::reconcile::{self, Done, Error, Lifecycle, Note, Stop, object_id, write_status};
 use crate::secret::{self, Expect, Observed};
-use crate::target::{self, no_token, token_credentials};
+use crate::target::{self, Parent, Use, no_token, token_credentials};
 use crate::twilio::types::{Account, AccountFilter, AccountStatus, AccountUpdate};
 use crate::twilio::{Credentials, ErrorClass};
+use crate::{claims, failpoint, tenancy};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -82,6 +82,15 @@ impl Lifecycle for Subaccounts {
         &self.ctx
     }
 
+    fn account_name(sub: &TwilioSubaccount) -> Option<&str> {
+        let spec = &sub.spec;
+        (spec.credentials_ref.is_none()).then(|| {
+            spec.account_ref
+                .as_ref()
+                .map_or(tenancy::DEFAULT_ACCOUNT, |r| r.name.as_str())
+        })
+    }
+
     async fn converge(
         &self,
         sub: &TwilioSubaccount,
@@ -90,13 +99,29 @@ impl Lifecycle for Subaccounts {
     ) -> Result<Done, Stop> {
         let ctx = &self.ctx;
         let settings = plan::settings(sub)?;
-        let parent = target::credentials(ctx, &settings.namespace, sub.spec.credentials_ref.as_ref()).await?;
-        st.api_keys = Some(self.count_keys(&settings.namespace, &sub.name_any()).await?);
+        let ns = settings.namespace.as_str();
+        let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
+        let Parent {
+            creds: parent,
+            account: policy,
+        } = target::parent(ctx, ns, refs.0, refs.1, Use::Act).await?;
+        if let Some(policy) = &policy {
+            tenancy::check_deletion_policy(policy, sub.spec.deletion_policy)?;
+            if let Some(sid) = &sub.spec.sid {
+                tenancy::check_adopt(policy, sid, ns)?;
+            }
+        }
+        // The claim comes before any Twilio call about the SID.
+        if let Some(sid) = sub.spec.sid.as_deref().or(st.sid.as_deref()) {
+            claims::claim(ctx, sid, sub).await?;
+        }
+        st.api_keys = Some(self.count_keys(ns, &sub.name_any()).await?);
 
         let found = self.observe_account(sub, &settings, &parent, st).await?;
         let account = match plan::existence(found, parent.account_sid())? {
             Existence::Exists(account) => account,
             Existence::Recover(account) => {
+                claims::claim(ctx, &account.sid, sub).await?;
                 st.sid = Some(account.sid.clone());
                 st.pending_since = None;
                 write_status(ctx, sub, st).await?;
@@ -109,6 +134,9 @@ impl Lifecycle for Subaccounts {
                 account
             }
             Existence::Create => {
+                if let Some(policy) = &policy {
+                    tenancy::check_create(policy)?;
+                }
                 let create = ctx.twilio.create_account(&parent, Some(&settings.creation_name));
                 let account =
                     reconcile::create_with_intent(ctx, sub, st, now, "subaccount-after-create", create)
@@ -116,6 +144,7 @@ impl Lifecycle for Subaccounts {
                 st.sid = Some(account.sid.clone());
                 st.pending_since = None;
                 write_status(ctx, sub, st).await?;
+                claims::claim(ctx, &account.sid, sub).await?;
                 let note = format!("Created subaccount {}", account.sid);
                 ctx.event(sub, EventType::Normal, "Created", "Create", note).await;
                 account
@@ -170,33 +199,79 @@ impl Lifecycle for Subaccounts {
         let ctx = &self.ctx;
         ctx.succeeded(&object_id(sub));
         let st = sub.status.clone().unwrap_or_default();
+        let done = self.apply_deletion_policy(sub, &st).await?;
         if let Some(sid) = &st.sid {
             self.memory.usage.lock().expect("usage memory").remove(sid);
             ctx.forget_subaccount_token(sid);
+            claims::release(ctx, sid, &sub.uid().unwrap_or_default()).await?;
         }
+        Ok(done)
+    }
+}
+
+impl Subaccounts {
+    /// Applies deletionPolicy to the subaccount the status recorded (or an interrupted create
+    /// made), with credentials of the parent the status recorded, and only as far as the
+    /// TwilioAccount still allows: a policy it no longer allows is Retain, with a Warning.
+    async fn apply_deletion_policy(
+        &self,
+        sub: &TwilioSubaccount,
+        st: &TwilioSubaccountStatus,
+    ) -> Result<Action, Error> {
+        let ctx = &self.ctx;
+        let kept = st.sid.as_deref().unwrap_or("no subaccount");
         let wanted = match sub.spec.deletion_policy {
-            SubaccountDeletionPolicy::Retain => {
-                return Ok(reconcile::retained(ctx, sub, st.sid.as_deref().unwrap_or("no subaccount")).await);
-            }
+            SubaccountDeletionPolicy::Retain => return Ok(reconcile::retained(ctx, sub, kept).await),
             SubaccountDeletionPolicy::Suspend => AccountStatus::Suspended,
             SubaccountDeletionPolicy::Close => AccountStatus::Closed,
         };
-        let own = target::credentials(
-            ctx,
-            &sub.namespace().unwrap_or_default(),
-            sub.spec.credentials_ref.as_ref(),
-        )
-        .await
-        .ok();
-        let recorded = st.sid.clone().or(sub.spec.sid.clone());
-        let interrupted = st.pending_since.is_some();
+        if st.sid.is_none() && st.pending_since.is_none() {
+            // Nothing was ever asked of Twilio for this object.
+            return Ok(Action::await_change());
+        }
+        let ns = sub.namespace().unwrap_or_default();
+        let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
+        let parent = target::parent(ctx, &ns, refs.0, refs.1, Use::Cleanup).await.ok();
+        let allowed = match parent.as_ref().map(|p| &p.account) {
+            Some(Some(policy)) => tenancy::check_deletion_policy(policy, sub.spec.deletion_policy),
+            Some(None) => Ok(()),
+            None if sub.spec.credentials_ref.is_some() => Ok(()),
+            None => Err(Problem::new(
+                Reason::NotPermitted,
+                "its TwilioAccount cannot be read, so whether the policy is allowed is unknown",
+            )),
+        };
+        if let Err(refusal) = allowed {
+            let note = format!(
+                "deletionPolicy {:?} is not applied: {}; {kept} is retained",
+                sub.spec.deletion_policy, refusal.message
+            );
+            ctx.event(
+                sub,
+                EventType::Warning,
+                "DeletionPolicyNotPermitted",
+                "Delete",
+                note,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        // Only credentials of the parent the status recorded may act on what it recorded.
+        let owner = st.owner_account_sid.clone();
+        let candidates: Vec<Credentials> = parent
+            .map(|p| p.creds)
+            .into_iter()
+            .chain(ctx.default_credentials.clone())
+            .filter(|c| owner.as_deref().is_none_or(|o| o == c.account_sid()))
+            .collect();
+        let recorded = st.sid.clone();
         let creation_name = plan::settings(sub).map(|s| s.creation_name).ok();
         let apply_policy = |creds: Credentials| {
             let (recorded, creation_name) = (recorded.clone(), creation_name.clone());
             async move {
                 let sid = match (recorded, creation_name) {
                     (Some(sid), _) => sid,
-                    (None, Some(name)) if interrupted => match self.find_created(&creds, &name).await? {
+                    (None, Some(name)) => match self.find_created(&creds, &name).await? {
                         Some(account) => account.sid,
                         None => return Ok(None),
                     },
@@ -217,19 +292,16 @@ impl Lifecycle for Subaccounts {
                 }
             }
         };
-        let sid = st.sid.clone().unwrap_or_else(|| "the subaccount".into());
         let failed = |why: &str| Note {
             reason: "DeletionPolicyFailed",
             text: format!(
-                "Could not make {sid} {} at Twilio ({why}); do it in the Twilio Console",
+                "Could not make {kept} {} at Twilio ({why}); do it in the Twilio Console",
                 wanted.as_str()
             ),
         };
-        reconcile::release(ctx, sub, own, apply_policy, failed).await
+        reconcile::release(ctx, sub, candidates, apply_policy, failed).await
     }
-}
 
-impl Subaccounts {
     /// How many TwilioApiKeys in the namespace live in this subaccount.
     async fn count_keys(&self, ns: &str, name: &str) -> Result<i32, kube::Error> {
         let keys = Api::<TwilioApiKey>::namespaced(self.ctx.client.clone(), ns)

@@ -1,0 +1,215 @@
+//! `TwilioAccount`: a Twilio account the operator may act for, and who may use it.
+//!
+//! Contract: cluster-scoped, like a ClusterIssuer or a ClusterSecretStore, so only a cluster
+//! admin can grant a namespace the operator's Twilio power. The spec names the credentials
+//! (exactly one source) and the policy: which namespaces may use the account, which keys they
+//! may mint in it, and what they may do with subaccounts. Defaults are the safe ones: no
+//! namespace is admitted, and Close is not an allowed deletionPolicy.
+
+use super::apikey::KeyType;
+use super::subaccount::SubaccountDeletionPolicy;
+use super::{DNS1123_LABEL, DNS1123_SUBDOMAIN, conditions_schema};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A permission pattern: a Twilio permission path, or a path ending in `/*` that admits every
+/// permission under it.
+pub const PERMISSION_PATTERN: &str = r"^(/\*|(/[A-Za-z0-9_-]+)+(/\*)?)$";
+
+/// A Twilio account the operator may act for, and the policy for using it. Namespaced
+/// TwilioSubaccounts and TwilioApiKeys use it through spec.accountRef (default: the TwilioAccount
+/// named "default"), but only from the namespaces spec.namespaces admits, and only for what
+/// spec.apiKeys and spec.subaccounts allow. Anything else gets Ready=False, reason NotPermitted,
+/// and no Twilio call.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "twilio.operator.dev",
+    version = "v1alpha1",
+    kind = "TwilioAccount",
+    status = "TwilioAccountStatus",
+    shortname = "twacct",
+    category = "twilio",
+    doc = "A Twilio account twilio-operator may act for, and which namespaces may use it for what. Cluster-scoped: only cluster admins grant Twilio power to namespaces.",
+    printcolumn(
+        name = "Account SID",
+        type_ = "string",
+        json_path = ".status.accountSid",
+        description = "SID of the account the credentials belong to"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the credentials authenticate at Twilio"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TwilioAccountSpec {
+    /// Where the account's credentials come from: exactly one of fromEnvironment and secretRef.
+    pub credentials: AccountCredentials,
+
+    /// Which namespaces may use this account. Absent or empty admits no namespace: list names,
+    /// or select namespaces by label, or both (a namespace matching either is admitted).
+    #[serde(default)]
+    pub namespaces: NamespacePolicy,
+
+    /// What admitted namespaces may do with API keys in this account itself (keys inside a
+    /// TwilioSubaccount belong to that subaccount and are not limited here).
+    #[serde(default)]
+    pub api_keys: ApiKeyPolicy,
+
+    /// What admitted namespaces may do with subaccounts of this account.
+    #[serde(default)]
+    pub subaccounts: SubaccountPolicy,
+}
+
+/// The account's credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.fromEnvironment) && self.fromEnvironment) != has(self.secretRef)")
+    .message("credentials needs exactly one source: fromEnvironment: true, or secretRef"))]
+pub struct AccountCredentials {
+    /// Use the operator's own environment (TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or with
+    /// TWILIO_API_KEY and TWILIO_API_SECRET of a Main key), as the Helm chart sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_environment: Option<bool>,
+
+    /// A Secret holding the same keys as the environment would. The operator must be allowed to
+    /// read it (the chart grants its own namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// A Secret in a given namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    /// The Secret's namespace.
+    #[schemars(length(min = 1, max = 63), pattern(crate::api::DNS1123_LABEL))]
+    pub namespace: String,
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
+    pub name: String,
+}
+
+/// The namespaces admitted to use the account.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct NamespacePolicy {
+    /// Namespaces admitted by exact name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": "string", "maxLength": 63, "pattern": DNS1123_LABEL}))]
+    pub names: Vec<String>,
+
+    /// Namespaces admitted by their labels. An empty selector ({}) admits every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// What may be done with keys in the account itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyPolicy {
+    /// The key types that may be created. Defaults to both; an empty list forbids keys here.
+    #[serde(default = "all_key_types")]
+    pub key_types: Vec<KeyType>,
+
+    /// When set, every permission of a Restricted key must match one of these patterns: a
+    /// permission path such as "/twilio/messaging/messages/create", or a path ending in "/*"
+    /// such as "/twilio/messaging/*", which admits every permission under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("items" = {"type": "string", "maxLength": 256, "pattern": PERMISSION_PATTERN}))]
+    pub permissions: Option<Vec<String>>,
+}
+
+impl Default for ApiKeyPolicy {
+    fn default() -> Self {
+        Self {
+            key_types: all_key_types(),
+            permissions: None,
+        }
+    }
+}
+
+fn all_key_types() -> Vec<KeyType> {
+    vec![KeyType::Standard, KeyType::Restricted]
+}
+
+/// What may be done with subaccounts of the account.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubaccountPolicy {
+    /// Whether admitted namespaces may create subaccounts. Defaults to true.
+    #[serde(default = "yes")]
+    pub create: bool,
+
+    /// Grants to adopt an existing subaccount: a TwilioSubaccount may set spec.sid only to a SID
+    /// granted to its namespace here. None by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopt: Vec<AdoptGrant>,
+
+    /// The deletionPolicies TwilioSubaccounts may use. Defaults to [Retain, Suspend]; list Close
+    /// to allow closing subaccounts, which is irreversible. An object deleted with a policy that
+    /// is no longer allowed is treated as Retain.
+    #[serde(default = "safe_deletion_policies")]
+    pub deletion_policies: Vec<SubaccountDeletionPolicy>,
+}
+
+impl Default for SubaccountPolicy {
+    fn default() -> Self {
+        Self {
+            create: true,
+            adopt: Vec::new(),
+            deletion_policies: safe_deletion_policies(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn safe_deletion_policies() -> Vec<SubaccountDeletionPolicy> {
+    vec![
+        SubaccountDeletionPolicy::Retain,
+        SubaccountDeletionPolicy::Suspend,
+    ]
+}
+
+/// A grant to adopt one existing subaccount from one namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct AdoptGrant {
+    /// The subaccount's SID.
+    #[schemars(pattern(r"^AC[0-9a-f]{32}$"))]
+    pub sid: String,
+    /// The namespace whose TwilioSubaccount may adopt it.
+    #[schemars(length(min = 1, max = 63), pattern(crate::api::DNS1123_LABEL))]
+    pub namespace: String,
+}
+
+/// What the operator observed of the account.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwilioAccountStatus {
+    /// SID of the account the credentials belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_sid: Option<String>,
+
+    /// Ready is True when the credentials authenticate at Twilio.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+
+    /// The metadata.generation the status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A reference to a TwilioAccount.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct AccountRef {
+    /// Name of the TwilioAccount (cluster-scoped).
+    #[schemars(length(min = 1, max = 253), pattern(DNS1123_SUBDOMAIN))]
+    pub name: String,
+}

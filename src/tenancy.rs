@@ -1,0 +1,250 @@
+//! Who may use a TwilioAccount for what. Pure: decided from the account's spec, the object's
+//! namespace and its labels, and what the object asks.
+//!
+//! Contract:
+//! - a namespace is admitted when `spec.namespaces.names` lists it or `spec.namespaces.selector`
+//!   matches its labels; absent or empty admits none;
+//! - every refusal is a `NotPermitted` [`Problem`] whose message names the TwilioAccount and the
+//!   rule, and says what a cluster admin would change;
+//! - the checks run before any Twilio call, so a refused object costs Twilio nothing.
+
+use crate::api::TwilioAccount;
+use crate::api::apikey::KeyType;
+use crate::api::subaccount::SubaccountDeletionPolicy;
+use crate::conditions::{Problem, Reason};
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+use std::collections::BTreeMap;
+
+/// The TwilioAccount objects use when they name none.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+fn refused(account: &TwilioAccount, rule: &str) -> Problem {
+    Problem::new(
+        Reason::NotPermitted,
+        format!("TwilioAccount {} {rule}", account.name_any()),
+    )
+}
+
+/// Whether `account` admits `namespace`, whose labels are `labels`.
+pub fn admits(account: &TwilioAccount, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+    let policy = &account.spec.namespaces;
+    let by_label = policy
+        .selector
+        .clone()
+        .and_then(|s| Selector::try_from(s).ok())
+        .is_some_and(|selector| selector.matches(labels));
+    policy.names.iter().any(|n| n == namespace) || by_label
+}
+
+/// Refuses a namespace the account does not admit.
+pub fn check_namespace(
+    account: &TwilioAccount,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), Problem> {
+    if admits(account, namespace, labels) {
+        return Ok(());
+    }
+    Err(refused(
+        account,
+        &format!(
+            "does not admit namespace {namespace} (spec.namespaces): a cluster admin can add it to spec.namespaces.names or label it to match spec.namespaces.selector"
+        ),
+    ))
+}
+
+/// Refuses a key type or a permission the account does not allow.
+pub fn check_key(account: &TwilioAccount, key_type: KeyType, permissions: &[String]) -> Result<(), Problem> {
+    let policy = &account.spec.api_keys;
+    if !policy.key_types.contains(&key_type) {
+        return Err(refused(
+            account,
+            &format!(
+                "does not allow {key_type:?} keys (spec.apiKeys.keyTypes: {:?})",
+                policy.key_types
+            ),
+        ));
+    }
+    if let Some(patterns) = &policy.permissions
+        && let Some(denied) = permissions
+            .iter()
+            .find(|p| !patterns.iter().any(|pattern| permits(pattern, p)))
+    {
+        return Err(refused(
+            account,
+            &format!("does not allow permission {denied} (spec.apiKeys.permissions: {patterns:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether permission `pattern` (a path, or a path ending in `/*`) admits `permission`.
+pub fn permits(pattern: &str, permission: &str) -> bool {
+    match pattern.strip_suffix("/*") {
+        Some(prefix) => permission
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/')),
+        None => pattern == permission,
+    }
+}
+
+/// Refuses creating a subaccount when the account does not allow it.
+pub fn check_create(account: &TwilioAccount) -> Result<(), Problem> {
+    if account.spec.subaccounts.create {
+        return Ok(());
+    }
+    Err(refused(
+        account,
+        "does not allow creating subaccounts (spec.subaccounts.create is false)",
+    ))
+}
+
+/// Refuses adopting subaccount `sid` from `namespace` without an explicit grant.
+pub fn check_adopt(account: &TwilioAccount, sid: &str, namespace: &str) -> Result<(), Problem> {
+    if account
+        .spec
+        .subaccounts
+        .adopt
+        .iter()
+        .any(|g| g.sid == sid && g.namespace == namespace)
+    {
+        return Ok(());
+    }
+    Err(refused(
+        account,
+        &format!(
+            "does not grant namespace {namespace} the adoption of {sid} (spec.subaccounts.adopt needs {{sid: {sid}, namespace: {namespace}}})"
+        ),
+    ))
+}
+
+/// Refuses a deletionPolicy the account does not allow.
+pub fn check_deletion_policy(
+    account: &TwilioAccount,
+    policy: SubaccountDeletionPolicy,
+) -> Result<(), Problem> {
+    let allowed = &account.spec.subaccounts.deletion_policies;
+    if allowed.contains(&policy) {
+        return Ok(());
+    }
+    Err(refused(
+        account,
+        &format!("does not allow deletionPolicy {policy:?} (spec.subaccounts.deletionPolicies: {allowed:?})"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::account::{AdoptGrant, TwilioAccountSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    fn account(spec: serde_json::Value) -> TwilioAccount {
+        let spec: TwilioAccountSpec = serde_json::from_value(spec).unwrap();
+        TwilioAccount::new("default", spec)
+    }
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+    const ENV: &str = r#"{"fromEnvironment": true}"#;
+
+    #[test]
+    fn no_namespace_is_admitted_by_default() {
+        let bare = account(
+            serde_json::json!({"credentials": serde_json::from_str::<serde_json::Value>(ENV).unwrap()}),
+        );
+        assert!(!admits(&bare, "team-a", &labels(&[])));
+        let problem = check_namespace(&bare, "team-a", &labels(&[])).unwrap_err();
+        assert_eq!(problem.reason, Reason::NotPermitted);
+        assert!(problem.message.contains("TwilioAccount default") && problem.message.contains("team-a"));
+    }
+
+    #[test]
+    fn namespaces_are_admitted_by_name_or_label() {
+        let mut a = account(
+            serde_json::json!({"credentials": {"fromEnvironment": true}, "namespaces": {"names": ["team-a"]}}),
+        );
+        assert!(admits(&a, "team-a", &labels(&[])) && !admits(&a, "team-b", &labels(&[])));
+        a.spec.namespaces.selector = Some(LabelSelector {
+            match_labels: Some(labels(&[("tenant", "true")])),
+            ..Default::default()
+        });
+        assert!(admits(&a, "team-b", &labels(&[("tenant", "true")])));
+        assert!(!admits(&a, "team-b", &labels(&[("tenant", "false")])));
+        a.spec.namespaces.selector = Some(LabelSelector::default());
+        assert!(
+            admits(&a, "anything", &labels(&[])),
+            "an empty selector admits every namespace"
+        );
+    }
+
+    #[test]
+    fn key_types_and_permissions_follow_the_policy() {
+        let a = account(serde_json::json!({
+            "credentials": {"fromEnvironment": true},
+            "apiKeys": {"keyTypes": ["Restricted"], "permissions": ["/twilio/messaging/*", "/twilio/voice/calls/read"]}
+        }));
+        assert!(
+            check_key(&a, KeyType::Standard, &[])
+                .unwrap_err()
+                .message
+                .contains("Standard")
+        );
+        let ok = [
+            "/twilio/messaging/messages/create".to_owned(),
+            "/twilio/voice/calls/read".to_owned(),
+        ];
+        assert!(check_key(&a, KeyType::Restricted, &ok).is_ok());
+        let denied = check_key(
+            &a,
+            KeyType::Restricted,
+            &["/twilio/voice/calls/create".to_owned()],
+        )
+        .unwrap_err();
+        assert!(
+            denied.message.contains("/twilio/voice/calls/create"),
+            "{}",
+            denied.message
+        );
+        assert!(
+            !permits("/twilio/messaging/*", "/twilio/messagingx/read"),
+            "a prefix ends at a segment"
+        );
+        assert!(permits("/*", "/twilio/anything"));
+        let defaults = account(serde_json::json!({"credentials": {"fromEnvironment": true}}));
+        assert!(
+            check_key(&defaults, KeyType::Standard, &[]).is_ok(),
+            "both types by default"
+        );
+    }
+
+    #[test]
+    fn subaccount_rules_default_to_create_yes_adopt_no_close_no() {
+        let mut a = account(serde_json::json!({"credentials": {"fromEnvironment": true}}));
+        let sid = format!("AC{}", "a".repeat(32));
+        assert!(check_create(&a).is_ok());
+        assert!(check_adopt(&a, &sid, "team-a").is_err());
+        assert!(check_deletion_policy(&a, SubaccountDeletionPolicy::Suspend).is_ok());
+        assert!(
+            check_deletion_policy(&a, SubaccountDeletionPolicy::Close)
+                .unwrap_err()
+                .message
+                .contains("Close")
+        );
+        a.spec.subaccounts.adopt.push(AdoptGrant {
+            sid: sid.clone(),
+            namespace: "team-a".into(),
+        });
+        a.spec.subaccounts.create = false;
+        assert!(check_adopt(&a, &sid, "team-a").is_ok());
+        assert!(
+            check_adopt(&a, &sid, "team-b").is_err(),
+            "a grant names one namespace"
+        );
+        assert!(check_create(&a).is_err());
+    }
+}
