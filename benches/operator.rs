@@ -75,7 +75,7 @@ async fn run() {
         cp.startup.as_secs_f64()
     );
 
-    let ns = cp.namespace("bench").await;
+    let ns = cp.tenant_namespace("bench").await;
     let client = cp.admin();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let filler = "x".repeat(1024);

@@ -5,7 +5,8 @@
 //!   accepts them (one FetchAccount of the account itself);
 //! - an account is checked once per generation and then once per resync interval, and a failing
 //!   one no sooner than its backoff: its own status writes never cause another Twilio call;
-//! - the policy itself is enforced where objects use the account ([`crate::tenancy`]), never here.
+//! - the policy itself is enforced where objects use the account ([`crate::tenancy`]), never here;
+//! - [`keep_applied`] keeps the account the Helm chart's values describe applied.
 
 use crate::api::{TwilioAccount, TwilioAccountStatus};
 use crate::conditions::{self, Problem, Reason};
@@ -99,3 +100,75 @@ async fn write_status(ctx: &Context, name: &str, status: &TwilioAccountStatus) -
         .await?;
     Ok(())
 }
+
+/// Keeps the TwilioAccount a ConfigMap describes (keys `name` and `spec.yaml`, as the Helm
+/// chart renders them from its values) applied, re-applying on every change of the ConfigMap,
+/// until `shutdown` completes. The values are the source of truth: fields they set are taken back
+/// from any other writer.
+pub async fn keep_applied(
+    ctx: Arc<Context>,
+    configmap: String,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.cluster.own_namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={configmap}"));
+    let applied = watcher(api, config)
+        .default_backoff()
+        .applied_objects()
+        .for_each(|found| {
+            let ctx = ctx.clone();
+            async move {
+                let outcome = match found {
+                    Ok(map) => apply_from(&ctx, &map).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(name) => {
+                        tracing::info!(account = %name, "applied the TwilioAccount the chart describes")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not apply the TwilioAccount the chart describes")
+                    }
+                }
+            }
+        });
+    tokio::select! {
+        () = applied => {}
+        () = shutdown => {}
+    }
+}
+
+/// Applies the TwilioAccount in `map`; returns its name.
+async fn apply_from(ctx: &Context, map: &k8s_openapi::api::core::v1::ConfigMap) -> Result<String, String> {
+    let data = map.data.clone().unwrap_or_default();
+    let name = data
+        .get("name")
+        .cloned()
+        .ok_or("the ConfigMap has no key \"name\"")?;
+    let text = data
+        .get("spec.yaml")
+        .ok_or("the ConfigMap has no key \"spec.yaml\"")?;
+    let spec: crate::api::TwilioAccountSpec =
+        serde_saphyr::from_str(text).map_err(|e| format!("spec.yaml is not a TwilioAccount spec: {e}"))?;
+    let patch = serde_json::json!({
+        "apiVersion": TwilioAccount::api_version(&()),
+        "kind": TwilioAccount::kind(&()),
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    Api::<TwilioAccount>::all(ctx.client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply(CHART_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| format!("TwilioAccount {name}: {e}"))?;
+    Ok(name)
+}
+
+/// Field manager of the TwilioAccount the chart's values describe.
+const CHART_MANAGER: &str = "twilio-operator-chart";

@@ -61,8 +61,15 @@ pub fn shared_caches(
 }
 
 /// Runs every controller until `stop` turns true: the namespaced kinds over each of `scopes`
-/// (`None` for the whole cluster), and TwilioAccounts once. In-flight reconciles finish first.
-pub async fn run(ctx: Arc<Context>, scopes: &[Option<String>], stop: tokio::sync::watch::Receiver<bool>) {
+/// (`None` for the whole cluster), TwilioAccounts once, and, with `default_account` (a ConfigMap
+/// in the operator's namespace), the account the chart describes. In-flight reconciles finish
+/// first.
+pub async fn run(
+    ctx: Arc<Context>,
+    scopes: &[Option<String>],
+    default_account: Option<String>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     // Policy decisions need the caches: deciding from empty ones would refuse everything.
     let _ = tokio::join!(
         ctx.cluster.accounts.wait_until_ready(),
@@ -87,9 +94,15 @@ pub async fn run(ctx: Arc<Context>, scopes: &[Option<String>], stop: tokio::sync
             );
         }
     });
+    let chart_account = async {
+        if let Some(configmap) = default_account {
+            account::keep_applied(ctx.clone(), configmap, until(stop.clone())).await;
+        }
+    };
     tokio::join!(
         futures::future::join_all(namespaced),
-        run_accounts(ctx.clone(), until(stop))
+        run_accounts(ctx.clone(), until(stop.clone())),
+        chart_account
     );
 }
 

@@ -56,6 +56,10 @@ struct Args {
     /// subaccount SIDs (one Lease each) live.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
+    /// A ConfigMap in the operator's namespace describing a TwilioAccount to keep applied (keys
+    /// `name` and `spec.yaml`); the Helm chart renders it from its defaultAccount values.
+    #[arg(long, env = "DEFAULT_ACCOUNT_CONFIGMAP")]
+    default_account_configmap: Option<String>,
     /// Name of the leader-election Lease.
     #[arg(long, env = "LEADER_ELECTION_LEASE", default_value = "twilio-operator")]
     leader_election_lease: String,
@@ -193,7 +197,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             info!(%identity, "leading: starting controllers");
             let (halt, halted) = tokio::sync::watch::channel(false);
-            let controllers = run_controllers(&ctx, &scopes, halted);
+            let controllers = run_controllers(&ctx, &scopes, args.default_account_configmap.clone(), halted);
             tokio::pin!(controllers);
             let finished = tokio::select! {
                 _ = &mut controllers => true,
@@ -214,7 +218,13 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = lease_task.await;
     } else {
         readiness.set();
-        run_controllers(&ctx, &scopes, stopped.clone()).await;
+        run_controllers(
+            &ctx,
+            &scopes,
+            args.default_account_configmap.clone(),
+            stopped.clone(),
+        )
+        .await;
     }
     let _ = server.await;
     info!("stopped");
@@ -224,9 +234,10 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
 async fn run_controllers(
     ctx: &Arc<Context>,
     scopes: &[Option<String>],
+    default_account: Option<String>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    twilio_operator::controller::run(ctx.clone(), scopes, stop).await;
+    twilio_operator::controller::run(ctx.clone(), scopes, default_account, stop).await;
 }
 
 fn hostname() -> String {

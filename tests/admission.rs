@@ -343,16 +343,21 @@ async fn subaccount_sid_has_the_twilio_shape_and_is_immutable_once_set() {
         &["spec.sid", "immutable"],
     )
     .await;
-    // Setting a sid on an object that had none is adoption, which stays possible.
-    accepts(&ns, object("TwilioSubaccount", "adopts-later", json!({}))).await;
-    api(cluster().admin(), &ns, "TwilioSubaccount")
-        .patch(
-            "adopts-later",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"sid": sid_a}})),
-        )
-        .await
-        .expect("setting spec.sid for the first time is allowed");
+    // A sid can only be given at creation: setting one later would turn an object the
+    // namespace already holds into an adoption that skipped the create-time checks.
+    rejects_update(
+        &ns,
+        "TwilioSubaccount",
+        "adopts-later",
+        json!({}),
+        json!({"sid": sid_a}),
+        &[
+            "spec.sid",
+            "immutable",
+            "only be given when the TwilioSubaccount is created",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -463,6 +468,142 @@ async fn subaccount_ref_and_credentials_ref_are_mutually_exclusive() {
         &["spec.credentialsRef", "mutually exclusive"],
     )
     .await;
+    for (kind, refs) in [
+        (
+            "TwilioApiKey",
+            json!({"accountRef": {"name": "default"}, "subaccountRef": {"name": "team-a"}}),
+        ),
+        (
+            "TwilioApiKey",
+            json!({"accountRef": {"name": "default"}, "credentialsRef": {"name": "parent"}}),
+        ),
+        (
+            "TwilioSubaccount",
+            json!({"accountRef": {"name": "default"}, "credentialsRef": {"name": "parent"}}),
+        ),
+    ] {
+        rejects_create(&ns, kind, refs, &["spec.accountRef", "mutually exclusive"]).await;
+    }
+}
+
+#[tokio::test]
+async fn account_and_credentials_refs_are_immutable() {
+    let ns = cluster().namespace("refs").await;
+    for (kind, field, before, after) in [
+        (
+            "TwilioApiKey",
+            "accountRef",
+            json!({"accountRef": {"name": "a"}}),
+            json!({"accountRef": {"name": "b"}}),
+        ),
+        (
+            "TwilioApiKey",
+            "accountRef",
+            json!({}),
+            json!({"accountRef": {"name": "b"}}),
+        ),
+        (
+            "TwilioApiKey",
+            "credentialsRef",
+            json!({"credentialsRef": {"name": "a"}}),
+            json!({"credentialsRef": null}),
+        ),
+        (
+            "TwilioSubaccount",
+            "accountRef",
+            json!({"accountRef": {"name": "a"}}),
+            json!({"accountRef": null}),
+        ),
+        (
+            "TwilioSubaccount",
+            "credentialsRef",
+            json!({}),
+            json!({"credentialsRef": {"name": "b"}}),
+        ),
+    ] {
+        let name = format!("{}-{}", kind.to_lowercase(), rand_suffix());
+        rejects_update(
+            &ns,
+            kind,
+            &name,
+            before,
+            after,
+            &[&format!("spec.{field}"), "immutable"],
+        )
+        .await;
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Creating a TwilioAccount with `spec` fails, naming every fragment.
+async fn rejects_account(spec: Value, fragments: &[&str]) {
+    let api: Api<DynamicObject> = Api::all_with(cluster().admin(), &resource("TwilioAccount"));
+    let what = format!("create TwilioAccount with {spec}");
+    let result = api
+        .create(
+            &PostParams::default(),
+            &object("TwilioAccount", "bad-account", spec),
+        )
+        .await;
+    assert_mentions(&rejection(result, &what), &what, fragments);
+}
+
+#[tokio::test]
+async fn a_twilio_account_has_exactly_one_credentials_source_and_well_formed_patterns() {
+    rejects_account(json!({"credentials": {}}), &["exactly one source"]).await;
+    rejects_account(
+        json!({"credentials": {"fromEnvironment": true, "secretRef": {"namespace": "ops", "name": "twilio"}}}),
+        &["exactly one source"],
+    )
+    .await;
+    rejects_account(
+        json!({"credentials": {"fromEnvironment": false}}),
+        &["exactly one source"],
+    )
+    .await;
+    for bad in ["twilio/messaging", "/twilio/*/read", "/twilio/messaging*", "/"] {
+        rejects_account(
+            json!({"credentials": {"fromEnvironment": true}, "apiKeys": {"permissions": [bad]}}),
+            &["spec.apiKeys.permissions", "should match"],
+        )
+        .await;
+    }
+    rejects_account(
+        json!({"credentials": {"fromEnvironment": true}, "subaccounts": {"adopt": [{"sid": "ACnothex", "namespace": "a"}]}}),
+        &["spec.subaccounts.adopt", "should match"],
+    )
+    .await;
+    rejects_account(
+        json!({"credentials": {"fromEnvironment": true}, "namespaces": {"names": ["Not_A_Namespace"]}}),
+        &["spec.namespaces.names", "should match"],
+    )
+    .await;
+    let api: Api<DynamicObject> = Api::all_with(cluster().admin(), &resource("TwilioAccount"));
+    let good = object(
+        "TwilioAccount",
+        "admission-good",
+        json!({"credentials": {"secretRef": {"namespace": "ops", "name": "twilio"}}, "apiKeys": {"permissions": ["/twilio/messaging/*", "/*"]}}),
+    );
+    let made = api
+        .create(&PostParams::default(), &good)
+        .await
+        .expect("a well-formed TwilioAccount is admitted");
+    assert_eq!(
+        made.data["spec"]["subaccounts"]["deletionPolicies"],
+        json!(["Retain", "Suspend"]),
+        "Close is opt-in"
+    );
+    assert_eq!(
+        made.data["spec"]["apiKeys"]["keyTypes"],
+        json!(["Standard", "Restricted"])
+    );
+    assert_eq!(made.data["spec"]["subaccounts"]["create"], json!(true));
+    api.delete("admission-good", &Default::default()).await.unwrap();
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use support::emulator::{Emulator, MAIN_SID, MAIN_TOKEN};
 use support::operator::{Operator, wait_for, wait_gone};
 use support::{ControlPlane, cluster, repo_root};
-use twilio_operator::api::{TwilioApiKey, TwilioSubaccount};
+use twilio_operator::api::{TwilioAccount, TwilioApiKey, TwilioSubaccount};
 use twilio_operator::conditions::is_ready;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -186,6 +186,7 @@ async fn deploy_manifests_are_the_rendered_chart() {
 /// CRDs would.
 fn adopt_crds(cp: &ControlPlane, release: &str, namespace: &str) {
     for crd in [
+        "twilioaccounts.twilio.operator.dev",
         "twilioapikeys.twilio.operator.dev",
         "twiliosubaccounts.twilio.operator.dev",
     ] {
@@ -231,6 +232,13 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
             "--set",
             &format!("watchNamespaces={{{team}}}"),
             "--set",
+            &format!("defaultAccount.namespaces.names={{{team}}}"),
+            "--set",
+            "defaultAccount.subaccounts.deletionPolicies={Retain,Suspend,Close}",
+            // The same policy the other tests' TwilioAccount "default" sets, so the two agree.
+            "--set-string",
+            "defaultAccount.namespaces.selector.matchLabels.twilio\\.operator\\.dev/tenant=true",
+            "--set",
             "twilio.credentialsSecret=twilio-credentials",
             "--wait=false",
         ],
@@ -272,8 +280,20 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
         cp,
         &emu,
         &kubeconfig,
-        &[("WATCH_NAMESPACES", &team), ("POD_NAMESPACE", &release_ns)],
+        &[
+            ("WATCH_NAMESPACES", &team),
+            ("POD_NAMESPACE", &release_ns),
+            ("DEFAULT_ACCOUNT_CONFIGMAP", "tw-twilio-operator-default-account"),
+        ],
     );
+    // The operator applies the TwilioAccount "default" the values describe.
+    let accounts: Api<TwilioAccount> = Api::all(cp.admin());
+    let account = wait_for(&accounts, "default", WAIT, "Ready", |a: &TwilioAccount| {
+        a.status.as_ref().is_some_and(|st| is_ready(&st.conditions))
+    })
+    .await;
+    assert_eq!(account.spec.namespaces.names, std::slice::from_ref(&team));
+    assert_eq!(account.status.unwrap().account_sid.as_deref(), Some(MAIN_SID));
     let client = cp.admin();
     let subs: Api<TwilioSubaccount> = Api::namespaced(client.clone(), &team);
     let keys: Api<TwilioApiKey> = Api::namespaced(client.clone(), &team);
@@ -395,9 +415,20 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
             .map(|_| ()),
     );
     forbidden(
-        "read TwilioApiKeys in another namespace",
+        "create TwilioApiKeys in another namespace",
         Api::<TwilioApiKey>::namespaced(sa.clone(), &other)
-            .list(&ListParams::default())
+            .create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": "x"}, "spec": {}})).unwrap())
+            .await
+            .map(|_| ()),
+    );
+    forbidden(
+        "write Namespaces",
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(sa.clone())
+            .patch(
+                &other,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+            )
             .await
             .map(|_| ()),
     );
@@ -482,7 +513,7 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
 #[tokio::test]
 async fn leader_election_hands_over_without_duplicates() {
     let cp = cluster();
-    let ns = cp.namespace("leader").await;
+    let ns = cp.tenant_namespace("leader").await;
     let emu = Emulator::start(&[]);
     let env = |name: &'static str| {
         vec![
@@ -556,7 +587,7 @@ async fn leader_election_hands_over_without_duplicates() {
 #[tokio::test]
 async fn metrics_health_and_graceful_shutdown() {
     let cp = cluster();
-    let ns = cp.namespace("metrics").await;
+    let ns = cp.tenant_namespace("metrics").await;
     let emu = Emulator::start(&[]);
     let operator = Operator::start(cp, &emu, &ns, &[("LOG_FORMAT", "json")]);
     let client = cp.admin();
@@ -680,4 +711,66 @@ async fn metrics_health_and_graceful_shutdown() {
         .collect();
     assert!(lines.iter().any(|l| l.to_string().contains(&format!("{ns}/measured")) || l.to_string().contains("measured.")), "no log line names the object");
     assert!(!log.contains(&key_secret) && !log.contains(MAIN_TOKEN));
+}
+
+/// A namespaced install: deleting a watched namespace completes with its keys revoked, although
+/// the namespace's Role is deleted with it, because the Twilio kinds are granted through a
+/// ClusterRoleBinding that outlives the namespace (kubernetes/kubernetes#115070).
+#[tokio::test]
+async fn deleting_a_watched_namespace_completes_with_keys_revoked() {
+    let cp = cluster();
+    let release_ns = cp.namespace("chart-nsdel").await;
+    let team = cp.tenant_namespace("chart-nsdel-team").await;
+    cp.run_tool(
+        "helm",
+        &[
+            "install",
+            "gone",
+            &chart(),
+            "--namespace",
+            &release_ns,
+            "--set",
+            "crds.install=false",
+            "--set",
+            &format!("watchNamespaces={{{team}}}"),
+            "--set",
+            &format!("defaultAccount.namespaces.names={{{team}}}"),
+            "--set",
+            "defaultAccount.subaccounts.deletionPolicies={Retain,Suspend,Close}",
+            "--set-string",
+            "defaultAccount.namespaces.selector.matchLabels.twilio\\.operator\\.dev/tenant=true",
+            "--set",
+            "twilio.credentialsSecret=twilio-credentials",
+            "--wait=false",
+        ],
+    );
+    let emu = Emulator::start(&[]);
+    let kubeconfig = cp.impersonating_kubeconfig(&release_ns, "gone-twilio-operator");
+    let operator = Operator::start_as(
+        cp,
+        &emu,
+        &kubeconfig,
+        &[
+            ("WATCH_NAMESPACES", &team),
+            ("POD_NAMESPACE", &release_ns),
+            (
+                "DEFAULT_ACCOUNT_CONFIGMAP",
+                "gone-twilio-operator-default-account",
+            ),
+        ],
+    );
+    let keys: Api<TwilioApiKey> = Api::namespaced(cp.admin(), &team);
+    apply_json(&keys, json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": "doomed"}, "spec": {}})).await;
+    wait_for(&keys, "doomed", WAIT, "Ready", key_ready).await;
+    assert_eq!(emu.state().await["keys"].as_array().unwrap().len(), 1);
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cp.admin());
+    namespaces.delete(&team, &DeleteParams::default()).await.unwrap();
+    wait_gone(&namespaces, &team, Duration::from_secs(90)).await;
+    assert!(
+        emu.state().await["keys"].as_array().unwrap().is_empty(),
+        "the key was revoked before the namespace went:\n{}",
+        operator.log_tail()
+    );
+    cp.run_tool("helm", &["uninstall", "gone", "--namespace", &release_ns]);
 }

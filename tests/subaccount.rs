@@ -252,10 +252,23 @@ async fn existing_subaccounts_are_adopted_and_bad_sids_explained() {
         .await
         .unwrap();
     f.emu.reset_stats().await;
+    // Adoption needs an explicit grant from a cluster admin, one per SID and namespace.
+    let missing_sid = format!("AC{}", "9".repeat(32));
+    let grants: Vec<_> = [existing.sid.as_str(), missing_sid.as_str(), MAIN_SID]
+        .iter()
+        .map(|sid| json!({"sid": sid, "namespace": f.ns}))
+        .collect();
+    let policy = json!({
+        "credentials": {"fromEnvironment": true},
+        "namespaces": {"names": [f.ns]},
+        "subaccounts": {"adopt": grants},
+    });
+    f.cp.apply_account(&f.ns, policy).await;
+    let granted = json!({"name": f.ns});
     create(
         &f,
         "adopted",
-        json!({"sid": existing.sid, "friendlyName": "made elsewhere"}),
+        json!({"sid": existing.sid, "friendlyName": "made elsewhere", "accountRef": granted}),
     )
     .await;
     assert_eq!(
@@ -268,9 +281,9 @@ async fn existing_subaccounts_are_adopted_and_bad_sids_explained() {
         "adoption creates nothing"
     );
 
-    create(&f, "missing", json!({"sid": format!("AC{}", "9".repeat(32))})).await;
+    create(&f, "missing", json!({"sid": missing_sid, "accountRef": granted})).await;
     assert!(reason(&f, "missing", "NotFound").await.contains("does not exist"));
-    create(&f, "itself", json!({"sid": MAIN_SID})).await;
+    create(&f, "itself", json!({"sid": MAIN_SID, "accountRef": granted})).await;
     assert!(
         reason(&f, "itself", "NotASubaccount")
             .await

@@ -28,7 +28,7 @@ pub struct Fixture {
 impl Fixture {
     pub async fn new(prefix: &str, emulator_flags: &[&str]) -> Self {
         let cp = cluster();
-        let ns = cp.namespace(prefix).await;
+        let ns = cp.tenant_namespace(prefix).await;
         let emu = Emulator::start(emulator_flags);
         let operator = Some(Operator::start(cp, &emu, &ns, &[]));
         Self {

@@ -17,6 +17,7 @@ pub mod fixture;
 pub mod operator;
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -29,6 +30,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The label that admits a test namespace to the TwilioAccount `default`.
+pub const TENANT_LABEL: &str = "twilio.operator.dev/tenant";
+
+fn account_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource::erase::<twilio_operator::api::TwilioAccount>(&())
+}
 
 const ADMIN_TOKEN: &str = "twilio-operator-test-admin-token";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -115,6 +123,103 @@ impl ControlPlane {
             .await
             .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
         name
+    }
+
+    /// A fresh namespace admitted by the TwilioAccount `default`, which acts with the operator's
+    /// environment and allows everything (Close included); the account is made on first use.
+    pub async fn tenant_namespace(&self, prefix: &str) -> String {
+        static DEFAULT_ACCOUNT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        DEFAULT_ACCOUNT
+            .get_or_init(|| async {
+                let spec = serde_json::json!({
+                    "credentials": {"fromEnvironment": true},
+                    "namespaces": {"selector": {"matchLabels": {TENANT_LABEL: "true"}}},
+                    "subaccounts": {"deletionPolicies": ["Retain", "Suspend", "Close"]},
+                });
+                self.apply_account("default", spec).await;
+            })
+            .await;
+        let name = self.namespace(prefix).await;
+        let labels = serde_json::json!({"metadata": {"labels": {TENANT_LABEL: "true"}}});
+        Api::<Namespace>::all(self.admin())
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&labels))
+            .await
+            .unwrap_or_else(|e| panic!("label namespace {name}: {e}"));
+        name
+    }
+
+    /// Creates or replaces the TwilioAccount `name` with `spec`, as a cluster admin would.
+    pub async fn apply_account(&self, name: &str, spec: serde_json::Value) {
+        let account = serde_json::json!({
+            "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioAccount",
+            "metadata": {"name": name}, "spec": spec,
+        });
+        Api::<kube::api::DynamicObject>::all_with(self.admin(), &account_resource())
+            .patch(
+                name,
+                &PatchParams::apply("cluster-admin").force(),
+                &Patch::Apply(&account),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply TwilioAccount {name}: {e}"));
+    }
+
+    /// A client acting as the ServiceAccount `namespace/tenant`, bound in `namespace` to the
+    /// built-in `edit` ClusterRole with the chart's Twilio rules aggregated into it: exactly what
+    /// a namespace editor holds once the chart is installed.
+    pub async fn tenant(&self, namespace: &str) -> Client {
+        static CHART_ROLES: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        CHART_ROLES
+            .get_or_init(|| self.apply_chart_aggregated_roles())
+            .await;
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "tenant-edit"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
+        }))
+        .expect("a RoleBinding");
+        Api::<RoleBinding>::namespaced(self.admin(), namespace)
+            .patch(
+                "tenant-edit",
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&binding),
+            )
+            .await
+            .expect("bind the tenant to edit");
+        let tenant = self.as_service_account(namespace, "tenant");
+        // The aggregation controller fills `edit` in shortly after the chart's roles appear.
+        let keys: Api<twilio_operator::api::TwilioApiKey> = Api::namespaced(tenant.clone(), namespace);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while keys.list(&Default::default()).await.is_err() {
+            assert!(Instant::now() < deadline, "edit never gained the chart's rules");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tenant
+    }
+
+    /// Applies the chart's ClusterRoles that aggregate into the built-in view and edit roles.
+    async fn apply_chart_aggregated_roles(&self) {
+        let chart = repo_root().join("charts/twilio-operator");
+        let rendered = self.run_tool(
+            "helm",
+            &[
+                "template",
+                "tw",
+                chart.to_str().unwrap(),
+                "--show-only",
+                "templates/rbac.yaml",
+            ],
+        );
+        let roles = Api::<ClusterRole>::all(self.admin());
+        for doc in rendered.split("\n---").filter(|d| d.contains("aggregate-to-")) {
+            let role: ClusterRole = serde_saphyr::from_str(doc).expect("a rendered ClusterRole");
+            let name = role.metadata.name.clone().expect("named");
+            roles
+                .patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&role))
+                .await
+                .expect("apply the chart's aggregated role");
+        }
     }
 
     /// A kubeconfig that acts as the ServiceAccount `namespace/name`, for processes (such as the
@@ -376,7 +481,7 @@ fn start() -> ControlPlane {
         &bin_dir.join("kube-controller-manager"),
         &[
             format!("--kubeconfig={}", kubeconfig.display()),
-            "--controllers=garbage-collector-controller,namespace-controller".into(),
+            "--controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller".into(),
             "--leader-elect=false".into(),
             "--bind-address=127.0.0.1".into(),
             "--secure-port=0".into(),

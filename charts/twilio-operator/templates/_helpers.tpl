@@ -37,19 +37,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The rules the operator needs on the namespaced objects it manages: nothing more. */}}
 {{- define "twilio-operator.namespacedRules" -}}
-- apiGroups: ["twilio.operator.dev"]
-  resources: ["twilioapikeys", "twiliosubaccounts"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: ["twilio.operator.dev"]
-  resources: ["twilioapikeys/status", "twiliosubaccounts/status"]
-  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.restartWorkloads.enabled }}
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["patch"]
+{{- end }}
+{{- end -}}
+
+{{/*
+The Twilio kinds, granted through a ClusterRoleBinding even in a namespaced install: a Role in a
+namespace is deleted with it, possibly before the objects whose finalizers need the operator
+(kubernetes/kubernetes#115070), and namespace deletion must complete.
+*/}}
+{{- define "twilio-operator.objectRules" -}}
+- apiGroups: ["twilio.operator.dev"]
+  resources: ["twilioapikeys", "twiliosubaccounts"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["twilio.operator.dev"]
+  resources: ["twilioapikeys/status", "twiliosubaccounts/status"]
   verbs: ["patch"]
 {{- end -}}

@@ -1,0 +1,437 @@
+//! Tenancy, tried as a tenant would: each attack runs through an impersonated ServiceAccount
+//! that holds exactly the built-in `edit` role with the chart's Twilio rules aggregated into it,
+//! in its own namespace, against the real control plane, the operator and the emulator.
+
+mod support;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use support::emulator::Emulator;
+use support::operator::{Operator, wait_for, wait_gone};
+use support::{ControlPlane, cluster};
+use twilio_operator::api::{TwilioApiKey, TwilioSubaccount};
+use twilio_operator::conditions::is_ready;
+use twilio_operator::twilio::Credentials;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Two teams and one operator: the victim's objects are made by an admin, the attacker's by a
+/// namespace editor.
+struct World {
+    cp: &'static ControlPlane,
+    emu: Emulator,
+    _operator: Operator,
+    victim: String,
+    attacker: String,
+    tenant: Client,
+}
+
+impl World {
+    async fn new(prefix: &str, attacker_admitted: bool) -> Self {
+        let cp = cluster();
+        let victim = cp.tenant_namespace(&format!("{prefix}-v")).await;
+        let attacker = if attacker_admitted {
+            cp.tenant_namespace(&format!("{prefix}-a")).await
+        } else {
+            cp.namespace(&format!("{prefix}-a")).await
+        };
+        let emu = Emulator::start(&[]);
+        let operator = Operator::start(cp, &emu, &format!("{victim},{attacker}"), &[]);
+        let tenant = cp.tenant(&attacker).await;
+        Self {
+            cp,
+            emu,
+            _operator: operator,
+            victim,
+            attacker,
+            tenant,
+        }
+    }
+
+    fn admin<K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+        &self,
+    ) -> Api<K> {
+        Api::namespaced(self.cp.admin(), &self.victim)
+    }
+
+    fn tenant<K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+        &self,
+    ) -> Api<K> {
+        Api::namespaced(self.tenant.clone(), &self.attacker)
+    }
+
+    /// The victim's subaccount, Ready, with its Secret: `(sid, auth token)`.
+    async fn victim_subaccount(&self) -> (String, String) {
+        create(&self.admin::<TwilioSubaccount>(), json!({"kind": "TwilioSubaccount", "metadata": {"name": "team"}, "spec": {"secret": {"name": "team-twilio"}}})).await;
+        let sub: TwilioSubaccount = wait_for(&self.admin(), "team", WAIT, "Ready", ready_sub).await;
+        let sid = sub.status.unwrap().sid.unwrap();
+        let secret: Secret = self.admin().get("team-twilio").await.unwrap();
+        let token = String::from_utf8(secret.data.unwrap()["TWILIO_AUTH_TOKEN"].0.clone()).unwrap();
+        (sid, token)
+    }
+
+    /// Whether `token` still authenticates as subaccount `sid`.
+    async fn token_works(&self, sid: &str, token: &str) -> bool {
+        let creds = Credentials::with_auth_token(sid, SecretString::from(token.to_owned())).unwrap();
+        self.emu.client().fetch_account(&creds, sid).await.is_ok()
+    }
+
+    /// The subaccount's status at Twilio.
+    async fn status_at_twilio(&self, sid: &str) -> String {
+        let state = self.emu.state().await;
+        let account = state["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["sid"] == sid)
+            .cloned();
+        account
+            .map(|a| a["status"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// How many requests of `operation` reached Twilio.
+    async fn received(&self, operation: &str) -> u64 {
+        self.emu.state().await["received"][operation]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+async fn create<K: Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug>(
+    api: &Api<K>,
+    object: Value,
+) -> K {
+    let mut object = object;
+    object["apiVersion"] = json!("twilio.operator.dev/v1alpha1");
+    let typed: K = serde_json::from_value(object).expect("a valid object");
+    api.create(&PostParams::default(), &typed).await.expect("create")
+}
+
+fn ready_sub(s: &TwilioSubaccount) -> bool {
+    s.status.as_ref().is_some_and(|st| is_ready(&st.conditions))
+}
+
+fn ready_key(k: &TwilioApiKey) -> bool {
+    k.status
+        .as_ref()
+        .is_some_and(|st| is_ready(&st.conditions) && st.key_sid.is_some())
+}
+
+fn reason_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<(String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+async fn sub_reason(api: &Api<TwilioSubaccount>, name: &str, reason: &str) -> String {
+    let found = wait_for(api, name, WAIT, reason, |s: &TwilioSubaccount| {
+        s.status
+            .as_ref()
+            .and_then(|st| reason_of(&st.conditions))
+            .is_some_and(|(r, _)| r == reason)
+    })
+    .await;
+    reason_of(&found.status.unwrap().conditions).unwrap().1
+}
+
+async fn key_reason(api: &Api<TwilioApiKey>, name: &str, reason: &str) -> String {
+    let found = wait_for(api, name, WAIT, reason, |k: &TwilioApiKey| {
+        k.status
+            .as_ref()
+            .and_then(|st| reason_of(&st.conditions))
+            .is_some_and(|(r, _)| r == reason)
+    })
+    .await;
+    reason_of(&found.status.unwrap().conditions).unwrap().1
+}
+
+/// Adopting another team's subaccount to publish its token is refused before any Twilio call.
+#[tokio::test]
+async fn a_tenant_cannot_steal_a_foreign_subaccount_token() {
+    let w = World::new("steal", true).await;
+    let (sid, token) = w.victim_subaccount().await;
+    let spec = json!({"sid": sid, "secret": {"name": "loot"}});
+    create(
+        &w.tenant::<TwilioSubaccount>(),
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "grab"}, "spec": spec}),
+    )
+    .await;
+    let message = sub_reason(&w.tenant(), "grab", "NotPermitted").await;
+    assert!(
+        message.contains("TwilioAccount default") && message.contains("adopt"),
+        "{message}"
+    );
+    assert!(
+        w.tenant::<Secret>().get_opt("loot").await.unwrap().is_none(),
+        "no token was published"
+    );
+    assert!(w.token_works(&sid, &token).await);
+}
+
+/// Suspending another team's subaccount through adoption is refused.
+#[tokio::test]
+async fn a_tenant_cannot_suspend_a_foreign_subaccount() {
+    let w = World::new("suspend", true).await;
+    let (sid, _) = w.victim_subaccount().await;
+    create(&w.tenant::<TwilioSubaccount>(), json!({"kind": "TwilioSubaccount", "metadata": {"name": "grab"}, "spec": {"sid": sid, "state": "Suspended"}})).await;
+    sub_reason(&w.tenant(), "grab", "NotPermitted").await;
+    assert_eq!(w.received("api.UpdateAccount").await, 0);
+    assert_eq!(w.status_at_twilio(&sid).await, "active");
+}
+
+/// Rotating another team's auth token through adoption is refused.
+#[tokio::test]
+async fn a_tenant_cannot_rotate_a_foreign_auth_token() {
+    let w = World::new("rotate", true).await;
+    let (sid, token) = w.victim_subaccount().await;
+    let spec = json!({"sid": sid, "secret": {"name": "loot"}, "authTokenRotation": {"every": "24h", "gracePeriod": "1s"}});
+    create(
+        &w.tenant::<TwilioSubaccount>(),
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "grab"}, "spec": spec}),
+    )
+    .await;
+    sub_reason(&w.tenant(), "grab", "NotPermitted").await;
+    assert_eq!(w.received("accounts.CreateSecondaryAuthToken").await, 0);
+    assert!(
+        w.token_works(&sid, &token).await,
+        "the victim's token still works"
+    );
+}
+
+/// Deleting an adopting object with deletionPolicy Close never closes another team's
+/// subaccount, with the account's credentials or through a credentialsRef that does not exist.
+#[tokio::test]
+async fn a_tenant_cannot_close_a_foreign_subaccount() {
+    let w = World::new("close", true).await;
+    let (sid, _) = w.victim_subaccount().await;
+    let subs = w.tenant::<TwilioSubaccount>();
+    create(&subs, json!({"kind": "TwilioSubaccount", "metadata": {"name": "grab"}, "spec": {"sid": sid, "deletionPolicy": "Close"}})).await;
+    sub_reason(&subs, "grab", "NotPermitted").await;
+    let missing = json!({"sid": sid, "deletionPolicy": "Close", "credentialsRef": {"name": "absent"}});
+    create(
+        &subs,
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "ghost"}, "spec": missing}),
+    )
+    .await;
+    sub_reason(&subs, "ghost", "CredentialsMissing").await;
+    for name in ["grab", "ghost"] {
+        subs.delete(name, &DeleteParams::default()).await.unwrap();
+        wait_gone(&subs, name, WAIT).await;
+    }
+    assert_eq!(w.received("api.UpdateAccount").await, 0);
+    assert_eq!(
+        w.status_at_twilio(&sid).await,
+        "active",
+        "the victim's subaccount is still open"
+    );
+}
+
+/// A namespace the account does not admit mints nothing: no key, no subaccount, no Twilio call.
+#[tokio::test]
+async fn a_namespace_that_is_not_admitted_mints_nothing() {
+    let w = World::new("mint", false).await;
+    create(
+        &w.tenant::<TwilioApiKey>(),
+        json!({"kind": "TwilioApiKey", "metadata": {"name": "free"}, "spec": {}}),
+    )
+    .await;
+    let message = key_reason(&w.tenant(), "free", "NotPermitted").await;
+    assert!(
+        message.contains("TwilioAccount default") && message.contains(&w.attacker),
+        "{message}"
+    );
+    create(
+        &w.tenant::<TwilioSubaccount>(),
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "free"}, "spec": {}}),
+    )
+    .await;
+    sub_reason(&w.tenant(), "free", "NotPermitted").await;
+    let state = w.emu.state().await;
+    assert!(state["keys"].as_array().unwrap().is_empty(), "no key was minted");
+    assert_eq!(
+        w.received("api.CreateNewKey").await + w.received("api.CreateAccount").await,
+        0
+    );
+}
+
+/// A key Secret edited to name another team's key (with a matching digest) is a claim the
+/// operator checks at Twilio: the foreign key is never adopted, rotated away or revoked.
+#[tokio::test]
+async fn forged_secret_annotations_never_reach_a_foreign_key() {
+    let w = World::new("forge", true).await;
+    create(
+        &w.admin::<TwilioApiKey>(),
+        json!({"kind": "TwilioApiKey", "metadata": {"name": "v"}, "spec": {}}),
+    )
+    .await;
+    let victim = wait_for(&w.admin::<TwilioApiKey>(), "v", WAIT, "Ready", ready_key).await;
+    let victim_sid = victim.status.unwrap().key_sid.unwrap();
+    let victim_secret: Secret = w.admin().get("v").await.unwrap();
+    let victim_creds = credentials_in(&victim_secret);
+
+    let keys = w.tenant::<TwilioApiKey>();
+    create(
+        &keys,
+        json!({"kind": "TwilioApiKey", "metadata": {"name": "a"}, "spec": {}}),
+    )
+    .await;
+    let mine = wait_for(&keys, "a", WAIT, "Ready", ready_key)
+        .await
+        .status
+        .unwrap()
+        .key_sid
+        .unwrap();
+    let forged_secret = "forged-secret-value";
+    let digest: String = Sha256::digest(forged_secret.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let forgery = json!({
+        "metadata": {"annotations": {"twilio.operator.dev/credential-sid": victim_sid, "twilio.operator.dev/secret-digest": digest}},
+        "stringData": {"TWILIO_API_KEY": victim_sid, "TWILIO_API_SECRET": forged_secret},
+    });
+    w.tenant::<Secret>()
+        .patch("a", &PatchParams::default(), &Patch::Merge(&forgery))
+        .await
+        .expect("an editor may edit its Secret");
+    let rotate = json!({"metadata": {"annotations": {"twilio.operator.dev/rotate": "now"}}});
+    keys.patch("a", &PatchParams::default(), &Patch::Merge(&rotate))
+        .await
+        .unwrap();
+    let after = wait_for(&keys, "a", WAIT, "reissued", |k: &TwilioApiKey| {
+        ready_key(k) && k.status.as_ref().unwrap().key_sid.as_deref() != Some(mine.as_str())
+    })
+    .await;
+    assert_ne!(
+        after.status.unwrap().key_sid.as_deref(),
+        Some(victim_sid.as_str()),
+        "never adopted"
+    );
+    keys.delete("a", &DeleteParams::default()).await.unwrap();
+    wait_gone(&keys, "a", WAIT).await;
+    let state = w.emu.state().await;
+    assert!(
+        state["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["sid"] == victim_sid.as_str()),
+        "the victim's key lives"
+    );
+    assert!(
+        w.emu
+            .client()
+            .fetch_account(&victim_creds, victim_creds.account_sid())
+            .await
+            .is_ok(),
+        "and works"
+    );
+}
+
+fn credentials_in(secret: &Secret) -> Credentials {
+    let data = secret.data.clone().unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    Credentials::with_api_key(
+        text("TWILIO_ACCOUNT_SID"),
+        text("TWILIO_API_KEY"),
+        SecretString::from(text("TWILIO_API_SECRET")),
+    )
+    .unwrap()
+}
+
+/// Two objects racing for one granted SID: exactly one manages it, the other is SidInUse.
+#[tokio::test]
+async fn two_objects_racing_for_one_sid_get_one_winner() {
+    let w = World::new("race", true).await;
+    let made = w
+        .emu
+        .client()
+        .create_account(&w.emu.main_credentials(), Some("contested"))
+        .await
+        .unwrap();
+    let grants = json!([{"sid": made.sid, "namespace": w.attacker}]);
+    let policy = json!({"credentials": {"fromEnvironment": true}, "namespaces": {"names": [w.attacker]}, "subaccounts": {"adopt": grants}});
+    w.cp.apply_account(&w.attacker, policy).await;
+    let subs = w.tenant::<TwilioSubaccount>();
+    let spec = json!({"sid": made.sid, "accountRef": {"name": w.attacker}});
+    let object = |name: &str| json!({"kind": "TwilioSubaccount", "metadata": {"name": name}, "spec": spec});
+    tokio::join!(create(&subs, object("first")), create(&subs, object("second")));
+    let settled = |s: &TwilioSubaccount| {
+        s.status
+            .as_ref()
+            .and_then(|st| reason_of(&st.conditions))
+            .is_some_and(|(r, _)| r == "Ready" || r == "SidInUse")
+    };
+    let first = wait_for(&subs, "first", WAIT, "settled", settled).await;
+    let second = wait_for(&subs, "second", WAIT, "settled", settled).await;
+    let reasons: Vec<String> = [first, second]
+        .iter()
+        .map(|s| reason_of(&s.status.clone().unwrap().conditions).unwrap().0)
+        .collect();
+    assert!(
+        reasons.contains(&"Ready".to_owned()) && reasons.contains(&"SidInUse".to_owned()),
+        "{reasons:?}"
+    );
+}
+
+/// An admitted namespace works end to end, and a TwilioAccount or Namespace label edit takes
+/// effect without a restart: admit by name, revoke, admit by label.
+#[tokio::test]
+async fn account_edits_take_effect_without_a_restart() {
+    let w = World::new("live", false).await;
+    let account = w.attacker.clone();
+    let policy =
+        |namespaces: Value| json!({"credentials": {"fromEnvironment": true}, "namespaces": namespaces});
+    w.cp.apply_account(&account, policy(json!({}))).await;
+    let keys = w.tenant::<TwilioApiKey>();
+    let spec = json!({"accountRef": {"name": account}, "secret": {"name": "live"}});
+    create(
+        &keys,
+        json!({"kind": "TwilioApiKey", "metadata": {"name": "live"}, "spec": spec}),
+    )
+    .await;
+    key_reason(&keys, "live", "NotPermitted").await;
+
+    w.cp.apply_account(&account, policy(json!({"names": [w.attacker]})))
+        .await;
+    wait_for(&keys, "live", WAIT, "Ready once admitted", ready_key).await;
+    assert!(
+        w.tenant::<Secret>().get_opt("live").await.unwrap().is_some(),
+        "the tenant reads its Secret"
+    );
+
+    let by_label = policy(json!({"selector": {"matchLabels": {"team": "blue"}}}));
+    w.cp.apply_account(&account, by_label).await;
+    key_reason(&keys, "live", "NotPermitted").await;
+
+    let label = json!({"metadata": {"labels": {"team": "blue"}}});
+    Api::<Namespace>::all(w.cp.admin())
+        .patch(&w.attacker, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    wait_for(&keys, "live", WAIT, "Ready once labelled", |k: &TwilioApiKey| {
+        ready_key(k)
+            && k.status
+                .as_ref()
+                .and_then(|st| reason_of(&st.conditions))
+                .is_some_and(|(r, _)| r == "Ready")
+    })
+    .await;
+    assert_eq!(
+        w.emu.state().await["keys"].as_array().unwrap().len(),
+        1,
+        "one key all along"
+    );
+    assert!(keys.get("live").await.unwrap().name_any() == "live");
+}
