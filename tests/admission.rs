@@ -130,6 +130,12 @@ async fn contract_examples_are_admitted_with_defaults() {
         let obj: DynamicObject = serde_saphyr::from_str(&text).expect("parse example");
         accepts(&ns, obj).await;
     }
+    let text = std::fs::read_to_string(dir.join("twilioaccount.yaml")).expect("read example");
+    let account: DynamicObject = serde_saphyr::from_str(&text).expect("parse example");
+    Api::<DynamicObject>::all_with(cluster().admin(), &resource("TwilioAccount"))
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("the TwilioAccount example is admitted");
     let minimal = api(cluster().admin(), &ns, "TwilioApiKey")
         .get("notifier")
         .await

@@ -76,6 +76,24 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
         "values.schema.json refuses bad values"
     );
 
+    // Patching workloads is granted only with restartWorkloads support on (the default).
+    let rbac = |enabled: &str| {
+        let set = format!("restartWorkloads.enabled={enabled}");
+        cp.run_tool(
+            "helm",
+            &[
+                "template",
+                "x",
+                &chart(),
+                "--show-only",
+                "templates/rbac.yaml",
+                "--set",
+                &set,
+            ],
+        )
+    };
+    assert!(rbac("true").contains("deployments") && !rbac("false").contains("deployments"));
+
     let release_ns = cp.namespace("chart-render").await;
     let watched = cp.namespace("chart-render-team").await;
     let dir = scratch(cp, "render");
@@ -288,11 +306,11 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
     );
     // The operator applies the TwilioAccount "default" the values describe.
     let accounts: Api<TwilioAccount> = Api::all(cp.admin());
-    let account = wait_for(&accounts, "default", WAIT, "Ready", |a: &TwilioAccount| {
-        a.status.as_ref().is_some_and(|st| is_ready(&st.conditions))
-    })
-    .await;
-    assert_eq!(account.spec.namespaces.names, std::slice::from_ref(&team));
+    let admits_team = |a: &TwilioAccount| {
+        a.spec.namespaces.names.contains(&team)
+            && a.status.as_ref().is_some_and(|st| is_ready(&st.conditions))
+    };
+    let account = wait_for(&accounts, "default", WAIT, "applied from the values", admits_team).await;
     assert_eq!(account.status.unwrap().account_sid.as_deref(), Some(MAIN_SID));
     let client = cp.admin();
     let subs: Api<TwilioSubaccount> = Api::namespaced(client.clone(), &team);
@@ -488,9 +506,20 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
             "--namespace",
             &release_ns,
             "--reuse-values",
+            "--set",
+            &format!("defaultAccount.namespaces.names={{{team},{other}}}"),
             "--wait=false",
         ],
     );
+    // The upgrade reaches the TwilioAccount "default" through the running operator.
+    wait_for(
+        &accounts,
+        "default",
+        WAIT,
+        "admitting the new namespace",
+        |a: &TwilioAccount| a.spec.namespaces.names.contains(&other),
+    )
+    .await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let upgraded = crds.get("twilioapikeys.twilio.operator.dev").await.unwrap();
     let columns = upgraded.spec.versions[0]
@@ -731,14 +760,11 @@ async fn deleting_a_watched_namespace_completes_with_keys_revoked() {
             &release_ns,
             "--set",
             "crds.install=false",
+            // The TwilioAccount "default" the harness keeps admits this namespace by label.
+            "--set",
+            "defaultAccount.create=false",
             "--set",
             &format!("watchNamespaces={{{team}}}"),
-            "--set",
-            &format!("defaultAccount.namespaces.names={{{team}}}"),
-            "--set",
-            "defaultAccount.subaccounts.deletionPolicies={Retain,Suspend,Close}",
-            "--set-string",
-            "defaultAccount.namespaces.selector.matchLabels.twilio\\.operator\\.dev/tenant=true",
             "--set",
             "twilio.credentialsSecret=twilio-credentials",
             "--wait=false",
@@ -750,14 +776,7 @@ async fn deleting_a_watched_namespace_completes_with_keys_revoked() {
         cp,
         &emu,
         &kubeconfig,
-        &[
-            ("WATCH_NAMESPACES", &team),
-            ("POD_NAMESPACE", &release_ns),
-            (
-                "DEFAULT_ACCOUNT_CONFIGMAP",
-                "gone-twilio-operator-default-account",
-            ),
-        ],
+        &[("WATCH_NAMESPACES", &team), ("POD_NAMESPACE", &release_ns)],
     );
     let keys: Api<TwilioApiKey> = Api::namespaced(cp.admin(), &team);
     apply_json(&keys, json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": "doomed"}, "spec": {}})).await;
