@@ -87,18 +87,7 @@ pub async fn claim(ctx: &Context, sid: &str, sub: &TwilioSubaccount) -> Result<(
             )
             .into());
         }
-        let stale = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: existing.uid(),
-                resource_version: existing.resource_version(),
-            }),
-            ..Default::default()
-        };
-        match api.delete(&name, &stale).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_unchanged(&api, &existing).await?;
     }
     Err(Problem::new(
         Reason::SidInUse,
@@ -128,14 +117,19 @@ pub async fn release(ctx: &Context, sid: &str, uid: &str) -> Result<(), kube::Er
     if existing.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(uid) {
         return Ok(());
     }
-    let ours = DeleteParams {
+    delete_unchanged(&api, &existing).await
+}
+
+/// Deletes the claim `existing` unless it changed since it was read (or is already gone).
+async fn delete_unchanged(api: &Api<Lease>, existing: &Lease) -> Result<(), kube::Error> {
+    let unchanged = DeleteParams {
         preconditions: Some(Preconditions {
             uid: existing.uid(),
             resource_version: existing.resource_version(),
         }),
         ..Default::default()
     };
-    match api.delete(&name, &ours).await {
+    match api.delete(&existing.name_any(), &unchanged).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e),

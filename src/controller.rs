@@ -137,11 +137,9 @@ fn keys_of_subaccount(
     sub: PartialObjectMeta<TwilioSubaccount>,
 ) -> Vec<ObjectRef<TwilioApiKey>> {
     let (ns, name) = (sub.namespace(), sub.name_any());
-    keys.state()
-        .iter()
-        .filter(|k| k.namespace() == ns && k.spec.subaccount_ref.as_ref().is_some_and(|r| r.name == name))
-        .map(|k| ObjectRef::from_obj(&**k))
-        .collect()
+    objects_where(keys, |k| {
+        k.namespace() == ns && k.spec.subaccount_ref.as_ref().is_some_and(|r| r.name == name)
+    })
 }
 
 /// The subaccounts of `key`'s namespace: they count the keys, so keys coming and going wake them.
@@ -150,12 +148,7 @@ fn subaccounts_of_key(
     key: PartialObjectMeta<TwilioApiKey>,
 ) -> Vec<ObjectRef<TwilioSubaccount>> {
     let ns = key.namespace();
-    subaccounts
-        .state()
-        .iter()
-        .filter(|s| s.namespace() == ns)
-        .map(|s| ObjectRef::from_obj(&**s))
-        .collect()
+    objects_where(subaccounts, |s| s.namespace() == ns)
 }
 
 /// Maps an object of another kind to the objects of kind `K` it concerns.
@@ -205,23 +198,11 @@ async fn run_kind<L, R>(
         .watches_stream(others, move |other| related(&store, other))
         .watches_stream(accounts, move |account: PartialObjectMeta<TwilioAccount>| {
             let name = account.name_any();
-            let uses = |o: &L::Kind| L::account_name(o).is_some_and(|n| n == name);
-            users
-                .state()
-                .iter()
-                .filter(|o| uses(o))
-                .map(|o| ObjectRef::from_obj(&**o))
-                .collect::<Vec<_>>()
+            objects_where(&users, |o| L::account_name(o).is_some_and(|n| n == name))
         })
         .watches_stream(namespaces, move |namespace: PartialObjectMeta<Namespace>| {
             let name = Some(namespace.name_any());
-            let inside = |o: &L::Kind| o.namespace() == name;
-            residents
-                .state()
-                .iter()
-                .filter(|o| inside(o))
-                .map(|o| ObjectRef::from_obj(&**o))
-                .collect::<Vec<_>>()
+            objects_where(&residents, |o| o.namespace() == name)
         })
         .graceful_shutdown_on(shutdown)
         .run(
@@ -238,6 +219,19 @@ async fn run_kind<L, R>(
             lifecycle,
         );
     drain(results).await;
+}
+
+/// The objects in `store` that `keep` selects.
+fn objects_where<K: Resource<DynamicType = ()> + Clone>(
+    store: &Store<K>,
+    keep: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<K>> {
+    store
+        .state()
+        .iter()
+        .filter(|o| keep(o))
+        .map(|o| ObjectRef::from_obj(&**o))
+        .collect()
 }
 
 fn scoped<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>>(

@@ -126,35 +126,27 @@ fn ready_key(k: &TwilioApiKey) -> bool {
         .is_some_and(|st| is_ready(&st.conditions) && st.key_sid.is_some())
 }
 
-fn reason_of(
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-) -> Option<(String, String)> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.reason.clone(), c.message.clone()))
-}
-
-async fn sub_reason(api: &Api<TwilioSubaccount>, name: &str, reason: &str) -> String {
-    let found = wait_for(api, name, WAIT, reason, |s: &TwilioSubaccount| {
-        s.status
-            .as_ref()
-            .and_then(|st| reason_of(&st.conditions))
-            .is_some_and(|(r, _)| r == reason)
+/// Waits until `name`'s Ready condition has `reason`, and returns its message.
+async fn reason<K>(api: &Api<K>, name: &str, reason: &str) -> String
+where
+    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + 'static,
+{
+    let found = wait_for(api, name, WAIT, reason, |o: &K| {
+        ready_of(o).is_some_and(|(r, _)| r == reason)
     })
     .await;
-    reason_of(&found.status.unwrap().conditions).unwrap().1
+    ready_of(&found).unwrap().1
 }
 
-async fn key_reason(api: &Api<TwilioApiKey>, name: &str, reason: &str) -> String {
-    let found = wait_for(api, name, WAIT, reason, |k: &TwilioApiKey| {
-        k.status
-            .as_ref()
-            .and_then(|st| reason_of(&st.conditions))
-            .is_some_and(|(r, _)| r == reason)
-    })
-    .await;
-    reason_of(&found.status.unwrap().conditions).unwrap().1
+/// The Ready condition's reason and message, for either kind.
+fn ready_of<K: serde::Serialize>(obj: &K) -> Option<(String, String)> {
+    let value = serde_json::to_value(obj).ok()?;
+    let conditions = value["status"]["conditions"].as_array()?;
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    Some((
+        ready["reason"].as_str()?.to_owned(),
+        ready["message"].as_str()?.to_owned(),
+    ))
 }
 
 /// Adopting another team's subaccount to publish its token is refused before any Twilio call.
@@ -168,7 +160,7 @@ async fn a_tenant_cannot_steal_a_foreign_subaccount_token() {
         json!({"kind": "TwilioSubaccount", "metadata": {"name": "grab"}, "spec": spec}),
     )
     .await;
-    let message = sub_reason(&w.tenant(), "grab", "NotPermitted").await;
+    let message = reason(&w.tenant::<TwilioSubaccount>(), "grab", "NotPermitted").await;
     assert!(
         message.contains("TwilioAccount default") && message.contains("adopt"),
         "{message}"
@@ -186,7 +178,7 @@ async fn a_tenant_cannot_suspend_a_foreign_subaccount() {
     let w = World::new("suspend", true).await;
     let (sid, _) = w.victim_subaccount().await;
     create(&w.tenant::<TwilioSubaccount>(), json!({"kind": "TwilioSubaccount", "metadata": {"name": "grab"}, "spec": {"sid": sid, "state": "Suspended"}})).await;
-    sub_reason(&w.tenant(), "grab", "NotPermitted").await;
+    reason(&w.tenant::<TwilioSubaccount>(), "grab", "NotPermitted").await;
     assert_eq!(w.received("api.UpdateAccount").await, 0);
     assert_eq!(w.status_at_twilio(&sid).await, "active");
 }
@@ -202,7 +194,7 @@ async fn a_tenant_cannot_rotate_a_foreign_auth_token() {
         json!({"kind": "TwilioSubaccount", "metadata": {"name": "grab"}, "spec": spec}),
     )
     .await;
-    sub_reason(&w.tenant(), "grab", "NotPermitted").await;
+    reason(&w.tenant::<TwilioSubaccount>(), "grab", "NotPermitted").await;
     assert_eq!(w.received("accounts.CreateSecondaryAuthToken").await, 0);
     assert!(
         w.token_works(&sid, &token).await,
@@ -218,14 +210,14 @@ async fn a_tenant_cannot_close_a_foreign_subaccount() {
     let (sid, _) = w.victim_subaccount().await;
     let subs = w.tenant::<TwilioSubaccount>();
     create(&subs, json!({"kind": "TwilioSubaccount", "metadata": {"name": "grab"}, "spec": {"sid": sid, "deletionPolicy": "Close"}})).await;
-    sub_reason(&subs, "grab", "NotPermitted").await;
+    reason(&subs, "grab", "NotPermitted").await;
     let missing = json!({"sid": sid, "deletionPolicy": "Close", "credentialsRef": {"name": "absent"}});
     create(
         &subs,
         json!({"kind": "TwilioSubaccount", "metadata": {"name": "ghost"}, "spec": missing}),
     )
     .await;
-    sub_reason(&subs, "ghost", "CredentialsMissing").await;
+    reason(&subs, "ghost", "CredentialsMissing").await;
     for name in ["grab", "ghost"] {
         subs.delete(name, &DeleteParams::default()).await.unwrap();
         wait_gone(&subs, name, WAIT).await;
@@ -247,7 +239,7 @@ async fn a_namespace_that_is_not_admitted_mints_nothing() {
         json!({"kind": "TwilioApiKey", "metadata": {"name": "free"}, "spec": {}}),
     )
     .await;
-    let message = key_reason(&w.tenant(), "free", "NotPermitted").await;
+    let message = reason(&w.tenant::<TwilioApiKey>(), "free", "NotPermitted").await;
     assert!(
         message.contains("TwilioAccount default") && message.contains(&w.attacker),
         "{message}"
@@ -257,7 +249,7 @@ async fn a_namespace_that_is_not_admitted_mints_nothing() {
         json!({"kind": "TwilioSubaccount", "metadata": {"name": "free"}, "spec": {}}),
     )
     .await;
-    sub_reason(&w.tenant(), "free", "NotPermitted").await;
+    reason(&w.tenant::<TwilioSubaccount>(), "free", "NotPermitted").await;
     let state = w.emu.state().await;
     assert!(state["keys"].as_array().unwrap().is_empty(), "no key was minted");
     assert_eq!(
@@ -348,18 +340,10 @@ async fn two_objects_racing_for_one_sid_get_one_winner() {
     let spec = json!({"sid": made.sid, "accountRef": {"name": w.attacker}});
     let object = |name: &str| json!({"kind": "TwilioSubaccount", "metadata": {"name": name}, "spec": spec});
     tokio::join!(create(&subs, object("first")), create(&subs, object("second")));
-    let settled = |s: &TwilioSubaccount| {
-        s.status
-            .as_ref()
-            .and_then(|st| reason_of(&st.conditions))
-            .is_some_and(|(r, _)| r == "Ready" || r == "SidInUse")
-    };
+    let settled = |s: &TwilioSubaccount| ready_of(s).is_some_and(|(r, _)| r == "Ready" || r == "SidInUse");
     let first = wait_for(&subs, "first", WAIT, "settled", settled).await;
     let second = wait_for(&subs, "second", WAIT, "settled", settled).await;
-    let reasons: Vec<String> = [first, second]
-        .iter()
-        .map(|s| reason_of(&s.status.clone().unwrap().conditions).unwrap().0)
-        .collect();
+    let reasons: Vec<String> = [first, second].iter().map(|s| ready_of(s).unwrap().0).collect();
     assert!(
         reasons.contains(&"Ready".to_owned()) && reasons.contains(&"SidInUse".to_owned()),
         "{reasons:?}"
@@ -382,7 +366,7 @@ async fn account_edits_take_effect_without_a_restart() {
         json!({"kind": "TwilioApiKey", "metadata": {"name": "live"}, "spec": spec}),
     )
     .await;
-    key_reason(&keys, "live", "NotPermitted").await;
+    reason(&keys, "live", "NotPermitted").await;
 
     w.cp.apply_account(&account, policy(json!({"names": [w.attacker]})))
         .await;
@@ -394,7 +378,7 @@ async fn account_edits_take_effect_without_a_restart() {
 
     let by_label = policy(json!({"selector": {"matchLabels": {"team": "blue"}}}));
     w.cp.apply_account(&account, by_label).await;
-    key_reason(&keys, "live", "NotPermitted").await;
+    reason(&keys, "live", "NotPermitted").await;
 
     let label = json!({"metadata": {"labels": {"team": "blue"}}});
     Api::<Namespace>::all(w.cp.admin())
@@ -402,11 +386,7 @@ async fn account_edits_take_effect_without_a_restart() {
         .await
         .unwrap();
     wait_for(&keys, "live", WAIT, "Ready once labelled", |k: &TwilioApiKey| {
-        ready_key(k)
-            && k.status
-                .as_ref()
-                .and_then(|st| reason_of(&st.conditions))
-                .is_some_and(|(r, _)| r == "Ready")
+        ready_key(k) && ready_of(k).is_some_and(|(r, _)| r == "Ready")
     })
     .await;
     assert_eq!(
