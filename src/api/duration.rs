@@ -1,9 +1,10 @@
 //! Go-style duration strings (`"720h"`, `"90m"`, `"1h30m"`), the format Kubernetes APIs use.
 //!
-//! Contract: [`PATTERN`] is what the CRD schema admits, and [`parse`] accepts every string the
-//! pattern admits, with the value Go's `time.ParseDuration` (and so CEL's `duration()`) gives it.
-//! Parsing is delegated to jiff's friendly format, which is a superset of this shape, and
-//! [`format`] writes durations back in the same compact shape for messages.
+//! Contract: [`PATTERN`] is what the CRD schema admits, and [`parse`] reads a string exactly as
+//! Go's `time.ParseDuration` (and so CEL's `duration()` at admission) reads it: units in any
+//! order and repeated, fractions of any unit, the same rounding and the same overflow limit, so
+//! nothing the apiserver admits is refused here. Durations here are never negative, so a negative
+//! one is refused. [`format`] writes durations back in the compact shape for messages.
 
 use k8s_openapi::jiff::SignedDuration;
 use k8s_openapi::jiff::fmt::friendly::{Designator, Spacing, SpanPrinter};
@@ -23,21 +24,114 @@ pub enum DurationError {
     Negative(String),
 }
 
-/// Parses a Go-style duration into a non-negative [`Duration`].
+/// The largest duration Go represents, in nanoseconds (2562047h47m16.854775807s).
+const LIMIT: u64 = i64::MAX as u64;
+
+/// Nanoseconds per unit, as Go spells the units (both micro signs included).
+fn unit(name: &str) -> Option<u64> {
+    Some(match name {
+        "ns" => 1,
+        "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return None,
+    })
+}
+
+/// Parses a Go-style duration into a non-negative [`Duration`], as Go would.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
-    // jiff also reads ISO 8601 ("PT1H") and long forms ("1 hour"); the schema never admits them,
-    // and refusing them here keeps Rust and the apiserver in agreement.
-    let shaped = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'n' | 'u' | 'µ' | 'm' | 's' | 'h'));
-    if !shaped {
-        return Err(DurationError::Malformed(text.to_owned()));
+    let malformed = || DurationError::Malformed(text.to_owned());
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
     }
-    let signed: SignedDuration = text
-        .parse()
-        .map_err(|_| DurationError::Malformed(text.to_owned()))?;
-    Duration::try_from(signed).map_err(|_| DurationError::Negative(text.to_owned()))
+    if rest.is_empty() {
+        return Err(malformed());
+    }
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let (whole, fraction, scale, unit_name, after) = group(rest).ok_or_else(malformed)?;
+        rest = after;
+        let per = unit(unit_name).ok_or_else(malformed)?;
+        let mut value = whole
+            .checked_mul(per)
+            .filter(|v| *v <= 1 << 63)
+            .ok_or_else(malformed)?;
+        if fraction > 0 {
+            // As Go does it: in floating point, nanosecond-accurate for fractions of an hour.
+            value += (fraction as f64 * (per as f64 / scale)) as u64;
+            if value > 1 << 63 {
+                return Err(malformed());
+            }
+        }
+        total = total
+            .checked_add(value)
+            .filter(|t| *t <= 1 << 63)
+            .ok_or_else(malformed)?;
+    }
+    match (negative, total) {
+        (_, 0) => Ok(Duration::ZERO),
+        (true, _) => Err(DurationError::Negative(text.to_owned())),
+        (false, t) if t > LIMIT => Err(malformed()),
+        (false, t) => Ok(Duration::from_nanos(t)),
+    }
+}
+
+/// One `<int>[.<fraction>]<unit>` group at the start of `s`: the whole part, the fraction's
+/// digits and its scale (10 to the number of digits kept), the unit, and what follows. `None`
+/// when the group has no digits, no unit, or a whole part that overflows.
+fn group(s: &str) -> Option<(u64, u64, f64, &str, &str)> {
+    let bytes = s.as_bytes();
+    if !(bytes[0] == b'.' || bytes[0].is_ascii_digit()) {
+        return None;
+    }
+    let mut i = 0;
+    let mut whole: u64 = 0;
+    while i < bytes.len() && bytes[i].is_ascii_digit() {
+        whole = whole
+            .checked_mul(10)?
+            .checked_add(u64::from(bytes[i] - b'0'))
+            .filter(|w| *w <= 1 << 63)?;
+        i += 1;
+    }
+    let has_whole = i > 0;
+    let (mut fraction, mut scale, mut has_fraction) = (0u64, 1f64, false);
+    if i < bytes.len() && bytes[i] == b'.' {
+        i += 1;
+        let mut overflowed = false;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            has_fraction = true;
+            // Digits past what fits are dropped, as Go drops them.
+            let next = fraction
+                .checked_mul(10)
+                .and_then(|f| f.checked_add(u64::from(bytes[i] - b'0')));
+            match next.filter(|f| !overflowed && *f <= 1 << 63) {
+                Some(f) if fraction <= LIMIT / 10 => {
+                    fraction = f;
+                    scale *= 10.0;
+                }
+                _ => overflowed = true,
+            }
+            i += 1;
+        }
+    }
+    if !has_whole && !has_fraction {
+        return None;
+    }
+    let unit_end = bytes[i..]
+        .iter()
+        .position(|b| *b == b'.' || b.is_ascii_digit())
+        .map_or(bytes.len(), |p| i + p);
+    if unit_end == i {
+        return None;
+    }
+    Some((whole, fraction, scale, &s[i..unit_end], &s[unit_end..]))
 }
 
 /// `d` as the API spells durations: `"1h"`, `"90m"` is `"1h30m"`, `"0s"`.
