@@ -23,6 +23,12 @@ pub fn tagged_name(display: &str, uid: &str) -> String {
     format!("{} {tag}", cut.trim_end())
 }
 
+/// The friendly name a subaccount is created under: from the object's UID alone, so a spec edit
+/// while a create is interrupted cannot change the name it is found by.
+pub fn creation_name(uid: &str) -> String {
+    format!("twilio-operator {}", tag(uid))
+}
+
 /// Whether a Twilio friendly name carries this object's tag.
 pub fn is_tagged(friendly_name: Option<&str>, uid: &str) -> bool {
     friendly_name.is_some_and(|n| n.ends_with(&tag(uid)))

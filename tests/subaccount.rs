@@ -314,6 +314,35 @@ async fn a_crash_between_create_and_status_write_makes_no_second_subaccount() {
     f.wait_event("once", "Recovered").await;
 }
 
+/// The name an interrupted create is found by comes from the object's UID alone: renaming the
+/// object while the operator is down must not make it create a second subaccount.
+#[tokio::test]
+async fn a_rename_after_an_interrupted_create_makes_no_second_subaccount() {
+    let mut f = Fixture::new("sub-rename", &[]).await;
+    f.restart_operator(&[("TWILIO_OPERATOR_FAILPOINT", "subaccount-after-create")]);
+    create(&f, "once", json!({"friendlyName": "before"})).await;
+    let exit = f.operator.as_mut().unwrap().wait_exit(WAIT);
+    assert!(!exit.success());
+    assert_eq!(
+        subaccounts(&f).await.len(),
+        1,
+        "the create happened before the crash"
+    );
+    let rename = json!({"spec": {"friendlyName": "after"}});
+    subs(&f)
+        .patch("once", &PatchParams::default(), &Patch::Merge(&rename))
+        .await
+        .unwrap();
+    f.restart_operator(&[]);
+    let st = ready_where(&f, "once", "renamed", |st| {
+        st.friendly_name.as_deref() == Some("after")
+    })
+    .await;
+    let at_twilio = subaccounts(&f).await;
+    assert_eq!(at_twilio.len(), 1, "no second subaccount: {at_twilio:?}");
+    assert_eq!(at_twilio[0], (st.sid.unwrap(), "after".into(), "active".into()));
+}
+
 #[tokio::test]
 async fn deletion_policies_retain_suspend_and_close() {
     let f = Fixture::new("sub-delete", &[]).await;

@@ -8,9 +8,10 @@
 //!
 //! Contract:
 //! - create is never duplicated: the intent (`status.pendingSince`) is written before Twilio is
-//!   asked, the subaccount is created under a name unique to this object, its SID is recorded at
-//!   once, and after an interruption the subaccount is found by that name (Twilio's list filters
-//!   on exact FriendlyName) instead of being created again; then it is renamed as the spec says;
+//!   asked, the subaccount is created under a name derived from the object's UID alone, its SID
+//!   is recorded at once, and after an interruption the subaccount is found by that name
+//!   (Twilio's list filters on exact FriendlyName) instead of being created again; only then is
+//!   it renamed as the spec says;
 //! - a closed subaccount is never reopened; one suspended outside Kubernetes is brought back to
 //!   spec.state with a Warning event;
 //! - the auth token rotates through Twilio's secondary token: create, publish, wait gracePeriod,

@@ -31,8 +31,8 @@ pub struct Settings {
     pub namespace: String,
     /// The subaccount's friendly name as the spec wants it.
     pub display_name: String,
-    /// The name a subaccount is created under: unique to this object, so an interrupted create
-    /// can be found again.
+    /// The name a subaccount is created under: derived from the object's UID alone, so an
+    /// interrupted create can be found again whatever the spec says by then.
     pub creation_name: String,
     /// The Secret the credentials are published in, if any.
     pub secret_name: Option<String>,
@@ -52,7 +52,7 @@ pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
         None => None,
     };
     Ok(Settings {
-        creation_name: tagging::tagged_name(&display_name, &sub.uid().unwrap_or_default()),
+        creation_name: tagging::creation_name(&sub.uid().unwrap_or_default()),
         display_name,
         namespace,
         secret_name: sub.spec.secret.as_ref().map(|s| s.name.clone()),
