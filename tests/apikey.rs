@@ -745,3 +745,53 @@ async fn crash_mid_revoke_finishes_the_revocation() {
     assert_eq!(f.tagged(&key).await, vec![sid.clone()]);
     assert_eq!(f.published("tidy").await.username(), sid);
 }
+
+/// With gracePeriod 0s the old key goes at once, so the workloads must already be rolling to the
+/// new key when it does: at the moment of the first revocation the Deployment names the new key.
+#[tokio::test]
+async fn with_no_grace_the_workloads_roll_before_the_old_key_goes() {
+    let mut f = Fixture::new("grace0", &[]).await;
+    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let spec = json!({"rotation": {"every": "24h", "gracePeriod": "0s"}, "restartWorkloads": [{"kind": "Deployment", "name": "web"}]});
+    f.create("api", spec).await;
+    let old = status(&f.ready("api").await).key_sid.unwrap();
+    crash_at(&mut f, "apikey-mid-revoke");
+    f.annotate("api", "twilio.operator.dev/rotate", "now").await;
+    let exit = f.operator.as_mut().unwrap().wait_exit(WAIT);
+    assert!(!exit.success(), "the operator stopped at its first revocation");
+    let secret = f.secrets().get("api").await.unwrap();
+    let published = secret.annotations()["twilio.operator.dev/credential-sid"].clone();
+    assert_ne!(published, old, "the new key was published");
+    let template = deployments
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap();
+    assert_eq!(
+        template
+            .annotations
+            .unwrap_or_default()
+            .get("twilio.operator.dev/api-key-sid"),
+        Some(&published),
+        "the workload was rolled to the new key before the old one was revoked"
+    );
+    f.restart_operator(&[]);
+    f.ready_where("api", "settled", |k| {
+        k.status.as_ref().unwrap().retiring_keys.is_empty()
+    })
+    .await;
+}

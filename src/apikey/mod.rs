@@ -353,9 +353,6 @@ impl ApiKeys {
                 // Never more than two live keys: the retiring one goes before a new one comes.
                 self.retire(key, target, st, &revoke_first).await?;
                 self.issue(key, settings, target, secret, cause, st, now).await?;
-                // A zero grace period makes the replaced key due at once.
-                self.retire(key, target, st, &plan::due_revocations(st, now))
-                    .await?;
             }
             Change::Update => self.update_key(key, settings, target, st).await?,
             Change::None => {}
@@ -363,6 +360,10 @@ impl ApiKeys {
         if plan::roll_due(st, settings.generation) {
             self.roll_workloads(key, settings, st).await?;
         }
+        // A zero grace period makes a replaced key due at once: it goes only now, once the
+        // workloads are rolling to its successor.
+        self.retire(key, target, st, &plan::due_revocations(st, now))
+            .await?;
         st.secret_name = Some(settings.secret_name.clone());
         Ok(())
     }
