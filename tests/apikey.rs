@@ -795,3 +795,45 @@ async fn with_no_grace_the_workloads_roll_before_the_old_key_goes() {
     })
     .await;
 }
+
+/// One key list that misses the live key (an eventually consistent read) is not proof it was
+/// revoked: the operator fetches the key before reissuing it, and keeps it.
+#[tokio::test]
+async fn a_key_missing_from_one_list_is_fetched_before_it_is_reissued() {
+    let mut f = Fixture::new("misslist", &[]).await;
+    f.restart_operator(&[("RESYNC_INTERVAL", "2s")]);
+    f.create("steady", json!({})).await;
+    let sid = status(&f.ready("steady").await).key_sid.unwrap();
+    f.emu
+        .configure(json!({"rules": {"omit_from_next_list": sid}}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let state = f.emu.state().await;
+        if state["received"]["api.FetchKey"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key was never looked at again: {}",
+            state["received"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Two more resyncs with honest lists.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let key = f.ready("steady").await;
+    assert_eq!(
+        status(&key).key_sid.as_deref(),
+        Some(sid.as_str()),
+        "the live key was kept"
+    );
+    assert!(
+        !f.events("steady")
+            .await
+            .iter()
+            .any(|(_, reason, _)| reason == "KeyRevokedOutside"),
+        "no key was reported revoked"
+    );
+    assert_eq!(f.tagged(&key).await, vec![sid]);
+}

@@ -264,13 +264,11 @@ fn execute(
         }
         Route::ListKey(account) => {
             world.authorize(principal, account, Scope::Management, None, req.path)?;
-            ok(v2010_page(
-                req,
-                "keys",
-                &world.account_keys(account),
-                |k| &k.sid,
-                v2010_key_json,
-            )?)
+            let mut keys = world.account_keys(account);
+            if let Some(omitted) = world.rules.omit_from_next_list.take() {
+                keys.retain(|k| k.sid != omitted);
+            }
+            ok(v2010_page(req, "keys", &keys, |k| &k.sid, v2010_key_json)?)
         }
         Route::FetchKey(account, sid) => {
             world.authorize(principal, account, Scope::Management, None, req.path)?;

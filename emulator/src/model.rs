@@ -159,6 +159,10 @@ pub struct Rules {
     /// Whether a Main key of a parent may act on its subaccounts (Twilio's behaviour is
     /// disputed; default deny).
     pub main_key_subaccount_access: bool,
+    /// A key SID the next v2010 key list leaves out, once: a list that misses a live key, as an
+    /// eventually consistent read may.
+    #[serde(default)]
+    pub omit_from_next_list: Option<String>,
 }
 
 impl Default for Rules {
@@ -167,6 +171,7 @@ impl Default for Rules {
             max_subaccounts: 1000,
             max_keys: 100,
             main_key_subaccount_access: false,
+            omit_from_next_list: None,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::context::Context;
 use crate::reconcile::{self, Done, Error, Lifecycle, Note, Stop, object_id, write_status};
 use crate::secret::{self, Observed};
 use crate::target::{self, Target, Use};
-use crate::twilio::{Credentials, Error as TwilioError, Inventories};
+use crate::twilio::{Credentials, Error as TwilioError, ErrorClass, Inventories};
 use crate::{failpoint, tagging, tenancy};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
@@ -315,10 +315,36 @@ impl ApiKeys {
             .inventories
             .read(&self.ctx.twilio, &target.account_sid, &target.creds, max_age)
             .await?;
+        // One list that misses the current key is not proof it was revoked: fetch it to be sure.
+        let current_key_fetched = match st
+            .key_sid
+            .as_deref()
+            .filter(|_| plan::revoked_outside(st, &inventory))
+        {
+            Some(sid) => match self
+                .ctx
+                .twilio
+                .fetch_key(&target.creds, &target.account_sid, sid)
+                .await
+            {
+                Ok(found) => {
+                    let name = found.friendly_name.unwrap_or_default();
+                    self.memory
+                        .inventories
+                        .remember(&target.account_sid, sid, &name)
+                        .await;
+                    true
+                }
+                Err(e) if e.class() == ErrorClass::NotFound => false,
+                Err(e) => return Err(e.into()),
+            },
+            None => false,
+        };
         Ok(Observation {
             account_sid: target.account_sid.clone(),
             secret,
             inventory,
+            current_key_fetched,
         })
     }
 

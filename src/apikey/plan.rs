@@ -100,6 +100,9 @@ pub struct Observation {
     pub secret: Observed,
     /// The account's keys at Twilio.
     pub inventory: Arc<Inventory>,
+    /// The current key was missing from the list, but fetching it found it: one list that
+    /// misses a key is not proof that it was revoked.
+    pub current_key_fetched: bool,
 }
 
 /// Whether the key list must be read afresh: a create was announced and its key has not
@@ -219,7 +222,7 @@ pub fn plan(
     }
     let revoke = due_revocations(&st, now);
     let sweep = orphans(&seen.inventory, &settings.uid, &st, secret);
-    let revoked = revoked_outside(&st, &seen.inventory);
+    let revoked = revoked_outside(&st, &seen.inventory) && !seen.current_key_fetched;
     let change = match issue_cause(&st, secret, settings.rotate_request.as_deref(), revoked, now) {
         Some(cause) => {
             let revoke_first = if cause.retires_current() && st.key_sid.is_some() {
@@ -394,9 +397,9 @@ fn orphans(inventory: &Inventory, uid: &str, status: &TwilioApiKeyStatus, secret
         .collect()
 }
 
-/// Whether the current key was revoked outside Kubernetes: missing from a list read after it
-/// was created (a list read before could simply predate it).
-fn revoked_outside(status: &TwilioApiKeyStatus, inventory: &Inventory) -> bool {
+/// Whether the current key looks revoked outside Kubernetes: missing from a list read after it
+/// was created (a list read before could simply predate it). Only a fetch confirms it.
+pub fn revoked_outside(status: &TwilioApiKeyStatus, inventory: &Inventory) -> bool {
     match (status.key_sid.as_deref(), status.key_created_at.as_ref()) {
         (Some(sid), Some(created)) => inventory.read_at > created.0 && !inventory.contains(sid),
         _ => false,
@@ -492,6 +495,7 @@ mod tests {
         Observation {
             account_sid: "AC1".into(),
             secret,
+            current_key_fetched: false,
             inventory: Arc::new(Inventory {
                 read_at: at(read_at),
                 keys,
