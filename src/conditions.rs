@@ -35,6 +35,9 @@ pub enum Reason {
     CredentialsMissing,
     /// Twilio refused the credentials (20003).
     AuthenticationFailed,
+    /// Kubernetes refused a write the operator needs (a 400, 403 or 422): a policy, RBAC or an
+    /// invalid object; the message carries Kubernetes' words.
+    KubernetesError,
     /// Twilio asked us to slow down (429/20429).
     RateLimited,
     /// The referenced TwilioSubaccount is not Ready yet.
@@ -70,6 +73,7 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::CredentialsMissing => "CredentialsMissing",
             Reason::AuthenticationFailed => "AuthenticationFailed",
+            Reason::KubernetesError => "KubernetesError",
             Reason::RateLimited => "RateLimited",
             Reason::SubaccountNotReady => "SubaccountNotReady",
             Reason::SubaccountSuspended => "SubaccountSuspended",
@@ -139,6 +143,24 @@ impl From<TwilioError> for Problem {
             _ => "",
         };
         Problem::new(reason, format!("{e}.{hint}"))
+    }
+}
+
+impl Problem {
+    /// The problem a Kubernetes refusal the operator cannot fix by retrying alone is: a 400, 403
+    /// or 422 (RBAC, an admission policy, an invalid object). `None` for other errors, which are
+    /// retried as they are.
+    pub fn from_kube(e: &kube::Error) -> Option<Self> {
+        match e {
+            kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => Some(Problem::new(
+                Reason::KubernetesError,
+                format!(
+                    "Kubernetes refused a write ({} {}): {}",
+                    status.code, status.reason, status.message
+                ),
+            )),
+            _ => None,
+        }
     }
 }
 

@@ -138,7 +138,8 @@ impl From<Problem> for Stop {
 }
 impl From<kube::Error> for Stop {
     fn from(e: kube::Error) -> Self {
-        Stop::Kube(e)
+        // A refusal a person must act on is reported in Ready; anything else is retried.
+        Problem::from_kube(&e).map_or(Stop::Kube(e), Stop::Problem)
     }
 }
 impl From<TwilioError> for Stop {
@@ -175,14 +176,20 @@ pub async fn write_status<K: Object>(
     Ok(())
 }
 
-/// Writes a Secret the operator publishes, with server-side apply. Only a Secret already
-/// `ours` is written with force: a Secret somebody else made meanwhile makes the write fail
-/// instead of being taken over.
-pub async fn apply_secret(ctx: &Context, secret: &Secret, ours: bool) -> Result<(), kube::Error> {
+/// Writes a Secret the operator publishes, with server-side apply, or with `dry_run` only asks
+/// Kubernetes whether it would accept it. Only a Secret already `ours` is written with force: a
+/// Secret somebody else made meanwhile makes the write fail instead of being taken over.
+pub async fn apply_secret(
+    ctx: &Context,
+    secret: &Secret,
+    ours: bool,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
     let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
     let name = secret.metadata.name.as_deref().unwrap_or_default();
     let mut params = PatchParams::apply(MANAGER);
     params.force = ours;
+    params.dry_run = dry_run;
     Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .patch(name, &params, &Patch::Apply(secret))
         .await?;

@@ -797,3 +797,38 @@ async fn service_account_clients_are_held_to_rbac() {
         .await
         .expect("admin lists Secrets");
 }
+
+#[tokio::test]
+async fn secret_labels_and_annotations_have_kubernetes_syntax() {
+    let ns = cluster().namespace("labels").await;
+    for (labels, fragment) in [
+        (json!({"bad key!": "x"}), "secret.labels keys"),
+        (json!({"a/b/c": "x"}), "secret.labels keys"),
+        (json!({"team": "not a value"}), "should match"),
+        (json!({"team": "x".repeat(64)}), "may not be more than 63"),
+    ] {
+        rejects_create(
+            &ns,
+            "TwilioApiKey",
+            json!({"secret": {"labels": labels}}),
+            &[fragment],
+        )
+        .await;
+    }
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"secret": {"annotations": {"bad key!": "x"}}}),
+        &["secret.annotations keys"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"secret": {"annotations": {"note": "x".repeat(5000)}}}),
+        &["spec.secret.annotations", "4096"],
+    )
+    .await;
+    let fine = json!({"secret": {"labels": {"example.com/team": "a", "empty": ""}, "annotations": {"note": "anything, even spaces"}}});
+    accepts(&ns, object("TwilioApiKey", "labelled", fine)).await;
+}

@@ -837,3 +837,74 @@ async fn a_key_missing_from_one_list_is_fetched_before_it_is_reissued() {
     );
     assert_eq!(f.tagged(&key).await, vec![sid]);
 }
+
+/// A Secret Kubernetes refuses (here an admission policy refuses every Secret in the namespace)
+/// is found out before Twilio is asked: the key is never created, so retries cannot create and
+/// sweep keys without end, and the refusal shows in the Ready condition.
+#[tokio::test]
+async fn a_secret_kubernetes_refuses_costs_no_key_and_shows_in_ready() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let f = Fixture::new("refuse", &[]).await;
+    let name = format!("no-secrets-{}", f.ns);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"]}]},
+            "validations": [{"expression": "false", "message": "this namespace refuses Secrets"}]}
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f.ns}}}}
+    }))
+    .unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(f.client.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(f.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // The policy takes effect within moments; wait until a Secret is really refused.
+    let probe: Secret =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "probe"}}))
+            .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while f
+        .secrets()
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &probe,
+        )
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admission policy never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    f.create("refused", json!({})).await;
+    let key = f.reason("refused", "KubernetesError").await;
+    let message = key.status.unwrap().conditions[0].message.clone();
+    assert!(message.contains("refuses Secrets"), "{message}");
+    f.wait_event("refused", "KubernetesError").await;
+    // Two more attempts, with backoff: still no key at Twilio.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let state = f.emu.state().await;
+    assert_eq!(
+        state["received"]["api.CreateNewKey"].as_u64().unwrap_or(0),
+        0,
+        "{}",
+        state["received"]
+    );
+    assert!(state["keys"].as_array().unwrap().is_empty());
+}

@@ -151,14 +151,21 @@ pub struct ApiKeySecret {
     #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
     pub name: Option<String>,
 
-    /// Labels copied onto the Secret. app.kubernetes.io/managed-by is always set by the operator.
+    /// Labels copied onto the Secret, at most 64, with Kubernetes label syntax (keys like
+    /// "team" or "example.com/team", values of at most 63 characters). app.kubernetes.io/managed-by
+    /// is always set by the operator.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": super::LABEL_VALUE}))]
     #[x_kube(validation = Rule::new("!('app.kubernetes.io/managed-by' in self)")
         .message("secret.labels must not set app.kubernetes.io/managed-by: the operator sets it to mark the Secrets it owns"))]
+    #[x_kube(validation = super::metadata_keys_rule("secret.labels"))]
     pub labels: BTreeMap<String, String>,
 
-    /// Annotations copied onto the Secret.
+    /// Annotations copied onto the Secret, at most 64, keys with Kubernetes annotation syntax,
+    /// values of at most 4096 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = super::metadata_keys_rule("secret.annotations"))]
     pub annotations: BTreeMap<String, String>,
 
     /// Names of the Secret's data keys, to match what the consuming application reads.

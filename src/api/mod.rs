@@ -35,6 +35,22 @@ pub(crate) const DNS1123_SUBDOMAIN: &str =
 /// A DNS-1123 label, the shape of a namespace name.
 pub(crate) const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
+/// A label or annotation key: an optional DNS-subdomain prefix and "/", then a name of at most
+/// 63 characters.
+pub(crate) const METADATA_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+
+/// A label value: empty, or at most 63 characters.
+pub(crate) const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
+
+/// A field-level rule on a string map: every key is a valid label or annotation key.
+pub(crate) fn metadata_keys_rule(field: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!("self.all(k, size(k) <= 317 && k.matches(r'{METADATA_KEY}'))")).message(
+        kube::core::Message::Message(format!(
+            "{field} keys must be Kubernetes label keys: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        )),
+    )
+}
+
 /// A reference to another object in the same namespace. Cross-namespace references are not
 /// offered on purpose: they would let one tenant borrow another tenant's Twilio credentials.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -455,6 +455,34 @@ impl ApiKeys {
         now: Timestamp,
     ) -> Result<(), Stop> {
         let ctx = &self.ctx;
+        let spec_secret = key.spec.secret.clone().unwrap_or_default();
+        let owner = key
+            .controller_owner_ref(&())
+            .expect("a stored object has a name and a UID");
+        let published = |sid: &str, value: &str| {
+            secret::build(&secret::Published {
+                name: &settings.secret_name,
+                namespace: &settings.namespace,
+                owner: owner.clone(),
+                labels: &spec_secret.labels,
+                annotations: &spec_secret.annotations,
+                credential_sid: sid,
+                created_at: now,
+                request: settings.rotate_request.as_deref(),
+                data: vec![
+                    (&settings.keys.account_sid, &target.account_sid),
+                    (&settings.keys.api_key, sid),
+                    (&settings.keys.api_secret, value),
+                ],
+                secret_key: &settings.keys.api_secret,
+            })
+        };
+        let ours = matches!(secret, Observed::Ours(_));
+        // Whatever Kubernetes would refuse (a policy, RBAC, an invalid label) is found out before
+        // Twilio is asked, so a refused Secret never costs a key to create and sweep.
+        let placeholder = format!("SK{}", "0".repeat(32));
+        reconcile::apply_secret(ctx, &published(&placeholder, &"0".repeat(32)), ours, true).await?;
+
         let name = tagging::tagged_name(&settings.display_name, &settings.uid);
         let create = async {
             let new = match (key.spec.key_type, &key.spec.permissions) {
@@ -476,27 +504,7 @@ impl ApiKeys {
             Ok(new)
         };
         let new = reconcile::create_with_intent(ctx, key, st, now, "apikey-after-create", create).await?;
-
-        let spec_secret = key.spec.secret.clone().unwrap_or_default();
-        let published = secret::build(&secret::Published {
-            name: &settings.secret_name,
-            namespace: &settings.namespace,
-            owner: key
-                .controller_owner_ref(&())
-                .expect("a stored object has a name and a UID"),
-            labels: &spec_secret.labels,
-            annotations: &spec_secret.annotations,
-            credential_sid: &new.sid,
-            created_at: now,
-            request: settings.rotate_request.as_deref(),
-            data: vec![
-                (&settings.keys.account_sid, &target.account_sid),
-                (&settings.keys.api_key, &new.sid),
-                (&settings.keys.api_secret, new.secret.expose_secret()),
-            ],
-            secret_key: &settings.keys.api_secret,
-        });
-        reconcile::apply_secret(ctx, &published, matches!(secret, Observed::Ours(_))).await?;
+        reconcile::apply_secret(ctx, &published(&new.sid, new.secret.expose_secret()), ours, false).await?;
         failpoint::hit("apikey-after-secret");
 
         let previous = st.key_sid.clone();

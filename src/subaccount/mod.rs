@@ -577,6 +577,6 @@ impl SecretWriter<'_> {
             ],
             secret_key: AUTH_TOKEN_KEY,
         });
-        reconcile::apply_secret(self.ctx, &published, self.ours).await
+        reconcile::apply_secret(self.ctx, &published, self.ours, false).await
     }
 }
