@@ -435,6 +435,64 @@ async fn the_auth_token_rotates_through_the_secondary_token() {
     f.emu.assert_contract_clean().await;
 }
 
+/// After a crash between publishing the secondary token and recording it, the operator checks
+/// whether the Secret's token is that secondary. A passing Twilio error in that check is retried,
+/// never taken for "not a secondary": the published token is kept and promoted, not replaced.
+#[tokio::test]
+async fn a_transient_error_never_restarts_an_interrupted_token_rotation() {
+    let mut f = Fixture::new("sub-token-flaky", &[]).await;
+    create(&f, "careful", json!({"secret": {"name": "careful-twilio"}, "authTokenRotation": {"every": "24h", "gracePeriod": "5s"}})).await;
+    let sid = ready(&f, "careful").await.sid.unwrap();
+    f.restart_operator(&[("TWILIO_OPERATOR_FAILPOINT", "token-after-secret")]);
+    let past = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "status": {"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}}});
+    for _ in 0..5 {
+        subs(&f)
+            .patch_status(
+                "careful",
+                &PatchParams::apply("time-travel").force(),
+                &Patch::Apply(&past),
+            )
+            .await
+            .unwrap();
+        if f.operator
+            .as_mut()
+            .unwrap()
+            .exited_within(Duration::from_secs(10))
+        {
+            break;
+        }
+    }
+    assert!(!f.operator.as_mut().unwrap().wait_exit(WAIT).success());
+    let secret_token = |s: &Secret| s.data.as_ref().unwrap()["TWILIO_AUTH_TOKEN"].0.clone();
+    let published = secret_token(&f.secrets().get("careful-twilio").await.unwrap());
+    let flaky = json!({"rules": {"fail_next": {"operation": "api.FetchAccount", "account": sid, "status": 503, "times": 6}}});
+    f.emu.configure(flaky).await;
+    f.restart_operator(&[]);
+    ready_where(&f, "careful", "rotated", |st| {
+        st.auth_token
+            .as_ref()
+            .is_some_and(|t| t.secondary_published_at.is_none() && t.rotated_at.0.as_second() > 1_700_000_000)
+    })
+    .await;
+    let config: Value = reqwest::get(format!("{}/_emulator/config", f.emu.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        config["rules"]["fail_next"].is_null(),
+        "the check did meet the failures: {config}"
+    );
+    assert_eq!(
+        secret_token(&f.secrets().get("careful-twilio").await.unwrap()),
+        published,
+        "the published secondary was promoted, not replaced"
+    );
+    assert_eq!(f.emu.calls("accounts.DeleteSecondaryAuthToken").await, 0);
+    assert!(token_works(&f, &published_token(&f, "careful-twilio").await).await);
+}
+
 #[tokio::test]
 async fn a_crash_anywhere_in_the_token_rotation_never_locks_consumers_out() {
     for failpoint in [

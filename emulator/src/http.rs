@@ -145,6 +145,19 @@ async fn serve(app: &App, route: &Route, headers: &HeaderMap, request: &Request<
         Ok(p) => p,
         Err(e) => return (e.status, Err((e, None))),
     };
+    if let Some(status) = app
+        .world
+        .lock()
+        .expect("world")
+        .take_failure(route.operation(), &principal.account_sid)
+    {
+        let error = ApiError::new(
+            status,
+            20500 + u32::from(status == 503) * 3,
+            "Internal Server Error",
+        );
+        return (status, Err((error, None)));
+    }
     let Some(_slot) = app.enter(&principal.account_sid) else {
         let retry_after = app.knobs.read().expect("knobs").retry_after_secs;
         return (429, Err((too_many_requests(), retry_after)));

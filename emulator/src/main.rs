@@ -82,6 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_keys: args.max_keys,
         main_key_subaccount_access: args.main_key_subaccount_access,
         omit_from_next_list: None,
+        fail_next: None,
     };
     let app = Arc::new(App::new(knobs, rules, contract));
     let generated = args.auth_token.is_none();

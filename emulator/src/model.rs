@@ -163,6 +163,29 @@ pub struct Rules {
     /// eventually consistent read may.
     #[serde(default)]
     pub omit_from_next_list: Option<String>,
+    /// Requests to fail: the next `times` requests of `operation` made as `account` answer
+    /// `status` (a 500 or 503, as a passing Twilio fault does), before they take effect.
+    #[serde(default)]
+    pub fail_next: Option<FailNext>,
+}
+
+/// Which request [`Rules::fail_next`] fails.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailNext {
+    /// The operation, as the call counters name it (`api.FetchAccount`).
+    pub operation: String,
+    /// The account the request authenticates as.
+    pub account: String,
+    /// 500 or 503.
+    pub status: u16,
+    /// How many such requests fail before the rule is spent (retries included).
+    #[serde(default = "once")]
+    pub times: u32,
+}
+
+fn once() -> u32 {
+    1
 }
 
 impl Default for Rules {
@@ -172,6 +195,7 @@ impl Default for Rules {
             max_keys: 100,
             main_key_subaccount_access: false,
             omit_from_next_list: None,
+            fail_next: None,
         }
     }
 }
@@ -523,6 +547,24 @@ impl World {
         };
         self.keys.insert(key.sid.clone(), key.clone());
         Ok(NewKey { key, secret })
+    }
+
+    /// The status to fail this request with, if [`Rules::fail_next`] names it; once.
+    pub fn take_failure(&mut self, operation: &str, account: &str) -> Option<u16> {
+        let armed = self.rules.fail_next.as_ref()?;
+        if armed.operation != operation || armed.account != account {
+            return None;
+        }
+        let status = if matches!(armed.status, 500 | 503) {
+            armed.status
+        } else {
+            500
+        };
+        match self.rules.fail_next.as_mut() {
+            Some(armed) if armed.times > 1 => armed.times -= 1,
+            _ => self.rules.fail_next = None,
+        }
+        Some(status)
     }
 
     pub fn account_keys(&self, account_sid: &str) -> Vec<Key> {

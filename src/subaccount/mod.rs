@@ -456,14 +456,18 @@ impl Subaccounts {
                 .as_ref()
                 .and_then(|s| s.data.as_ref()?.get(AUTH_TOKEN_KEY))
                 .map(|v| SecretString::from(String::from_utf8_lossy(&v.0).into_owned()));
-            if let Some(held) = held
-                && ctx
+            if let Some(held) = held {
+                match ctx
                     .twilio
                     .fetch_account(&token_credentials(sid, held)?, sid)
                     .await
-                    .is_ok()
-            {
-                held_secondary = record.as_ref().map(|r| r.created_at.unwrap_or(now));
+                {
+                    Ok(_) => held_secondary = record.as_ref().map(|r| r.created_at.unwrap_or(now)),
+                    // Only Twilio refusing the token says it is no secondary: a passing error is
+                    // retried, never taken as an answer that would restart the rotation.
+                    Err(e) if e.is_retryable() => return Err(e.into()),
+                    Err(_) => {}
+                }
             }
         }
 
