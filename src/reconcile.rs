@@ -24,7 +24,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -176,24 +176,37 @@ pub async fn write_status<K: Object>(
     Ok(())
 }
 
-/// Writes a Secret the operator publishes, with server-side apply, or with `dry_run` only asks
-/// Kubernetes whether it would accept it. Only a Secret already `ours` is written with force: a
-/// Secret somebody else made meanwhile makes the write fail instead of being taken over.
-pub async fn apply_secret(
-    ctx: &Context,
-    secret: &Secret,
-    ours: bool,
-    dry_run: bool,
-) -> Result<(), kube::Error> {
+/// Writes a Secret the operator publishes, or with `dry_run` only asks Kubernetes whether it
+/// would accept it. A Secret already `ours` is written by server-side apply with force; a new one
+/// is created, so a Secret somebody else made meanwhile is a `SecretConflict`, never co-owned.
+pub async fn write_secret(ctx: &Context, secret: &Secret, ours: bool, dry_run: bool) -> Result<(), Stop> {
     let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
     let name = secret.metadata.name.as_deref().unwrap_or_default();
-    let mut params = PatchParams::apply(MANAGER);
-    params.force = ours;
-    params.dry_run = dry_run;
-    Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .patch(name, &params, &Patch::Apply(secret))
-        .await?;
-    Ok(())
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    let written = if ours {
+        let mut params = PatchParams::apply(MANAGER).force();
+        params.dry_run = dry_run;
+        api.patch(name, &params, &Patch::Apply(secret)).await.map(drop)
+    } else {
+        let params = PostParams {
+            dry_run,
+            field_manager: Some(MANAGER.into()),
+        };
+        api.create(&params, secret).await.map(drop)
+    };
+    match written {
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let owner = secret
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .next()
+                .map_or("", |o| o.kind.as_str());
+            Err(Problem::secret_conflict(name, owner).into())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Asks Twilio to create something for `obj`, announcing it first: `status.pendingSince` is

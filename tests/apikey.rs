@@ -908,3 +908,44 @@ async fn a_secret_kubernetes_refuses_costs_no_key_and_shows_in_ready() {
     );
     assert!(state["keys"].as_array().unwrap().is_empty());
 }
+
+/// A Secret somebody creates while the operator is asking Twilio for the key (here the emulator
+/// answers slowly, and the Secret appears once the create is announced) is theirs: the operator
+/// creates its Secret, it does not co-own one by an apply, so it reports SecretConflict and never
+/// writes into theirs; deleting the object then revokes the key it made.
+#[tokio::test]
+async fn a_secret_made_during_the_create_is_never_taken_over() {
+    let f = Fixture::new("samesecret", &[]).await;
+    f.emu.configure(json!({"knobs": {"latency_ms": 3000}})).await;
+    f.create("raced", json!({})).await;
+    wait_for(
+        &f.keys(),
+        "raced",
+        WAIT,
+        "announcing its create",
+        |k: &TwilioApiKey| k.status.as_ref().is_some_and(|st| st.pending_since.is_some()),
+    )
+    .await;
+    let theirs: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raced"}, "stringData": {"keep": "me"}})).unwrap();
+    f.secrets().create(&PostParams::default(), &theirs).await.unwrap();
+    f.reason("raced", "SecretConflict").await;
+    let untouched = f.secrets().get("raced").await.unwrap();
+    assert_eq!(
+        untouched
+            .data
+            .clone()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        ["keep"]
+    );
+    assert!(untouched.owner_references().is_empty(), "not co-owned");
+    f.emu.configure(json!({"knobs": {"latency_ms": 0}})).await;
+    f.keys().delete("raced", &DeleteParams::default()).await.unwrap();
+    wait_gone(&f.keys(), "raced", WAIT).await;
+    assert!(
+        f.emu.state().await["keys"].as_array().unwrap().is_empty(),
+        "the key it made was revoked"
+    );
+}

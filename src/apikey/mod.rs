@@ -481,7 +481,7 @@ impl ApiKeys {
         // Whatever Kubernetes would refuse (a policy, RBAC, an invalid label) is found out before
         // Twilio is asked, so a refused Secret never costs a key to create and sweep.
         let placeholder = format!("SK{}", "0".repeat(32));
-        reconcile::apply_secret(ctx, &published(&placeholder, &"0".repeat(32)), ours, true).await?;
+        reconcile::write_secret(ctx, &published(&placeholder, &"0".repeat(32)), ours, true).await?;
 
         let name = tagging::tagged_name(&settings.display_name, &settings.uid);
         let create = async {
@@ -504,7 +504,7 @@ impl ApiKeys {
             Ok(new)
         };
         let new = reconcile::create_with_intent(ctx, key, st, now, "apikey-after-create", create).await?;
-        reconcile::apply_secret(ctx, &published(&new.sid, new.secret.expose_secret()), ours, false).await?;
+        reconcile::write_secret(ctx, &published(&new.sid, new.secret.expose_secret()), ours, false).await?;
         failpoint::hit("apikey-after-secret");
 
         let previous = st.key_sid.clone();

@@ -561,7 +561,7 @@ struct SecretWriter<'a> {
 }
 
 impl SecretWriter<'_> {
-    async fn write(&self, token: &SecretString, now: Timestamp) -> Result<(), kube::Error> {
+    async fn write(&self, token: &SecretString, now: Timestamp) -> Result<(), Stop> {
         let empty = Default::default();
         let published = secret::build(&secret::Published {
             name: self.name,
@@ -581,6 +581,6 @@ impl SecretWriter<'_> {
             ],
             secret_key: AUTH_TOKEN_KEY,
         });
-        reconcile::apply_secret(self.ctx, &published, self.ours, false).await
+        reconcile::write_secret(self.ctx, &published, self.ours, false).await
     }
 }
