@@ -164,9 +164,23 @@ pub async fn write_status<K: Object>(
     obj: &K,
     status: &impl Serialize,
 ) -> Result<(), kube::Error> {
+    apply_status(ctx, obj, status, None).await
+}
+
+/// Applies `status`; with `read`, only if the object is still at that resourceVersion (the
+/// apiserver answers 409 Conflict otherwise).
+async fn apply_status<K: Object>(
+    ctx: &Context,
+    obj: &K,
+    status: &impl Serialize,
+    read: Option<String>,
+) -> Result<(), kube::Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch =
+    let mut patch =
         serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    if let Some(version) = read {
+        patch["metadata"] = serde_json::json!({"resourceVersion": version});
+    }
     api.patch_status(
         &obj.name_any(),
         &PatchParams::apply(MANAGER).force(),
@@ -210,8 +224,9 @@ pub async fn write_secret(ctx: &Context, secret: &Secret, ours: bool, dry_run: b
 }
 
 /// Asks Twilio to create something for `obj`, announcing it first: `status.pendingSince` is
-/// written before `create` runs, so a crash after Twilio acted leaves the next pass a reason to
-/// look for what was made (by the object's tag) before making anything again.
+/// written, conditional on the object being as the pass read it, before `create` runs, so a
+/// crash after Twilio acted leaves the next pass a reason to look for what was made (by the
+/// object's tag) before making anything again, and a stale pass makes nothing.
 pub async fn create_with_intent<K, S, T>(
     ctx: &Context,
     obj: &K,
@@ -230,7 +245,9 @@ where
         let pending = conditions::ready(&[], Reason::Pending, creating, obj.meta().generation, now);
         *status.conditions_mut() = pending;
     }
-    write_status(ctx, obj, status).await?;
+    // Only if the object is as this pass read it: a pass working from a stale copy (one that
+    // does not know what the operator recorded since) must not erase that record and create again.
+    apply_status(ctx, obj, status, obj.resource_version()).await?;
     let created = create.await?;
     failpoint::hit(failpoint_name);
     Ok(created)
@@ -303,6 +320,10 @@ pub async fn finish<K: Object>(
             let reported = report(ctx, obj, st.conditions_mut(), problem, now).await;
             *st.conditions_mut() = reported;
             ctx.backoff(&id)
+        }
+        // The object changed since this pass read it: look again at once, with what it is now.
+        Err(Stop::Kube(kube::Error::Api(e))) if e.code == 409 => {
+            return Ok(Action::requeue(Duration::from_secs(1)));
         }
         Err(Stop::Kube(e)) => return Err(e.into()),
     };
