@@ -428,15 +428,15 @@ async fn a_deleted_or_edited_secret_gets_a_new_key() {
         })
         .await;
     let st = status(&third);
-    // Never more than two live keys: the first retiring key went before the third came.
+    // The first key's grace period is not cut short by the second repair: both retire.
     assert_eq!(
         st.retiring_keys
             .iter()
             .map(|r| r.sid.as_str())
             .collect::<Vec<_>>(),
-        [second_sid.as_str()]
+        [first.as_str(), second_sid.as_str()]
     );
-    assert_eq!(f.tagged(&third).await.len(), 2);
+    assert_eq!(f.tagged(&third).await.len(), 3);
     assert!(f.works(&f.published("svc").await).await);
 }
 
@@ -948,4 +948,65 @@ async fn a_secret_made_during_the_create_is_never_taken_over() {
         f.emu.state().await["keys"].as_array().unwrap().is_empty(),
         "the key it made was revoked"
     );
+}
+
+/// Consumers keep a working credential for the whole grace period, whatever happens during it:
+/// a second rotation requested within it waits for it to end, and a Secret deleted within it is
+/// replaced without cutting the retiring key short.
+#[tokio::test]
+async fn the_grace_period_always_holds() {
+    let f = Fixture::new("grace", &[]).await;
+    f.create(
+        "held",
+        json!({"rotation": {"every": "24h", "gracePeriod": "15s"}}),
+    )
+    .await;
+    let first = status(&f.ready("held").await).key_sid.unwrap();
+    f.annotate("held", "twilio.operator.dev/rotate", "one").await;
+    let rotated = f
+        .ready_where("held", "rotated once", |k| {
+            k.status.as_ref().unwrap().last_rotation_request.as_deref() == Some("one")
+        })
+        .await;
+    let revoke_at = status(&rotated).retiring_keys[0].revoke_at.0;
+    let live = |state: &Value, sid: &str| state["keys"].as_array().unwrap().iter().any(|k| k["sid"] == sid);
+
+    // A second request within the grace period, and the Secret deleted within it.
+    f.annotate("held", "twilio.operator.dev/rotate", "two").await;
+    f.secrets()
+        .delete("held", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = status(&rotated).key_sid.unwrap();
+    let replaced = f
+        .ready_where("held", "republished", |k| {
+            let st = k.status.as_ref().unwrap();
+            st.key_sid.as_deref().is_some_and(|sid| sid != second) && st.secret_name.is_some()
+        })
+        .await;
+    assert!(
+        f.secrets().get_opt("held").await.unwrap().is_some(),
+        "the Secret is back"
+    );
+    while k8s_openapi::jiff::Timestamp::now() < revoke_at {
+        assert!(
+            live(&f.emu.state().await, &first),
+            "{first} was revoked before its grace period ended"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let done = f
+        .ready_where("held", "rotated twice", |k| {
+            let st = k.status.as_ref().unwrap();
+            st.last_rotation_request.as_deref() == Some("two")
+                && !st.retiring_keys.iter().any(|r| r.sid == first)
+        })
+        .await;
+    assert!(
+        !live(&f.emu.state().await, &first),
+        "{first} went once its grace period was over"
+    );
+    assert!(f.works(&f.published("held").await).await);
+    // The new key issued after the request answers it; the key it replaced retires in turn.
+    assert!(status(&done).key_sid.is_some() && status(&replaced).key_sid.is_some());
 }

@@ -8,7 +8,9 @@
 //! - create is crash-safe: the intent (`status.pendingSince`) is written before Twilio is asked,
 //!   the new key carries the object's tag, its credentials reach the Secret before the status,
 //!   and whatever a crash leaves behind is either adopted from the Secret or swept at Twilio;
-//! - at most two keys are ever live: the current one and one retiring until its revokeAt;
+//! - a retiring key lives until its revokeAt, whatever happens: a rotation waits for a grace
+//!   period in progress (so rotations never make more than two live keys), and a lost or
+//!   edited Secret is replaced at once without cutting a retiring key short;
 //! - failures become a condition reason and an event, and back off exponentially;
 //! - no secret value is ever logged, put in status, or put in an event;
 //! - what this reconciler remembers between passes ([`Memory`]) is forgotten with its object.
@@ -375,11 +377,7 @@ impl ApiKeys {
         }
         st.pending_since = None;
         match plan.change {
-            Change::Issue { cause, revoke_first } => {
-                // Never more than two live keys: the retiring one goes before a new one comes.
-                self.retire(key, target, st, &revoke_first).await?;
-                self.issue(key, settings, target, secret, cause, st, now).await?;
-            }
+            Change::Issue(cause) => self.issue(key, settings, target, secret, cause, st, now).await?,
             Change::Update => self.update_key(key, settings, target, st).await?,
             Change::None => {}
         }

@@ -165,14 +165,8 @@ impl Cause {
 pub enum Change {
     /// Nothing: the key is as the spec wants it.
     None,
-    /// Issue a new key for `cause`, first revoking `revoke_first` so no more than two keys
-    /// are ever live.
-    Issue {
-        /// Why the key is issued.
-        cause: Cause,
-        /// Retiring keys to revoke before the new one is created.
-        revoke_first: Vec<String>,
-    },
+    /// Issue a new key for this cause.
+    Issue(Cause),
     /// The spec changed (friendlyName, permissions): update the key in place.
     Update,
 }
@@ -224,18 +218,15 @@ pub fn plan(
     let sweep = orphans(&seen.inventory, &settings.uid, &st, secret);
     let revoked = revoked_outside(&st, &seen.inventory) && !seen.current_key_fetched;
     let change = match issue_cause(&st, secret, settings.rotate_request.as_deref(), revoked, now) {
-        Some(cause) => {
-            let revoke_first = if cause.retires_current() && st.key_sid.is_some() {
-                st.retiring_keys
-                    .iter()
-                    .map(|r| r.sid.clone())
-                    .filter(|sid| !revoke.contains(sid))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            Change::Issue { cause, revoke_first }
+        // A rotation waits for the grace period in progress to end (its deadline wakes the object):
+        // a retiring key is never cut short, and no more than two keys are live.
+        Some(Cause::Requested | Cause::Scheduled)
+            if st.retiring_keys.iter().any(|r| !revoke.contains(&r.sid)) =>
+        {
+            Change::None
         }
+        // A lost or edited Secret is replaced at once; keys still retiring keep their grace.
+        Some(cause) => Change::Issue(cause),
         // A changed spec, unless this process already applied it (a pass may read an older status).
         None if st.observed_generation != settings.generation && !applied_here => Change::Update,
         None => Change::None,
@@ -503,10 +494,7 @@ mod tests {
         }
     }
     fn issue(cause: Cause) -> Change {
-        Change::Issue {
-            cause,
-            revoke_first: vec![],
-        }
+        Change::Issue(cause)
     }
 
     /// One row: the record, what was observed, the time, and the plan's decisions.
@@ -675,10 +663,8 @@ mod tests {
                     rotate_request: Some("r1".into()),
                     ..settings()
                 },
-                change: Change::Issue {
-                    cause: Cause::Requested,
-                    revoke_first: vec!["SK0".into()],
-                },
+                // It waits for the grace period to end.
+                change: Change::None,
                 ..case(
                     "rotation requested within a grace period",
                     TwilioApiKeyStatus {
