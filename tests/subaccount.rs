@@ -662,3 +662,49 @@ async fn twilio_errors_become_actionable_reasons() {
             .contains("21101")
     );
 }
+
+/// A Secret deleted during a token rotation's grace period comes back at once with a token that
+/// works (a fresh secondary, since Twilio shows a secondary only when it is made), instead of
+/// staying missing until the promotion.
+#[tokio::test]
+async fn a_secret_deleted_during_the_token_grace_period_comes_back_at_once() {
+    let f = Fixture::new("sub-token-lost", &[]).await;
+    create(&f, "lost", json!({"secret": {"name": "lost-twilio"}, "authTokenRotation": {"every": "24h", "gracePeriod": "40s"}})).await;
+    ready(&f, "lost").await;
+    let past = json!({"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}});
+    // Retried until the operator acts on it, since a pass under way may overwrite the travel.
+    f.time_travel(&subs(&f), "lost", past, |s: &TwilioSubaccount| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.auth_token.as_ref())
+            .is_some_and(|t| t.secondary_published_at.is_some())
+    })
+    .await;
+    f.secrets()
+        .delete("lost-twilio", &DeleteParams::default())
+        .await
+        .unwrap();
+    let back = wait_for(
+        &f.secrets(),
+        "lost-twilio",
+        Duration::from_secs(15),
+        "published again",
+        |_: &Secret| true,
+    )
+    .await;
+    assert!(back.metadata.deletion_timestamp.is_none());
+    assert!(
+        token_works(&f, &published_token(&f, "lost-twilio").await).await,
+        "the Secret works again at once"
+    );
+    ready_where(&f, "lost", "promoted", |st| {
+        st.auth_token
+            .as_ref()
+            .is_some_and(|t| t.secondary_published_at.is_none() && t.rotated_at.0.as_second() > 1_700_000_000)
+    })
+    .await;
+    assert!(
+        token_works(&f, &published_token(&f, "lost-twilio").await).await,
+        "and after the promotion"
+    );
+}

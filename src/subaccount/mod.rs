@@ -474,7 +474,7 @@ impl Subaccounts {
         let token_plan = plan::token_plan(
             settings.token_rotation,
             st.auth_token.as_ref(),
-            holds_primary,
+            (holds_primary, record.is_some()),
             held_secondary,
             now,
         );

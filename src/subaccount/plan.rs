@@ -229,13 +229,13 @@ pub fn probe_held_token(
     rotates && intact && !holds_primary && record.is_none_or(|r| r.secondary_published_at.is_none())
 }
 
-/// The token step for this pass. `holds_primary` says the Secret holds Twilio's primary token;
-/// `held_secondary` is when the Secret's other token was published, if it was shown to be a
-/// working secondary.
+/// The token step for this pass. `holds_primary` says the Secret holds Twilio's primary token,
+/// `intact` that it holds what the operator wrote; `held_secondary` is when the Secret's other
+/// token was published, if it was shown to be a working secondary.
 pub fn token_plan(
     rotation: Option<(Duration, Duration)>,
     record: Option<&AuthTokenStatus>,
-    holds_primary: bool,
+    (holds_primary, intact): (bool, bool),
     held_secondary: Option<Timestamp>,
     now: Timestamp,
 ) -> TokenPlan {
@@ -261,6 +261,14 @@ pub fn token_plan(
         && let Some(published) = held_secondary
     {
         token.secondary_published_at = Some(Time(published));
+    }
+    if token.secondary_published_at.is_some() && !holds_primary && !intact {
+        // The published secondary is lost (the Secret was deleted or edited) and Twilio shows a
+        // secondary only when it is made: start over with a fresh one, published at once.
+        return TokenPlan {
+            record: Some(token),
+            action: TokenAction::Start,
+        };
     }
     let action = match token_step(&token, every, grace, now) {
         TokenStep::Start => TokenAction::Start,
@@ -468,7 +476,7 @@ mod tests {
                      (holds_primary, held): (bool, Option<&str>),
                      now: &str,
                      want: (TokenAction, bool)| {
-            let p = token_plan(rotation, record, holds_primary, held.map(at), at(now));
+            let p = token_plan(rotation, record, (holds_primary, true), held.map(at), at(now));
             let secondary = p
                 .record
                 .as_ref()
@@ -553,6 +561,15 @@ mod tests {
             "2026-01-01T12:00:00Z",
             (WritePrimary, false),
         );
+        // The Secret holding the published secondary was deleted: start over at once.
+        let lost = token_plan(
+            Some((DAY, HOUR)),
+            Some(&published),
+            (false, false),
+            None,
+            at("2026-01-02T00:30:00Z"),
+        );
+        assert_eq!(lost.action, TokenAction::Start);
         assert!(probe_held_token(true, Some(&idle), false, true));
         assert!(
             !probe_held_token(true, Some(&published), false, true),
