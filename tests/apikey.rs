@@ -163,12 +163,7 @@ async fn restricted_keys_get_their_permissions_and_updates_apply_in_place() {
 async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
     let mut f = Fixture::new("rotate", &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}
-    }))
-    .unwrap();
+    let deployment = web_deployment();
     deployments
         .create(&PostParams::default(), &deployment)
         .await
@@ -752,12 +747,7 @@ async fn crash_mid_revoke_finishes_the_revocation() {
 async fn with_no_grace_the_workloads_roll_before_the_old_key_goes() {
     let mut f = Fixture::new("grace0", &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}
-    }))
-    .unwrap();
+    let deployment = web_deployment();
     deployments
         .create(&PostParams::default(), &deployment)
         .await
@@ -1009,4 +999,14 @@ async fn the_grace_period_always_holds() {
     assert!(f.works(&f.published("held").await).await);
     // The new key issued after the request answers it; the key it replaced retires in turn.
     assert!(status(&done).key_sid.is_some() && status(&replaced).key_sid.is_some());
+}
+
+/// A Deployment named web, for restartWorkloads.
+fn web_deployment() -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}
+    }))
+    .unwrap()
 }

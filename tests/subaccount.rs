@@ -443,26 +443,7 @@ async fn a_transient_error_never_restarts_an_interrupted_token_rotation() {
     let mut f = Fixture::new("sub-token-flaky", &[]).await;
     create(&f, "careful", json!({"secret": {"name": "careful-twilio"}, "authTokenRotation": {"every": "24h", "gracePeriod": "5s"}})).await;
     let sid = ready(&f, "careful").await.sid.unwrap();
-    f.restart_operator(&[("TWILIO_OPERATOR_FAILPOINT", "token-after-secret")]);
-    let past = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "status": {"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}}});
-    for _ in 0..5 {
-        subs(&f)
-            .patch_status(
-                "careful",
-                &PatchParams::apply("time-travel").force(),
-                &Patch::Apply(&past),
-            )
-            .await
-            .unwrap();
-        if f.operator
-            .as_mut()
-            .unwrap()
-            .exited_within(Duration::from_secs(10))
-        {
-            break;
-        }
-    }
-    assert!(!f.operator.as_mut().unwrap().wait_exit(WAIT).success());
+    crash_in_rotation(&mut f, "careful", "token-after-secret").await;
     let secret_token = |s: &Secret| s.data.as_ref().unwrap()["TWILIO_AUTH_TOKEN"].0.clone();
     let published = secret_token(&f.secrets().get("careful-twilio").await.unwrap());
     let flaky = json!({"rules": {"fail_next": {"operation": "api.FetchAccount", "account": sid, "status": 503, "times": 6}}});
@@ -503,28 +484,7 @@ async fn a_crash_anywhere_in_the_token_rotation_never_locks_consumers_out() {
         let mut f = Fixture::new("sub-token-crash", &[]).await;
         create(&f, "careful", json!({"secret": {"name": "careful-twilio"}, "authTokenRotation": {"every": "24h", "gracePeriod": "2s"}})).await;
         ready(&f, "careful").await;
-        f.restart_operator(&[("TWILIO_OPERATOR_FAILPOINT", failpoint)]);
-        let past = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "status": {"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}}});
-        // Until the armed operator has crashed, any pass under way may overwrite the travel.
-        for _ in 0..5 {
-            subs(&f)
-                .patch_status(
-                    "careful",
-                    &PatchParams::apply("time-travel").force(),
-                    &Patch::Apply(&past),
-                )
-                .await
-                .unwrap();
-            if f.operator
-                .as_mut()
-                .unwrap()
-                .exited_within(Duration::from_secs(10))
-            {
-                break;
-            }
-        }
-        let exit = f.operator.as_mut().unwrap().wait_exit(WAIT);
-        assert!(!exit.success(), "{failpoint} was reached");
+        crash_in_rotation(&mut f, "careful", failpoint).await;
         assert!(
             token_works(&f, &published_token(&f, "careful-twilio").await).await,
             "{failpoint}: the Secret works while the operator is down"
@@ -707,4 +667,31 @@ async fn a_secret_deleted_during_the_token_grace_period_comes_back_at_once() {
         token_works(&f, &published_token(&f, "lost-twilio").await).await,
         "and after the promotion"
     );
+}
+
+/// Arms `failpoint`, makes the token rotation of `name` due, and waits for the operator to abort
+/// there.
+async fn crash_in_rotation(f: &mut Fixture, name: &str, failpoint: &str) {
+    f.restart_operator(&[("TWILIO_OPERATOR_FAILPOINT", failpoint)]);
+    let past = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "status": {"authToken": {"rotatedAt": "2020-01-01T00:00:00Z"}}});
+    // Until the armed operator has crashed, any pass under way may overwrite the travel.
+    for _ in 0..5 {
+        subs(f)
+            .patch_status(
+                name,
+                &PatchParams::apply("time-travel").force(),
+                &Patch::Apply(&past),
+            )
+            .await
+            .unwrap();
+        if f.operator
+            .as_mut()
+            .unwrap()
+            .exited_within(Duration::from_secs(10))
+        {
+            break;
+        }
+    }
+    let exit = f.operator.as_mut().unwrap().wait_exit(WAIT);
+    assert!(!exit.success(), "{failpoint} was reached");
 }

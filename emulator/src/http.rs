@@ -151,12 +151,7 @@ async fn serve(app: &App, route: &Route, headers: &HeaderMap, request: &Request<
         .expect("world")
         .take_failure(route.operation(), &principal.account_sid)
     {
-        let error = ApiError::new(
-            status,
-            20500 + u32::from(status == 503) * 3,
-            "Internal Server Error",
-        );
-        return (status, Err((error, None)));
+        return (status, Err((server_error(status), None)));
     }
     let Some(_slot) = app.enter(&principal.account_sid) else {
         let retry_after = app.knobs.read().expect("knobs").retry_after_secs;
@@ -172,14 +167,7 @@ async fn serve(app: &App, route: &Route, headers: &HeaderMap, request: &Request<
     match fault {
         Some(Fault::Reset) => {}
         Some(Fault::TooManyRequests) => return (429, Err((too_many_requests(), retry_after))),
-        Some(Fault::ServerError(status)) => {
-            let error = ApiError::new(
-                status,
-                20500 + u32::from(status == 503) * 3,
-                "Internal Server Error",
-            );
-            return (status, Err((error, None)));
-        }
+        Some(Fault::ServerError(status)) => return (status, Err((server_error(status), None))),
         None => {}
     }
     let mut world = app.world.lock().expect("world");
@@ -192,6 +180,15 @@ async fn serve(app: &App, route: &Route, headers: &HeaderMap, request: &Request<
         Ok((status, body)) => (status, Ok(body)),
         Err(e) => (e.status, Err((e, None))),
     }
+}
+
+/// A 500 or 503 as Twilio answers it (20500, 20503).
+fn server_error(status: u16) -> ApiError {
+    ApiError::new(
+        status,
+        20500 + u32::from(status == 503) * 3,
+        "Internal Server Error",
+    )
 }
 
 fn too_many_requests() -> ApiError {
