@@ -323,7 +323,7 @@ pub async fn finish<K: Object>(
         }
         // The object changed since this pass read it: look again at once, with what it is now.
         Err(Stop::Kube(kube::Error::Api(e))) if e.code == 409 => {
-            return Ok(Action::requeue(Duration::from_secs(1)));
+            return Ok(Action::requeue(Duration::from_millis(200)));
         }
         Err(Stop::Kube(e)) => return Err(e.into()),
     };
