@@ -83,10 +83,7 @@ pub async fn reconcile(account: Arc<TwilioAccount>, this: Arc<Accounts>) -> Resu
 
 /// Retries a failed reconcile (a status write) after the account's backoff.
 pub fn error_policy(account: Arc<TwilioAccount>, error: &Error, this: Arc<Accounts>) -> Action {
-    let id = object_id(account.as_ref());
-    let delay = this.ctx.backoff(&id);
-    tracing::warn!(object = %id, error = %error, ?delay, "reconcile failed");
-    Action::requeue(delay)
+    reconcile::retry_after_backoff(&this.ctx, account.as_ref(), error)
 }
 
 async fn write_status(ctx: &Context, name: &str, status: &TwilioAccountStatus) -> Result<(), kube::Error> {

@@ -186,12 +186,13 @@ async fn run_kind<L, R>(
     )
     .default_backoff()
     .touched_objects();
-    let namespaces = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects();
+    // Only the namespace this scope watches, when it watches one.
+    let scope = ns.map_or_else(watcher::Config::default, |n| {
+        watcher::Config::default().fields(&format!("metadata.name={n}"))
+    });
+    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), scope)
+        .default_backoff()
+        .touched_objects();
     let (store, users, residents) = (reader.clone(), reader.clone(), reader.clone());
     let results = Controller::for_stream(objects, reader)
         .owns_stream(owned_secrets(&client, ns))

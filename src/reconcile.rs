@@ -117,8 +117,14 @@ pub async fn reconcile<L: Lifecycle>(obj: Arc<L::Kind>, lifecycle: Arc<L>) -> Re
 
 /// Retries a failed reconcile after the object's growing backoff.
 pub fn error_policy<L: Lifecycle>(obj: Arc<L::Kind>, error: &Error, lifecycle: Arc<L>) -> Action {
-    let id = object_id(obj.as_ref());
-    let delay = lifecycle.context().backoff(&id);
+    retry_after_backoff(lifecycle.context(), obj.as_ref(), error)
+}
+
+/// Logs a failed reconcile of `obj` and retries it after its growing backoff; every kind's
+/// error policy.
+pub fn retry_after_backoff<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, error: &Error) -> Action {
+    let id = object_id(obj);
+    let delay = ctx.backoff(&id);
     tracing::warn!(object = %id, error = %error, ?delay, "reconcile failed");
     Action::requeue(delay)
 }

@@ -494,18 +494,7 @@ async fn a_foreign_secret_is_never_overwritten() {
         message.contains("taken") && message.contains("spec.secret.name"),
         "{message}"
     );
-    let untouched = f.secrets().get("taken").await.unwrap();
-    assert_eq!(
-        untouched
-            .data
-            .clone()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>(),
-        ["keep"]
-    );
-    assert!(untouched.owner_references().is_empty());
+    assert_untouched(&f, "taken").await;
     assert!(
         f.emu.state().await["keys"].as_array().unwrap().is_empty(),
         "no key was made for a Secret it cannot publish to"
@@ -919,18 +908,7 @@ async fn a_secret_made_during_the_create_is_never_taken_over() {
     let theirs: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raced"}, "stringData": {"keep": "me"}})).unwrap();
     f.secrets().create(&PostParams::default(), &theirs).await.unwrap();
     f.reason("raced", "SecretConflict").await;
-    let untouched = f.secrets().get("raced").await.unwrap();
-    assert_eq!(
-        untouched
-            .data
-            .clone()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>(),
-        ["keep"]
-    );
-    assert!(untouched.owner_references().is_empty(), "not co-owned");
+    assert_untouched(&f, "raced").await;
     f.emu.configure(json!({"knobs": {"latency_ms": 0}})).await;
     f.keys().delete("raced", &DeleteParams::default()).await.unwrap();
     wait_gone(&f.keys(), "raced", WAIT).await;
@@ -1009,4 +987,21 @@ fn web_deployment() -> Deployment {
             "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}
     }))
     .unwrap()
+}
+
+/// The Secret `name`, made by somebody else with the single data key "keep", is as they made it:
+/// the operator neither wrote into it nor took a share of it.
+async fn assert_untouched(f: &Fixture, name: &str) {
+    let untouched = f.secrets().get(name).await.unwrap();
+    assert_eq!(
+        untouched
+            .data
+            .clone()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        ["keep"]
+    );
+    assert!(untouched.owner_references().is_empty(), "not co-owned");
 }
