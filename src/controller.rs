@@ -7,6 +7,8 @@
 //!   subaccounts of their namespace (which count them);
 //! - a TwilioAccount change wakes the objects that use it, and a Namespace change (its labels)
 //!   the objects in it, so policy edits take effect without a restart;
+//! - an object that cannot be read as its kind is reported with a Warning event and left out of
+//!   the caches until it is repaired ([`readable`]), so it never stalls the watch of the others;
 //! - TwilioAccounts and Namespace metadata are cached cluster-wide for the life of the process
 //!   ([`shared_caches`]), leader or not, and the controllers start once those caches are full;
 //! - with a namespace list, each namespace gets its own watches of the namespaced kinds (and the
@@ -16,15 +18,20 @@ use crate::account::{self, Accounts};
 use crate::api::{TwilioAccount, TwilioApiKey, TwilioSubaccount};
 use crate::apikey::ApiKeys;
 use crate::context::Context;
+use crate::context::publish;
 use crate::reconcile::{self, Lifecycle, Object};
 use crate::secret::MANAGED_SELECTOR;
 use crate::subaccount::Subaccounts;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PartialObjectMeta};
+use kube::core::DeserializeGuard;
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -32,17 +39,19 @@ use std::sync::Arc;
 /// them current (run it for the life of the process).
 pub fn shared_caches(
     client: &kube::Client,
+    recorder: &Recorder,
 ) -> (
     (Store<TwilioAccount>, Store<PartialObjectMeta<Namespace>>),
     impl Future<Output = ()> + Send + 'static,
 ) {
-    let (accounts, accounts_writer) = reflector::store();
+    let (accounts, accounts_writer) = reflector::store::<TwilioAccount>();
     let (namespaces, namespaces_writer) = reflector::store();
-    let accounts_watch = watcher(
-        Api::<TwilioAccount>::all(client.clone()),
+    let accounts_watch = readable(
+        Api::all(client.clone()),
         watcher::Config::default(),
+        &accounts,
+        recorder,
     )
-    .default_backoff()
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(accounts_writer)
     .for_each(|_| futures::future::ready(()));
@@ -108,8 +117,17 @@ pub async fn run(
 
 /// Runs the TwilioAccount controller.
 async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let api = Api::<TwilioAccount>::all(ctx.client.clone());
-    let results = Controller::new(api, watcher::Config::default())
+    let (reader, writer) = reflector::store::<TwilioAccount>();
+    let objects = readable(
+        Api::all(ctx.client.clone()),
+        watcher::Config::default(),
+        &reader,
+        &ctx.recorder,
+    )
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(writer)
+    .touched_objects();
+    let results = Controller::for_stream(objects, reader)
         .graceful_shutdown_on(shutdown)
         .run(
             account::reconcile,
@@ -169,11 +187,15 @@ async fn run_kind<L, R>(
     let client = ctx.client.clone();
     let metrics = ctx.metrics.clone();
     let (reader, writer) = reflector::store::<L::Kind>();
-    let objects = watcher(scoped::<L::Kind>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects();
+    let objects = readable(
+        scoped(&client, ns),
+        watcher::Config::default(),
+        &reader,
+        &ctx.recorder,
+    )
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(writer)
+    .touched_objects();
     let others = watcher(
         scoped::<PartialObjectMeta<R>>(&client, ns),
         watcher::Config::default(),
@@ -220,6 +242,84 @@ async fn run_kind<L, R>(
             lifecycle,
         );
     drain(results).await;
+}
+
+/// Watches `api`, leaving out every object that cannot be read as `K`: each is reported with a
+/// Warning event and leaves `cache` (the store this stream feeds) until it is repaired. Without
+/// this, one such object fails every list and watch of its kind, and nothing of that kind is
+/// reconciled any more.
+fn readable<K>(
+    api: Api<DeserializeGuard<K>>,
+    config: watcher::Config,
+    cache: &Store<K>,
+    recorder: &Recorder,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (cache, recorder) = (cache.clone(), recorder.clone());
+    watcher(api, config)
+        .default_backoff()
+        .try_filter_map(move |event| {
+            let (cache, recorder) = (cache.clone(), recorder.clone());
+            async move { Ok(read(event, &cache, &recorder).await) }
+        })
+}
+
+/// One watch event as `K`, or `None` when it carries nothing `K`'s cache can use.
+async fn read<K>(
+    event: watcher::Event<DeserializeGuard<K>>,
+    cache: &Store<K>,
+    recorder: &Recorder,
+) -> Option<watcher::Event<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+    match event {
+        Init => Some(Init),
+        InitDone => Some(InitDone),
+        InitApply(DeserializeGuard(Ok(o))) => Some(InitApply(o)),
+        Apply(DeserializeGuard(Ok(o))) => Some(Apply(o)),
+        Delete(DeserializeGuard(Ok(o))) => Some(Delete(o)),
+        // A relist rebuilds the cache from what it reads, so leaving the object out is enough.
+        InitApply(bad) => {
+            report_unreadable(&bad, recorder).await;
+            None
+        }
+        Apply(bad) => {
+            report_unreadable(&bad, recorder).await;
+            forget(cache, &bad)
+        }
+        Delete(bad) => forget(cache, &bad),
+    }
+}
+
+/// Tells the object's owners why the operator ignores it.
+async fn report_unreadable<K: Resource<DynamicType = ()>>(bad: &DeserializeGuard<K>, recorder: &Recorder) {
+    let Err(invalid) = &bad.0 else { return };
+    let id = reconcile::object_id(bad);
+    tracing::warn!(object = %id, error = %invalid, "cannot read object; it is not reconciled until repaired");
+    let note = format!(
+        "The operator cannot read this object ({invalid}), so it does not reconcile it; correct the \
+         field, for example with kubectl edit, and it is reconciled again."
+    );
+    publish(recorder, bad, EventType::Warning, "InvalidObject", "Read", note).await;
+}
+
+/// A deletion of the last readable version of `bad` from `cache`, if the cache holds one: an
+/// object that can no longer be read is not reconciled from a stale copy.
+fn forget<K: Resource<DynamicType = ()> + Clone>(
+    cache: &Store<K>,
+    bad: &DeserializeGuard<K>,
+) -> Option<watcher::Event<K>> {
+    let mut key = ObjectRef::new(bad.meta().name.as_deref()?);
+    if let Some(ns) = &bad.meta().namespace {
+        key = key.within(ns);
+    }
+    cache
+        .get(&key)
+        .map(|last| watcher::Event::Delete((*last).clone()))
 }
 
 /// The objects in `store` that `keep` selects.

@@ -138,7 +138,8 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let recorder = Recorder::new(client.clone(), reporter);
     // Read-only caches of TwilioAccounts and Namespaces, kept current for the whole process so a
     // new leader decides from full caches at once.
-    let ((accounts, namespaces), keep_current) = twilio_operator::controller::shared_caches(&client);
+    let ((accounts, namespaces), keep_current) =
+        twilio_operator::controller::shared_caches(&client, &recorder);
     tokio::spawn(keep_current);
     let ctx = Arc::new(Context::new(
         client,

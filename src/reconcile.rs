@@ -12,14 +12,17 @@
 //! - a create at Twilio is announced in status first ([`create_with_intent`]), so a crash after
 //!   Twilio acted leaves a trace the next pass follows;
 //! - at deletion, the object's own credentials are tried first and the operator's next
-//!   ([`release`]); when nothing reaches Twilio a Warning names what was left behind and the
-//!   object goes anyway, so namespaces always finish deleting.
+//!   ([`release`]). A deletion that cannot finish yet (Twilio busy or failing, the object's own
+//!   credentials refused) keeps the finalizer and says why in Ready, with an event, retrying
+//!   after the backoff ([`hold`]); refused credentials are waited for only while the namespace
+//!   lives. When nothing can reach Twilio a Warning names what was left behind and the object
+//!   goes anyway, so namespaces always finish deleting.
 
 use crate::api::{TwilioApiKey, TwilioSubaccount};
 use crate::conditions::{self, LifecycleStatus, Problem, Reason};
 use crate::context::{Context, MANAGER};
 use crate::failpoint;
-use crate::twilio::{Credentials, Error as TwilioError};
+use crate::twilio::{Credentials, Error as TwilioError, ErrorClass};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -29,6 +32,7 @@ use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -46,6 +50,9 @@ pub enum Error {
     /// A Twilio call failed in a way worth retrying.
     #[error("Twilio: {0}")]
     Twilio(#[from] TwilioError),
+    /// The object's deletion waits on what its Ready condition says.
+    #[error("deletion held: {0}")]
+    Held(String),
     /// Adding or removing the finalizer failed.
     #[error("{0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
@@ -91,8 +98,9 @@ pub trait Lifecycle: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Done, Stop>> + Send;
 
-    /// The object is being deleted: act at Twilio as its deletionPolicy says, then let go.
-    fn cleanup(&self, obj: &Self::Kind) -> impl Future<Output = Result<Action, Error>> + Send;
+    /// The object is being deleted: act at Twilio as its deletionPolicy says, then let go. A
+    /// [`Stop`] keeps the object, and [`hold`] reports why.
+    fn cleanup(&self, obj: &Self::Kind) -> impl Future<Output = Result<Action, Stop>> + Send;
 }
 
 /// Runs a pass over the live object or, once it is being deleted, its cleanup, behind the
@@ -108,11 +116,41 @@ pub async fn reconcile<L: Lifecycle>(obj: Arc<L::Kind>, lifecycle: Arc<L>) -> Re
                 let outcome = lifecycle.converge(&obj, &mut st, now).await;
                 finish(ctx, obj.as_ref(), st, outcome, now).await
             }
-            finalizer::Event::Cleanup(obj) => lifecycle.cleanup(&obj).await,
+            finalizer::Event::Cleanup(obj) => match lifecycle.cleanup(&obj).await {
+                Ok(action) => {
+                    ctx.succeeded(&object_id(obj.as_ref()));
+                    Ok(action)
+                }
+                Err(stop) => Err(hold(ctx, obj.as_ref(), stop).await),
+            },
         }
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Keeps an object whose deletion stopped short: a problem is reported in its Ready condition
+/// (with an event when the reason changes), and the error returned makes the controller keep the
+/// finalizer and retry after the backoff.
+pub async fn hold<K>(ctx: &Context, obj: &K, stop: Stop) -> Error
+where
+    K: Object + HasStatus,
+    K::Status: LifecycleStatus + Clone + Default,
+{
+    let problem = match stop {
+        Stop::Problem(problem) => problem,
+        Stop::Kube(e) => return e.into(),
+    };
+    let held = problem.message.clone();
+    let mut st = obj.status().cloned().unwrap_or_default();
+    let reported = report(ctx, obj, st.conditions_mut(), problem, Timestamp::now()).await;
+    *st.conditions_mut() = reported;
+    // A namespace being deleted may already have taken the operator's right to write the object;
+    // that must not stop the retry.
+    if let Err(e) = write_status(ctx, obj, &st).await {
+        tracing::debug!(error = %e, "could not record why the deletion waits");
+    }
+    Error::Held(held)
 }
 
 /// Retries a failed reconcile after the object's growing backoff.
@@ -353,24 +391,37 @@ pub struct Note {
     pub text: String,
 }
 
-/// Runs the deletion step `act` with each of `candidates` in turn until one works.
-/// `act` answers `Some(note)` for a Normal event, or `None` when there was nothing to do. A
-/// retryable failure is retried later; when no credentials work, `failed(why)` becomes a
-/// Warning event and the object is let go.
+/// Credentials a deletion step may act with, in the order they are tried.
+pub struct Candidates {
+    /// The object's own: those its spec or TwilioAccount names.
+    pub own: Option<Credentials>,
+    /// The operator's own, which reach subaccounts as their parent.
+    pub operator: Option<Credentials>,
+}
+
+/// Runs the deletion step `act`, described by `work` ("Revoking SK…"), with the object's own
+/// credentials and then the operator's, until one works. `act` answers `Some(note)` for a Normal
+/// event, or `None` when there was nothing to do. A retryable failure, or the object's own
+/// credentials refused while its namespace lives (somebody can still correct them), stops the
+/// deletion until the next try; when nothing else reaches Twilio, `failed(why)` becomes a Warning
+/// event and the object is let go.
 pub async fn release<K, F, Fut>(
     ctx: &Context,
     obj: &K,
-    candidates: Vec<Credentials>,
+    candidates: Candidates,
+    work: &str,
     mut act: F,
     failed: impl FnOnce(&str) -> Note,
-) -> Result<Action, Error>
+) -> Result<Action, Stop>
 where
     K: Resource<DynamicType = ()>,
     F: FnMut(Credentials) -> Fut,
     Fut: Future<Output = Result<Option<Note>, TwilioError>>,
 {
-    let mut last_error = None;
-    for creds in candidates {
+    let tries = (candidates.own.into_iter().map(|c| (true, c)))
+        .chain(candidates.operator.into_iter().map(|c| (false, c)));
+    let (mut refused, mut last_error) = (None, None);
+    for (own, creds) in tries {
         match act(creds).await {
             Ok(note) => {
                 if let Some(Note { reason, text }) = note {
@@ -378,9 +429,25 @@ where
                 }
                 return Ok(Action::await_change());
             }
-            Err(e) if e.is_retryable() => return Err(e.into()),
-            Err(e) => last_error = Some(e),
+            Err(e) if e.is_retryable() => {
+                let message = format!("{work}: {e}; trying again after a backoff");
+                return Err(Problem::new(Reason::Revoking, message).into());
+            }
+            Err(e) => {
+                if own && e.class() == ErrorClass::Credentials {
+                    refused = Some(e.to_string());
+                }
+                last_error = Some(e);
+            }
         }
+    }
+    if let Some(why) = refused
+        && !namespace_terminating(ctx, obj)
+    {
+        let message = format!(
+            "{work} waits: Twilio refused this object's credentials ({why}). Correct them and the deletion goes on; or set deletionPolicy: Retain to let go and leave it at Twilio"
+        );
+        return Err(Problem::new(Reason::AuthenticationFailed, message).into());
     }
     let why = last_error.map_or_else(
         || "no credentials can reach the account".to_owned(),
@@ -389,4 +456,13 @@ where
     let Note { reason, text } = failed(&why);
     ctx.event(obj, EventType::Warning, reason, "Delete", text).await;
     Ok(Action::await_change())
+}
+
+/// Whether `obj`'s namespace is being deleted, as the shared Namespace cache last saw it.
+fn namespace_terminating<K: Resource>(ctx: &Context, obj: &K) -> bool {
+    let ns = obj.meta().namespace.as_deref().unwrap_or_default();
+    ctx.cluster
+        .namespaces
+        .get(&ObjectRef::new(ns))
+        .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
 }

@@ -29,6 +29,13 @@ pub fn creation_name(uid: &str) -> String {
     format!("twilio-operator {}", tag(uid))
 }
 
+/// The tag at the end of a Twilio friendly name, if it carries one.
+pub fn tag_in(friendly_name: &str) -> Option<&str> {
+    let start = friendly_name.rfind("[twop:")?;
+    let tag = &friendly_name[start..];
+    tag.ends_with(']').then_some(tag)
+}
+
 /// Whether a Twilio friendly name carries this object's tag.
 pub fn is_tagged(friendly_name: Option<&str>, uid: &str) -> bool {
     friendly_name.is_some_and(|n| n.ends_with(&tag(uid)))
@@ -51,5 +58,7 @@ mod tests {
         );
         assert!(!is_tagged(Some("team-a/checkout"), uid) && !is_tagged(None, uid));
         assert!(!is_tagged(Some(&tagged_name("x", "ffffffff-0000")), uid));
+        assert_eq!(tag_in(&name), Some("[twop:0f1e2d3c4b5a]"));
+        assert_eq!(tag_in("[twop:0f1e] renamed"), None);
     }
 }

@@ -347,10 +347,9 @@ async fn namespace_deletion_completes_even_without_the_credentials_secret() {
     );
 }
 
-#[tokio::test]
-async fn impossible_revocation_warns_and_lets_go() {
-    let f = Fixture::new("orphaned", &[]).await;
-    // A second, unrelated Twilio account the operator's own credentials cannot reach.
+/// A second, unrelated Twilio account that the operator's own credentials cannot reach, its
+/// credentials in the Secret `name` of the fixture's namespace.
+async fn foreign_account(f: &Fixture, name: &str) -> Value {
     let other: Value = reqwest::Client::new()
         .post(format!("{}/_emulator/accounts", f.emu.url))
         .json(&json!({}))
@@ -361,11 +360,18 @@ async fn impossible_revocation_warns_and_lets_go() {
         .await
         .unwrap();
     let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other"},
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
         "stringData": {"TWILIO_ACCOUNT_SID": other["sid"], "TWILIO_AUTH_TOKEN": other["auth_token"]}
     }))
     .unwrap();
     f.secrets().create(&PostParams::default(), &secret).await.unwrap();
+    other
+}
+
+#[tokio::test]
+async fn impossible_revocation_warns_and_lets_go() {
+    let f = Fixture::new("orphaned", &[]).await;
+    foreign_account(&f, "other").await;
     f.create("stranded", json!({"credentialsRef": {"name": "other"}}))
         .await;
     let key = f.ready("stranded").await;
@@ -385,6 +391,49 @@ async fn impossible_revocation_warns_and_lets_go() {
         "the warning names the key left behind: {warning}"
     );
     assert_eq!(f.tagged(&key).await, vec![sid]);
+}
+
+/// Credentials that exist but are refused (a token rotated elsewhere) can be fixed, so the
+/// deletion waits for them, saying why in Ready and an event, instead of leaving a working key
+/// behind at Twilio.
+#[tokio::test]
+async fn refused_credentials_hold_the_deletion_until_they_work() {
+    let f = Fixture::new("held", &[]).await;
+    let other = foreign_account(&f, "other").await;
+    f.create("held", json!({"credentialsRef": {"name": "other"}}))
+        .await;
+    let key = f.ready("held").await;
+    let sid = status(&key).key_sid.unwrap();
+    let token = |t: &str| json!({"stringData": {"TWILIO_AUTH_TOKEN": t}});
+    f.secrets()
+        .patch("other", &PatchParams::default(), &Patch::Merge(token("refused")))
+        .await
+        .unwrap();
+    f.keys().delete("held", &DeleteParams::default()).await.unwrap();
+
+    let held = f.reason("held", "AuthenticationFailed").await;
+    assert!(held.metadata.deletion_timestamp.is_some());
+    let warning = f.wait_event("held", "AuthenticationFailed").await;
+    assert!(
+        warning.contains("deletionPolicy: Retain"),
+        "the way out is named: {warning}"
+    );
+    assert_eq!(
+        f.tagged(&key).await,
+        vec![sid.clone()],
+        "the key still works meanwhile"
+    );
+
+    let restored = token(other["auth_token"].as_str().unwrap());
+    f.secrets()
+        .patch("other", &PatchParams::default(), &Patch::Merge(restored))
+        .await
+        .unwrap();
+    wait_gone(&f.keys(), "held", WAIT).await;
+    assert!(
+        f.tagged(&key).await.is_empty(),
+        "revoked once the credentials work"
+    );
 }
 
 #[tokio::test]
@@ -1004,4 +1053,42 @@ async fn assert_untouched(f: &Fixture, name: &str) {
         ["keep"]
     );
     assert!(untouched.owner_references().is_empty(), "not co-owned");
+}
+
+/// A key the operator cannot read (a status timestamp the apiserver's schema accepts but that is
+/// not RFC 3339) is reported with a Warning event and left aside; it does not stall the watch of
+/// the other keys, and once repaired it is reconciled again.
+#[tokio::test]
+async fn an_unreadable_key_is_reported_and_does_not_stall_the_others() {
+    let f = Fixture::new("unreadable", &[]).await;
+    f.create("broken", json!({})).await;
+    f.ready("broken").await;
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        f.client.clone(),
+        &f.ns,
+        &kube::api::ApiResource::erase::<TwilioApiKey>(&()),
+    );
+    let unreadable = json!({"status": {"pendingSince": "2024-01-01T00:00:00.1234567891Z"}});
+    raw.patch_status("broken", &PatchParams::default(), &Patch::Merge(&unreadable))
+        .await
+        .expect("the schema admits a date-time without an offset");
+
+    f.create("healthy", json!({})).await;
+    f.ready("healthy").await;
+    let message = f.wait_event("broken", "InvalidObject").await;
+    assert!(
+        message.contains("pendingSince") || message.contains("cannot read"),
+        "{message}"
+    );
+
+    let repaired = json!({"status": {"pendingSince": null}});
+    raw.patch_status("broken", &PatchParams::default(), &Patch::Merge(&repaired))
+        .await
+        .unwrap();
+    f.annotate("broken", "twilio.operator.dev/rotate", "after-repair")
+        .await;
+    f.ready_where("broken", "the rotation asked after the repair", |k| {
+        status(k).last_rotation_request.as_deref() == Some("after-repair")
+    })
+    .await;
 }

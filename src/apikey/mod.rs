@@ -19,9 +19,9 @@ pub mod plan;
 
 use crate::api::apikey::{KeyDeletionPolicy, KeyType, TwilioApiKey, TwilioApiKeyStatus, WorkloadKind};
 use crate::api::duration;
-use crate::conditions::{self, Problem, Reason};
+use crate::conditions::{Problem, Reason};
 use crate::context::Context;
-use crate::reconcile::{self, Done, Error, Lifecycle, Note, Stop, object_id, write_status};
+use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop, object_id};
 use crate::secret::{self, Observed};
 use crate::target::{self, Target, Use};
 use crate::twilio::{Credentials, Error as TwilioError, ErrorClass, Inventories};
@@ -151,11 +151,10 @@ impl Lifecycle for ApiKeys {
         outcome
     }
 
-    async fn cleanup(&self, key: &TwilioApiKey) -> Result<Action, Error> {
+    async fn cleanup(&self, key: &TwilioApiKey) -> Result<Action, Stop> {
         let ctx = &self.ctx;
         ctx.metrics
             .forget_key(&key.namespace().unwrap_or_default(), &key.name_any());
-        ctx.succeeded(&object_id(key));
         self.memory.forget(&key.uid().unwrap_or_default());
         let st = key.status.clone().unwrap_or_default();
         if key.spec.deletion_policy == KeyDeletionPolicy::Retain {
@@ -198,35 +197,12 @@ impl Lifecycle for ApiKeys {
                 "Could not revoke the keys of this object ({recorded}) in account {account} ({why}); left behind at Twilio: revoke them in the Twilio Console"
             ),
         };
-        let released = reconcile::release(
-            ctx,
-            key,
-            own.map(|t| t.creds)
-                .into_iter()
-                .chain(ctx.default_credentials.clone())
-                .collect(),
-            revoked,
-            failed,
-        )
-        .await;
-        if released.is_err() {
-            // Say why the object is still here; a namespace being deleted may already have taken
-            // the operator's rights to write it, which must not stop the retry.
-            let mut revoking = st.clone();
-            let message = format!("Revoking {recorded}");
-            let generation = key.metadata.generation;
-            revoking.conditions = conditions::ready(
-                &st.conditions,
-                Reason::Revoking,
-                message,
-                generation,
-                Timestamp::now(),
-            );
-            if let Err(e) = write_status(ctx, key, &revoking).await {
-                tracing::debug!(error = %e, "could not record the revocation in status");
-            }
-        }
-        released
+        let work = format!("Revoking {recorded} in account {account}");
+        let candidates = Candidates {
+            own: own.map(|t| t.creds),
+            operator: ctx.default_credentials.clone(),
+        };
+        reconcile::release(ctx, key, candidates, &work, revoked, failed).await
     }
 }
 
@@ -329,12 +305,8 @@ impl ApiKeys {
                 .fetch_key(&target.creds, &target.account_sid, sid)
                 .await
             {
-                Ok(found) => {
-                    let name = found.friendly_name.unwrap_or_default();
-                    self.memory
-                        .inventories
-                        .remember(&target.account_sid, sid, &name)
-                        .await;
+                Ok(_) => {
+                    inventory.confirm(sid);
                     true
                 }
                 Err(e) if e.class() == ErrorClass::NotFound => false,
@@ -483,23 +455,18 @@ impl ApiKeys {
 
         let name = tagging::tagged_name(&settings.display_name, &settings.uid);
         let create = async {
-            let new = match (key.spec.key_type, &key.spec.permissions) {
+            match (key.spec.key_type, &key.spec.permissions) {
                 (KeyType::Restricted, Some(permissions)) => {
                     ctx.twilio
                         .create_restricted_key(&target.creds, &target.account_sid, Some(&name), permissions)
-                        .await?
+                        .await
                 }
                 _ => {
                     ctx.twilio
                         .create_key(&target.creds, &target.account_sid, Some(&name))
-                        .await?
+                        .await
                 }
-            };
-            self.memory
-                .inventories
-                .remember(&target.account_sid, &new.sid, &name)
-                .await;
-            Ok(new)
+            }
         };
         let new = reconcile::create_with_intent(ctx, key, st, now, "apikey-after-create", create).await?;
         reconcile::write_secret(ctx, &published(&new.sid, new.secret.expose_secret()), ours, false).await?;
@@ -625,11 +592,9 @@ impl ApiKeys {
             .read(twilio, account, creds, Duration::ZERO)
             .await?;
         let mut revoked = Vec::new();
-        for (sid, name) in &inventory.keys {
-            if tagging::is_tagged(name.as_deref(), uid) {
-                twilio.delete_key(creds, account, sid).await?;
-                revoked.push(sid.clone());
-            }
+        for sid in inventory.tagged(uid) {
+            twilio.delete_key(creds, account, sid).await?;
+            revoked.push(sid.clone());
         }
         Ok(revoked)
     }

@@ -298,10 +298,8 @@ fn verified(secret: &Observed, inventory: &Inventory, uid: &str, recorded: Optio
         return secret.clone();
     };
     let named = record.credential_sid.as_deref();
-    let listed = |(sid, name): &(String, Option<String>)| {
-        Some(sid.as_str()) == named && tagging::is_tagged(name.as_deref(), uid)
-    };
-    if named.is_none() || named == recorded || inventory.keys.iter().any(listed) {
+    let listed = |sid: &String| Some(sid.as_str()) == named;
+    if named.is_none() || named == recorded || inventory.tagged(uid).iter().any(listed) {
         return secret.clone();
     }
     Observed::Ours(Record {
@@ -376,15 +374,14 @@ fn orphans(inventory: &Inventory, uid: &str, status: &TwilioApiKeyStatus, secret
         _ => None,
     };
     inventory
-        .keys
+        .tagged(uid)
         .iter()
-        .filter(|(sid, name)| {
-            tagging::is_tagged(name.as_deref(), uid)
-                && status.key_sid.as_ref() != Some(sid)
+        .filter(|sid| {
+            status.key_sid.as_ref() != Some(sid)
                 && in_secret.as_ref() != Some(sid)
-                && !status.retiring_keys.iter().any(|r| &r.sid == sid)
+                && !status.retiring_keys.iter().any(|r| &r.sid == *sid)
         })
-        .map(|(sid, _)| sid.clone())
+        .cloned()
         .collect()
 }
 
@@ -487,10 +484,7 @@ mod tests {
             account_sid: "AC1".into(),
             secret,
             current_key_fetched: false,
-            inventory: Arc::new(Inventory {
-                read_at: at(read_at),
-                keys,
-            }),
+            inventory: Arc::new(Inventory::new(at(read_at), keys)),
         }
     }
     fn issue(cause: Cause) -> Change {

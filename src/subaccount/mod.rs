@@ -29,7 +29,7 @@ use crate::api::subaccount::{
 };
 use crate::conditions::{Problem, Reason};
 use crate::context::Context;
-use crate::reconcile::{self, Done, Error, Lifecycle, Note, Stop, object_id, write_status};
+use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop, write_status};
 use crate::secret::{self, Expect, Observed};
 use crate::target::{self, Parent, Use, no_token, token_credentials};
 use crate::twilio::types::{Account, AccountFilter, AccountStatus, AccountUpdate};
@@ -196,9 +196,8 @@ impl Lifecycle for Subaccounts {
         })
     }
 
-    async fn cleanup(&self, sub: &TwilioSubaccount) -> Result<Action, Error> {
+    async fn cleanup(&self, sub: &TwilioSubaccount) -> Result<Action, Stop> {
         let ctx = &self.ctx;
-        ctx.succeeded(&object_id(sub));
         let st = sub.status.clone().unwrap_or_default();
         let done = self.apply_deletion_policy(sub, &st).await?;
         if let Some(sid) = &st.sid {
@@ -218,7 +217,7 @@ impl Subaccounts {
         &self,
         sub: &TwilioSubaccount,
         st: &TwilioSubaccountStatus,
-    ) -> Result<Action, Error> {
+    ) -> Result<Action, Stop> {
         let ctx = &self.ctx;
         let kept = st.sid.as_deref().unwrap_or("no subaccount");
         let wanted = match sub.spec.deletion_policy {
@@ -259,12 +258,11 @@ impl Subaccounts {
         }
         // Only credentials of the parent the status recorded may act on what it recorded.
         let owner = st.owner_account_sid.clone();
-        let candidates: Vec<Credentials> = parent
-            .map(|p| p.creds)
-            .into_iter()
-            .chain(ctx.default_credentials.clone())
-            .filter(|c| owner.as_deref().is_none_or(|o| o == c.account_sid()))
-            .collect();
+        let of_owner = |c: &Credentials| owner.as_deref().is_none_or(|o| o == c.account_sid());
+        let candidates = Candidates {
+            own: parent.map(|p| p.creds).filter(of_owner),
+            operator: ctx.default_credentials.clone().filter(of_owner),
+        };
         let recorded = st.sid.clone();
         let creation_name = plan::settings(sub).map(|s| s.creation_name).ok();
         let apply_policy = |creds: Credentials| {
@@ -300,7 +298,8 @@ impl Subaccounts {
                 wanted.as_str()
             ),
         };
-        reconcile::release(ctx, sub, candidates, apply_policy, failed).await
+        let work = format!("Making {kept} {} at Twilio", wanted.as_str());
+        reconcile::release(ctx, sub, candidates, &work, apply_policy, failed).await
     }
 
     /// How many TwilioApiKeys in the namespace live in this subaccount.

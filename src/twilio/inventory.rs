@@ -5,29 +5,68 @@
 //!   objects ask (one paged list per account per resync interval: drift detection costs
 //!   O(accounts), not O(keys)), and concurrent askers wait for one read instead of each making
 //!   their own;
-//! - a reader gets a shared snapshot ([`Arc`]), never a copy of the list;
-//! - [`Inventories::remember`] adds a key this process just created, so a cached snapshot read
-//!   before the create does not make it look revoked.
+//! - a reader gets a shared snapshot ([`Arc`]), never a copy of the list, and finds its own keys
+//!   through the snapshot's index by tag, without looking at anybody else's;
+//! - a key created after a snapshot was read is simply not in it: readers compare with
+//!   [`Inventory::read_at`] instead of adding to a snapshot others hold, and a key found missing
+//!   but then fetched is [`Inventory::confirm`]ed, so it is fetched once per snapshot at most.
 
 use super::{Credentials, Error, TwilioClient};
+use crate::tagging;
 use k8s_openapi::jiff::Timestamp;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The keys of one account at Twilio, as read at `read_at`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Inventory {
     /// When the list was read: a key created after this moment cannot be in it.
     pub read_at: Timestamp,
-    /// `(sid, friendly_name)` of every key.
-    pub keys: Vec<(String, Option<String>)>,
+    /// Every listed key SID.
+    sids: HashSet<String>,
+    /// The SIDs of the keys whose friendly name carries an object's tag, by tag.
+    by_tag: HashMap<String, Vec<String>>,
+    /// Keys a fetch found after this list missed them.
+    confirmed: Mutex<HashSet<String>>,
 }
 
 impl Inventory {
-    /// Whether the key `sid` was listed.
+    /// The snapshot of `keys`, as `(sid, friendly name)`, listed at `read_at`.
+    pub fn new(read_at: Timestamp, keys: impl IntoIterator<Item = (String, Option<String>)>) -> Self {
+        let mut inventory = Inventory {
+            read_at,
+            ..Inventory::default()
+        };
+        for (sid, name) in keys {
+            if let Some(tag) = name.as_deref().and_then(tagging::tag_in) {
+                inventory
+                    .by_tag
+                    .entry(tag.to_owned())
+                    .or_default()
+                    .push(sid.clone());
+            }
+            inventory.sids.insert(sid);
+        }
+        inventory
+    }
+
+    /// Whether the key `sid` was listed, or confirmed since.
     pub fn contains(&self, sid: &str) -> bool {
-        self.keys.iter().any(|(s, _)| s == sid)
+        self.sids.contains(sid) || self.confirmed.lock().expect("confirmed keys").contains(sid)
+    }
+
+    /// Records that a fetch found the key `sid` although the list missed it.
+    pub fn confirm(&self, sid: &str) {
+        self.confirmed
+            .lock()
+            .expect("confirmed keys")
+            .insert(sid.to_owned());
+    }
+
+    /// The SIDs of the listed keys that carry the tag of the object with `uid`.
+    pub fn tagged(&self, uid: &str) -> &[String] {
+        self.by_tag.get(&tagging::tag(uid)).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -63,23 +102,11 @@ impl Inventories {
         }
         let read_at = Timestamp::now();
         let keys = twilio.list_keys(creds, account).await?;
-        let inventory = Arc::new(Inventory {
+        let inventory = Arc::new(Inventory::new(
             read_at,
-            keys: keys.into_iter().map(|k| (k.sid, k.friendly_name)).collect(),
-        });
+            keys.into_iter().map(|k| (k.sid, k.friendly_name)),
+        ));
         *cached = Some((Instant::now(), inventory.clone()));
         Ok(inventory)
-    }
-
-    /// Records a key this process just created in `account`'s cached snapshot, if there is one.
-    pub async fn remember(&self, account: &str, sid: &str, friendly_name: &str) {
-        let slot = self.slots.lock().expect("inventory map").get(account).cloned();
-        if let Some(slot) = slot
-            && let Some((_, inventory)) = slot.lock().await.as_mut()
-        {
-            Arc::make_mut(inventory)
-                .keys
-                .push((sid.to_owned(), Some(friendly_name.to_owned())));
-        }
     }
 }
