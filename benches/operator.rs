@@ -1,26 +1,72 @@
 //! Figures for the closing notes, measured end to end: the real control plane, the emulator and
-//! the operator process. Run with `cargo bench --bench operator`; it prints its figures.
+//! the operator process (release build). `cargo bench --bench operator` prints them; inside
+//! `cargo test --all-targets` the same code runs as a cheap smoke run.
 //!
-//! - control-plane start time (and the setup script's warm time);
-//! - Twilio calls per key for create, rotate and revoke, counted at the emulator;
-//! - drift detection cost: key lists per resync for many keys in one account;
-//! - operator memory with many keys and many Secrets it does not own;
-//! - time for many keys to converge.
+//! For each size, the keys are applied while the operator is stopped, as after an upgrade or an
+//! outage, and the operator is then started; the same for a rotation of every key. Each row
+//! prints the time taken, the Twilio floor (Twilio calls × latency / concurrency), the
+//! Kubernetes floor (as many writes as the operator made, issued directly at full concurrency in
+//! the same run), the ratio of the time to the larger floor, the Twilio calls and the apiserver
+//! writes per object, and the operator's memory after.
+//!
+//! Parameters (environment): `BENCH_KEYS` (comma-separated sizes; default `1000,10000`),
+//! `BENCH_FOREIGN_SECRETS` (unrelated 1 KiB Secrets in the namespace; default 30000),
+//! `BENCH_LATENCY_MS` (added by the emulator to every call; default 150) and
+//! `BENCH_CONCURRENCY` (the emulator's per-account limit, and the operator's; default 25).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use k8s_openapi::api::core::v1::Secret;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 use support::emulator::Emulator;
 use support::operator::Operator;
+use support::{ControlPlane, cluster};
 use twilio_operator::api::TwilioApiKey;
 use twilio_operator::conditions::is_ready;
 
-const KEYS: usize = 200;
-const FOREIGN_SECRETS: usize = 2000;
+/// How many requests the benchmark itself keeps in flight against the apiserver.
+const CLIENT_CONCURRENCY: usize = 64;
+
+struct Params {
+    sizes: Vec<usize>,
+    foreign_secrets: usize,
+    latency_ms: u64,
+    concurrency: usize,
+}
+
+impl Params {
+    /// `cargo bench` passes `--bench`; without it this is the smoke run of the test command.
+    fn from_env() -> Self {
+        let full = std::env::args().any(|a| a == "--bench");
+        let number = |name: &str, full_default: u64, smoke: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(if full { full_default } else { smoke })
+        };
+        let sizes = std::env::var("BENCH_KEYS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| if full { vec![1000, 10000] } else { vec![100] });
+        Params {
+            sizes,
+            foreign_secrets: number("BENCH_FOREIGN_SECRETS", 30000, 500) as usize,
+            latency_ms: number("BENCH_LATENCY_MS", 150, 20),
+            concurrency: number("BENCH_CONCURRENCY", 25, 25) as usize,
+        }
+    }
+
+    /// The least time `calls` Twilio calls can take at this latency and concurrency.
+    fn twilio_floor(&self, calls: u64) -> Duration {
+        Duration::from_millis(calls * self.latency_ms) / self.concurrency as u32
+    }
+}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -30,116 +76,132 @@ fn main() {
     runtime.block_on(run());
 }
 
-async fn wait_all(keys: &Api<TwilioApiKey>, what: &str, done: impl Fn(&TwilioApiKey) -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        let list = keys.list(&Default::default()).await.unwrap();
-        if list.items.len() == KEYS && list.items.iter().all(&done) {
-            return started.elapsed();
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            let stuck: Vec<_> = list
-                .items
-                .iter()
-                .filter(|k| !done(k))
-                .map(|k| {
-                    (
-                        k.metadata.name.clone(),
-                        k.status.as_ref().map(|s| s.conditions.clone()),
-                    )
-                })
-                .take(3)
-                .collect();
-            panic!("{what}: not all keys converged, for example {stuck:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+async fn run() {
+    let params = Params::from_env();
+    let cp = cluster();
+    println!(
+        "control plane started in {:.2}s; latency {} ms, concurrency {}, {} foreign Secrets per namespace",
+        cp.startup.as_secs_f64(),
+        params.latency_ms,
+        params.concurrency,
+        params.foreign_secrets
+    );
+    println!(
+        "| work | measured | Twilio floor | Kubernetes floor | ratio | Twilio calls/object | apiserver writes/object | operator RSS after |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for &keys in &params.sizes {
+        bench_size(cp, &params, keys).await;
     }
 }
 
-fn received(state: &Value, operation: &str) -> u64 {
-    state["received"][operation].as_u64().unwrap_or(0)
+/// The measurements of one piece of work by the operator.
+struct Row {
+    work: String,
+    took: Duration,
+    objects: usize,
+    twilio_calls: u64,
+    /// Twilio calls by operation, as the emulator counts them.
+    twilio_operations: Value,
+    writes: BTreeMap<String, u64>,
+    rss_kib: u64,
 }
 
-async fn run() {
-    let started = Instant::now();
-    let status = std::process::Command::new("bash")
-        .arg(support::repo_root().join("hack/control-plane.sh"))
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    let setup = started.elapsed();
-    let cp = support::cluster();
-    println!(
-        "control plane: setup script (warm) {:.2}s, start to CRDs Established {:.2}s",
-        setup.as_secs_f64(),
-        cp.startup.as_secs_f64()
-    );
+impl Row {
+    async fn print(&self, cp: &ControlPlane, params: &Params) {
+        let writes: u64 = self.writes.values().sum();
+        let twilio = params.twilio_floor(self.twilio_calls);
+        let kubernetes = kubernetes_floor(cp, writes as usize).await;
+        let floor = twilio.max(kubernetes);
+        let per = |n: u64| n as f64 / self.objects as f64;
+        println!(
+            "| {} | {:.1} s | {:.1} s | {:.1} s | {:.2}× | {:.2} | {:.2} ({}) | {:.1} MiB |",
+            self.work,
+            self.took.as_secs_f64(),
+            twilio.as_secs_f64(),
+            kubernetes.as_secs_f64(),
+            self.took.as_secs_f64() / floor.as_secs_f64().max(0.001),
+            per(self.twilio_calls),
+            per(writes),
+            self.writes
+                .iter()
+                .map(|(what, n)| format!("{what} {:.2}", per(*n)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.rss_kib as f64 / 1024.0
+        );
+        println!("  Twilio calls by operation: {}", self.twilio_operations);
+    }
+}
 
+async fn bench_size(cp: &ControlPlane, params: &Params, n: usize) {
     let ns = cp.tenant_namespace("bench").await;
     let client = cp.admin();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let filler = "x".repeat(1024);
-    for i in 0..FOREIGN_SECRETS {
-        let s: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("foreign-{i}")}, "stringData": {"blob": filler}})).unwrap();
-        secrets.create(&PostParams::default(), &s).await.unwrap();
-    }
-    let emu = Emulator::start(&["--max-keys", "10000"]);
-    let operator = Operator::start(cp, &emu, &ns, &[("RESYNC_INTERVAL", "5s"), ("RUST_LOG", "warn")]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (idle_rss, _) = operator.memory_kib();
-
+    concurrently(0..params.foreign_secrets, |i| {
+        let (secrets, filler) = (secrets.clone(), filler.clone());
+        async move {
+            let s: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": format!("foreign-{i}")}, "stringData": {"blob": filler}}))
+            .unwrap();
+            secrets.create(&PostParams::default(), &s).await.unwrap();
+        }
+    })
+    .await;
+    let max_keys = (3 * n).max(1000).to_string();
+    let latency = params.latency_ms.to_string();
+    let limit = params.concurrency.to_string();
+    let emu = Emulator::start(&[
+        "--max-keys",
+        &max_keys,
+        "--latency-ms",
+        &latency,
+        "--concurrency-limit",
+        &limit,
+    ]);
+    let env = [("RUST_LOG", "warn"), ("TWILIO_MAX_CONCURRENCY", limit.as_str())];
     let keys: Api<TwilioApiKey> = Api::namespaced(client.clone(), &ns);
-    emu.reset_stats().await;
-    let create_started = Instant::now();
-    for i in 0..KEYS {
-        let key: TwilioApiKey = serde_json::from_value(json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": format!("k{i:04}")},
-            "spec": {"rotation": {"every": "720h", "gracePeriod": "0s"}}})).unwrap();
-        keys.create(&PostParams::default(), &key).await.unwrap();
-    }
+
+    // Create: every object present before the operator starts.
+    concurrently(0..n, |i| {
+        let keys = keys.clone();
+        async move {
+            let key: TwilioApiKey =
+                serde_json::from_value(json!({"apiVersion": "twilio.operator.dev/v1alpha1",
+                "kind": "TwilioApiKey", "metadata": {"name": format!("k{i:05}")},
+                "spec": {"rotation": {"every": "720h", "gracePeriod": "0s"}}}))
+                .unwrap();
+            keys.create(&PostParams::default(), &key).await.unwrap();
+        }
+    })
+    .await;
     let ready = |k: &TwilioApiKey| {
         k.status
             .as_ref()
             .is_some_and(|s| is_ready(&s.conditions) && s.key_sid.is_some())
     };
-    wait_all(&keys, "create", ready).await;
-    let create_time = create_started.elapsed();
-    let state = emu.state().await;
-    let (creates, lists) = (
-        received(&state, "api.CreateNewKey"),
-        received(&state, "api.ListKey"),
-    );
-    let total: u64 = state["received"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter_map(Value::as_u64)
-        .sum();
-    println!(
-        "create: {KEYS} keys Ready in {:.1}s ({:.1} keys/s)",
-        create_time.as_secs_f64(),
-        KEYS as f64 / create_time.as_secs_f64()
-    );
-    println!(
-        "create: Twilio calls {total} in all = {:.2} per key (CreateNewKey {creates}, ListKey {lists}); by operation {}",
-        total as f64 / KEYS as f64,
-        state["received"]
-    );
-    let (rss, hwm) = operator.memory_kib();
-    println!(
-        "memory: operator RSS {:.1} MiB idle, {:.1} MiB with {KEYS} keys and {FOREIGN_SECRETS} Secrets it does not own (peak {:.1} MiB)",
-        idle_rss as f64 / 1024.0,
-        rss as f64 / 1024.0,
-        hwm as f64 / 1024.0
-    );
-
-    emu.reset_stats().await;
-    let rotate_started = Instant::now();
-    for i in 0..KEYS {
-        let patch = json!({"metadata": {"annotations": {"twilio.operator.dev/rotate": "bench"}}});
-        keys.patch(&format!("k{i:04}"), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .unwrap();
+    let mut operator = Some(Operator::start(cp, &emu, &ns, &env));
+    let row = measure(cp, &emu, &keys, operator.as_ref().unwrap(), n, ready).await;
+    Row {
+        work: format!("{n} keys created"),
+        ..row
     }
+    .print(cp, params)
+    .await;
+
+    // Rotate: every rotation asked while the operator is stopped.
+    stop(&mut operator);
+    concurrently(0..n, |i| {
+        let keys = keys.clone();
+        async move {
+            let patch = json!({"metadata": {"annotations": {"twilio.operator.dev/rotate": "bench"}}});
+            keys.patch(&format!("k{i:05}"), &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
     let rotated = |k: &TwilioApiKey| {
         k.status.as_ref().is_some_and(|s| {
             is_ready(&s.conditions)
@@ -147,38 +209,201 @@ async fn run() {
                 && s.retiring_keys.is_empty()
         })
     };
-    wait_all(&keys, "rotate", rotated).await;
-    let rotate_time = rotate_started.elapsed();
+    operator = Some(Operator::start(cp, &emu, &ns, &env));
+    let row = measure(cp, &emu, &keys, operator.as_ref().unwrap(), n, rotated).await;
+    Row {
+        work: format!("{n} keys rotated and old keys revoked"),
+        ..row
+    }
+    .print(cp, params)
+    .await;
+
+    // Restart with every object present: the first reconcile, and a new key Ready.
+    stop(&mut operator);
+    let started = Instant::now();
+    let restarted = Operator::start(cp, &emu, &ns, &env);
+    let first = first_reconcile(&restarted).await;
+    let key: TwilioApiKey = serde_json::from_value(json!({"apiVersion": "twilio.operator.dev/v1alpha1",
+        "kind": "TwilioApiKey", "metadata": {"name": "newcomer"}, "spec": {}}))
+    .unwrap();
+    keys.create(&PostParams::default(), &key).await.unwrap();
+    support::operator::wait_for(&keys, "newcomer", Duration::from_secs(600), "Ready", ready).await;
+    println!(
+        "restart with {n} keys present: first reconcile {:.2} s after start; a new key Ready {:.1} s after start",
+        first.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Runs the operator's work until every one of the `n` keys is `done`; what it took, in time,
+/// Twilio calls and apiserver writes, and the operator's memory after.
+async fn measure(
+    cp: &ControlPlane,
+    emu: &Emulator,
+    keys: &Api<TwilioApiKey>,
+    operator: &Operator,
+    n: usize,
+    done: impl Fn(&TwilioApiKey) -> bool,
+) -> Row {
+    let before = apiserver_writes(cp).await;
+    emu.reset_stats().await;
+    let started = Instant::now();
+    wait_all(keys, n, done).await;
+    let took = started.elapsed();
     let state = emu.state().await;
-    let total: u64 = state["received"]
+    let twilio_calls = state["received"]
         .as_object()
         .unwrap()
         .values()
         .filter_map(Value::as_u64)
         .sum();
-    println!(
-        "rotate (grace 0s): {KEYS} keys rotated and old keys revoked in {:.1}s; Twilio calls {total} = {:.2} per rotation (CreateNewKey {}, DeleteKey {}, ListKey {})",
-        rotate_time.as_secs_f64(),
-        total as f64 / KEYS as f64,
-        received(&state, "api.CreateNewKey"),
-        received(&state, "api.DeleteKey"),
-        received(&state, "api.ListKey")
-    );
+    let after = apiserver_writes(cp).await;
+    let writes = after
+        .into_iter()
+        .map(|(what, count)| {
+            let delta = count - before.get(&what).copied().unwrap_or(0);
+            (what, delta)
+        })
+        .filter(|(_, delta)| *delta > 0)
+        .collect();
+    Row {
+        work: String::new(),
+        took,
+        objects: n,
+        twilio_calls,
+        twilio_operations: state["received"].clone(),
+        writes,
+        rss_kib: operator.memory_kib().0,
+    }
+}
 
-    emu.reset_stats().await;
-    let window = Duration::from_secs(20);
-    tokio::time::sleep(window).await;
-    let state = emu.state().await;
-    println!(
-        "drift: {} ListKey and {} FetchKey calls in {}s at a 5s resync for {KEYS} keys in one account",
-        received(&state, "api.ListKey"),
-        received(&state, "api.FetchKey"),
-        window.as_secs()
-    );
-    let (rss, hwm) = operator.memory_kib();
-    println!(
-        "memory: operator RSS {:.1} MiB at rest after rotation (peak {:.1} MiB)",
-        rss as f64 / 1024.0,
-        hwm as f64 / 1024.0
-    );
+/// Stops the operator as Kubernetes would, and waits for it to exit.
+fn stop(operator: &mut Option<Operator>) {
+    if let Some(mut running) = operator.take() {
+        running.terminate();
+        running.wait_exit(Duration::from_secs(60));
+    }
+}
+
+/// Waits, through one watch, until `n` keys are `done`.
+async fn wait_all(keys: &Api<TwilioApiKey>, n: usize, done: impl Fn(&TwilioApiKey) -> bool) {
+    let mut finished = HashSet::new();
+    let events = watcher(keys.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    let mut events = std::pin::pin!(events);
+    let deadline = Duration::from_secs(3600);
+    tokio::time::timeout(deadline, async {
+        while let Some(key) = events.try_next().await.unwrap() {
+            let name = key.metadata.name.clone().unwrap_or_default();
+            if done(&key) {
+                finished.insert(name);
+            } else {
+                finished.remove(&name);
+            }
+            if finished.len() >= n {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {n} keys converged", finished.len()));
+}
+
+/// How long after start the operator finished its first reconcile, from its metrics.
+async fn first_reconcile(operator: &Operator) -> Duration {
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    loop {
+        let text = match http.get(format!("{}/metrics", operator.metrics_url)).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let reconciled = text
+            .lines()
+            .filter(|l| l.starts_with("twilio_operator_reconciles_total{"))
+            .any(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+                    > 0.0
+            });
+        if reconciled {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "no reconcile");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes the apiserver has served to the resources the operator writes, by verb and resource,
+/// from its own metrics.
+async fn apiserver_writes(cp: &ControlPlane) -> BTreeMap<String, u64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = cp.admin().request_text(request).await.unwrap();
+    let mut writes = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = line[start..].find('"')? + start;
+            Some(line[start..end].to_owned())
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else {
+            continue;
+        };
+        let ours = ["twilioapikeys", "secrets", "events", "deployments"].contains(&resource.as_str());
+        if !ours || !["POST", "PUT", "PATCH", "APPLY", "DELETE"].contains(&verb.as_str()) {
+            continue;
+        }
+        let subresource = label("subresource").filter(|s| !s.is_empty());
+        let mut what = match subresource {
+            Some(sub) => format!("{verb} {resource}/{sub}"),
+            None => format!("{verb} {resource}"),
+        };
+        // Refusals count too (a conflict is a request the apiserver served), shown apart.
+        if let Some(code) = label("code").filter(|c| !c.starts_with('2')) {
+            what = format!("{what} → {code}");
+        }
+        let count = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        *writes.entry(what).or_default() += count as u64;
+    }
+    writes
+}
+
+/// The time `writes` apiserver writes take when issued directly at full concurrency: small
+/// ConfigMaps created in a namespace of their own.
+async fn kubernetes_floor(cp: &ControlPlane, writes: usize) -> Duration {
+    let ns = cp.namespace("floor").await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(cp.admin(), &ns);
+    let started = Instant::now();
+    concurrently(0..writes, |i| {
+        let configmaps = configmaps.clone();
+        async move {
+            let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("w{i}")}, "data": {"k": "v"}}))
+            .unwrap();
+            configmaps.create(&PostParams::default(), &cm).await.unwrap();
+        }
+    })
+    .await;
+    started.elapsed()
+}
+
+/// Runs `task` for each item, `CLIENT_CONCURRENCY` at a time.
+async fn concurrently<I, F, Fut>(items: I, task: F)
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    futures::stream::iter(items)
+        .map(task)
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .collect::<()>()
+        .await;
 }

@@ -22,12 +22,21 @@ use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "twilio-operator";
 const BACKOFF_BASE: Duration = Duration::from_secs(5);
 const BACKOFF_CAP: Duration = Duration::from_secs(600);
+
+/// A change the cluster-wide caches saw, by name.
+#[derive(Clone, Debug)]
+pub enum Changed {
+    /// A TwilioAccount (its policy, credentials or status).
+    Account(String),
+    /// A Namespace (its labels, or its deletion).
+    Namespace(String),
+}
 
 /// The cluster-wide caches and the operator's own namespace.
 pub struct Cluster {
@@ -35,6 +44,9 @@ pub struct Cluster {
     pub accounts: Store<TwilioAccount>,
     /// Every Namespace's metadata, for the account policies' label selectors.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// What those caches see change, for the controllers that are running to subscribe to; the
+    /// caches never wait for a subscriber.
+    pub changes: tokio::sync::broadcast::Sender<Changed>,
     /// The operator's own namespace, where the claims on subaccount SIDs live.
     pub own_namespace: String,
 }
@@ -57,7 +69,23 @@ pub struct Context {
     pub cluster: Cluster,
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
+    writes: Mutex<HashMap<String, Writes>>,
 }
+
+/// The status writes of the latest pass over one object, to tell a stale cached copy.
+struct Writes {
+    /// When the newest was made.
+    at: Instant,
+    /// The resourceVersions this process has written over: the one each pass read, and each of
+    /// its writes but the newest.
+    superseded: Vec<String>,
+    /// The resourceVersion of the newest write.
+    newest: Option<String>,
+}
+
+/// How long a cached copy older than the operator's own write is waited for: beyond this the
+/// watch is assumed behind for good and the copy is acted on.
+const STALE_WAIT: Duration = Duration::from_secs(5);
 
 impl Context {
     /// A context with no failures and no tokens remembered yet.
@@ -80,6 +108,7 @@ impl Context {
             cluster,
             failures: Mutex::default(),
             subaccount_tokens: Mutex::default(),
+            writes: Mutex::default(),
         }
     }
 
@@ -107,6 +136,41 @@ impl Context {
     /// Forgets the failures of `object`: its next failure backs off from the start.
     pub fn succeeded(&self, object: &str) {
         self.failures.lock().expect("failure map").remove(object);
+    }
+
+    /// Records that object `uid`, read at resourceVersion `read`, was written to become `written`.
+    pub fn wrote(&self, uid: &str, read: Option<String>, written: Option<String>) {
+        let mut writes = self.writes.lock().expect("write memory");
+        let entry = writes.entry(uid.to_owned()).or_insert_with(|| Writes {
+            at: Instant::now(),
+            superseded: Vec::new(),
+            newest: None,
+        });
+        if let Some(previous) = std::mem::replace(&mut entry.newest, written) {
+            entry.superseded.push(previous);
+        }
+        entry.superseded.extend(read);
+        let newest = entry.newest.clone();
+        entry.superseded.retain(|rv| Some(rv) != newest.as_ref());
+        // Only the latest few matter: a cache is never further behind than a pass or two.
+        let excess = entry.superseded.len().saturating_sub(8);
+        entry.superseded.drain(..excess);
+        entry.at = Instant::now();
+    }
+
+    /// Whether the copy of object `uid` at resourceVersion `version` predates a status this
+    /// process wrote since, and the cache can be expected to catch up soon.
+    pub fn is_stale(&self, uid: &str, version: Option<&str>) -> bool {
+        let writes = self.writes.lock().expect("write memory");
+        let (Some(entry), Some(version)) = (writes.get(uid), version) else {
+            return false;
+        };
+        entry.at.elapsed() < STALE_WAIT && entry.superseded.iter().any(|rv| rv == version)
+    }
+
+    /// Forgets the writes of object `uid`: it is gone.
+    pub fn forget_writes(&self, uid: &str) {
+        self.writes.lock().expect("write memory").remove(uid);
     }
 
     /// The auth token of subaccount `sid`, if this process has read it.

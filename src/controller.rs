@@ -1,51 +1,73 @@
-//! Wiring of the controllers: which streams wake which reconciler.
+//! Wiring of the controllers: which watches feed which reconciler.
 //!
 //! Contract:
-//! - each kind is cached whole but without managedFields; the Secrets are watched metadata-only
-//!   and by label, so the operator never caches a Secret it does not own;
-//! - TwilioSubaccount changes wake the keys that reference them, and key changes wake the
-//!   subaccounts of their namespace (which count them);
-//! - a TwilioAccount change wakes the objects that use it, and a Namespace change (its labels)
-//!   the objects in it, so policy edits take effect without a restart;
-//! - an object that cannot be read as its kind is reported with a Warning event and left out of
-//!   the caches until it is repaired ([`readable`]), so it never stalls the watch of the others;
+//! - per scope (a namespace, or the whole cluster), each kind is watched once, cached once
+//!   without managedFields, and that cache and its events are shared by both controllers
+//!   (kube's shared streams); the operator's Secrets are watched once, metadata only and by
+//!   label, so the operator never caches a Secret it does not own;
+//! - a key wakes the subaccount it names only when it joins or leaves it ([`Membership`]), and
+//!   a subaccount wakes its keys only when what they read of it changes (its SID, its state,
+//!   its Ready condition), so status writes do not ripple;
 //! - TwilioAccounts and Namespace metadata are cached cluster-wide for the life of the process
 //!   ([`shared_caches`]), leader or not, and the controllers start once those caches are full;
+//!   a change there wakes the objects that use the account or live in the namespace;
+//! - an object that cannot be read as its kind is reported with a Warning event and left out of
+//!   the caches until it is repaired ([`readable`]), so it never stalls the watch of the others;
+//! - each controller runs at most a bounded number of reconciles at once, sized to the Twilio
+//!   client's concurrency, so a burst holds bounded memory;
+//! - with a label selector, only the namespaced objects it matches are watched: operators with
+//!   disjoint selectors are disjoint shards (Twilio's limits are per account, so shard by
+//!   account; a key and its subaccount share a shard). Every shard reconciles TwilioAccounts;
 //! - with a namespace list, each namespace gets its own watches of the namespaced kinds (and the
 //!   operator needs no cluster-wide access to Secrets); without one, the whole cluster is watched.
 
 use crate::account::{self, Accounts};
 use crate::api::{TwilioAccount, TwilioApiKey, TwilioSubaccount};
 use crate::apikey::ApiKeys;
-use crate::context::Context;
-use crate::context::publish;
-use crate::reconcile::{self, Lifecycle, Object};
+use crate::context::{Changed, Context, publish};
+use crate::membership::Membership;
+use crate::reconcile::{self, Lifecycle};
 use crate::secret::MANAGED_SELECTOR;
 use crate::subaccount::Subaccounts;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
 
-/// The caches of every TwilioAccount and every Namespace's metadata, and the future that keeps
-/// them current (run it for the life of the process).
+/// Changes of TwilioAccounts and Namespaces held for a controller that is behind; one further
+/// behind misses the oldest (they are rare, and the resync covers them).
+const CHANGES_BUFFER: usize = 256;
+
+/// The cluster-wide caches: every TwilioAccount, every Namespace's metadata, and the sender of
+/// what changes in them.
+pub type Caches = (
+    Store<TwilioAccount>,
+    Store<PartialObjectMeta<Namespace>>,
+    broadcast::Sender<Changed>,
+);
+
+/// The cluster-wide caches, and the future that keeps them current (run it for the life of the
+/// process).
 pub fn shared_caches(
     client: &kube::Client,
     recorder: &Recorder,
-) -> (
-    (Store<TwilioAccount>, Store<PartialObjectMeta<Namespace>>),
-    impl Future<Output = ()> + Send + 'static,
-) {
+) -> (Caches, impl Future<Output = ()> + Send + 'static) {
     let (accounts, accounts_writer) = reflector::store::<TwilioAccount>();
     let (namespaces, namespaces_writer) = reflector::store();
+    let (changes, _) = broadcast::channel(CHANGES_BUFFER);
+    let (account_changes, namespace_changes) = (changes.clone(), changes.clone());
     let accounts_watch = readable(
         Api::all(client.clone()),
         watcher::Config::default(),
@@ -54,7 +76,14 @@ pub fn shared_caches(
     )
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(accounts_writer)
-    .for_each(|_| futures::future::ready(()));
+    .touched_objects()
+    .for_each(move |touched| {
+        if let Ok(account) = touched {
+            // Nobody listens while this process is not the leader.
+            let _ = account_changes.send(Changed::Account(account.name_any()));
+        }
+        futures::future::ready(())
+    });
     let namespaces_watch = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
@@ -62,20 +91,33 @@ pub fn shared_caches(
     .default_backoff()
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(namespaces_writer)
-    .for_each(|_| futures::future::ready(()));
+    .touched_objects()
+    .for_each(move |touched| {
+        if let Ok(namespace) = touched {
+            let _ = namespace_changes.send(Changed::Namespace(namespace.name_any()));
+        }
+        futures::future::ready(())
+    });
     let run = async move {
         tokio::join!(accounts_watch, namespaces_watch);
     };
-    ((accounts, namespaces), run)
+    ((accounts, namespaces, changes), run)
 }
 
-/// Runs every controller until `stop` turns true: the namespaced kinds over each of `scopes`
-/// (`None` for the whole cluster), TwilioAccounts once, and, with `default_account` (a ConfigMap
-/// in the operator's namespace), the account the chart describes. In-flight reconciles finish
-/// first.
+/// What this operator reconciles of the namespaced kinds.
+pub struct Watch {
+    /// The namespaces, each its own scope; `None` for the whole cluster.
+    pub scopes: Vec<Option<String>>,
+    /// The label selector of this operator's shard; `None` for every object.
+    pub selector: Option<String>,
+}
+
+/// Runs every controller until `stop` turns true: the namespaced kinds over each scope of
+/// `watch`, TwilioAccounts once, and, with `default_account` (a ConfigMap in the operator's
+/// namespace), the account the chart describes. In-flight reconciles finish first.
 pub async fn run(
     ctx: Arc<Context>,
-    scopes: &[Option<String>],
+    watch: &Watch,
     default_account: Option<String>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -84,25 +126,14 @@ pub async fn run(
         ctx.cluster.accounts.wait_until_ready(),
         ctx.cluster.namespaces.wait_until_ready()
     );
-    let namespaced = scopes.iter().map(|scope| {
-        let (ctx, stop, ns) = (ctx.clone(), stop.clone(), scope.as_deref());
-        async move {
-            tokio::join!(
-                run_kind(
-                    Arc::new(ApiKeys::new(ctx.clone())),
-                    ns,
-                    until(stop.clone()),
-                    keys_of_subaccount
-                ),
-                run_kind(
-                    Arc::new(Subaccounts::new(ctx)),
-                    ns,
-                    until(stop),
-                    subaccounts_of_key
-                ),
-            );
-        }
-    });
+    let selected = watch
+        .selector
+        .as_deref()
+        .map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s));
+    let namespaced = watch
+        .scopes
+        .iter()
+        .map(|scope| run_scope(ctx.clone(), scope.as_deref(), selected.clone(), stop.clone()));
     let chart_account = async {
         if let Some(configmap) = default_account {
             account::keep_applied(ctx.clone(), configmap, until(stop.clone())).await;
@@ -115,19 +146,20 @@ pub async fn run(
     );
 }
 
-/// Runs the TwilioAccount controller.
+/// Runs the TwilioAccount controller over the shared cache: every account once at start, then
+/// each change.
 async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let (reader, writer) = reflector::store::<TwilioAccount>();
-    let objects = readable(
-        Api::all(ctx.client.clone()),
-        watcher::Config::default(),
-        &reader,
-        &ctx.recorder,
-    )
-    .modify(|o| o.managed_fields_mut().clear())
-    .reflect(writer)
-    .touched_objects();
-    let results = Controller::for_stream(objects, reader)
+    let store = ctx.cluster.accounts.clone();
+    let existing: Vec<_> = store.state().iter().map(|a| ObjectRef::from_obj(&**a)).collect();
+    let changed = changes(&ctx).filter_map(|change| async move {
+        match change {
+            Changed::Account(name) => Some(ObjectRef::new(&name)),
+            Changed::Namespace(_) => None,
+        }
+    });
+    let results = Controller::for_stream(futures::stream::empty(), store)
+        .reconcile_on(futures::stream::iter(existing).chain(changed))
+        .with_config(bounded(&ctx))
         .graceful_shutdown_on(shutdown)
         .run(
             account::reconcile,
@@ -137,96 +169,191 @@ async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Se
     drain(results).await;
 }
 
-/// Completes once `stop` turns true (or its sender is gone).
-// Not an `async fn`: graceful_shutdown_on needs the future to be Sync, which only a written-out
-// signature promises.
-#[allow(clippy::manual_async_fn)]
-pub fn until(
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }
-}
-
-/// The keys that live in the subaccount `sub`.
-fn keys_of_subaccount(
-    keys: &Store<TwilioApiKey>,
-    sub: PartialObjectMeta<TwilioSubaccount>,
-) -> Vec<ObjectRef<TwilioApiKey>> {
-    let (ns, name) = (sub.namespace(), sub.name_any());
-    objects_where(keys, |k| {
-        k.namespace() == ns && k.spec.subaccount_ref.as_ref().is_some_and(|r| r.name == name)
+/// The changes of the cluster-wide caches from now on.
+fn changes(ctx: &Context) -> impl Stream<Item = Changed> + Send + 'static {
+    futures::stream::unfold(ctx.cluster.changes.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(change) => return Some((change, rx)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "missed cache changes; the resync covers them");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     })
 }
 
-/// The subaccounts of `key`'s namespace: they count the keys, so keys coming and going wake them.
-fn subaccounts_of_key(
-    subaccounts: &Store<TwilioSubaccount>,
-    key: PartialObjectMeta<TwilioApiKey>,
-) -> Vec<ObjectRef<TwilioSubaccount>> {
-    let ns = key.namespace();
-    objects_where(subaccounts, |s| s.namespace() == ns)
+/// A controller configuration with reconcile concurrency sized to Twilio's: enough to keep every
+/// Twilio slot busy while other passes write to Kubernetes, and no more.
+fn bounded(ctx: &Context) -> controller::Config {
+    controller::Config::default().concurrency((2 * ctx.twilio.max_concurrency()).max(4) as u16)
 }
 
-/// Maps an object of another kind to the objects of kind `K` it concerns.
-type Related<K, R> = fn(&Store<K>, PartialObjectMeta<R>) -> Vec<ObjectRef<K>>;
+/// Both namespaced controllers over one scope: one watch and one cache of each kind, and one
+/// watch of the operator's Secrets, whose events wake the objects they concern. The wake-ups go
+/// straight from one watch to the other controller, deletions included (kube's shared streams
+/// would drop those: they hand out what the cache still holds).
+async fn run_scope(
+    ctx: Arc<Context>,
+    ns: Option<&str>,
+    selected: watcher::Config,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = &ctx.client;
+    let membership = Arc::new(Membership::default());
+    let (keys, keys_writer) = reflector::store::<TwilioApiKey>();
+    let (subs, subs_writer) = reflector::store::<TwilioSubaccount>();
+    let (wake_keys, keys_to_wake) = mpsc::unbounded_channel();
+    let (wake_subs, subs_to_wake) = mpsc::unbounded_channel();
 
-/// Runs the controller of `L`'s kind: its own objects, the Secrets it owns, and the objects of
-/// kind `R` that `related` maps to objects of this kind.
-async fn run_kind<L, R>(
+    // A key joining or leaving a subaccount wakes that subaccount, and nothing else does.
+    let (index, wake) = (membership.clone(), wake_subs.clone());
+    let key_events = readable(scoped(client, ns), selected.clone(), &keys, &ctx.recorder)
+        .modify(|o| o.managed_fields_mut().clear())
+        .inspect_ok(move |event| {
+            for sub in index.observe(event) {
+                let _ = wake.send(sub);
+            }
+        })
+        .reflect(keys_writer)
+        .touched_objects();
+    // A subaccount wakes its keys when what they read of it changes.
+    let (index, wake, mut seen) = (membership.clone(), wake_keys.clone(), HashMap::new());
+    let sub_events = readable(scoped(client, ns), selected, &subs, &ctx.recorder)
+        .modify(|o| o.managed_fields_mut().clear())
+        .inspect_ok(move |event| {
+            for sub in changed_for_keys(&mut seen, event) {
+                for key in index.keys_of(&sub) {
+                    let _ = wake.send(key);
+                }
+            }
+        })
+        .reflect(subs_writer)
+        .touched_objects();
+    // An owned Secret that changes or goes wakes its owner.
+    let secrets = watcher(
+        scoped::<PartialObjectMeta<Secret>>(client, ns),
+        watcher::Config::default().labels(MANAGED_SELECTOR),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(move |secret| {
+        if let Ok(secret) = secret {
+            let namespace = secret.namespace().unwrap_or_default();
+            for owner in secret
+                .owner_references()
+                .iter()
+                .filter(|o| o.controller == Some(true))
+            {
+                if !owner.api_version.starts_with(crate::api::GROUP) {
+                    continue;
+                }
+                // A send fails only once its controller has stopped.
+                match owner.kind.as_str() {
+                    "TwilioApiKey" => drop(wake_keys.send(ObjectRef::new(&owner.name).within(&namespace))),
+                    "TwilioSubaccount" => {
+                        drop(wake_subs.send(ObjectRef::new(&owner.name).within(&namespace)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        futures::future::ready(())
+    });
+
+    let key_controller =
+        Controller::for_stream(key_events, keys.clone()).reconcile_on(receiver_stream(keys_to_wake));
+    let keys_done = run_kind(
+        Arc::new(ApiKeys::new(ctx.clone(), subs.clone())),
+        key_controller,
+        &keys,
+        ns,
+        until(stop.clone()),
+    );
+    let sub_controller =
+        Controller::for_stream(sub_events, subs.clone()).reconcile_on(receiver_stream(subs_to_wake));
+    let subs_done = run_kind(
+        Arc::new(Subaccounts::new(ctx.clone(), membership)),
+        sub_controller,
+        &subs,
+        ns,
+        until(stop.clone()),
+    );
+    // The Secret watch ends when both controllers have: nobody is woken any more.
+    tokio::select! {
+        _ = async { tokio::join!(keys_done, subs_done) } => {}
+        _ = secrets => {}
+    }
+}
+
+/// The subaccounts whose keys `event` concerns: those that changed what a key reads of its
+/// subaccount (its SID, its state at Twilio, its Ready condition, its deletion), or went. A
+/// status write that changes anything else wakes no key. `seen` holds what was last seen.
+fn changed_for_keys(
+    seen: &mut HashMap<ObjectRef<TwilioSubaccount>, u64>,
+    event: &watcher::Event<TwilioSubaccount>,
+) -> Vec<ObjectRef<TwilioSubaccount>> {
+    let sub = match event {
+        watcher::Event::Apply(sub) | watcher::Event::InitApply(sub) => sub,
+        watcher::Event::Delete(sub) => {
+            let id = ObjectRef::from_obj(sub);
+            seen.remove(&id);
+            return vec![id];
+        }
+        watcher::Event::Init | watcher::Event::InitDone => return Vec::new(),
+    };
+    let mut hash = DefaultHasher::new();
+    (sub.metadata.generation, sub.metadata.deletion_timestamp.is_some()).hash(&mut hash);
+    if let Some(st) = &sub.status {
+        (&st.sid, &st.twilio_status).hash(&mut hash);
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready");
+        ready.map(|c| (&c.status, &c.reason)).hash(&mut hash);
+    }
+    let id = ObjectRef::from_obj(sub);
+    let value = hash.finish();
+    if seen.insert(id.clone(), value) == Some(value) {
+        Vec::new()
+    } else {
+        vec![id]
+    }
+}
+
+/// The receiving end of `rx` as a stream.
+fn receiver_stream<T: Send + 'static>(
+    rx: mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+/// Runs `controller` (of `L`'s kind, fed by the scope's shared watches) until `shutdown`, also
+/// woken by the cluster-wide changes that concern its objects: the TwilioAccount they use, the
+/// Namespace they live in.
+async fn run_kind<L: Lifecycle>(
     lifecycle: Arc<L>,
+    controller: Controller<L::Kind>,
+    store: &Store<L::Kind>,
     ns: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    related: Related<L::Kind, R>,
-) where
-    L: Lifecycle,
-    R: Object,
-{
+) {
     let ctx = lifecycle.context();
-    let client = ctx.client.clone();
     let metrics = ctx.metrics.clone();
-    let (reader, writer) = reflector::store::<L::Kind>();
-    let objects = readable(
-        scoped(&client, ns),
-        watcher::Config::default(),
-        &reader,
-        &ctx.recorder,
-    )
-    .modify(|o| o.managed_fields_mut().clear())
-    .reflect(writer)
-    .touched_objects();
-    let others = watcher(
-        scoped::<PartialObjectMeta<R>>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects();
-    let accounts = watcher(
-        Api::<PartialObjectMeta<TwilioAccount>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects();
-    // Only the namespace this scope watches, when it watches one.
-    let scope = ns.map_or_else(watcher::Config::default, |n| {
-        watcher::Config::default().fields(&format!("metadata.name={n}"))
+    let (store, scope) = (store.clone(), ns.map(str::to_owned));
+    let concerned = changes(ctx).flat_map(move |change| {
+        let refs = match change {
+            Changed::Account(name) => {
+                objects_where(&store, |o| L::account_name(o).is_some_and(|n| n == name))
+            }
+            Changed::Namespace(name) if scope.as_ref().is_none_or(|s| *s == name) => {
+                objects_where(&store, |o| o.namespace().as_deref() == Some(name.as_str()))
+            }
+            Changed::Namespace(_) => Vec::new(),
+        };
+        futures::stream::iter(refs)
     });
-    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), scope)
-        .default_backoff()
-        .touched_objects();
-    let (store, users, residents) = (reader.clone(), reader.clone(), reader.clone());
-    let results = Controller::for_stream(objects, reader)
-        .owns_stream(owned_secrets(&client, ns))
-        .watches_stream(others, move |other| related(&store, other))
-        .watches_stream(accounts, move |account: PartialObjectMeta<TwilioAccount>| {
-            let name = account.name_any();
-            objects_where(&users, |o| L::account_name(o).is_some_and(|n| n == name))
-        })
-        .watches_stream(namespaces, move |namespace: PartialObjectMeta<Namespace>| {
-            let name = Some(namespace.name_any());
-            objects_where(&residents, |o| o.namespace() == name)
-        })
+    let results = controller
+        .reconcile_on(concerned)
+        .with_config(bounded(ctx))
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, lifecycle| {
@@ -242,6 +369,18 @@ async fn run_kind<L, R>(
             lifecycle,
         );
     drain(results).await;
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+// Not an `async fn`: graceful_shutdown_on needs the future to be Sync, which only a written-out
+// signature promises.
+#[allow(clippy::manual_async_fn)]
+pub fn until(
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + Sync + 'static {
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
 }
 
 /// Watches `api`, leaving out every object that cannot be read as `K`: each is reported with a
@@ -322,7 +461,8 @@ fn forget<K: Resource<DynamicType = ()> + Clone>(
         .map(|last| watcher::Event::Delete((*last).clone()))
 }
 
-/// The objects in `store` that `keep` selects.
+/// The objects in `store` that `keep` selects. A scan, so only for changes that are rare and
+/// concern many objects at once: a TwilioAccount's policy, a Namespace's labels.
 fn objects_where<K: Resource<DynamicType = ()> + Clone>(
     store: &Store<K>,
     keep: impl Fn(&K) -> bool,
@@ -343,20 +483,6 @@ fn scoped<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceSc
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
-}
-
-/// The Secrets this operator owns, metadata only: the only Secrets it ever watches.
-fn owned_secrets(
-    client: &kube::Client,
-    ns: Option<&str>,
-) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    watcher(
-        scoped::<PartialObjectMeta<Secret>>(client, ns),
-        watcher::Config::default().labels(MANAGED_SELECTOR),
-    )
-    .default_backoff()
-    .modify(|s| s.managed_fields_mut().clear())
-    .touched_objects()
 }
 
 async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>>) {

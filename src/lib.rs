@@ -14,6 +14,7 @@ pub mod context;
 pub mod controller;
 pub mod crds;
 pub mod failpoint;
+pub mod membership;
 pub mod metrics;
 pub mod reconcile;
 pub mod secret;

@@ -28,6 +28,11 @@ struct Args {
     /// Namespaces to watch, comma-separated; empty watches the whole cluster.
     #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
+    /// Label selector: only the TwilioApiKeys and TwilioSubaccounts it matches are reconciled, so
+    /// several operators (each with its own leader-election Lease) can split the objects
+    /// between them. A key and the subaccount it lives in must be in the same shard.
+    #[arg(long = "selector", env = "WATCH_LABEL_SELECTOR")]
+    selector: Option<String>,
     /// One base URL for all of Twilio's hosts (api, iam, accounts), for the emulator or a proxy.
     #[arg(long, env = "TWILIO_BASE_URL")]
     twilio_base_url: Option<String>,
@@ -138,7 +143,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let recorder = Recorder::new(client.clone(), reporter);
     // Read-only caches of TwilioAccounts and Namespaces, kept current for the whole process so a
     // new leader decides from full caches at once.
-    let ((accounts, namespaces), keep_current) =
+    let ((accounts, namespaces, changes), keep_current) =
         twilio_operator::controller::shared_caches(&client, &recorder);
     tokio::spawn(keep_current);
     let ctx = Arc::new(Context::new(
@@ -151,6 +156,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Cluster {
             accounts,
             namespaces,
+            changes,
             own_namespace: args.leader_election_namespace.clone(),
         },
     ));
@@ -178,7 +184,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         args.namespaces.iter().cloned().map(Some).collect()
     };
-    info!(namespaces = ?args.namespaces, leader_elect = args.leader_elect, "starting");
+    info!(namespaces = ?args.namespaces, selector = ?args.selector, leader_elect = args.leader_elect, "starting");
     if args.leader_elect {
         let identity =
             std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
@@ -198,7 +204,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             info!(%identity, "leading: starting controllers");
             let (halt, halted) = tokio::sync::watch::channel(false);
-            let controllers = run_controllers(&ctx, &scopes, args.default_account_configmap.clone(), halted);
+            let controllers = run_controllers(&ctx, &args, &scopes, halted);
             tokio::pin!(controllers);
             let finished = tokio::select! {
                 _ = &mut controllers => true,
@@ -219,13 +225,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = lease_task.await;
     } else {
         readiness.set();
-        run_controllers(
-            &ctx,
-            &scopes,
-            args.default_account_configmap.clone(),
-            stopped.clone(),
-        )
-        .await;
+        run_controllers(&ctx, &args, &scopes, stopped.clone()).await;
     }
     let _ = server.await;
     info!("stopped");
@@ -234,11 +234,15 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run_controllers(
     ctx: &Arc<Context>,
+    args: &Args,
     scopes: &[Option<String>],
-    default_account: Option<String>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    twilio_operator::controller::run(ctx.clone(), scopes, default_account, stop).await;
+    let watch = twilio_operator::controller::Watch {
+        scopes: scopes.to_vec(),
+        selector: args.selector.clone().filter(|s| !s.trim().is_empty()),
+    };
+    twilio_operator::controller::run(ctx.clone(), &watch, args.default_account_configmap.clone(), stop).await;
 }
 
 fn hostname() -> String {

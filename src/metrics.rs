@@ -76,6 +76,8 @@ pub struct Metrics {
     key_next_rotation: Family<ObjectLabels, FloatGauge>,
     usage: Family<UsageLabels, FloatGauge>,
     keys: Mutex<BTreeMap<(String, String), KeyTimes>>,
+    /// The currency of each subaccount's usage series, to find the series again.
+    usage_currency: Mutex<BTreeMap<(String, String), String>>,
 }
 
 impl Default for Metrics {
@@ -138,6 +140,7 @@ impl Default for Metrics {
             key_next_rotation,
             usage,
             keys: Mutex::default(),
+            usage_currency: Mutex::default(),
         }
     }
 }
@@ -203,13 +206,27 @@ impl Metrics {
 
     /// Records a subaccount's month-to-date spend.
     pub fn usage(&self, namespace: &str, name: &str, currency: &str, month_to_date: f64) {
+        let id = (namespace.to_owned(), name.to_owned());
+        let previous = self
+            .usage_currency
+            .lock()
+            .expect("usage metrics")
+            .insert(id, currency.to_owned());
+        if let Some(previous) = previous.filter(|p| p != currency) {
+            self.usage.remove(&usage_labels(namespace, name, &previous));
+        }
         self.usage
-            .get_or_create(&UsageLabels {
-                namespace: namespace.into(),
-                name: name.into(),
-                currency: currency.into(),
-            })
+            .get_or_create(&usage_labels(namespace, name, currency))
             .set(month_to_date);
+    }
+
+    /// Drops the series of a subaccount whose object is gone.
+    pub fn forget_subaccount(&self, namespace: &str, name: &str) {
+        let id = (namespace.to_owned(), name.to_owned());
+        let currency = self.usage_currency.lock().expect("usage metrics").remove(&id);
+        if let Some(currency) = currency {
+            self.usage.remove(&usage_labels(namespace, name, &currency));
+        }
     }
 
     /// The OpenMetrics text of every series, key ages as of `now` (Unix seconds).
@@ -233,6 +250,15 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The labels of a subaccount's usage series.
+fn usage_labels(namespace: &str, name: &str, currency: &str) -> UsageLabels {
+    UsageLabels {
+        namespace: namespace.into(),
+        name: name.into(),
+        currency: currency.into(),
     }
 }
 
@@ -262,5 +288,9 @@ mod tests {
         }
         m.forget_key("team-a", "checkout");
         assert!(!m.render(1700.0).contains("checkout"));
+        m.usage("team-a", "tenant", "eur", 3.0);
+        assert!(!m.render(1700.0).contains("usd"), "one series per subaccount");
+        m.forget_subaccount("team-a", "tenant");
+        assert!(!m.render(1700.0).contains("tenant"));
     }
 }

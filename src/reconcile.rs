@@ -41,6 +41,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How soon a pass that found a stale cached copy looks again.
+const STALE_RETRY: Duration = Duration::from_millis(100);
+
 /// What a reconcile can fail with, beyond what it reports in the object's status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -107,7 +110,16 @@ pub trait Lifecycle: Send + Sync + 'static {
 /// finalizer.
 pub async fn reconcile<L: Lifecycle>(obj: Arc<L::Kind>, lifecycle: Arc<L>) -> Result<Action, Error> {
     let ctx = lifecycle.context();
+    let uid = obj.uid().unwrap_or_default();
+    if ctx.is_stale(&uid, obj.meta().resource_version.as_deref()) {
+        // The cache has not caught up with this process's own write: acting on this copy would
+        // redo what that write recorded. Its watch event comes soon.
+        return Ok(Action::requeue(STALE_RETRY));
+    }
     let api: Api<L::Kind> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(obj) = with_finalizer(ctx, &api, obj).await? else {
+        return Ok(Action::requeue(STALE_RETRY));
+    };
     finalizer(&api, crate::FINALIZER, obj, |event| async {
         match event {
             finalizer::Event::Apply(obj) => {
@@ -119,6 +131,7 @@ pub async fn reconcile<L: Lifecycle>(obj: Arc<L::Kind>, lifecycle: Arc<L>) -> Re
             finalizer::Event::Cleanup(obj) => match lifecycle.cleanup(&obj).await {
                 Ok(action) => {
                     ctx.succeeded(&object_id(obj.as_ref()));
+                    ctx.forget_writes(&uid);
                     Ok(action)
                 }
                 Err(stop) => Err(hold(ctx, obj.as_ref(), stop).await),
@@ -127,6 +140,36 @@ pub async fn reconcile<L: Lifecycle>(obj: Arc<L::Kind>, lifecycle: Arc<L>) -> Re
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// `obj` holding the operator's finalizer: added here, on the version read, so the same pass
+/// goes on with the object as written and the cached copy without it is known to be stale.
+/// `None` when the object changed since it was read (look again).
+async fn with_finalizer<K: Object>(
+    ctx: &Context,
+    api: &Api<K>,
+    obj: Arc<K>,
+) -> Result<Option<Arc<K>>, Error> {
+    let held = obj.finalizers().iter().any(|f| f == crate::FINALIZER);
+    if held || obj.meta().deletion_timestamp.is_some() {
+        return Ok(Some(obj));
+    }
+    let mut finalizers = obj.finalizers().to_vec();
+    finalizers.push(crate::FINALIZER.to_owned());
+    // The resourceVersion makes the merge patch conditional: a stale copy gets 409 Conflict.
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    match api
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(written) => {
+            let uid = obj.uid().unwrap_or_default();
+            ctx.wrote(&uid, obj.resource_version(), written.resource_version());
+            Ok(Some(Arc::new(written)))
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Keeps an object whose deletion stopped short: a problem is reported in its Ready condition
@@ -225,12 +268,15 @@ async fn apply_status<K: Object>(
     if let Some(version) = read {
         patch["metadata"] = serde_json::json!({"resourceVersion": version});
     }
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    let uid = obj.uid().unwrap_or_default();
+    ctx.wrote(&uid, obj.resource_version(), written.resource_version());
     Ok(())
 }
 
@@ -332,15 +378,19 @@ pub struct Done {
     pub deadline: Option<Timestamp>,
 }
 
-/// Ends a pass: records its outcome (Ready with its message, or the problem) in status, and
-/// says when to look again: at the next deadline, a resync at the latest, or after the backoff.
-pub async fn finish<K: Object>(
+/// Ends a pass: records its outcome (Ready with its message, or the problem) in status unless
+/// the object already says exactly that, and says when to look again: at the next deadline, a resync at the latest, or after the backoff.
+pub async fn finish<K>(
     ctx: &Context,
     obj: &K,
-    mut st: impl LifecycleStatus,
+    mut st: K::Status,
     outcome: Result<Done, Stop>,
     now: Timestamp,
-) -> Result<Action, Error> {
+) -> Result<Action, Error>
+where
+    K: Object + HasStatus,
+    K::Status: LifecycleStatus,
+{
     let id = object_id(obj);
     let requeue = match outcome {
         Ok(done) => {
@@ -354,9 +404,11 @@ pub async fn finish<K: Object>(
                 now,
             );
             *st.conditions_mut() = ready;
-            // A second of slack, so the deadline has passed when we wake.
+            // Counted from now, not from the pass's start, with a little slack, so the deadline
+            // has passed when we wake.
             let until = done.deadline.map(|t| {
-                Duration::try_from(t.duration_since(now)).unwrap_or_default() + Duration::from_secs(1)
+                let left = Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default();
+                left + Duration::from_millis(100)
             });
             until.map_or(ctx.resync, |d| d.min(ctx.resync))
         }
@@ -371,7 +423,11 @@ pub async fn finish<K: Object>(
         }
         Err(Stop::Kube(e)) => return Err(e.into()),
     };
-    write_status(ctx, obj, &st).await?;
+    // A pass that changed nothing writes nothing: no request, and no watch event waking it again.
+    // Compared as written: in-memory times are finer than the whole seconds status keeps.
+    if serde_json::to_value(obj.status()).ok() != serde_json::to_value(Some(&st)).ok() {
+        write_status(ctx, obj, &st).await?;
+    }
     Ok(Action::requeue(requeue))
 }
 

@@ -8,7 +8,8 @@
 //! - a TwilioAccount is used only from a namespace it admits ([`Use::Act`]); a missing account,
 //!   Secret or environment is a `CredentialsMissing` problem saying how to fix it;
 //! - a key with `subaccountRef` acts as that subaccount, with the subaccount's own auth token
-//!   (read once with the parent's credentials, then cached), and waits with
+//!   (read once with the parent's credentials, then cached), reading the subaccount object
+//!   from the shared cache, and waits with
 //!   `SubaccountNotReady`, `SubaccountSuspended` or `SubaccountClosed` until it can.
 
 use crate::api::account::AccountCredentials;
@@ -131,25 +132,21 @@ async fn read_credentials(
         .map_err(|e| missing(format!("{what} is not usable: {e}")))
 }
 
-/// The target of a key that lives in a TwilioSubaccount.
-pub async fn subaccount(ctx: &Context, namespace: &str, name: &str, purpose: Use) -> Result<Target, Problem> {
-    let sub = Api::<TwilioSubaccount>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|e| {
-            Problem::new(
-                Reason::SubaccountNotReady,
-                format!("Could not read TwilioSubaccount {name}: {e}"),
-            )
-        })?
-        .ok_or_else(|| {
-            Problem::new(
-                Reason::SubaccountNotReady,
-                format!(
-                    "TwilioSubaccount {name} named in spec.subaccountRef does not exist in this namespace"
-                ),
-            )
-        })?;
+/// The target of a key that lives in the TwilioSubaccount `name` of its namespace, `sub` as the
+/// shared cache holds it (`None`: there is no such object).
+pub async fn subaccount(
+    ctx: &Context,
+    sub: Option<Arc<TwilioSubaccount>>,
+    namespace: &str,
+    name: &str,
+    purpose: Use,
+) -> Result<Target, Problem> {
+    let sub = sub.ok_or_else(|| {
+        Problem::new(
+            Reason::SubaccountNotReady,
+            format!("TwilioSubaccount {name} named in spec.subaccountRef does not exist in this namespace"),
+        )
+    })?;
     let status = sub.status.clone().unwrap_or_default();
     match status.twilio_status.as_deref() {
         Some("closed") => {

@@ -1092,3 +1092,61 @@ async fn an_unreadable_key_is_reported_and_does_not_stall_the_others() {
     })
     .await;
 }
+
+/// Two operators with disjoint label selectors split the objects of one namespace: each object
+/// is reconciled by exactly one of them, and an object neither selects by none.
+#[tokio::test]
+async fn two_shards_each_reconcile_only_their_objects() {
+    let mut f = Fixture::new("shards", &[]).await;
+    f.operator = None;
+    let shard = |name: &str| {
+        let selector = format!("twilio.operator.dev/shard={name}");
+        let instance = format!("shard-{name}");
+        support::operator::Operator::start(
+            f.cp,
+            &f.emu,
+            &f.ns,
+            &[
+                ("WATCH_LABEL_SELECTOR", selector.as_str()),
+                ("POD_NAME", instance.as_str()),
+            ],
+        )
+    };
+    let (_a, _b) = (shard("a"), shard("b"));
+    let labelled = |shard: Option<&str>| match shard {
+        Some(s) => json!({"twilio.operator.dev/shard": s}),
+        None => json!({}),
+    };
+    for (name, shard) in [("unsharded", None), ("in-a", Some("a")), ("in-b", Some("b"))] {
+        let key: TwilioApiKey = serde_json::from_value(json!({
+            "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
+            "metadata": {"name": name, "labels": labelled(shard)}, "spec": {}
+        }))
+        .unwrap();
+        f.keys().create(&PostParams::default(), &key).await.unwrap();
+    }
+    f.ready("in-a").await;
+    f.ready("in-b").await;
+    for (name, instance) in [("in-a", "shard-a"), ("in-b", "shard-b")] {
+        f.wait_event(name, "KeyCreated").await;
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), &f.ns);
+        let reporters: Vec<_> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| e.reporting_instance.unwrap_or_default())
+            .collect();
+        assert!(
+            !reporters.is_empty() && reporters.iter().all(|r| r == instance),
+            "{name} was reconciled by {reporters:?}, not only {instance}"
+        );
+    }
+    let unsharded = f.keys().get("unsharded").await.unwrap();
+    assert!(
+        unsharded.status.is_none() && unsharded.finalizers().is_empty(),
+        "no shard selects it, so no shard touched it"
+    );
+}

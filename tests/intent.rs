@@ -58,6 +58,7 @@ async fn an_intent_written_from_a_stale_read_is_refused() {
         Cluster {
             accounts,
             namespaces,
+            changes: tokio::sync::broadcast::channel(1).0,
             own_namespace: "default".into(),
         },
     );

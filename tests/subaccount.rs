@@ -695,3 +695,36 @@ async fn crash_in_rotation(f: &mut Fixture, name: &str, failpoint: &str) {
     let exit = f.operator.as_mut().unwrap().wait_exit(WAIT);
     assert!(!exit.success(), "{failpoint} was reached");
 }
+
+/// A key joining a subaccount wakes that subaccount to count it, and that pass asks Twilio
+/// nothing: the subaccount was looked at within the resync interval and its spec is unchanged.
+#[tokio::test]
+async fn a_key_joining_is_counted_without_a_twilio_call() {
+    let f = Fixture::new("sub-count", &[]).await;
+    create(&f, "home", json!({})).await;
+    ready(&f, "home").await;
+    f.create("first", json!({"subaccountRef": {"name": "home"}}))
+        .await;
+    f.ready("first").await;
+    ready_where(&f, "home", "counting one key", |st| st.api_keys == Some(1)).await;
+
+    f.emu.reset_stats().await;
+    f.create("second", json!({"subaccountRef": {"name": "home"}}))
+        .await;
+    f.ready("second").await;
+    ready_where(&f, "home", "counting two keys", |st| st.api_keys == Some(2)).await;
+    assert_eq!(
+        f.emu.calls("api.FetchAccount").await,
+        0,
+        "{}",
+        f.emu.state().await
+    );
+    f.keys().delete("first", &DeleteParams::default()).await.unwrap();
+    ready_where(&f, "home", "counting one key", |st| st.api_keys == Some(1)).await;
+    assert_eq!(
+        f.emu.calls("api.FetchAccount").await,
+        0,
+        "{}",
+        f.emu.state().await
+    );
+}

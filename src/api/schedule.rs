@@ -3,7 +3,9 @@
 //! Contract: [`after`] adds a spec duration to a moment, saturating instead of overflowing; a
 //! key rotates `every` after its creation, minus a jitter derived from the object's
 //! UID (so it is the same after every restart) of at most 5% of `every`, capped at 30 minutes:
-//! 10,000 keys with one period spread over that window instead of one second.
+//! 10,000 keys with one period spread over that window instead of one second;
+//! - every moment computed here is in whole seconds, as status records them, so a value read
+//!   back from status computes to the same again: deadlines round up, never earlier than set.
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
@@ -19,21 +21,28 @@ pub fn jitter(uid: &str, every: Duration) -> Duration {
     }
     let hash = Sha256::digest(uid.as_bytes());
     let n = u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
-    Duration::from_nanos(n % span.as_nanos() as u64)
+    Duration::from_secs(n % span.as_secs().max(1))
 }
 
 /// When a key created at `created` rotates.
 pub fn next_rotation(created: Timestamp, every: Duration, uid: &str) -> Timestamp {
-    let due = every.saturating_sub(jitter(uid, every));
-    created
-        .saturating_add(SignedDuration::try_from(due).unwrap_or(SignedDuration::MAX))
-        .expect("saturating add of a duration")
+    after(created, every.saturating_sub(jitter(uid, every)))
 }
 
-/// `at + grace`.
+/// `at + grace`, rounded up to a whole second.
 pub fn after(at: Timestamp, grace: Duration) -> Timestamp {
-    at.saturating_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX))
-        .expect("saturating add of a duration")
+    let due = at
+        .saturating_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX))
+        .expect("saturating add of a duration");
+    if due.subsec_nanosecond() == 0 {
+        return due;
+    }
+    Timestamp::from_second(due.as_second().saturating_add(1)).unwrap_or(due)
+}
+
+/// `at` as status records it: in whole seconds, rounded down.
+pub fn recorded(at: Timestamp) -> Timestamp {
+    Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 
 pub mod plan;
 
+use crate::api::TwilioSubaccount;
 use crate::api::apikey::{KeyDeletionPolicy, KeyType, TwilioApiKey, TwilioApiKeyStatus, WorkloadKind};
 use crate::api::duration;
 use crate::conditions::{Problem, Reason};
@@ -33,6 +34,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use plan::{Cause, Change, Observation, Plan, Settings};
 use secrecy::ExposeSecret;
@@ -50,6 +52,7 @@ const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 /// The TwilioApiKey reconciler.
 pub struct ApiKeys {
     ctx: Arc<Context>,
+    subaccounts: Store<TwilioSubaccount>,
     memory: Memory,
 }
 
@@ -98,9 +101,10 @@ impl Memory {
 
 impl ApiKeys {
     /// A reconciler acting through `ctx`, remembering nothing yet.
-    pub fn new(ctx: Arc<Context>) -> Self {
+    pub fn new(ctx: Arc<Context>, subaccounts: Store<TwilioSubaccount>) -> Self {
         Self {
             ctx,
+            subaccounts,
             memory: Memory::default(),
         }
     }
@@ -168,7 +172,7 @@ impl Lifecycle for ApiKeys {
         // its Secrets with it) or refused, the operator's own, which reach subaccounts as their
         // parent. Either way only the account the status recorded is touched, and in it only the
         // keys that carry this object's tag.
-        let own = resolve(ctx, key, Use::Cleanup).await.ok();
+        let own = resolve(ctx, &self.subaccounts, key, Use::Cleanup).await.ok();
         let Some(account) = st
             .account_sid
             .clone()
@@ -206,13 +210,20 @@ impl Lifecycle for ApiKeys {
     }
 }
 
-/// The account a key lives in and the credentials to act there with; to act, its TwilioAccount
-/// must also allow the key's type and permissions.
-async fn resolve(ctx: &Context, key: &TwilioApiKey, purpose: Use) -> Result<Target, Problem> {
+/// The account a key lives in and the credentials to act there with (a subaccount as
+/// `subaccounts` holds it); to act, its TwilioAccount must also allow the key's type and
+/// permissions.
+async fn resolve(
+    ctx: &Context,
+    subaccounts: &Store<TwilioSubaccount>,
+    key: &TwilioApiKey,
+    purpose: Use,
+) -> Result<Target, Problem> {
     let ns = key.namespace().unwrap_or_default();
     let spec = &key.spec;
     if let Some(sub) = &spec.subaccount_ref {
-        return target::subaccount(ctx, &ns, &sub.name, purpose).await;
+        let found = subaccounts.get(&ObjectRef::new(&sub.name).within(&ns));
+        return target::subaccount(ctx, found, &ns, &sub.name, purpose).await;
     }
     let parent = target::parent(
         ctx,
@@ -246,7 +257,7 @@ impl ApiKeys {
         now: Timestamp,
     ) -> Result<Done, Stop> {
         let settings = plan::settings(key)?;
-        let target = resolve(&self.ctx, key, Use::Act).await?;
+        let target = resolve(&self.ctx, &self.subaccounts, key, Use::Act).await?;
         st.account_sid = Some(target.account_sid.clone());
         let seen = self.observe(&settings, &target, st).await?;
         let applied_here = self.memory.applied(&settings.uid, settings.generation);
@@ -473,7 +484,10 @@ impl ApiKeys {
         failpoint::hit("apikey-after-secret");
 
         let previous = st.key_sid.clone();
-        *st = plan::issued(settings, st, &new.sid, cause, now);
+        // Counted from publication, not from the pass's start: the grace period runs from when
+        // consumers could first read the new key, and a key list read before this moment may
+        // predate the key (and must not make it look revoked).
+        *st = plan::issued(settings, st, &new.sid, cause, Timestamp::now());
         self.memory.note_applied(&settings.uid, settings.generation);
 
         ctx.metrics.rotated("TwilioApiKey", cause.label());

@@ -258,7 +258,7 @@ pub fn issued(
         });
     }
     st.key_sid = Some(sid.to_owned());
-    st.key_created_at = Some(Time(now));
+    st.key_created_at = Some(Time(schedule::recorded(now)));
     st.next_rotation_at = settings.next_rotation(st.key_created_at.as_ref());
     st.pending_since = None;
     if settings.rotate_request.is_some() {
@@ -389,7 +389,12 @@ fn orphans(inventory: &Inventory, uid: &str, status: &TwilioApiKeyStatus, secret
 /// was created (a list read before could simply predate it). Only a fetch confirms it.
 pub fn revoked_outside(status: &TwilioApiKeyStatus, inventory: &Inventory) -> bool {
     match (status.key_sid.as_deref(), status.key_created_at.as_ref()) {
-        (Some(sid), Some(created)) => inventory.read_at > created.0 && !inventory.contains(sid),
+        // Status keeps whole seconds: only a list read a full second after the recorded
+        // creation surely follows it.
+        (Some(sid), Some(created)) => {
+            inventory.read_at >= schedule::after(created.0, Duration::from_secs(1))
+                && !inventory.contains(sid)
+        }
         _ => false,
     }
 }

@@ -21,7 +21,6 @@
 
 pub mod plan;
 
-use crate::api::TwilioApiKey;
 use crate::api::duration;
 use crate::api::schedule;
 use crate::api::subaccount::{
@@ -29,6 +28,7 @@ use crate::api::subaccount::{
 };
 use crate::conditions::{Problem, Reason};
 use crate::context::Context;
+use crate::membership::Membership;
 use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop, write_status};
 use crate::secret::{self, Expect, Observed};
 use crate::target::{self, Parent, Use, no_token, token_credentials};
@@ -38,14 +38,16 @@ use crate::{claims, failpoint, tenancy};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use plan::{Existence, Found, Settings, TokenAction};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 const ACCOUNT_SID_KEY: &str = "TWILIO_ACCOUNT_SID";
 const AUTH_TOKEN_KEY: &str = "TWILIO_AUTH_TOKEN";
@@ -53,22 +55,49 @@ const AUTH_TOKEN_KEY: &str = "TWILIO_AUTH_TOKEN";
 /// The TwilioSubaccount reconciler.
 pub struct Subaccounts {
     ctx: Arc<Context>,
+    membership: Arc<Membership>,
     memory: Memory,
 }
 
 /// What this reconciler remembers between passes.
 #[derive(Default)]
 struct Memory {
+    /// The UID of the object this process has seen holding each SID's claim. Claims live in the
+    /// operator's namespace, which tenants cannot write, so a claim seen held stays held until
+    /// its object releases it.
+    claimed: Mutex<HashMap<String, String>>,
+    /// The subaccount as last fetched or updated, by SID, with when and for which generation:
+    /// within a resync interval and with the spec unchanged, a pass (woken by a key joining, a
+    /// Secret event) reads this instead of asking Twilio again.
+    accounts: Mutex<HashMap<String, Seen>>,
     /// The last usage read, by subaccount SID, whatever a (possibly stale) status says, so a
     /// stale status does not cost a call.
     usage: Mutex<HashMap<String, SubaccountUsage>>,
 }
 
+/// A subaccount as Twilio described it, when, and for which [`touch`] of its object.
+struct Seen {
+    at: Instant,
+    touch: u64,
+    account: Account,
+}
+
+/// What a person changes to make the operator look again: the spec (its generation) and the
+/// annotations (`kubectl annotate` to force a look at Twilio). Status writes and keys coming and
+/// going leave it as it is.
+fn touch(sub: &TwilioSubaccount) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    (sub.metadata.generation, &sub.metadata.annotations).hash(&mut hash);
+    hash.finish()
+}
+
 impl Subaccounts {
-    /// A reconciler acting through `ctx`, remembering nothing yet.
-    pub fn new(ctx: Arc<Context>) -> Self {
+    /// A reconciler acting through `ctx`, counting keys in `membership`, remembering nothing yet.
+    pub fn new(ctx: Arc<Context>, membership: Arc<Membership>) -> Self {
         Self {
             ctx,
+            membership,
             memory: Memory::default(),
         }
     }
@@ -114,15 +143,16 @@ impl Lifecycle for Subaccounts {
         }
         // The claim comes before any Twilio call about the SID.
         if let Some(sid) = sub.spec.sid.as_deref().or(st.sid.as_deref()) {
-            claims::claim(ctx, sid, sub).await?;
+            self.claim(sid, sub).await?;
         }
-        st.api_keys = Some(self.count_keys(ns, &sub.name_any()).await?);
+        let keys = self.membership.count(&ObjectRef::from_obj(sub));
+        st.api_keys = Some(i32::try_from(keys).unwrap_or(i32::MAX));
 
         let found = self.observe_account(sub, &settings, &parent, st).await?;
         let account = match plan::existence(found, parent.account_sid())? {
             Existence::Exists(account) => account,
             Existence::Recover(account) => {
-                claims::claim(ctx, &account.sid, sub).await?;
+                self.claim(&account.sid, sub).await?;
                 st.sid = Some(account.sid.clone());
                 st.pending_since = None;
                 write_status(ctx, sub, st).await?;
@@ -145,7 +175,7 @@ impl Lifecycle for Subaccounts {
                 st.sid = Some(account.sid.clone());
                 st.pending_since = None;
                 write_status(ctx, sub, st).await?;
-                claims::claim(ctx, &account.sid, sub).await?;
+                self.claim(&account.sid, sub).await?;
                 let note = format!("Created subaccount {}", account.sid);
                 ctx.event(sub, EventType::Normal, "Created", "Create", note).await;
                 account
@@ -156,6 +186,7 @@ impl Lifecycle for Subaccounts {
         if let Some(update) = plan::account_update(sub.spec.state, &settings.display_name, &account)? {
             let updated = ctx.twilio.update_account(&parent, &account.sid, &update).await?;
             record(st, &updated);
+            self.saw(&updated, touch(sub));
             if let Some(s) = update.status {
                 // The spec did not change since the last pass, so Twilio's side drifted.
                 let drifted = st.observed_generation == sub.metadata.generation;
@@ -198,12 +229,16 @@ impl Lifecycle for Subaccounts {
 
     async fn cleanup(&self, sub: &TwilioSubaccount) -> Result<Action, Stop> {
         let ctx = &self.ctx;
+        ctx.metrics
+            .forget_subaccount(&sub.namespace().unwrap_or_default(), &sub.name_any());
         let st = sub.status.clone().unwrap_or_default();
         let done = self.apply_deletion_policy(sub, &st).await?;
         if let Some(sid) = &st.sid {
             self.memory.usage.lock().expect("usage memory").remove(sid);
+            self.memory.accounts.lock().expect("account memory").remove(sid);
             ctx.forget_subaccount_token(sid);
             claims::release(ctx, sid, &sub.uid().unwrap_or_default()).await?;
+            self.memory.claimed.lock().expect("claim memory").remove(sid);
         }
         Ok(done)
     }
@@ -302,18 +337,6 @@ impl Subaccounts {
         reconcile::release(ctx, sub, candidates, &work, apply_policy, failed).await
     }
 
-    /// How many TwilioApiKeys in the namespace live in this subaccount.
-    async fn count_keys(&self, ns: &str, name: &str) -> Result<i32, kube::Error> {
-        let keys = Api::<TwilioApiKey>::namespaced(self.ctx.client.clone(), ns)
-            .list(&ListParams::default())
-            .await?;
-        Ok(keys
-            .items
-            .iter()
-            .filter(|k| k.spec.subaccount_ref.as_ref().is_some_and(|r| r.name == name))
-            .count() as i32)
-    }
-
     /// Looks for the subaccount at Twilio: the one spec.sid adopts, the one status records, or
     /// the one an interrupted create may have made.
     async fn observe_account(
@@ -324,7 +347,11 @@ impl Subaccounts {
         st: &TwilioSubaccountStatus,
     ) -> Result<Found, Stop> {
         let twilio = &self.ctx.twilio;
+        let touched = touch(sub);
         if let Some(sid) = sub.spec.sid.as_deref() {
+            if let Some(account) = self.recent(sid, touched) {
+                return Ok(Found::Adopted(account));
+            }
             let account = twilio.fetch_account(parent, sid).await.map_err(|e| match e.class() {
                 ErrorClass::NotFound => Problem::new(
                     Reason::NotFound,
@@ -335,9 +362,13 @@ impl Subaccounts {
                 ),
                 _ => e.into(),
             })?;
+            self.saw(&account, touched);
             return Ok(Found::Adopted(account));
         }
         if let Some(sid) = st.sid.as_deref() {
+            if let Some(account) = self.recent(sid, touched) {
+                return Ok(Found::Recorded(account));
+            }
             let account = twilio.fetch_account(parent, sid).await.map_err(|e| match e.class() {
                 ErrorClass::NotFound => Problem::new(
                     Reason::NotFound,
@@ -347,6 +378,7 @@ impl Subaccounts {
                 ),
                 _ => e.into(),
             })?;
+            self.saw(&account, touched);
             return Ok(Found::Recorded(account));
         }
         if st.pending_since.is_some() {
@@ -355,6 +387,40 @@ impl Subaccounts {
             ));
         }
         Ok(Found::Nothing)
+    }
+
+    /// Holds the claim on `sid` for `sub`, asking the apiserver only until it has been seen held.
+    async fn claim(&self, sid: &str, sub: &TwilioSubaccount) -> Result<(), Stop> {
+        let uid = sub.uid().unwrap_or_default();
+        let held = self.memory.claimed.lock().expect("claim memory").get(sid) == Some(&uid);
+        if !held {
+            claims::claim(&self.ctx, sid, sub).await?;
+            self.memory
+                .claimed
+                .lock()
+                .expect("claim memory")
+                .insert(sid.to_owned(), uid);
+        }
+        Ok(())
+    }
+
+    /// Subaccount `sid` as this process last saw it, if that was within a resync interval and
+    /// the object's spec and annotations are as they were then (`touch`).
+    fn recent(&self, sid: &str, touch: u64) -> Option<Account> {
+        let accounts = self.memory.accounts.lock().expect("account memory");
+        let seen = accounts.get(sid)?;
+        (seen.at.elapsed() < self.ctx.resync && seen.touch == touch).then(|| seen.account.clone())
+    }
+
+    /// Remembers subaccount `sid` as Twilio just described it, for the object as `touch` says.
+    fn saw(&self, account: &Account, touch: u64) {
+        let mut accounts = self.memory.accounts.lock().expect("account memory");
+        let seen = Seen {
+            at: Instant::now(),
+            touch,
+            account: account.clone(),
+        };
+        accounts.insert(account.sid.clone(), seen);
     }
 
     /// The subaccount created under `creation_name`, if an interrupted create made one.
@@ -524,6 +590,8 @@ impl Subaccounts {
                 failpoint::hit("token-after-promote");
                 ctx.metrics.rotated("TwilioSubaccount", "AuthToken");
                 ctx.forget_subaccount_token(sid);
+                // Its primary token changed: what this process last saw of it is out of date.
+                self.memory.accounts.lock().expect("account memory").remove(sid);
                 let note =
                     format!("Promoted the published auth token of {sid}; the previous one no longer works");
                 ctx.event(sub, EventType::Normal, "AuthTokenRotated", "Rotate", note)

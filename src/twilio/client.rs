@@ -208,6 +208,11 @@ impl TwilioClient {
         })
     }
 
+    /// How many requests it sends to one account at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.inner.config.max_concurrency
+    }
+
     /// The same client, telling `observer` of every answer.
     pub fn observed_by(mut self, observer: Observer) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {

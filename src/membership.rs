@@ -1,0 +1,173 @@
+//! Which TwilioApiKeys live in which TwilioSubaccount, kept from the key watch. Pure.
+//!
+//! Contract:
+//! - [`Membership::observe`] takes every event of the key watch, in order, and answers the
+//!   subaccounts whose set of keys changed, so a key wakes only the subaccount it names, and
+//!   only when it joins or leaves it (a key's status write wakes nothing);
+//! - a key being deleted has left its subaccount;
+//! - a relist (the watch's `Init` … `InitDone`) replaces the whole index, so keys deleted while
+//!   the watch was down leave too;
+//! - counts and lookups cost O(1) and O(keys of that subaccount), whatever the cluster holds.
+
+use crate::api::{TwilioApiKey, TwilioSubaccount};
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::Event;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+type Key = ObjectRef<TwilioApiKey>;
+type Sub = ObjectRef<TwilioSubaccount>;
+
+/// The index of keys by subaccount.
+#[derive(Default)]
+pub struct Membership {
+    inner: Mutex<Index>,
+}
+
+#[derive(Default)]
+struct Index {
+    /// The subaccount each key lives in.
+    of_key: HashMap<Key, Sub>,
+    /// The keys of each subaccount.
+    keys: HashMap<Sub, HashSet<Key>>,
+    /// During a relist, the keys it has not listed yet.
+    unlisted: Option<HashSet<Key>>,
+}
+
+impl Membership {
+    /// Applies one event of the key watch; answers the subaccounts that gained or lost a key.
+    pub fn observe(&self, event: &Event<TwilioApiKey>) -> Vec<Sub> {
+        let mut index = self.inner.lock().expect("membership");
+        match event {
+            Event::Apply(key) => index.place(key).into_iter().collect(),
+            Event::Delete(key) => index.remove(&ObjectRef::from_obj(key)).into_iter().collect(),
+            Event::Init => {
+                index.unlisted = Some(index.of_key.keys().cloned().collect());
+                Vec::new()
+            }
+            Event::InitApply(key) => {
+                if let Some(unlisted) = index.unlisted.as_mut() {
+                    unlisted.remove(&ObjectRef::from_obj(key));
+                }
+                index.place(key).into_iter().collect()
+            }
+            Event::InitDone => {
+                let gone = index.unlisted.take().unwrap_or_default();
+                gone.iter().filter_map(|key| index.remove(key)).collect()
+            }
+        }
+    }
+
+    /// How many keys live in `sub`.
+    pub fn count(&self, sub: &Sub) -> usize {
+        let index = self.inner.lock().expect("membership");
+        index.keys.get(sub).map_or(0, HashSet::len)
+    }
+
+    /// The keys that live in `sub`.
+    pub fn keys_of(&self, sub: &Sub) -> Vec<Key> {
+        let index = self.inner.lock().expect("membership");
+        index
+            .keys
+            .get(sub)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Index {
+    /// Records where `key` lives now; answers the subaccounts it joined or left.
+    fn place(&mut self, key: &TwilioApiKey) -> Vec<Sub> {
+        let id = ObjectRef::from_obj(key);
+        let now = subaccount_of(key);
+        if self.of_key.get(&id) == now.as_ref() {
+            return Vec::new();
+        }
+        let mut changed: Vec<Sub> = self.remove(&id).into_iter().collect();
+        if let Some(sub) = now {
+            self.keys.entry(sub.clone()).or_default().insert(id.clone());
+            self.of_key.insert(id, sub.clone());
+            changed.push(sub);
+        }
+        changed
+    }
+
+    /// Takes `key` out of its subaccount; answers that subaccount.
+    fn remove(&mut self, key: &Key) -> Option<Sub> {
+        let sub = self.of_key.remove(key)?;
+        if let Some(keys) = self.keys.get_mut(&sub) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.keys.remove(&sub);
+            }
+        }
+        Some(sub)
+    }
+}
+
+/// The subaccount `key` lives in, unless it is being deleted.
+fn subaccount_of(key: &TwilioApiKey) -> Option<Sub> {
+    if key.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let name = &key.spec.subaccount_ref.as_ref()?.name;
+    Some(ObjectRef::new(name).within(&key.namespace().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(name: &str, sub: Option<&str>) -> TwilioApiKey {
+        let spec = match sub {
+            Some(s) => json!({"subaccountRef": {"name": s}}),
+            None => json!({}),
+        };
+        serde_json::from_value(json!({
+            "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
+            "metadata": {"name": name, "namespace": "team"}, "spec": spec
+        }))
+        .unwrap()
+    }
+    fn sub(name: &str) -> Sub {
+        ObjectRef::new(name).within("team")
+    }
+
+    #[test]
+    fn keys_wake_only_the_subaccounts_they_join_or_leave() {
+        let m = Membership::default();
+        assert_eq!(m.observe(&Event::Apply(key("a", Some("s1")))), vec![sub("s1")]);
+        assert_eq!(
+            m.observe(&Event::Apply(key("a", Some("s1")))),
+            vec![],
+            "a status write"
+        );
+        assert_eq!(m.observe(&Event::Apply(key("b", None))), vec![]);
+        assert_eq!(
+            m.observe(&Event::Apply(key("a", Some("s2")))),
+            vec![sub("s1"), sub("s2")]
+        );
+        assert_eq!((m.count(&sub("s1")), m.count(&sub("s2"))), (0, 1));
+        let mut deleting = key("a", Some("s2"));
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert_eq!(m.observe(&Event::Apply(deleting)), vec![sub("s2")]);
+        assert_eq!(m.count(&sub("s2")), 0);
+    }
+
+    #[test]
+    fn a_relist_drops_the_keys_it_no_longer_lists() {
+        let m = Membership::default();
+        m.observe(&Event::Apply(key("a", Some("s1"))));
+        m.observe(&Event::Apply(key("b", Some("s1"))));
+        assert_eq!(m.observe(&Event::Init), vec![]);
+        assert_eq!(m.observe(&Event::InitApply(key("a", Some("s1")))), vec![]);
+        assert_eq!(m.observe(&Event::InitDone), vec![sub("s1")]);
+        assert_eq!(m.keys_of(&sub("s1")), vec![ObjectRef::new("a").within("team")]);
+        assert_eq!(m.observe(&Event::Delete(key("a", Some("s1")))), vec![sub("s1")]);
+        assert_eq!(m.count(&sub("s1")), 0);
+    }
+}
