@@ -14,9 +14,14 @@ use crate::api::TwilioAccount;
 use crate::metrics::Metrics;
 use crate::twilio::{Credentials, TwilioClient};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::api::PartialObjectMeta;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use secrecy::SecretString;
 use std::collections::BTreeMap;
@@ -36,6 +41,69 @@ pub enum Changed {
     Account(String),
     /// A Namespace (its labels, or its deletion).
     Namespace(String),
+}
+
+/// Publishes events.k8s.io Events, one request each. Unlike kube's recorder it keeps no cache
+/// for aggregating repeats: that cache is scanned on every event and grows with the number of
+/// objects, and the operator's events do not repeat (a Warning is published when a Ready reason
+/// changes, not on every retry).
+#[derive(Clone)]
+pub struct Recorder {
+    client: kube::Client,
+    reporter: Reporter,
+}
+
+impl Recorder {
+    /// A recorder publishing as `reporter`.
+    pub fn new(client: kube::Client, reporter: Reporter) -> Self {
+        Self { client, reporter }
+    }
+
+    /// Publishes `ev` about the object `reference` names, in that object's namespace.
+    pub async fn publish(&self, ev: &Event, reference: &ObjectReference) -> Result<(), kube::Error> {
+        let now = Timestamp::now();
+        let namespace = reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let controller = &self.reporter.controller;
+        let event = K8sEvent {
+            metadata: ObjectMeta {
+                namespace: Some(namespace.clone()),
+                name: Some(format!(
+                    "{}.{:x}",
+                    reference.name.as_deref().unwrap_or(controller),
+                    now.as_nanosecond()
+                )),
+                ..Default::default()
+            },
+            action: Some(ev.action.clone()),
+            reason: Some(ev.reason.clone()),
+            note: ev.note.clone(),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(reference.clone()),
+            related: ev.secondary.clone(),
+            reporting_controller: Some(controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| controller.clone()),
+            ),
+            type_: Some(
+                match ev.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            ..Default::default()
+        };
+        Api::<K8sEvent>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &event)
+            .await?;
+        Ok(())
+    }
 }
 
 /// The cluster-wide caches and the operator's own namespace.
@@ -69,7 +137,15 @@ pub struct Context {
     pub cluster: Cluster,
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
-    writes: Mutex<HashMap<String, Writes>>,
+    writes: Mutex<Recent>,
+}
+
+/// The operator's recent status writes, by object UID.
+#[derive(Default)]
+struct Recent {
+    by_uid: HashMap<String, Writes>,
+    /// Writes since records past [`STALE_WAIT`] were last dropped.
+    since_pruned: usize,
 }
 
 /// The status writes of the latest pass over one object, to tell a stale cached copy.
@@ -140,8 +216,15 @@ impl Context {
 
     /// Records that object `uid`, read at resourceVersion `read`, was written to become `written`.
     pub fn wrote(&self, uid: &str, read: Option<String>, written: Option<String>) {
-        let mut writes = self.writes.lock().expect("write memory");
-        let entry = writes.entry(uid.to_owned()).or_insert_with(|| Writes {
+        let mut recent = self.writes.lock().expect("write memory");
+        // Records past STALE_WAIT mean nothing any more: dropped once per as many writes as
+        // there are records, so each write costs O(1) on average.
+        recent.since_pruned += 1;
+        if recent.since_pruned > recent.by_uid.len().max(64) {
+            recent.by_uid.retain(|_, w| w.at.elapsed() < STALE_WAIT);
+            recent.since_pruned = 0;
+        }
+        let entry = recent.by_uid.entry(uid.to_owned()).or_insert_with(|| Writes {
             at: Instant::now(),
             superseded: Vec::new(),
             newest: None,
@@ -161,8 +244,8 @@ impl Context {
     /// Whether the copy of object `uid` at resourceVersion `version` predates a status this
     /// process wrote since, and the cache can be expected to catch up soon.
     pub fn is_stale(&self, uid: &str, version: Option<&str>) -> bool {
-        let writes = self.writes.lock().expect("write memory");
-        let (Some(entry), Some(version)) = (writes.get(uid), version) else {
+        let recent = self.writes.lock().expect("write memory");
+        let (Some(entry), Some(version)) = (recent.by_uid.get(uid), version) else {
             return false;
         };
         entry.at.elapsed() < STALE_WAIT && entry.superseded.iter().any(|rv| rv == version)
@@ -170,7 +253,7 @@ impl Context {
 
     /// Forgets the writes of object `uid`: it is gone.
     pub fn forget_writes(&self, uid: &str) {
-        self.writes.lock().expect("write memory").remove(uid);
+        self.writes.lock().expect("write memory").by_uid.remove(uid);
     }
 
     /// The auth token of subaccount `sid`, if this process has read it.

@@ -24,6 +24,7 @@
 use crate::account::{self, Accounts};
 use crate::api::{TwilioAccount, TwilioApiKey, TwilioSubaccount};
 use crate::apikey::ApiKeys;
+use crate::context::Recorder;
 use crate::context::{Changed, Context, publish};
 use crate::membership::Membership;
 use crate::reconcile::{self, Lifecycle};
@@ -34,7 +35,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
+use twilio_operator::context::Recorder;
 use twilio_operator::context::{Cluster, Context};
 use twilio_operator::controller::until;
 use twilio_operator::metrics::Metrics;

@@ -5,14 +5,14 @@
 mod support;
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 use serde_json::json;
 use std::sync::Arc;
 use support::cluster;
 use support::emulator::Emulator;
 use twilio_operator::api::TwilioSubaccount;
-use twilio_operator::context::{Cluster, Context, MANAGER};
+use twilio_operator::context::{Cluster, Context, MANAGER, Recorder};
 use twilio_operator::metrics::Metrics;
 use twilio_operator::reconcile::{Stop, create_with_intent};
 

@@ -66,6 +66,9 @@ struct Memory {
     revoked: Mutex<HashMap<String, Instant>>,
     /// The generation last applied at Twilio, by object UID.
     applied: Mutex<HashMap<String, Option<i64>>>,
+    /// The generation whose Secret Kubernetes last accepted, by object UID: its Secret needs
+    /// no dry run before the next key is asked of Twilio.
+    accepted: Mutex<HashMap<String, Option<i64>>>,
 }
 
 impl Memory {
@@ -94,8 +97,21 @@ impl Memory {
         self.applied.lock().expect("applied generations").get(uid) == Some(&generation)
     }
 
+    fn note_accepted(&self, uid: &str, generation: Option<i64>) {
+        let mut accepted = self.accepted.lock().expect("accepted Secrets");
+        match generation {
+            Some(_) => accepted.insert(uid.to_owned(), generation),
+            None => accepted.remove(uid),
+        };
+    }
+
+    fn accepted(&self, uid: &str, generation: Option<i64>) -> bool {
+        generation.is_some() && self.accepted.lock().expect("accepted Secrets").get(uid) == Some(&generation)
+    }
+
     fn forget(&self, uid: &str) {
         self.applied.lock().expect("applied generations").remove(uid);
+        self.accepted.lock().expect("accepted Secrets").remove(uid);
     }
 }
 
@@ -460,9 +476,12 @@ impl ApiKeys {
         };
         let ours = matches!(secret, Observed::Ours(_));
         // Whatever Kubernetes would refuse (a policy, RBAC, an invalid label) is found out before
-        // Twilio is asked, so a refused Secret never costs a key to create and sweep.
-        let placeholder = format!("SK{}", "0".repeat(32));
-        reconcile::write_secret(ctx, &published(&placeholder, &"0".repeat(32)), ours, true).await?;
+        // Twilio is asked, so a refused Secret never costs a key to create and sweep. A Secret of
+        // this generation this process has written already passed, unless a write failed since.
+        if !self.memory.accepted(&settings.uid, settings.generation) {
+            let placeholder = format!("SK{}", "0".repeat(32));
+            reconcile::write_secret(ctx, &published(&placeholder, &"0".repeat(32)), ours, true).await?;
+        }
 
         let name = tagging::tagged_name(&settings.display_name, &settings.uid);
         let create = async {
@@ -480,7 +499,12 @@ impl ApiKeys {
             }
         };
         let new = reconcile::create_with_intent(ctx, key, st, now, "apikey-after-create", create).await?;
-        reconcile::write_secret(ctx, &published(&new.sid, new.secret.expose_secret()), ours, false).await?;
+        let written =
+            reconcile::write_secret(ctx, &published(&new.sid, new.secret.expose_secret()), ours, false).await;
+        // After a refusal the next pass asks Kubernetes first again, so it never costs another key.
+        let accepted = written.as_ref().ok().and(settings.generation);
+        self.memory.note_accepted(&settings.uid, accepted);
+        written?;
         failpoint::hit("apikey-after-secret");
 
         let previous = st.key_sid.clone();
