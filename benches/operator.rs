@@ -162,6 +162,15 @@ async fn bench_size(cp: &ControlPlane, params: &Params, n: usize) {
     ]);
     let env = [("RUST_LOG", "warn"), ("TWILIO_MAX_CONCURRENCY", limit.as_str())];
     let keys: Api<TwilioApiKey> = Api::namespaced(client.clone(), &ns);
+    let world = World {
+        cp,
+        params,
+        emu: &emu,
+        keys: &keys,
+        ns: &ns,
+        env: &env,
+        n,
+    };
 
     // Create: every object present before the operator starts.
     concurrently(0..n, |i| {
@@ -181,14 +190,7 @@ async fn bench_size(cp: &ControlPlane, params: &Params, n: usize) {
             .as_ref()
             .is_some_and(|s| is_ready(&s.conditions) && s.key_sid.is_some())
     };
-    let mut operator = Some(Operator::start(cp, &emu, &ns, &env));
-    let row = measure(cp, &emu, &keys, operator.as_ref().unwrap(), n, ready).await;
-    Row {
-        work: format!("{n} keys created"),
-        ..row
-    }
-    .print(cp, params)
-    .await;
+    let mut operator = Some(world.phase(format!("{n} keys created"), ready).await);
 
     // Rotate: every rotation asked while the operator is stopped.
     stop(&mut operator);
@@ -209,14 +211,11 @@ async fn bench_size(cp: &ControlPlane, params: &Params, n: usize) {
                 && s.retiring_keys.is_empty()
         })
     };
-    operator = Some(Operator::start(cp, &emu, &ns, &env));
-    let row = measure(cp, &emu, &keys, operator.as_ref().unwrap(), n, rotated).await;
-    Row {
-        work: format!("{n} keys rotated and old keys revoked"),
-        ..row
-    }
-    .print(cp, params)
-    .await;
+    operator = Some(
+        world
+            .phase(format!("{n} keys rotated and old keys revoked"), rotated)
+            .await,
+    );
 
     // Restart with every object present: the first reconcile, and a new key Ready.
     stop(&mut operator);
@@ -235,45 +234,55 @@ async fn bench_size(cp: &ControlPlane, params: &Params, n: usize) {
     );
 }
 
-/// Runs the operator's work until every one of the `n` keys is `done`; what it took, in time,
-/// Twilio calls and apiserver writes, and the operator's memory after.
-async fn measure(
-    cp: &ControlPlane,
-    emu: &Emulator,
-    keys: &Api<TwilioApiKey>,
-    operator: &Operator,
+/// What one size's phases share.
+struct World<'a> {
+    cp: &'a ControlPlane,
+    params: &'a Params,
+    emu: &'a Emulator,
+    keys: &'a Api<TwilioApiKey>,
+    ns: &'a str,
+    env: &'a [(&'a str, &'a str)],
     n: usize,
-    done: impl Fn(&TwilioApiKey) -> bool,
-) -> Row {
-    let before = apiserver_writes(cp).await;
-    emu.reset_stats().await;
-    let started = Instant::now();
-    wait_all(keys, n, done).await;
-    let took = started.elapsed();
-    let state = emu.state().await;
-    let twilio_calls = state["received"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter_map(Value::as_u64)
-        .sum();
-    let after = apiserver_writes(cp).await;
-    let writes = after
-        .into_iter()
-        .map(|(what, count)| {
-            let delta = count - before.get(&what).copied().unwrap_or(0);
-            (what, delta)
-        })
-        .filter(|(_, delta)| *delta > 0)
-        .collect();
-    Row {
-        work: String::new(),
-        took,
-        objects: n,
-        twilio_calls,
-        twilio_operations: state["received"].clone(),
-        writes,
-        rss_kib: operator.memory_kib().0,
+}
+
+impl World<'_> {
+    /// Starts the operator and lets it work until every key is `done`; prints the row of
+    /// `work`: what it took, in time, Twilio calls and apiserver writes, and the operator's
+    /// memory after. Answers the running operator.
+    async fn phase(&self, work: String, done: impl Fn(&TwilioApiKey) -> bool) -> Operator {
+        let before = apiserver_writes(self.cp).await;
+        self.emu.reset_stats().await;
+        let operator = Operator::start(self.cp, self.emu, self.ns, self.env);
+        let started = Instant::now();
+        wait_all(self.keys, self.n, done).await;
+        let took = started.elapsed();
+        let state = self.emu.state().await;
+        let twilio_calls = state["received"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(Value::as_u64)
+            .sum();
+        let after = apiserver_writes(self.cp).await;
+        let writes = after
+            .into_iter()
+            .map(|(what, count)| {
+                let delta = count - before.get(&what).copied().unwrap_or(0);
+                (what, delta)
+            })
+            .filter(|(_, delta)| *delta > 0)
+            .collect();
+        let row = Row {
+            work,
+            took,
+            objects: self.n,
+            twilio_calls,
+            twilio_operations: state["received"].clone(),
+            writes,
+            rss_kib: operator.memory_kib().0,
+        };
+        row.print(self.cp, self.params).await;
+        operator
     }
 }
 

@@ -40,16 +40,16 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 
-/// Changes of TwilioAccounts and Namespaces held for a controller that is behind; one further
-/// behind misses the oldest (they are rare, and the resync covers them).
-const CHANGES_BUFFER: usize = 256;
+/// Changes of TwilioAccounts and Namespaces held for a controller that is behind (a relist sends
+/// one per object); one further behind is told it missed some.
+const CHANGES_BUFFER: usize = 4096;
 
 /// The cluster-wide caches: every TwilioAccount, every Namespace's metadata, and the sender of
 /// what changes in them.
@@ -127,10 +127,14 @@ pub async fn run(
         ctx.cluster.accounts.wait_until_ready(),
         ctx.cluster.namespaces.wait_until_ready()
     );
+    // Initial lists are served from the apiserver's watch cache, not read through from etcd in
+    // pages: with ten thousand objects that is the difference between one and several seconds
+    // before the first reconcile. The watch that follows brings anything newer.
+    let listed = watcher::Config::default().any_semantic();
     let selected = watch
         .selector
         .as_deref()
-        .map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s));
+        .map_or_else(|| listed.clone(), |s| listed.clone().labels(s));
     let namespaced = watch
         .scopes
         .iter()
@@ -151,12 +155,21 @@ pub async fn run(
 /// each change.
 async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let store = ctx.cluster.accounts.clone();
-    let existing: Vec<_> = store.state().iter().map(|a| ObjectRef::from_obj(&**a)).collect();
-    let changed = changes(&ctx).filter_map(|change| async move {
-        match change {
-            Changed::Account(name) => Some(ObjectRef::new(&name)),
-            Changed::Namespace(_) => None,
-        }
+    let all = |store: &Store<TwilioAccount>| -> Vec<ObjectRef<TwilioAccount>> {
+        store.state().iter().map(|a| ObjectRef::from_obj(&**a)).collect()
+    };
+    // Subscribed before the snapshot is taken, so an account made in between is not missed.
+    let changed = changes(&ctx);
+    let existing = all(&store);
+    let snapshot = store.clone();
+    let changed = changed.flat_map(move |change| {
+        let refs = match change {
+            Some(Changed::Account(name)) => vec![ObjectRef::new(&name)],
+            Some(Changed::Namespace(_)) => Vec::new(),
+            // Some changes were missed: there are few accounts, so look at each again.
+            None => all(&snapshot),
+        };
+        futures::stream::iter(refs)
     });
     let results = Controller::for_stream(futures::stream::empty(), store)
         .reconcile_on(futures::stream::iter(existing).chain(changed))
@@ -170,17 +183,17 @@ async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Se
     drain(results).await;
 }
 
-/// The changes of the cluster-wide caches from now on.
-fn changes(ctx: &Context) -> impl Stream<Item = Changed> + Send + 'static {
+/// The changes of the cluster-wide caches from now on; `None` stands for changes missed by
+/// falling behind.
+fn changes(ctx: &Context) -> impl Stream<Item = Option<Changed>> + Send + 'static {
     futures::stream::unfold(ctx.cluster.changes.subscribe(), |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(change) => return Some((change, rx)),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "missed cache changes; the resync covers them");
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        match rx.recv().await {
+            Ok(change) => Some((Some(change), rx)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "fell behind the cache changes");
+                Some((None, rx))
             }
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     })
 }
@@ -220,11 +233,11 @@ async fn run_scope(
         .reflect(keys_writer)
         .touched_objects();
     // A subaccount wakes its keys when what they read of it changes.
-    let (index, wake, mut seen) = (membership.clone(), wake_keys.clone(), HashMap::new());
+    let (index, wake, mut views) = (membership.clone(), wake_keys.clone(), KeyViews::default());
     let sub_events = readable(scoped(client, ns), selected, &subs, &ctx.recorder)
         .modify(|o| o.managed_fields_mut().clear())
         .inspect_ok(move |event| {
-            for sub in changed_for_keys(&mut seen, event) {
+            for sub in changed_for_keys(&mut views, event) {
                 for key in index.keys_of(&sub) {
                     let _ = wake.send(key);
                 }
@@ -235,7 +248,7 @@ async fn run_scope(
     // An owned Secret that changes or goes wakes its owner.
     let secrets = watcher(
         scoped::<PartialObjectMeta<Secret>>(client, ns),
-        watcher::Config::default().labels(MANAGED_SELECTOR),
+        watcher::Config::default().any_semantic().labels(MANAGED_SELECTOR),
     )
     .default_backoff()
     .touched_objects()
@@ -288,21 +301,46 @@ async fn run_scope(
     }
 }
 
+/// What keys read of each subaccount, as last seen, to tell which subaccount events concern
+/// them.
+#[derive(Default)]
+struct KeyViews {
+    seen: HashMap<ObjectRef<TwilioSubaccount>, u64>,
+    /// During a relist, the subaccounts it has not listed yet.
+    unlisted: Option<HashSet<ObjectRef<TwilioSubaccount>>>,
+}
+
 /// The subaccounts whose keys `event` concerns: those that changed what a key reads of its
-/// subaccount (its SID, its state at Twilio, its Ready condition, its deletion), or went. A
-/// status write that changes anything else wakes no key. `seen` holds what was last seen.
+/// subaccount (its SID, its state at Twilio, its Ready condition, its deletion), or went
+/// (deleted, or missing from a relist). A status write that changes anything else wakes no key.
 fn changed_for_keys(
-    seen: &mut HashMap<ObjectRef<TwilioSubaccount>, u64>,
+    views: &mut KeyViews,
     event: &watcher::Event<TwilioSubaccount>,
 ) -> Vec<ObjectRef<TwilioSubaccount>> {
     let sub = match event {
-        watcher::Event::Apply(sub) | watcher::Event::InitApply(sub) => sub,
+        watcher::Event::Apply(sub) => sub,
+        watcher::Event::InitApply(sub) => {
+            if let Some(unlisted) = views.unlisted.as_mut() {
+                unlisted.remove(&ObjectRef::from_obj(sub));
+            }
+            sub
+        }
         watcher::Event::Delete(sub) => {
             let id = ObjectRef::from_obj(sub);
-            seen.remove(&id);
+            views.seen.remove(&id);
             return vec![id];
         }
-        watcher::Event::Init | watcher::Event::InitDone => return Vec::new(),
+        watcher::Event::Init => {
+            views.unlisted = Some(views.seen.keys().cloned().collect());
+            return Vec::new();
+        }
+        watcher::Event::InitDone => {
+            let gone: Vec<_> = views.unlisted.take().unwrap_or_default().into_iter().collect();
+            for id in &gone {
+                views.seen.remove(id);
+            }
+            return gone;
+        }
     };
     let mut hash = DefaultHasher::new();
     (sub.metadata.generation, sub.metadata.deletion_timestamp.is_some()).hash(&mut hash);
@@ -313,7 +351,7 @@ fn changed_for_keys(
     }
     let id = ObjectRef::from_obj(sub);
     let value = hash.finish();
-    if seen.insert(id.clone(), value) == Some(value) {
+    if views.seen.insert(id.clone(), value) == Some(value) {
         Vec::new()
     } else {
         vec![id]
@@ -342,13 +380,14 @@ async fn run_kind<L: Lifecycle>(
     let (store, scope) = (store.clone(), ns.map(str::to_owned));
     let concerned = changes(ctx).flat_map(move |change| {
         let refs = match change {
-            Changed::Account(name) => {
+            Some(Changed::Account(name)) => {
                 objects_where(&store, |o| L::account_name(o).is_some_and(|n| n == name))
             }
-            Changed::Namespace(name) if scope.as_ref().is_none_or(|s| *s == name) => {
+            Some(Changed::Namespace(name)) if scope.as_ref().is_none_or(|s| *s == name) => {
                 objects_where(&store, |o| o.namespace().as_deref() == Some(name.as_str()))
             }
-            Changed::Namespace(_) => Vec::new(),
+            // Missed changes: each object looks again at its next deadline or resync.
+            Some(Changed::Namespace(_)) | None => Vec::new(),
         };
         futures::stream::iter(refs)
     });

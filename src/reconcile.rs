@@ -167,7 +167,12 @@ async fn with_finalizer<K: Object>(
             ctx.wrote(&uid, obj.resource_version(), written.resource_version());
             Ok(Some(Arc::new(written)))
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // This copy is stale: wait for the watch to bring the newer one, not for the next
+            // conflict.
+            ctx.wrote(&obj.uid().unwrap_or_default(), obj.resource_version(), None);
+            Ok(None)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -222,7 +222,15 @@ impl Lifecycle for ApiKeys {
             own: own.map(|t| t.creds),
             operator: ctx.default_credentials.clone(),
         };
-        reconcile::release(ctx, key, candidates, &work, revoked, failed).await
+        let released = reconcile::release(ctx, key, candidates, &work, revoked, failed).await;
+        if let Err(Stop::Problem(held)) = &released
+            && held.reason == Reason::AuthenticationFailed
+            && key.spec.subaccount_ref.is_some()
+        {
+            // The subaccount's token may have been rotated elsewhere: read it again next time.
+            ctx.forget_subaccount_token(account);
+        }
+        released
     }
 }
 
@@ -321,24 +329,29 @@ impl ApiKeys {
             .read(&self.ctx.twilio, &target.account_sid, &target.creds, max_age)
             .await?;
         // One list that misses the current key is not proof it was revoked: fetch it to be sure.
-        let current_key_fetched = match st
+        let missing = st
             .key_sid
             .as_deref()
-            .filter(|_| plan::revoked_outside(st, &inventory))
-        {
-            Some(sid) => match self
-                .ctx
-                .twilio
-                .fetch_key(&target.creds, &target.account_sid, sid)
-                .await
-            {
-                Ok(_) => {
+            .filter(|_| plan::revoked_outside(st, &inventory));
+        let current_key_fetched = match missing {
+            Some(sid) => {
+                let found = self.fetch_key(target, sid).await?;
+                if found.is_some() {
                     inventory.confirm(sid);
-                    true
                 }
-                Err(e) if e.class() == ErrorClass::NotFound => false,
-                Err(e) => return Err(e.into()),
-            },
+                found.is_some()
+            }
+            None => false,
+        };
+        // A key the Secret names that neither the status nor the (older) list knows: fetch it
+        // and check its tag, rather than take it for an edit and issue another key.
+        let unlisted = plan::unrecorded_named_key(st, &secret)
+            .filter(|sid| !inventory.tagged(&settings.uid).iter().any(|s| s == sid));
+        let named_key_tagged = match unlisted {
+            Some(sid) => self
+                .fetch_key(target, sid)
+                .await?
+                .is_some_and(|name| tagging::is_tagged(name.as_deref(), &settings.uid)),
             None => false,
         };
         Ok(Observation {
@@ -346,7 +359,22 @@ impl ApiKeys {
             secret,
             inventory,
             current_key_fetched,
+            named_key_tagged,
         })
+    }
+
+    /// The friendly name of key `sid` at Twilio; `None` when Twilio does not have it.
+    async fn fetch_key(&self, target: &Target, sid: &str) -> Result<Option<Option<String>>, Stop> {
+        match self
+            .ctx
+            .twilio
+            .fetch_key(&target.creds, &target.account_sid, sid)
+            .await
+        {
+            Ok(key) => Ok(Some(key.friendly_name)),
+            Err(e) if e.class() == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Carries out `plan`, recording each step in `st` as it completes, so a failure half-way

@@ -103,6 +103,22 @@ pub struct Observation {
     /// The current key was missing from the list, but fetching it found it: one list that
     /// misses a key is not proof that it was revoked.
     pub current_key_fetched: bool,
+    /// The key the Secret names, which the status does not record and the list (older than it)
+    /// does not show, was fetched and carries this object's tag.
+    pub named_key_tagged: bool,
+}
+
+/// The key the Secret names that the status does not record: published by a pass whose status
+/// write never landed (a crash, a failed write), or named by somebody else. Only Twilio can say
+/// which.
+pub fn unrecorded_named_key<'a>(status: &TwilioApiKeyStatus, secret: &'a Observed) -> Option<&'a str> {
+    match secret {
+        Observed::Ours(record) => record
+            .credential_sid
+            .as_deref()
+            .filter(|sid| Some(*sid) != status.key_sid.as_deref()),
+        _ => None,
+    }
 }
 
 /// Whether the key list must be read afresh: a create was announced and its key has not
@@ -197,12 +213,7 @@ pub fn plan(
 ) -> Plan {
     let mut st = status.clone();
     st.account_sid = Some(seen.account_sid.clone());
-    let secret = &verified(
-        &seen.secret,
-        &seen.inventory,
-        &settings.uid,
-        st.key_sid.as_deref(),
-    );
+    let secret = &verified(seen, &settings.uid, st.key_sid.as_deref());
     let adopted = adopt_from_secret(&st, secret, settings.grace, now);
     let was_adopted = adopted.is_some();
     if let Some(adopted) = adopted {
@@ -293,13 +304,18 @@ pub fn recorded_keys(status: &TwilioApiKeyStatus) -> Vec<String> {
 /// Secrets in the namespace, so a key SID it names that the status does not record counts only
 /// if Twilio lists that key with this object's tag; otherwise the Secret counts as edited (and
 /// is replaced), and the key it names is never adopted, updated or revoked.
-fn verified(secret: &Observed, inventory: &Inventory, uid: &str, recorded: Option<&str>) -> Observed {
+fn verified(seen: &Observation, uid: &str, recorded: Option<&str>) -> Observed {
+    let secret = &seen.secret;
     let Observed::Ours(record) = secret else {
         return secret.clone();
     };
     let named = record.credential_sid.as_deref();
     let listed = |sid: &String| Some(sid.as_str()) == named;
-    if named.is_none() || named == recorded || inventory.tagged(uid).iter().any(listed) {
+    if named.is_none()
+        || named == recorded
+        || seen.named_key_tagged
+        || seen.inventory.tagged(uid).iter().any(listed)
+    {
         return secret.clone();
     }
     Observed::Ours(Record {
@@ -429,12 +445,11 @@ fn issue_cause(
 
 /// The earliest moment the object needs attention again: a rotation or a revocation.
 pub fn next_deadline(status: &TwilioApiKeyStatus) -> Option<Timestamp> {
-    status
-        .retiring_keys
-        .iter()
-        .map(|r| r.revoke_at.0)
-        .chain(status.next_rotation_at.as_ref().map(|t| t.0))
-        .min()
+    let revocations = status.retiring_keys.iter().map(|r| r.revoke_at.0).min();
+    // A rotation waits for every grace period in progress, so while keys are retiring the next
+    // revocation comes first: a rotation due meanwhile is no reason to wake (it would only find
+    // itself blocked, again and again).
+    revocations.or(status.next_rotation_at.as_ref().map(|t| t.0))
 }
 
 #[cfg(test)]
@@ -489,6 +504,7 @@ mod tests {
             account_sid: "AC1".into(),
             secret,
             current_key_fetched: false,
+            named_key_tagged: false,
             inventory: Arc::new(Inventory::new(at(read_at), keys)),
         }
     }
@@ -785,6 +801,23 @@ mod tests {
         );
         assert_eq!(p.status.pending_since, None);
         assert!(p.adopted);
+    }
+
+    #[test]
+    fn a_published_key_missing_from_an_older_list_counts_once_fetched_with_our_tag() {
+        let pending = TwilioApiKeyStatus {
+            pending_since: Some(Time(at(T1))),
+            ..live("SK1")
+        };
+        assert_eq!(unrecorded_named_key(&pending, &ours("SK2", true)), Some("SK2"));
+        assert_eq!(unrecorded_named_key(&pending, &ours("SK1", true)), None);
+        // The shared list was read before SK2 was made, so it does not show it.
+        let mut observed = seen(ours("SK2", true), vec![tagged("SK1")], T1);
+        let p = plan(&settings(), &pending, &observed, false, at(T2));
+        assert!(!p.adopted, "unproven, it counts as an edit");
+        observed.named_key_tagged = true;
+        let p = plan(&settings(), &pending, &observed, false, at(T2));
+        assert!(p.adopted && p.status.key_sid.as_deref() == Some("SK2"));
     }
 
     #[test]
