@@ -3,11 +3,12 @@
 //! Contract:
 //! - per scope (a namespace, or the whole cluster), each kind is watched once, cached once
 //!   without managedFields, and that cache and its events are shared by both controllers
-//!   (kube's shared streams); the operator's Secrets are watched once, metadata only and by
-//!   label, so the operator never caches a Secret it does not own;
+//!   (wake-ups pass from one watch to the other controller directly, deletions included); the
+//!   operator's Secrets are watched once, metadata only and by label, so the operator never
+//!   caches a Secret it does not own;
 //! - a key wakes the subaccount it names only when it joins or leaves it ([`Membership`]), and
-//!   a subaccount wakes its keys only when what they read of it changes (its SID, its state,
-//!   its Ready condition), so status writes do not ripple;
+//!   a subaccount wakes its keys only when what they read of it changes ([`KeyViews`]), so
+//!   status writes do not ripple;
 //! - TwilioAccounts and Namespace metadata are cached cluster-wide for the life of the process
 //!   ([`shared_caches`]), leader or not, and the controllers start once those caches are full;
 //!   a change there wakes the objects that use the account or live in the namespace;
@@ -26,7 +27,7 @@ use crate::api::{TwilioAccount, TwilioApiKey, TwilioSubaccount};
 use crate::apikey::ApiKeys;
 use crate::context::Recorder;
 use crate::context::{Changed, Context, publish};
-use crate::membership::Membership;
+use crate::membership::{KeyViews, Membership};
 use crate::reconcile::{self, Lifecycle};
 use crate::secret::MANAGED_SELECTOR;
 use crate::subaccount::Subaccounts;
@@ -40,10 +41,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 
@@ -237,7 +236,7 @@ async fn run_scope(
     let sub_events = readable(scoped(client, ns), selected, &subs, &ctx.recorder)
         .modify(|o| o.managed_fields_mut().clear())
         .inspect_ok(move |event| {
-            for sub in changed_for_keys(&mut views, event) {
+            for sub in views.observe(event) {
                 for key in index.keys_of(&sub) {
                     let _ = wake.send(key);
                 }
@@ -298,63 +297,6 @@ async fn run_scope(
     tokio::select! {
         _ = async { tokio::join!(keys_done, subs_done) } => {}
         _ = secrets => {}
-    }
-}
-
-/// What keys read of each subaccount, as last seen, to tell which subaccount events concern
-/// them.
-#[derive(Default)]
-struct KeyViews {
-    seen: HashMap<ObjectRef<TwilioSubaccount>, u64>,
-    /// During a relist, the subaccounts it has not listed yet.
-    unlisted: Option<HashSet<ObjectRef<TwilioSubaccount>>>,
-}
-
-/// The subaccounts whose keys `event` concerns: those that changed what a key reads of its
-/// subaccount (its SID, its state at Twilio, its Ready condition, its deletion), or went
-/// (deleted, or missing from a relist). A status write that changes anything else wakes no key.
-fn changed_for_keys(
-    views: &mut KeyViews,
-    event: &watcher::Event<TwilioSubaccount>,
-) -> Vec<ObjectRef<TwilioSubaccount>> {
-    let sub = match event {
-        watcher::Event::Apply(sub) => sub,
-        watcher::Event::InitApply(sub) => {
-            if let Some(unlisted) = views.unlisted.as_mut() {
-                unlisted.remove(&ObjectRef::from_obj(sub));
-            }
-            sub
-        }
-        watcher::Event::Delete(sub) => {
-            let id = ObjectRef::from_obj(sub);
-            views.seen.remove(&id);
-            return vec![id];
-        }
-        watcher::Event::Init => {
-            views.unlisted = Some(views.seen.keys().cloned().collect());
-            return Vec::new();
-        }
-        watcher::Event::InitDone => {
-            let gone: Vec<_> = views.unlisted.take().unwrap_or_default().into_iter().collect();
-            for id in &gone {
-                views.seen.remove(id);
-            }
-            return gone;
-        }
-    };
-    let mut hash = DefaultHasher::new();
-    (sub.metadata.generation, sub.metadata.deletion_timestamp.is_some()).hash(&mut hash);
-    if let Some(st) = &sub.status {
-        (&st.sid, &st.twilio_status).hash(&mut hash);
-        let ready = st.conditions.iter().find(|c| c.type_ == "Ready");
-        ready.map(|c| (&c.status, &c.reason)).hash(&mut hash);
-    }
-    let id = ObjectRef::from_obj(sub);
-    let value = hash.finish();
-    if views.seen.insert(id.clone(), value) == Some(value) {
-        Vec::new()
-    } else {
-        vec![id]
     }
 }
 

@@ -1,4 +1,5 @@
-//! Which TwilioApiKeys live in which TwilioSubaccount, kept from the key watch. Pure.
+//! Which TwilioApiKeys live in which TwilioSubaccount, and what they read of it, kept from the
+//! watches of both kinds. Pure.
 //!
 //! Contract:
 //! - [`Membership::observe`] takes every event of the key watch, in order, and answers the
@@ -7,13 +8,18 @@
 //! - a key being deleted has left its subaccount;
 //! - a relist (the watch's `Init` … `InitDone`) replaces the whole index, so keys deleted while
 //!   the watch was down leave too;
-//! - counts and lookups cost O(1) and O(keys of that subaccount), whatever the cluster holds.
+//! - counts and lookups cost O(1) and O(keys of that subaccount), whatever the cluster holds;
+//! - [`KeyViews::observe`] takes every event of the subaccount watch and answers the subaccounts
+//!   whose keys must look again: those whose SID, state at Twilio, Ready condition or deletion
+//!   changed, or that went (deleted, or missing from a relist). A status write that changes
+//!   anything else wakes no key.
 
 use crate::api::{TwilioApiKey, TwilioSubaccount};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 type Key = ObjectRef<TwilioApiKey>;
@@ -31,8 +37,39 @@ struct Index {
     of_key: HashMap<Key, Sub>,
     /// The keys of each subaccount.
     keys: HashMap<Sub, HashSet<Key>>,
-    /// During a relist, the keys it has not listed yet.
-    unlisted: Option<HashSet<Key>>,
+    unlisted: Unlisted<Key>,
+}
+
+/// During a relist, the entries known before it that it has not listed yet: whatever is left
+/// when it is done went while the watch was down.
+struct Unlisted<T>(Option<HashSet<T>>);
+
+impl<T> Default for Unlisted<T> {
+    fn default() -> Self {
+        Unlisted(None)
+    }
+}
+
+impl<T: Hash + Eq + Clone> Unlisted<T> {
+    /// A relist starts: everything known so far is unlisted.
+    fn start<'a>(&mut self, known: impl Iterator<Item = &'a T>)
+    where
+        T: 'a,
+    {
+        self.0 = Some(known.cloned().collect());
+    }
+
+    /// The relist listed `id`.
+    fn listed(&mut self, id: &T) {
+        if let Some(unlisted) = self.0.as_mut() {
+            unlisted.remove(id);
+        }
+    }
+
+    /// The relist is done: what it never listed.
+    fn finish(&mut self) -> HashSet<T> {
+        self.0.take().unwrap_or_default()
+    }
 }
 
 impl Membership {
@@ -43,17 +80,16 @@ impl Membership {
             Event::Apply(key) => index.place(key).into_iter().collect(),
             Event::Delete(key) => index.remove(&ObjectRef::from_obj(key)).into_iter().collect(),
             Event::Init => {
-                index.unlisted = Some(index.of_key.keys().cloned().collect());
+                let Index { of_key, unlisted, .. } = &mut *index;
+                unlisted.start(of_key.keys());
                 Vec::new()
             }
             Event::InitApply(key) => {
-                if let Some(unlisted) = index.unlisted.as_mut() {
-                    unlisted.remove(&ObjectRef::from_obj(key));
-                }
+                index.unlisted.listed(&ObjectRef::from_obj(key));
                 index.place(key).into_iter().collect()
             }
             Event::InitDone => {
-                let gone = index.unlisted.take().unwrap_or_default();
+                let gone = index.unlisted.finish();
                 gone.iter().filter_map(|key| index.remove(key)).collect()
             }
         }
@@ -106,6 +142,63 @@ impl Index {
     }
 }
 
+/// What keys read of each subaccount, as last seen on the subaccount watch.
+#[derive(Default)]
+pub struct KeyViews {
+    seen: HashMap<Sub, u64>,
+    unlisted: Unlisted<Sub>,
+}
+
+impl KeyViews {
+    /// Applies one event of the subaccount watch; answers the subaccounts whose keys must look
+    /// again.
+    pub fn observe(&mut self, event: &Event<TwilioSubaccount>) -> Vec<Sub> {
+        let sub = match event {
+            Event::Apply(sub) => sub,
+            Event::InitApply(sub) => {
+                self.unlisted.listed(&ObjectRef::from_obj(sub));
+                sub
+            }
+            Event::Delete(sub) => {
+                let id = ObjectRef::from_obj(sub);
+                self.seen.remove(&id);
+                return vec![id];
+            }
+            Event::Init => {
+                self.unlisted.start(self.seen.keys());
+                return Vec::new();
+            }
+            Event::InitDone => {
+                let gone: Vec<Sub> = self.unlisted.finish().into_iter().collect();
+                for id in &gone {
+                    self.seen.remove(id);
+                }
+                return gone;
+            }
+        };
+        let id = ObjectRef::from_obj(sub);
+        let view = what_keys_read(sub);
+        if self.seen.insert(id.clone(), view) == Some(view) {
+            Vec::new()
+        } else {
+            vec![id]
+        }
+    }
+}
+
+/// What a key reads of its subaccount, as a hash: its generation and deletion, its SID, its
+/// state at Twilio and its Ready condition.
+fn what_keys_read(sub: &TwilioSubaccount) -> u64 {
+    let mut hash = DefaultHasher::new();
+    (sub.metadata.generation, sub.metadata.deletion_timestamp.is_some()).hash(&mut hash);
+    if let Some(st) = &sub.status {
+        (&st.sid, &st.twilio_status).hash(&mut hash);
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready");
+        ready.map(|c| (&c.status, &c.reason)).hash(&mut hash);
+    }
+    hash.finish()
+}
+
 /// The subaccount `key` lives in, unless it is being deleted.
 fn subaccount_of(key: &TwilioApiKey) -> Option<Sub> {
     if key.metadata.deletion_timestamp.is_some() {
@@ -156,6 +249,55 @@ mod tests {
         ));
         assert_eq!(m.observe(&Event::Apply(deleting)), vec![sub("s2")]);
         assert_eq!(m.count(&sub("s2")), 0);
+    }
+
+    fn subaccount(name: &str, sid: Option<&str>) -> TwilioSubaccount {
+        serde_json::from_value(json!({
+            "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount",
+            "metadata": {"name": name, "namespace": "team", "generation": 1}, "spec": {},
+            "status": {"sid": sid}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn subaccounts_wake_their_keys_only_when_what_keys_read_changes() {
+        let mut views = KeyViews::default();
+        assert_eq!(
+            views.observe(&Event::Apply(subaccount("s1", None))),
+            vec![sub("s1")]
+        );
+        assert_eq!(
+            views.observe(&Event::Apply(subaccount("s1", None))),
+            vec![],
+            "unchanged"
+        );
+        let mut usage_only = subaccount("s1", None);
+        usage_only.status.as_mut().unwrap().api_keys = Some(3);
+        assert_eq!(
+            views.observe(&Event::Apply(usage_only)),
+            vec![],
+            "a count is not read"
+        );
+        assert_eq!(
+            views.observe(&Event::Apply(subaccount("s1", Some("AC1")))),
+            vec![sub("s1")]
+        );
+        views.observe(&Event::Apply(subaccount("s2", None)));
+        assert_eq!(views.observe(&Event::Init), vec![]);
+        assert_eq!(
+            views.observe(&Event::InitApply(subaccount("s1", Some("AC1")))),
+            vec![]
+        );
+        assert_eq!(
+            views.observe(&Event::InitDone),
+            vec![sub("s2")],
+            "gone while down"
+        );
+        assert_eq!(
+            views.observe(&Event::Delete(subaccount("s1", None))),
+            vec![sub("s1")]
+        );
     }
 
     #[test]

@@ -158,23 +158,32 @@ async fn with_finalizer<K: Object>(
     finalizers.push(crate::FINALIZER.to_owned());
     // The resourceVersion makes the merge patch conditional: a stale copy gets 409 Conflict.
     let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    match api
+    let written = api
         .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(written) => {
-            let uid = obj.uid().unwrap_or_default();
-            ctx.wrote(&uid, obj.resource_version(), written.resource_version());
-            Ok(Some(Arc::new(written)))
-        }
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            // This copy is stale: wait for the watch to bring the newer one, not for the next
-            // conflict.
-            ctx.wrote(&obj.uid().unwrap_or_default(), obj.resource_version(), None);
-            Ok(None)
-        }
+        .await;
+    match noted(ctx, obj.as_ref(), written) {
+        Ok(written) => Ok(Some(Arc::new(written))),
+        Err(e) if is_conflict(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Records the outcome of a write made from `read`: the version it wrote supersedes `read`, and
+/// a 409 Conflict says `read` was stale already. Either way a pass that meets `read` again waits
+/// for the watch to bring the newer copy instead of redoing the write or meeting the conflict.
+fn noted<K: Object>(ctx: &Context, read: &K, written: Result<K, kube::Error>) -> Result<K, kube::Error> {
+    let uid = read.uid().unwrap_or_default();
+    match &written {
+        Ok(new) => ctx.wrote(&uid, read.resource_version(), new.resource_version()),
+        Err(e) if is_conflict(e) => ctx.wrote(&uid, read.resource_version(), None),
+        Err(_) => {}
+    }
+    written
+}
+
+/// Whether the apiserver answered 409 Conflict.
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 409)
 }
 
 /// Keeps an object whose deletion stopped short: a problem is reported in its Ready condition
@@ -279,10 +288,8 @@ async fn apply_status<K: Object>(
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await?;
-    let uid = obj.uid().unwrap_or_default();
-    ctx.wrote(&uid, obj.resource_version(), written.resource_version());
-    Ok(())
+        .await;
+    noted(ctx, obj, written).map(drop)
 }
 
 /// Writes a Secret the operator publishes, or with `dry_run` only asks Kubernetes whether it
@@ -304,7 +311,7 @@ pub async fn write_secret(ctx: &Context, secret: &Secret, ours: bool, dry_run: b
         api.create(&params, secret).await.map(drop)
     };
     match written {
-        Err(kube::Error::Api(e)) if e.code == 409 => {
+        Err(e) if is_conflict(&e) => {
             let owner = secret
                 .metadata
                 .owner_references
@@ -422,10 +429,8 @@ where
             *st.conditions_mut() = reported;
             ctx.backoff(&id)
         }
-        // The object changed since this pass read it: look again at once, with what it is now.
-        Err(Stop::Kube(kube::Error::Api(e))) if e.code == 409 => {
-            return Ok(Action::requeue(Duration::from_millis(200)));
-        }
+        // The object changed since this pass read it: look again once the watch brings it.
+        Err(Stop::Kube(e)) if is_conflict(&e) => return Ok(Action::requeue(STALE_RETRY)),
         Err(Stop::Kube(e)) => return Err(e.into()),
     };
     // A pass that changed nothing writes nothing: no request, and no watch event waking it again.

@@ -545,7 +545,7 @@ async fn a_foreign_secret_is_never_overwritten() {
     );
     assert_untouched(&f, "taken").await;
     assert!(
-        f.emu.state().await["keys"].as_array().unwrap().is_empty(),
+        f.emu.key_sids().await.is_empty(),
         "no key was made for a Secret it cannot publish to"
     );
 }
@@ -635,31 +635,15 @@ async fn fifty_keys_converge_under_faults_with_no_orphans() {
     f.emu
         .configure(json!({"knobs": {"fault_429": 0.0, "fault_5xx": 0.0, "fault_reset": 0.0}}))
         .await;
-    let state = f.emu.state().await;
-    let live: Vec<&str> = state["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["sid"].as_str().unwrap())
-        .collect();
     let recorded: Vec<String> = keys.iter().map(|k| status(k).key_sid.unwrap()).collect();
-    let mut orphans: Vec<&str> = live
-        .iter()
-        .copied()
-        .filter(|sid| !recorded.iter().any(|r| r == sid))
-        .collect();
+    let mut orphans: Vec<String> = f.emu.key_sids().await;
+    orphans.retain(|sid| !recorded.contains(sid));
     // A reset after a create leaves a key that the next pass sweeps; give it that pass.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !orphans.is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let state = f.emu.state().await;
-        let live: Vec<String> = state["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["sid"].as_str().unwrap().to_owned())
-            .collect();
-        orphans.retain(|o| live.iter().any(|l| l == o));
+        let live = f.emu.key_sids().await;
+        orphans.retain(|o| live.contains(o));
     }
     assert!(orphans.is_empty(), "orphaned keys at Twilio: {orphans:?}");
     for key in &keys {
@@ -961,10 +945,7 @@ async fn a_secret_made_during_the_create_is_never_taken_over() {
     f.emu.configure(json!({"knobs": {"latency_ms": 0}})).await;
     f.keys().delete("raced", &DeleteParams::default()).await.unwrap();
     wait_gone(&f.keys(), "raced", WAIT).await;
-    assert!(
-        f.emu.state().await["keys"].as_array().unwrap().is_empty(),
-        "the key it made was revoked"
-    );
+    assert!(f.emu.key_sids().await.is_empty(), "the key it made was revoked");
 }
 
 /// Consumers keep a working credential for the whole grace period, whatever happens during it:

@@ -291,18 +291,25 @@ async fn existing_subaccounts_are_adopted_and_bad_sids_explained() {
     );
 }
 
-#[tokio::test]
-async fn a_crash_between_create_and_status_write_makes_no_second_subaccount() {
-    let mut f = Fixture::new("sub-crash", &[]).await;
+/// Creates the subaccount object `once` named `friendly_name` under an operator armed to crash
+/// right after Twilio's create, and waits for that crash: the subaccount exists at Twilio, and
+/// nothing recorded it.
+async fn crash_after_create(f: &mut Fixture, friendly_name: &str) {
     f.restart_operator(&[("TWILIO_OPERATOR_FAILPOINT", "subaccount-after-create")]);
-    create(&f, "once", json!({"friendlyName": "exactly once"})).await;
+    create(f, "once", json!({"friendlyName": friendly_name})).await;
     let exit = f.operator.as_mut().unwrap().wait_exit(WAIT);
     assert!(!exit.success());
     assert_eq!(
-        subaccounts(&f).await.len(),
+        subaccounts(f).await.len(),
         1,
         "the create happened before the crash"
     );
+}
+
+#[tokio::test]
+async fn a_crash_between_create_and_status_write_makes_no_second_subaccount() {
+    let mut f = Fixture::new("sub-crash", &[]).await;
+    crash_after_create(&mut f, "exactly once").await;
     f.restart_operator(&[]);
     let st = ready(&f, "once").await;
     let at_twilio = subaccounts(&f).await;
@@ -319,15 +326,7 @@ async fn a_crash_between_create_and_status_write_makes_no_second_subaccount() {
 #[tokio::test]
 async fn a_rename_after_an_interrupted_create_makes_no_second_subaccount() {
     let mut f = Fixture::new("sub-rename", &[]).await;
-    f.restart_operator(&[("TWILIO_OPERATOR_FAILPOINT", "subaccount-after-create")]);
-    create(&f, "once", json!({"friendlyName": "before"})).await;
-    let exit = f.operator.as_mut().unwrap().wait_exit(WAIT);
-    assert!(!exit.success());
-    assert_eq!(
-        subaccounts(&f).await.len(),
-        1,
-        "the create happened before the crash"
-    );
+    crash_after_create(&mut f, "before").await;
     let rename = json!({"spec": {"friendlyName": "after"}});
     subs(&f)
         .patch("once", &PatchParams::default(), &Patch::Merge(&rename))

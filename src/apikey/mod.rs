@@ -345,8 +345,8 @@ impl ApiKeys {
         };
         // A key the Secret names that neither the status nor the (older) list knows: fetch it
         // and check its tag, rather than take it for an edit and issue another key.
-        let unlisted = plan::unrecorded_named_key(st, &secret)
-            .filter(|sid| !inventory.tagged(&settings.uid).iter().any(|s| s == sid));
+        let unlisted =
+            plan::unrecorded_named_key(st, &secret).filter(|sid| !inventory.lists_tagged(&settings.uid, sid));
         let named_key_tagged = match unlisted {
             Some(sid) => self
                 .fetch_key(target, sid)

@@ -309,13 +309,10 @@ fn verified(seen: &Observation, uid: &str, recorded: Option<&str>) -> Observed {
     let Observed::Ours(record) = secret else {
         return secret.clone();
     };
-    let named = record.credential_sid.as_deref();
-    let listed = |sid: &String| Some(sid.as_str()) == named;
-    if named.is_none()
-        || named == recorded
-        || seen.named_key_tagged
-        || seen.inventory.tagged(uid).iter().any(listed)
-    {
+    let Some(named) = record.credential_sid.as_deref() else {
+        return secret.clone();
+    };
+    if Some(named) == recorded || seen.named_key_tagged || seen.inventory.lists_tagged(uid, named) {
         return secret.clone();
     }
     Observed::Ours(Record {

@@ -66,9 +66,9 @@ struct Memory {
     /// operator's namespace, which tenants cannot write, so a claim seen held stays held until
     /// its object releases it.
     claimed: Mutex<HashMap<String, String>>,
-    /// The subaccount as last fetched or updated, by SID, with when and for which generation:
-    /// within a resync interval and with the spec unchanged, a pass (woken by a key joining, a
-    /// Secret event) reads this instead of asking Twilio again.
+    /// The subaccount as last fetched or updated, by SID, with when and for which [`touch`] of
+    /// its object: within a resync interval and with the spec and annotations unchanged, a pass
+    /// (woken by a key joining, a Secret event) reads this instead of asking Twilio again.
     accounts: Mutex<HashMap<String, Seen>>,
     /// The last usage read, by subaccount SID, whatever a (possibly stale) status says, so a
     /// stale status does not cost a call.
@@ -346,40 +346,21 @@ impl Subaccounts {
         parent: &Credentials,
         st: &TwilioSubaccountStatus,
     ) -> Result<Found, Stop> {
-        let twilio = &self.ctx.twilio;
         let touched = touch(sub);
         if let Some(sid) = sub.spec.sid.as_deref() {
-            if let Some(account) = self.recent(sid, touched) {
-                return Ok(Found::Adopted(account));
-            }
-            let account = twilio.fetch_account(parent, sid).await.map_err(|e| match e.class() {
-                ErrorClass::NotFound => Problem::new(
-                    Reason::NotFound,
-                    format!(
-                        "spec.sid {sid} does not exist at Twilio, or account {} cannot see it: check the SID and spec.credentialsRef",
-                        parent.account_sid()
-                    ),
-                ),
-                _ => e.into(),
-            })?;
-            self.saw(&account, touched);
-            return Ok(Found::Adopted(account));
+            let missing = format!(
+                "spec.sid {sid} does not exist at Twilio, or account {} cannot see it: check the SID and spec.credentialsRef",
+                parent.account_sid()
+            );
+            return Ok(Found::Adopted(self.account(parent, sid, touched, missing).await?));
         }
         if let Some(sid) = st.sid.as_deref() {
-            if let Some(account) = self.recent(sid, touched) {
-                return Ok(Found::Recorded(account));
-            }
-            let account = twilio.fetch_account(parent, sid).await.map_err(|e| match e.class() {
-                ErrorClass::NotFound => Problem::new(
-                    Reason::NotFound,
-                    format!(
-                        "Subaccount {sid} recorded in status no longer exists at Twilio (Twilio deletes closed subaccounts after 30 days)"
-                    ),
-                ),
-                _ => e.into(),
-            })?;
-            self.saw(&account, touched);
-            return Ok(Found::Recorded(account));
+            let missing = format!(
+                "Subaccount {sid} recorded in status no longer exists at Twilio (Twilio deletes closed subaccounts after 30 days)"
+            );
+            return Ok(Found::Recorded(
+                self.account(parent, sid, touched, missing).await?,
+            ));
         }
         if st.pending_since.is_some() {
             return Ok(Found::Interrupted(
@@ -387,6 +368,27 @@ impl Subaccounts {
             ));
         }
         Ok(Found::Nothing)
+    }
+
+    /// Subaccount `sid`: as this process saw it lately (see [`Self::recent`]), or fetched; a
+    /// subaccount Twilio does not have is a `NotFound` problem saying `missing`.
+    async fn account(
+        &self,
+        parent: &Credentials,
+        sid: &str,
+        touch: u64,
+        missing: String,
+    ) -> Result<Account, Stop> {
+        if let Some(account) = self.recent(sid, touch) {
+            return Ok(account);
+        }
+        let fetched = self.ctx.twilio.fetch_account(parent, sid).await;
+        let account = fetched.map_err(|e| match e.class() {
+            ErrorClass::NotFound => Problem::new(Reason::NotFound, missing),
+            _ => e.into(),
+        })?;
+        self.saw(&account, touch);
+        Ok(account)
     }
 
     /// Holds the claim on `sid` for `sub`, asking the apiserver only until it has been seen held.

@@ -64,6 +64,11 @@ impl Inventory {
             .insert(sid.to_owned());
     }
 
+    /// Whether key `sid` was listed with the tag of the object with `uid`.
+    pub fn lists_tagged(&self, uid: &str, sid: &str) -> bool {
+        self.tagged(uid).iter().any(|s| s == sid)
+    }
+
     /// The SIDs of the listed keys that carry the tag of the object with `uid`.
     pub fn tagged(&self, uid: &str) -> &[String] {
         self.by_tag.get(&tagging::tag(uid)).map_or(&[], Vec::as_slice)

@@ -134,6 +134,15 @@ impl Emulator {
             .expect("state JSON")
     }
 
+    /// The SIDs of every key that exists at the emulator, in every account.
+    pub async fn key_sids(&self) -> Vec<String> {
+        let state = self.state().await;
+        let keys = state["keys"].as_array().expect("keys in state");
+        keys.iter()
+            .map(|k| k["sid"].as_str().expect("a key SID").to_owned())
+            .collect()
+    }
+
     /// Merges `{"knobs": {...}, "rules": {...}}` into the live configuration.
     pub async fn configure(&self, change: Value) {
         let response = self
