@@ -162,12 +162,7 @@ async fn restricted_keys_get_their_permissions_and_updates_apply_in_place() {
 #[tokio::test]
 async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
     let mut f = Fixture::new("rotate", &[]).await;
-    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
-    let deployment = web_deployment();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
+    let deployments = create_web(&f).await;
     f.create_with(
         "api",
         json!({"twilio.operator.dev/rotate": "initial"}),
@@ -768,12 +763,7 @@ async fn crash_mid_revoke_finishes_the_revocation() {
 #[tokio::test]
 async fn with_no_grace_the_workloads_roll_before_the_old_key_goes() {
     let mut f = Fixture::new("grace0", &[]).await;
-    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
-    let deployment = web_deployment();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
+    let deployments = create_web(&f).await;
     let spec = json!({"rotation": {"every": "24h", "gracePeriod": "0s"}, "restartWorkloads": [{"kind": "Deployment", "name": "web"}]});
     f.create("api", spec).await;
     let old = status(&f.ready("api").await).key_sid.unwrap();
@@ -1009,14 +999,17 @@ async fn the_grace_period_always_holds() {
     assert!(status(&done).key_sid.is_some() && status(&replaced).key_sid.is_some());
 }
 
-/// A Deployment named web, for restartWorkloads.
-fn web_deployment() -> Deployment {
-    serde_json::from_value(json!({
+/// Creates the Deployment named web, for restartWorkloads; answers the Deployments API.
+async fn create_web(f: &Fixture) -> Api<Deployment> {
+    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
+    let web: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
             "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}
     }))
-    .unwrap()
+    .unwrap();
+    deployments.create(&PostParams::default(), &web).await.unwrap();
+    deployments
 }
 
 /// The Secret `name`, made by somebody else with the single data key "keep", is as they made it:
