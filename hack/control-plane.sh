@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Provides pinned kube-apiserver, kube-controller-manager, etcd and helm for the tests.
+# Provides the pinned binaries of a local cluster, for the tests and the sandbox: kube-apiserver,
+# kube-controller-manager, kube-scheduler, etcd, kwok (a simulated node), helm and promtool.
 #
-# Prints the directory holding the four binaries as its last line of stdout; progress goes to stderr.
+# Prints the directory holding the binaries as its last line of stdout; progress goes to stderr.
 # - If KUBEBUILDER_ASSETS is set and holds the binaries, that directory is used as it is.
 # - Otherwise the binaries are built once from the Go module proxy and cached under
 #   ${XDG_CACHE_HOME:-~/.cache}/twilio-operator/control-plane/<versions>/, so re-runs are instant.
@@ -13,11 +14,14 @@ K8S_MINOR=36
 STAGING_VERSION=v0.36.2
 ETCD_VERSION=v3.6.14
 HELM_VERSION=v3.21.4
+KWOK_VERSION=v0.8.0
+# Prometheus 3.16.0 (its Go module versions are v0.3XX.Y).
+PROMETHEUS_VERSION=v0.316.0
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-want=(kube-apiserver kube-controller-manager etcd helm)
+want=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm promtool)
 
 have_all() {
   local dir=$1 b
@@ -34,7 +38,7 @@ fi
 command -v go >/dev/null || die "go is not on PATH; install Go >= 1.25 to build the control plane"
 
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/twilio-operator/control-plane
-out=$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION
+out=$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION-kwok-$KWOK_VERSION-prom-$PROMETHEUS_VERSION
 mkdir -p "$out"
 
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
@@ -46,8 +50,8 @@ trap 'rm -rf "$scratch"' EXIT
 install_bin() { mv -f "$1" "$out/$(basename "$1").tmp" && mv -f "$out/$(basename "$1").tmp" "$out/$(basename "$1")"; }
 
 build_kube() {
-  [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && return 0
-  log "building kube-apiserver and kube-controller-manager $K8S_VERSION from the Go module proxy (10-20 min cold)"
+  [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -x "$out/kube-scheduler" ] && return 0
+  log "building kube-apiserver, kube-controller-manager and kube-scheduler $K8S_VERSION from the Go module proxy (10-20 min cold)"
   local work=$scratch/kube modfile m ldflags p
   mkdir -p "$work" && cd "$work"
   go mod init local/k8sbuild >/dev/null 2>&1
@@ -60,7 +64,8 @@ build_kube() {
     go mod edit -replace="$m=$m@$STAGING_VERSION"
   done
   log "resolving modules"
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" >&2 \
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" >&2 \
     || die "go get failed; check 'go env GOPROXY GOSUMDB' and that $STAGING_VERSION staging modules exist"
   # Without these the binaries report v0.0.0 and helm's kubeVersion checks fail.
   ldflags="-s -w"
@@ -70,11 +75,13 @@ build_kube() {
   log "compiling (this is the slow part)"
   mkdir -p bin
   go build -trimpath -tags=selinux,notest,grpcnotrace -ldflags="$ldflags" -o bin/ \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager >&2 \
-    || die "go build of kube-apiserver failed"
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler >&2 \
+    || die "go build of the Kubernetes binaries failed"
   install_bin bin/kube-apiserver
   install_bin bin/kube-controller-manager
-  log "kube-apiserver and kube-controller-manager ready"
+  install_bin bin/kube-scheduler
+  log "kube-apiserver, kube-controller-manager and kube-scheduler ready"
 }
 
 build_etcd() {
@@ -102,12 +109,26 @@ build_helm() {
   log "helm ready"
 }
 
+# Tools that install cleanly with `go install module/cmd@version`.
+go_install() {
+  local name=$1 pkg=$2
+  [ -x "$out/$name" ] && return 0
+  log "building $name from $pkg"
+  local work=$scratch/$name
+  mkdir -p "$work"
+  GOBIN="$work" go install -trimpath -ldflags="-s -w" "$pkg" >&2 || die "go install of $name failed"
+  install_bin "$work/$name"
+  log "$name ready"
+}
+
 if have_all "$out"; then
   log "cached in $out"
 else
   start=$(date +%s)
   build_etcd
   build_helm
+  go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  go_install promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
   build_kube
   log "built in $(( $(date +%s) - start ))s"
 fi

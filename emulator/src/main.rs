@@ -14,11 +14,12 @@ struct Args {
     /// Address to listen on; port 0 picks a free port (the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// SID of the main account to bootstrap; generated and printed when absent.
-    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    /// SID of the main account to bootstrap; generated and printed when absent. Not read from
+    /// TWILIO_ACCOUNT_SID: credentials exported for real Twilio must never leak into a test.
+    #[arg(long, env = "EMULATOR_ACCOUNT_SID")]
     account_sid: Option<String>,
     /// Auth token of the main account; generated and printed when absent.
-    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "EMULATOR_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
     /// Directory with Twilio's OpenAPI files; every request and response is checked against them.
     #[arg(long, env = "TWILIO_OAI_DIR")]

@@ -6,12 +6,12 @@
 //! kills the process. [`Emulator::assert_contract_clean`] fails the test when anything that
 //! crossed the wire departed from Twilio's spec.
 
-use super::{repo_root, setup_script, tethered};
+use super::{setup_script, tethered, workspace_binary};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 use twilio_operator::twilio::{BaseUrls, ClientConfig, Credentials, TwilioClient};
@@ -42,33 +42,6 @@ pub fn artefacts() -> &'static Artefacts {
     })
 }
 
-/// The emulator binary, built on first use so no test depends on build order.
-pub fn emulator_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "twilio-emulator",
-                    "--bin",
-                    "twilio-emulator",
-                ])
-                .current_dir(repo_root())
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building twilio-emulator failed");
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| repo_root().join("target"));
-            target.join("debug/twilio-emulator")
-        })
-        .clone()
-}
-
 pub struct Emulator {
     pub url: String,
     child: Child,
@@ -79,12 +52,12 @@ impl Emulator {
     /// Starts an emulator with the main account MAIN_SID/MAIN_TOKEN and `extra` flags.
     pub fn start(extra: &[&str]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut child = tethered(&emulator_binary())
+        let mut child = tethered(&workspace_binary("twilio-emulator", "twilio-emulator"))
             .args(["--listen", "127.0.0.1:0", "--account-sid", MAIN_SID])
             .arg("--openapi-dir")
             .arg(&artefacts().oai_dir)
             .args(extra)
-            .env("TWILIO_AUTH_TOKEN", MAIN_TOKEN)
+            .env("EMULATOR_AUTH_TOKEN", MAIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

@@ -1,6 +1,7 @@
-//! A real Kubernetes control plane for integration tests: etcd, kube-apiserver (with RBAC) and
-//! kube-controller-manager (garbage collector and namespace controller), on free loopback ports
-//! in a temporary directory, with this project's CRDs installed and Established.
+//! A real Kubernetes control plane for integration tests: the sandbox's local cluster (etcd,
+//! kube-apiserver with RBAC, kube-controller-manager, kube-scheduler and a kwok node, so
+//! Deployments get Running pods), on free loopback ports in a temporary directory, with this
+//! project's CRDs installed and Established.
 //!
 //! Contract:
 //! - one control plane per test binary, started by the first [`cluster`] call, and a fresh
@@ -18,18 +19,15 @@ pub mod operator;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::wait::{await_condition, conditions};
-use kube::{Client, Config};
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+pub use twilio_sandbox::cluster::tethered;
+use twilio_sandbox::cluster::{ADMIN_TOKEN, Cluster};
 
 /// The label that admits a test namespace to the TwilioAccount `default`.
 pub const TENANT_LABEL: &str = "twilio.operator.dev/tenant";
@@ -38,25 +36,24 @@ fn account_resource() -> kube::api::ApiResource {
     kube::api::ApiResource::erase::<twilio_operator::api::TwilioAccount>(&())
 }
 
-const ADMIN_TOKEN: &str = "twilio-operator-test-admin-token";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The running control plane shared by every test in this binary.
+/// The running control plane shared by every test in this binary; its fields (`bin_dir`, `dir`,
+/// `kubeconfig`, `startup`) are the cluster's.
 pub struct ControlPlane {
-    /// Directory holding kube-apiserver, etcd, kube-controller-manager and helm.
-    pub bin_dir: PathBuf,
-    /// Scratch directory of this control plane (certificates, logs, etcd data).
-    pub dir: PathBuf,
-    /// An admin kubeconfig, for kubectl and helm.
-    pub kubeconfig: PathBuf,
-    /// Time from the first process spawn to CRDs Established.
-    pub startup: Duration,
-    config: Config,
+    cluster: Cluster,
     namespaces: AtomicU32,
 }
 
-/// Processes to stop at exit; globals because statics never drop.
-static TEARDOWN: Mutex<Vec<Process>> = Mutex::new(Vec::new());
+impl std::ops::Deref for ControlPlane {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+/// Stopped at exit from an atexit handler, because statics never drop.
 static CLUSTER: OnceLock<ControlPlane> = OnceLock::new();
 
 /// The control plane of this test binary, started on first use.
@@ -86,13 +83,13 @@ pub fn cluster() -> &'static ControlPlane {
 impl ControlPlane {
     /// A client with cluster-admin rights (group system:masters).
     pub fn admin(&self) -> Client {
-        Client::try_from(self.config.clone()).expect("admin client")
+        self.cluster.admin().expect("admin client")
     }
 
     /// A client that acts as the ServiceAccount `namespace/name`, through impersonation, so a
     /// test exercises exactly the RBAC that account was granted.
     pub fn as_service_account(&self, namespace: &str, name: &str) -> Client {
-        let mut config = self.config.clone();
+        let mut config = self.cluster.config();
         config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
         config.auth_info.impersonate_groups = Some(vec![
             "system:serviceaccounts".into(),
@@ -100,11 +97,6 @@ impl ControlPlane {
             "system:authenticated".into(),
         ]);
         Client::try_from(config).expect("impersonating client")
-    }
-
-    /// The admin client configuration, for code under test that builds its own client.
-    pub fn config(&self) -> Config {
-        self.config.clone()
     }
 
     /// Creates a fresh namespace named after `prefix` and returns its name.
@@ -266,10 +258,7 @@ impl ControlPlane {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    twilio_sandbox::cluster::free_port().expect("free port")
 }
 
 pub fn repo_root() -> PathBuf {
@@ -291,8 +280,30 @@ pub fn setup_script(name: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// A binary of another package of the workspace, built (debug) on first use so no test depends
+/// on build order.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    let path = target.join("debug").join(bin);
+    let mut built = BUILT.lock().unwrap();
+    if !built.contains(&path) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", package, "--bin", bin])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building {bin} failed");
+        built.push(path.clone());
+    }
+    path
+}
+
 /// The directory of the control-plane binaries, which the setup script builds if missing.
-fn control_plane_binaries() -> PathBuf {
+pub fn control_plane_binaries() -> PathBuf {
     let out = setup_script("control-plane.sh");
     PathBuf::from(
         out.lines()
@@ -302,85 +313,6 @@ fn control_plane_binaries() -> PathBuf {
     )
 }
 
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-/// A command whose process dies with the thread that spawned it and has its own process group.
-pub fn tethered(bin: &Path) -> Command {
-    let mut cmd = Command::new(bin);
-    // SAFETY: prctl and setpgid are async-signal-safe and touch only the child being set up.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            libc::setpgid(0, 0);
-            Ok(())
-        });
-    }
-    cmd
-}
-
-fn spawn(name: &'static str, bin: &Path, args: &[String], dir: &Path) {
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("create log file");
-    let mut cmd = tethered(bin);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("dup log"))
-        .stderr(file);
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    TEARDOWN.lock().unwrap().push(Process { name, child, log });
-}
-
-/// Polls `ready` until it holds, failing fast with the process's log if the process exits.
-async fn wait_ready<F, Fut>(name: &str, mut ready: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if ready().await {
-            return;
-        }
-        let exited = {
-            let mut procs = TEARDOWN.lock().unwrap();
-            let p = procs.iter_mut().find(|p| p.name == name).expect("known process");
-            p.child
-                .try_wait()
-                .ok()
-                .flatten()
-                .map(|status| (status, p.log.clone()))
-        };
-        if let Some((status, log)) = exited {
-            panic!("{name} exited with {status} during startup:\n{}", log_tail(&log));
-        }
-        if Instant::now() > deadline {
-            let log = TEARDOWN
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|p| p.name == name)
-                .map(|p| p.log.clone());
-            panic!(
-                "{name} not ready after {START_TIMEOUT:?}:\n{}",
-                log.map(|l| log_tail(&l)).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
 fn start() -> ControlPlane {
     let bin_dir = control_plane_binaries();
     let dir = tempfile::Builder::new()
@@ -388,216 +320,28 @@ fn start() -> ControlPlane {
         .tempdir()
         .expect("temp dir")
         .keep();
-    *SCRATCH.lock().unwrap() = Some(dir.clone());
     // SAFETY: registering a plain extern "C" function with no captured state.
     unsafe { libc::atexit(teardown_at_exit) };
-
-    let began = Instant::now();
-    let (etcd_port, etcd_peer, api_port) = (free_port(), free_port(), free_port());
-    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-    spawn(
-        "etcd",
-        &bin_dir.join("etcd"),
-        &[
-            format!("--data-dir={}", dir.join("etcd").display()),
-            format!("--listen-client-urls={etcd_url}"),
-            format!("--advertise-client-urls={etcd_url}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
-            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
-            format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
-            "--unsafe-no-fsync=true".into(),
-            "--log-level=warn".into(),
-        ],
-        &dir,
-    );
-
-    write_credentials(&dir);
-    let api_url = format!("https://127.0.0.1:{api_port}");
-    spawn(
-        "kube-apiserver",
-        &bin_dir.join("kube-apiserver"),
-        &[
-            format!("--etcd-servers={etcd_url}"),
-            format!("--cert-dir={}", dir.join("certs").display()),
-            format!("--secure-port={api_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            "--allow-privileged=true".into(),
-            "--disable-admission-plugins=ServiceAccount".into(),
-            "--authorization-mode=RBAC".into(),
-            format!("--token-auth-file={}", dir.join("tokens.csv").display()),
-            format!("--service-account-issuer={api_url}/"),
-            format!("--service-account-key-file={}", dir.join("sa.pub").display()),
-            format!(
-                "--service-account-signing-key-file={}",
-                dir.join("sa.key").display()
-            ),
-            "--v=0".into(),
-        ],
-        &dir,
-    );
-
-    let kubeconfig = dir.join("admin.kubeconfig");
-    std::fs::write(&kubeconfig, admin_kubeconfig(&api_url)).expect("write kubeconfig");
-
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let config = runtime.block_on(async {
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("http client");
-        wait_ready("etcd", || {
-            let http = http.clone();
-            let url = format!("{etcd_url}/health");
-            async move { http.get(url).send().await.is_ok_and(|r| r.status().is_success()) }
-        })
-        .await;
-        wait_ready("kube-apiserver", || {
-            let http = http.clone();
-            let url = format!("{api_url}/readyz");
-            async move {
-                http.get(url)
-                    .bearer_auth(ADMIN_TOKEN)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
-        let kc = Kubeconfig::read_from(&kubeconfig).expect("read kubeconfig");
-        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .expect("config");
-        install_crds(Client::try_from(config.clone()).expect("client")).await;
-        config
-    });
-
-    spawn(
-        "kube-controller-manager",
-        &bin_dir.join("kube-controller-manager"),
-        &[
-            format!("--kubeconfig={}", kubeconfig.display()),
-            "--controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller".into(),
-            "--leader-elect=false".into(),
-            "--bind-address=127.0.0.1".into(),
-            "--secure-port=0".into(),
-        ],
-        &dir,
-    );
-
-    let startup = began.elapsed();
+    let cluster = runtime
+        .block_on(Cluster::start(&bin_dir, &dir))
+        .unwrap_or_else(|e| panic!("start the control plane: {e}"));
     eprintln!(
         "control plane ready in {:.1}s ({})",
-        startup.as_secs_f64(),
+        cluster.startup.as_secs_f64(),
         dir.display()
     );
     ControlPlane {
-        bin_dir,
-        dir,
-        kubeconfig,
-        startup,
-        config,
+        cluster,
         namespaces: AtomicU32::new(0),
     }
 }
 
-/// Writes the static admin token and the service-account signing key pair.
-fn write_credentials(dir: &Path) {
-    std::fs::write(
-        dir.join("tokens.csv"),
-        format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"),
-    )
-    .expect("write tokens");
-    let key = rcgen::KeyPair::generate().expect("service-account key");
-    std::fs::write(dir.join("sa.key"), key.serialize_pem()).expect("write sa.key");
-    std::fs::write(dir.join("sa.pub"), key.public_key_pem()).expect("write sa.pub");
-}
-
-fn admin_kubeconfig(server: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: {server}
-    insecure-skip-tls-verify: true
-users:
-- name: admin
-  user:
-    token: {ADMIN_TOKEN}
-contexts:
-- name: test
-  context:
-    cluster: test
-    user: admin
-current-context: test
-"
-    )
-}
-
-/// Applies every CRD in crds/ (the committed files users apply) and waits until Established.
-async fn install_crds(client: Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(repo_root().join("crds")).expect("read crds/") {
-        let path = entry.expect("crds/ entry").path();
-        let text = std::fs::read_to_string(&path).expect("read CRD");
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
-        let name = crd.metadata.name.clone().expect("CRD name");
-        crds.patch(
-            &name,
-            &PatchParams::apply("twilio-operator-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
-        names.push(name);
-    }
-    for name in names {
-        tokio::time::timeout(
-            START_TIMEOUT,
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("CRD {name} not Established"))
-        .expect("watch CRD");
-    }
-}
-
-static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
-
 extern "C" fn teardown_at_exit() {
-    let procs = TEARDOWN
-        .lock()
-        .map(|mut p| std::mem::take(&mut *p))
-        .unwrap_or_default();
-    stop_all(procs);
-    if let Some(dir) = SCRATCH.lock().ok().and_then(|mut d| d.take()) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-/// SIGTERM to each process group, then SIGKILL to whatever is still there after five seconds.
-fn stop_all(mut procs: Vec<Process>) {
-    for p in &procs {
-        // SAFETY: signalling a process group we created; a stale id at worst gets ESRCH.
-        unsafe { libc::kill(-(p.child.id() as i32), libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for p in &mut procs {
-        while Instant::now() < deadline && matches!(p.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if matches!(p.child.try_wait(), Ok(None)) {
-            // SAFETY: as above.
-            unsafe { libc::kill(-(p.child.id() as i32), libc::SIGKILL) };
-            let _ = p.child.wait();
-        }
+    if let Some(cp) = CLUSTER.get() {
+        cp.cluster.stop();
     }
 }

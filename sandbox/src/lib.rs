@@ -1,0 +1,7 @@
+//! twilio-sandbox: a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+//! and a kwok node) for trying twilio-operator and for its end-to-end tests, the sandbox's demo,
+//! and pod-level checks of Deployment rollouts.
+
+pub mod cluster;
+pub mod demo;
+pub mod rollout;
