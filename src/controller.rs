@@ -343,7 +343,8 @@ async fn run_kind<L: Lifecycle>(
                 async move {
                     let started = std::time::Instant::now();
                     let result = reconcile::reconcile(obj, lifecycle).await;
-                    metrics.reconciled(L::KIND, result.is_ok(), started.elapsed());
+                    let unreported = result.as_ref().is_err_and(|e| !e.is_reported());
+                    metrics.reconciled(L::KIND, unreported, started.elapsed());
                     result
                 }
             },

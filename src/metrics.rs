@@ -17,8 +17,22 @@ use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileLabels {
-    kind: &'static str,
+    kind: String,
     result: &'static str,
+    /// The Ready condition's reason the pass set, or RequestFailed.
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +82,7 @@ struct KeyTimes {
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
+    ready: Family<ReadyLabels, Gauge>,
     reconcile_duration: Family<KindLabels, Histogram>,
     twilio_requests: Family<TwilioLabels, Counter>,
     twilio_rate_limited: Family<OperationLabels, Counter>,
@@ -83,8 +98,25 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("twilio_operator");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The operator's version; always 1", build_info);
         let reconciles = Family::default();
-        registry.register("reconciles", "Reconciles by kind and result", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by kind, result and the Ready reason they set (RequestFailed: a Kubernetes call failed)",
+            reconciles.clone(),
+        );
+        let ready = Family::default();
+        registry.register(
+            "ready",
+            "1 while an object's Ready condition is True, else 0",
+            ready.clone(),
+        );
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
@@ -132,6 +164,7 @@ impl Default for Metrics {
         Self {
             registry,
             reconciles,
+            ready,
             reconcile_duration,
             twilio_requests,
             twilio_rate_limited,
@@ -146,15 +179,34 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts and times one reconcile of `kind`.
-    pub fn reconciled(&self, kind: &'static str, ok: bool, took: Duration) {
-        let result = if ok { "success" } else { "error" };
-        self.reconciles
-            .get_or_create(&ReconcileLabels { kind, result })
-            .inc();
+    /// Times one reconcile of `kind`, counting it when it failed on a Kubernetes call before it
+    /// could set the Ready condition (the passes that set it are counted by [`Metrics::outcome`]).
+    pub fn reconciled(&self, kind: &'static str, failed: bool, took: Duration) {
+        if failed {
+            self.count(kind, "error", "RequestFailed");
+        }
         self.reconcile_duration
             .get_or_create(&KindLabels { kind })
             .observe(took.as_secs_f64());
+    }
+
+    /// Records the Ready condition a pass over an object set: the object's Ready gauge, and the
+    /// pass counted by the condition's reason.
+    pub fn outcome(&self, kind: &str, namespace: &str, name: &str, ready: bool, reason: &str) {
+        self.count(kind, if ready { "success" } else { "error" }, reason);
+        self.ready
+            .get_or_create(&ready_labels(kind, namespace, name))
+            .set(i64::from(ready));
+    }
+
+    fn count(&self, kind: &str, result: &'static str, reason: &str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_owned(),
+                result,
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one Twilio request by operation and HTTP status (0: no answer).
@@ -202,6 +254,7 @@ impl Metrics {
         };
         self.key_age.remove(&labels);
         self.key_next_rotation.remove(&labels);
+        self.ready.remove(&ready_labels("TwilioApiKey", namespace, name));
     }
 
     /// Records a subaccount's month-to-date spend.
@@ -227,6 +280,8 @@ impl Metrics {
         if let Some(currency) = currency {
             self.usage.remove(&usage_labels(namespace, name, &currency));
         }
+        self.ready
+            .remove(&ready_labels("TwilioSubaccount", namespace, name));
     }
 
     /// The OpenMetrics text of every series, key ages as of `now` (Unix seconds).
@@ -253,6 +308,14 @@ impl Metrics {
     }
 }
 
+fn ready_labels(kind: &str, namespace: &str, name: &str) -> ReadyLabels {
+    ReadyLabels {
+        kind: kind.to_owned(),
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
 /// The labels of a subaccount's usage series.
 fn usage_labels(namespace: &str, name: &str, currency: &str) -> UsageLabels {
     UsageLabels {
@@ -269,14 +332,28 @@ mod tests {
     #[test]
     fn renders_the_documented_series() {
         let m = Metrics::default();
+        m.reconciled("TwilioApiKey", false, Duration::from_millis(20));
         m.reconciled("TwilioApiKey", true, Duration::from_millis(20));
+        m.outcome(
+            "TwilioApiKey",
+            "team-a",
+            "checkout",
+            false,
+            "AuthenticationFailed",
+        );
+        m.outcome("TwilioSubaccount", "team-a", "tenant", true, "Ready");
         m.twilio_request("CreateNewKey", 429);
         m.rotated("TwilioApiKey", "Scheduled");
         m.key("team-a", "checkout", 1000.0, Some(5000.0));
         m.usage("team-a", "tenant", "usd", 12.5);
         let text = m.render(1600.0);
         for series in [
-            r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="success"} 1"#,
+            r#"twilio_operator_build_info{version="0.1.0"} 1"#,
+            r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="error",reason="RequestFailed"} 1"#,
+            r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="error",reason="AuthenticationFailed"} 1"#,
+            r#"twilio_operator_reconciles_total{kind="TwilioSubaccount",result="success",reason="Ready"} 1"#,
+            r#"twilio_operator_ready{kind="TwilioApiKey",namespace="team-a",name="checkout"} 0"#,
+            r#"twilio_operator_ready{kind="TwilioSubaccount",namespace="team-a",name="tenant"} 1"#,
             r#"twilio_operator_twilio_requests_total{operation="CreateNewKey",status="429"} 1"#,
             r#"twilio_operator_twilio_rate_limited_total{operation="CreateNewKey"} 1"#,
             r#"twilio_operator_rotations_total{kind="TwilioApiKey",cause="Scheduled"} 1"#,
@@ -287,10 +364,10 @@ mod tests {
             assert!(text.contains(series), "missing {series} in:\n{text}");
         }
         m.forget_key("team-a", "checkout");
-        assert!(!m.render(1700.0).contains("checkout"));
+        assert!(!m.render(1700.0).contains(r#"name="checkout""#));
         m.usage("team-a", "tenant", "eur", 3.0);
         assert!(!m.render(1700.0).contains("usd"), "one series per subaccount");
         m.forget_subaccount("team-a", "tenant");
-        assert!(!m.render(1700.0).contains("tenant"));
+        assert!(!m.render(1700.0).contains(r#"name="tenant""#));
     }
 }

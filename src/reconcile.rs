@@ -61,6 +61,17 @@ pub enum Error {
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
+impl Error {
+    /// Whether the failure is already in the object's Ready condition (a held deletion).
+    pub fn is_reported(&self) -> bool {
+        match self {
+            Error::Held(_) => true,
+            Error::Finalizer(e) => matches!(e.as_ref(), finalizer::Error::CleanupFailed(Error::Held(_))),
+            _ => false,
+        }
+    }
+}
+
 /// A namespaced custom resource the operator reconciles.
 pub trait Object:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -202,6 +213,7 @@ where
     let mut st = obj.status().cloned().unwrap_or_default();
     let reported = report(ctx, obj, st.conditions_mut(), problem, Timestamp::now()).await;
     *st.conditions_mut() = reported;
+    counted(ctx, obj, st.conditions_mut());
     // A namespace being deleted may already have taken the operator's right to write the object;
     // that must not stop the retry.
     if let Err(e) = write_status(ctx, obj, &st).await {
@@ -433,12 +445,26 @@ where
         Err(Stop::Kube(e)) if is_conflict(&e) => return Ok(Action::requeue(STALE_RETRY)),
         Err(Stop::Kube(e)) => return Err(e.into()),
     };
+    counted(ctx, obj, st.conditions_mut());
     // A pass that changed nothing writes nothing: no request, and no watch event waking it again.
     // Compared as written: in-memory times are finer than the whole seconds status keeps.
     if serde_json::to_value(obj.status()).ok() != serde_json::to_value(Some(&st)).ok() {
         write_status(ctx, obj, &st).await?;
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Records in the metrics the Ready condition a pass set.
+fn counted<K: Object>(ctx: &Context, obj: &K, conditions: &[Condition]) {
+    if let Some(ready) = conditions.iter().find(|c| c.type_ == "Ready") {
+        ctx.metrics.outcome(
+            &K::kind(&()),
+            &obj.namespace().unwrap_or_default(),
+            &obj.name_any(),
+            ready.status == "True",
+            &ready.reason,
+        );
+    }
 }
 
 /// Deletion under `deletionPolicy: Retain`: say what stays at Twilio, and let go.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use support::emulator::MAIN_SID;
 use support::fixture::{Fixture, WAIT};
-use support::operator::{wait_for, wait_gone};
+use support::operator::{sample, wait_for, wait_gone};
 use twilio_operator::api::TwilioApiKey;
 use twilio_operator::conditions::is_ready;
 use twilio_operator::twilio::Credentials;
@@ -571,6 +571,16 @@ async fn bad_credentials_back_off_without_a_hot_loop() {
         calls <= 4,
         "20 s of a refused credential cost {calls} Twilio calls"
     );
+    // In the metrics, the key is not Ready and its passes count as failures, by their reason.
+    let metrics = f.operator.as_ref().unwrap().metrics().await;
+    let refused = r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="error",reason="AuthenticationFailed"}"#;
+    assert!(sample(&metrics, refused).is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(!metrics.contains(r#"result="success""#), "{metrics}");
+    let ready = format!(
+        r#"twilio_operator_ready{{kind="TwilioApiKey",namespace="{}",name="denied"}}"#,
+        f.ns
+    );
+    assert_eq!(sample(&metrics, &ready), Some(0.0), "{metrics}");
 
     let missing = f
         .create("nocreds", json!({"credentialsRef": {"name": "absent"}}))

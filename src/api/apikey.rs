@@ -45,7 +45,7 @@ use std::collections::BTreeMap;
     ),
     printcolumn(
         name = "Next rotation",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextRotationAt",
         description = "When the key rotates next"
     ),

@@ -460,6 +460,10 @@ impl ApiKeys {
                     self.revoke(target, sid).await?;
                     failpoint::hit("apikey-mid-revoke");
                     tracing::info!(key = %sid, "revoked retiring key");
+                    let note = format!("Key {sid} revoked: its grace period is over");
+                    self.ctx
+                        .event(key, EventType::Normal, "KeyRevoked", "Revoke", note)
+                        .await;
                 }
             }
             st.retiring_keys.retain(|r| &r.sid != sid);
