@@ -65,15 +65,69 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
             "networkPolicy.enabled=true",
             "--set",
             "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.grafanaDashboard.enabled=true",
         ],
     );
-    let bad = std::process::Command::new(cp.bin_dir.join("helm"))
-        .args(["template", "x", &chart(), "--set", "logFormat=yaml"])
-        .output()
-        .unwrap();
+    let refused = |set: &[&str], said: &str| {
+        let mut args = vec!["template", "x", CHART];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        let out = std::process::Command::new(cp.bin_dir.join("helm"))
+            .args(&args)
+            .current_dir(repo_root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(said),
+            "{set:?} is refused with {said:?}: {stderr}"
+        );
+    };
+    refused(&["logFormat=yaml"], "logFormat");
+    refused(&["logLevel=loud"], "logLevel");
+    // A PDB that could never let the operator's pod go would block every node drain.
+    refused(
+        &[
+            "podDisruptionBudget.enabled=true",
+            "podDisruptionBudget.minAvailable=1",
+        ],
+        "must be below replicaCount",
+    );
+    let pdb = cp.run_tool(
+        "helm",
+        &[
+            "template",
+            "x",
+            &chart(),
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--show-only",
+            "templates/pdb.yaml",
+        ],
+    );
     assert!(
-        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("logFormat"),
-        "values.schema.json refuses bad values"
+        pdb.contains("maxUnavailable: 1") && !pdb.contains("minAvailable"),
+        "{pdb}"
+    );
+    let deployment = cp.run_tool(
+        "helm",
+        &[
+            "template",
+            "x",
+            &chart(),
+            "--set",
+            "logLevel=debug",
+            "--show-only",
+            "templates/deployment.yaml",
+        ],
+    );
+    assert!(
+        deployment.contains("name: RUST_LOG\n              value: \"debug\""),
+        "{deployment}"
     );
 
     // Patching workloads is granted only with restartWorkloads support on (the default).
@@ -110,6 +164,8 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
                 "podDisruptionBudget.enabled=true".into(),
                 "--set".into(),
                 "networkPolicy.enabled=true".into(),
+                "--set".into(),
+                "metrics.grafanaDashboard.enabled=true".into(),
             ],
         ),
     ] {
@@ -679,8 +735,27 @@ async fn metrics_health_and_graceful_shutdown() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
     };
-    assert!(value(r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="success"}"#) >= 2.0);
-    assert!(value(r#"twilio_operator_reconciles_total{kind="TwilioSubaccount",result="success"}"#) >= 1.0);
+    assert!(
+        value(r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="success",reason="Ready"}"#)
+            >= 2.0
+    );
+    assert!(
+        value(r#"twilio_operator_reconciles_total{kind="TwilioSubaccount",result="success",reason="Ready"}"#)
+            >= 1.0
+    );
+    assert_eq!(
+        value(&format!(
+            r#"twilio_operator_ready{{kind="TwilioApiKey",namespace="{ns}",name="measured"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            r#"twilio_operator_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
     assert!(value(r#"twilio_operator_reconcile_duration_seconds_count{kind="TwilioApiKey"}"#) >= 2.0);
     assert_eq!(
         value(r#"twilio_operator_twilio_requests_total{operation="CreateNewKey",status="201"}"#),
@@ -792,4 +867,119 @@ async fn deleting_a_watched_namespace_completes_with_keys_revoked() {
         operator.log_tail()
     );
     cp.run_tool("helm", &["uninstall", "gone", "--namespace", &release_ns]);
+}
+
+/// The chart's alerts fire as documented: Prometheus' own promtool evaluates the rendered
+/// PrometheusRule against series with exactly the names and labels the operator exports, and
+/// every query of the Grafana dashboard parses and names only metrics the operator exports.
+#[tokio::test]
+async fn the_alerts_fire_as_documented_and_the_dashboard_queries_parse() {
+    let cp = cluster();
+    let dir = scratch(cp, "alerts");
+    let rendered = cp.run_tool(
+        "helm",
+        &[
+            "template",
+            "tw",
+            &chart(),
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--show-only",
+            "templates/prometheusrule.yaml",
+        ],
+    );
+    let rule: Value = serde_saphyr::from_str(&rendered).expect("a rendered PrometheusRule");
+    let groups = json!({"groups": rule["spec"]["groups"]});
+    std::fs::write(dir.join("rules.yaml"), groups.to_string()).unwrap();
+    let tests = std::fs::read_to_string(repo_root().join("tests/alerts/alerts.test.yaml")).unwrap();
+    std::fs::write(dir.join("alerts.test.yaml"), &tests).unwrap();
+    let test_file = dir.join("alerts.test.yaml");
+    cp.run_tool("promtool", &["test", "rules", test_file.to_str().unwrap()]);
+
+    // The series fed to promtool are shaped as the operator writes them.
+    let exported = exported_series();
+    let fed: Value = serde_saphyr::from_str(&tests).unwrap();
+    for test in fed["tests"].as_array().unwrap() {
+        for input in test["input_series"].as_array().unwrap() {
+            let series = input["series"].as_str().unwrap();
+            assert!(
+                exported.contains(&shape(series)),
+                "{series} is not shaped like any series the operator exports: {exported:?}"
+            );
+        }
+    }
+
+    // Every dashboard query is valid PromQL (checked as a recording rule) over exported metrics.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join(CHART).join("files/dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "the dashboard has its panels");
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({"record": format!("dashboard:query_{i}"), "expr": e}))
+        .collect();
+    let file = dir.join("dashboard-queries.yaml");
+    std::fs::write(
+        &file,
+        json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    cp.run_tool("promtool", &["check", "rules", file.to_str().unwrap()]);
+    let names: std::collections::BTreeSet<&str> = exported.iter().map(|(name, _)| name.as_str()).collect();
+    for expr in exprs.iter().chain(
+        rendered
+            .lines()
+            .filter(|l| l.contains("expr:"))
+            .map(|l| l.to_owned())
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("twilio_operator_") {
+                assert!(
+                    names.contains(word),
+                    "{expr} names {word}, which the operator does not export"
+                );
+            }
+        }
+    }
+}
+
+/// A metric name and its label names.
+type Shape = (String, std::collections::BTreeSet<String>);
+
+fn shape(series: &str) -> Shape {
+    let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+    let labels = labels.trim_end_matches('}');
+    let keys = labels
+        .split(',')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('=').next().unwrap().trim().to_owned())
+        .collect();
+    (name.trim().to_owned(), keys)
+}
+
+/// Every series shape the operator's metrics render, with each family populated once.
+fn exported_series() -> std::collections::BTreeSet<Shape> {
+    let m = twilio_operator::metrics::Metrics::default();
+    m.reconciled("TwilioApiKey", true, Duration::from_millis(5));
+    m.outcome("TwilioApiKey", "ns", "key", false, "AuthenticationFailed");
+    m.twilio_request("CreateNewKey", 429);
+    m.rotated("TwilioApiKey", "Scheduled");
+    m.key("ns", "key", 0.0, Some(1.0));
+    m.usage("ns", "sub", "usd", 1.0);
+    m.render(10.0)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| shape(l.rsplit_once(' ').unwrap().0))
+        .collect()
 }

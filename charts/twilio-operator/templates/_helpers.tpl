@@ -63,3 +63,16 @@ namespace is deleted with it, possibly before the objects whose finalizers need 
   resources: ["twilioapikeys/status", "twiliosubaccounts/status"]
   verbs: ["patch"]
 {{- end -}}
+
+{{/* A Prometheus duration such as 1h or 90m, in seconds. */}}
+{{- define "twilio-operator.seconds" -}}
+{{- $d := . | toString -}}
+{{- $units := dict "ms" 0.001 "s" 1 "m" 60 "h" 3600 "d" 86400 "w" 604800 "y" 31536000 -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" $d -1 -}}
+{{- $n := regexFind "^[0-9]+" . | float64 -}}
+{{- $u := trimPrefix (regexFind "^[0-9]+" .) . -}}
+{{- $total = addf $total (mulf $n (get $units $u)) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
