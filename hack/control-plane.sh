@@ -35,7 +35,7 @@ if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
   exit 0
 fi
 
-command -v go >/dev/null || die "go is not on PATH; install Go >= 1.25 to build the control plane"
+command -v go >/dev/null || die "go is not on PATH; install Go >= 1.26.7 to build the cluster binaries"
 
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/twilio-operator/control-plane
 out=$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION-kwok-$KWOK_VERSION-prom-$PROMETHEUS_VERSION

@@ -16,6 +16,7 @@ use support::operator::{sample, wait_for, wait_gone};
 use twilio_operator::api::TwilioApiKey;
 use twilio_operator::conditions::is_ready;
 use twilio_operator::twilio::Credentials;
+use twilio_sandbox::rollout;
 
 fn status(key: &TwilioApiKey) -> twilio_operator::api::TwilioApiKeyStatus {
     key.status.clone().expect("status")
@@ -195,6 +196,8 @@ async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
     assert_eq!(annotation(&rolled).as_deref(), Some(old_sid.as_str()));
     let generation_after_first = rolled.metadata.generation.unwrap();
     let old_creds = f.published("api").await;
+    // At the pods: the Deployment runs, every pod from the ReplicaSet with the first key.
+    let pods_before = rollout::settled(&f.client, &f.ns, "web", WAIT).await.unwrap();
 
     f.annotate("api", "twilio.operator.dev/rotate", "2026-12-01T10:00")
         .await;
@@ -238,6 +241,9 @@ async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
         "the old key is revoked after the grace period"
     );
     assert!(f.works(&new_creds).await);
+    // At the pods: one new ReplicaSet whose pods run, the old pods gone, no second roll.
+    let pods_after = rollout::settled(&f.client, &f.ns, "web", WAIT).await.unwrap();
+    rollout::rolled_once(&pods_before, &pods_after).unwrap();
 
     // A restart (or a leader change) neither rotates nor rolls anything.
     f.restart_operator(&[]);
@@ -248,6 +254,11 @@ async fn on_demand_rotation_overlaps_then_revokes_and_rolls_workloads_once() {
     assert_eq!(
         deployments.get("web").await.unwrap().metadata.generation.unwrap(),
         generation_after_first + 1
+    );
+    assert_eq!(
+        rollout::settled(&f.client, &f.ns, "web", WAIT).await.unwrap(),
+        pods_after,
+        "the same pods still run"
     );
     assert_eq!(f.tagged(&after).await, vec![new_sid]);
     f.emu.assert_contract_clean().await;
