@@ -29,6 +29,9 @@ pub enum Reason {
     SidInUse,
     /// A first create was asked of Twilio and has not been recorded yet.
     Pending,
+    /// The Secret template cannot be rendered (syntax, unknown variable or filter, a bad data
+    /// key, too large); the message names the template key and position.
+    TemplateInvalid,
     /// A spec field the schema admitted cannot be used (an object stored before a schema change).
     InvalidSpec,
     /// No usable credentials: the Secret is missing or malformed, or the operator has none.
@@ -71,6 +74,7 @@ impl Reason {
             Reason::SidInUse => "SidInUse",
             Reason::Pending => "Pending",
             Reason::InvalidSpec => "InvalidSpec",
+            Reason::TemplateInvalid => "TemplateInvalid",
             Reason::CredentialsMissing => "CredentialsMissing",
             Reason::AuthenticationFailed => "AuthenticationFailed",
             Reason::KubernetesError => "KubernetesError",
@@ -161,6 +165,12 @@ impl Problem {
             )),
             _ => None,
         }
+    }
+}
+
+impl From<crate::template::Invalid> for Problem {
+    fn from(e: crate::template::Invalid) -> Self {
+        Problem::new(Reason::TemplateInvalid, e.0)
     }
 }
 

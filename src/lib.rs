@@ -22,6 +22,7 @@ pub mod server;
 pub mod subaccount;
 pub mod tagging;
 pub mod target;
+pub mod template;
 pub mod tenancy;
 pub mod twilio;
 

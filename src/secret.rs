@@ -1,10 +1,12 @@
 //! The Secrets the operator publishes credentials in: pure builders and readers.
 //!
 //! Contract:
-//! - a published Secret is Opaque, labelled `app.kubernetes.io/managed-by: twilio-operator`,
+//! - a published Secret has the spec's type (Opaque by default), is labelled `app.kubernetes.io/managed-by: twilio-operator`,
 //!   controlled (ownerReference) by its object, and annotated with what it holds (key SID,
 //!   creation time, a short SHA-256 of the secret value) so the operator can tell, without
 //!   reading Twilio, whether the data is intact and which key it carries;
+//!   A templated Secret also records a digest of its template and of all its data, since its
+//!   keys hold rendered text rather than the credentials themselves;
 //! - [`observe`] classifies an existing Secret: ours and intact, ours but edited, or somebody
 //!   else's (a conflict the operator never overwrites).
 
@@ -28,6 +30,10 @@ pub const CREDENTIAL_SID_ANNOTATION: &str = "twilio.operator.dev/credential-sid"
 pub const CREATED_AT_ANNOTATION: &str = "twilio.operator.dev/created-at";
 /// A short digest of the secret value, to notice edits.
 pub const DIGEST_ANNOTATION: &str = "twilio.operator.dev/secret-digest";
+/// A digest of the template the data was rendered from (templated Secrets only).
+pub const TEMPLATE_DIGEST_ANNOTATION: &str = "twilio.operator.dev/template-digest";
+/// A digest of all the data as written (templated Secrets only), to notice edits.
+pub const DATA_DIGEST_ANNOTATION: &str = "twilio.operator.dev/data-digest";
 /// The rotate-annotation value the credential answered, so a restart never answers it twice.
 pub const REQUEST_ANNOTATION: &str = "twilio.operator.dev/rotation-request";
 
@@ -49,10 +55,14 @@ pub struct Published<'a> {
     pub created_at: Timestamp,
     /// The rotation request this credential answered, if any.
     pub request: Option<&'a str>,
-    /// Data key -> value; exactly one of them is the secret, named by `secret_key`.
+    /// The Secret's type.
+    pub type_: &'a str,
+    /// Data key -> value.
     pub data: Vec<(&'a str, &'a str)>,
-    /// The data key whose value is the secret, for the digest.
-    pub secret_key: &'a str,
+    /// The secret value (key secret or auth token), for the digest.
+    pub secret_value: &'a str,
+    /// The digest of the template `data` was rendered from, if any.
+    pub template_digest: Option<String>,
 }
 
 /// A short digest of a secret value: enough to notice an edit, useless to an attacker, since
@@ -75,13 +85,14 @@ pub fn build(p: &Published<'_>) -> Secret {
     if let Some(request) = p.request {
         annotations.insert(REQUEST_ANNOTATION.into(), request.into());
     }
-    let secret_value = p
-        .data
-        .iter()
-        .find(|(k, _)| *k == p.secret_key)
-        .map(|(_, v)| *v)
-        .unwrap_or_default();
-    annotations.insert(DIGEST_ANNOTATION.into(), digest(secret_value));
+    annotations.insert(DIGEST_ANNOTATION.into(), digest(p.secret_value));
+    if let Some(template) = &p.template_digest {
+        annotations.insert(TEMPLATE_DIGEST_ANNOTATION.into(), template.clone());
+        annotations.insert(
+            DATA_DIGEST_ANNOTATION.into(),
+            data_digest(p.data.iter().map(|(k, v)| (*k, v.as_bytes()))),
+        );
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(p.name.into()),
@@ -91,7 +102,7 @@ pub fn build(p: &Published<'_>) -> Secret {
             owner_references: Some(vec![p.owner.clone()]),
             ..Default::default()
         },
-        type_: Some("Opaque".into()),
+        type_: Some(p.type_.into()),
         data: Some(
             p.data
                 .iter()
@@ -140,8 +151,37 @@ pub enum Expect<'a> {
     Secret,
 }
 
-/// Classifies `secret` for the object with `owner_uid`, checking each data key in `expected`.
-pub fn observe(secret: Option<&Secret>, owner_uid: &str, expected: &[(&str, Expect<'_>)]) -> Observed {
+/// A digest of a Secret's whole data, in key order.
+fn data_digest<'a>(data: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut sorted: Vec<_> = data.collect();
+    sorted.sort();
+    let mut hasher = Sha256::new();
+    for (key, value) in sorted {
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a Secret's data must be: the credentials under their keys, or the rendering of a
+/// template (whose digest is given).
+#[derive(Debug, Clone, Copy)]
+pub enum Shape<'a> {
+    /// Each data key holds what [`Expect`] says.
+    Keys(&'a [(&'a str, Expect<'a>)]),
+    /// The data is as written from the template with this digest.
+    Template(&'a str),
+}
+
+/// Classifies `secret` for the object with `owner_uid`, checking its data has `shape`.
+pub fn observe(secret: Option<&Secret>, owner_uid: &str, shape: Shape<'_>) -> Observed {
     let Some(secret) = secret else {
         return Observed::Missing;
     };
@@ -159,12 +199,25 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str, expected: &[(&str, Expe
     let text = |key: &str| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok());
     let credential_sid = annotations.get(CREDENTIAL_SID_ANNOTATION).cloned();
     let recorded_digest = annotations.get(DIGEST_ANNOTATION).cloned();
-    let intact = expected.iter().all(|(key, want)| match (text(key), want) {
-        (Some(have), Expect::Equals(want)) => have == *want,
-        (Some(have), Expect::CredentialSid) => credential_sid.as_ref() == Some(&have),
-        (Some(have), Expect::Secret) => recorded_digest.as_ref() == Some(&digest(&have)),
-        (None, _) => false,
-    });
+    let written_template = annotations.get(TEMPLATE_DIGEST_ANNOTATION);
+    let intact = match shape {
+        Shape::Keys(expected) => {
+            written_template.is_none()
+                && expected.iter().all(|(key, want)| match (text(key), want) {
+                    (Some(have), Expect::Equals(want)) => have == *want,
+                    (Some(have), Expect::CredentialSid) => credential_sid.as_ref() == Some(&have),
+                    (Some(have), Expect::Secret) => recorded_digest.as_ref() == Some(&digest(&have)),
+                    (None, _) => false,
+                })
+        }
+        Shape::Template(template) => {
+            written_template.map(String::as_str) == Some(template)
+                && annotations.get(DATA_DIGEST_ANNOTATION)
+                    == Some(&data_digest(
+                        data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
+                    ))
+        }
+    };
     Observed::Ours(Record {
         credential_sid,
         created_at: annotations
@@ -201,8 +254,10 @@ mod tests {
             credential_sid: "SK1",
             created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
             request: Some("r1"),
+            type_: "Opaque",
             data: vec![("SID", "SK1"), ("SECRET", "value")],
-            secret_key: "SECRET",
+            secret_value: "value",
+            template_digest: None,
         })
     }
 
@@ -222,10 +277,13 @@ mod tests {
         let s = published(&BTreeMap::new());
         let expect = [("SID", Expect::CredentialSid), ("SECRET", Expect::Secret)];
         assert!(
-            matches!(observe(Some(&s), "uid-1", &expect), Observed::Ours(Record { intact: true, ref request, .. }) if request.as_deref() == Some("r1"))
+            matches!(observe(Some(&s), "uid-1", Shape::Keys(&expect)), Observed::Ours(Record { intact: true, ref request, .. }) if request.as_deref() == Some("r1"))
         );
-        assert_eq!(observe(Some(&s), "other", &expect), Observed::Conflict);
-        assert_eq!(observe(None, "uid-1", &expect), Observed::Missing);
+        assert_eq!(
+            observe(Some(&s), "other", Shape::Keys(&expect)),
+            Observed::Conflict
+        );
+        assert_eq!(observe(None, "uid-1", Shape::Keys(&expect)), Observed::Missing);
         let mut edited = s.clone();
         edited
             .data
@@ -233,19 +291,67 @@ mod tests {
             .unwrap()
             .insert("SECRET".into(), ByteString(b"changed".to_vec()));
         assert!(matches!(
-            observe(Some(&edited), "uid-1", &expect),
+            observe(Some(&edited), "uid-1", Shape::Keys(&expect)),
             Observed::Ours(Record { intact: false, .. })
         ));
         let mut renamed = s.clone();
         renamed.data.as_mut().unwrap().remove("SID");
         assert!(matches!(
-            observe(Some(&renamed), "uid-1", &expect),
+            observe(Some(&renamed), "uid-1", Shape::Keys(&expect)),
             Observed::Ours(Record { intact: false, .. })
         ));
         let fixed = [("SID", Expect::Equals("SK2"))];
         assert!(matches!(
-            observe(Some(&s), "uid-1", &fixed),
+            observe(Some(&s), "uid-1", Shape::Keys(&fixed)),
             Observed::Ours(Record { intact: false, .. })
         ));
+    }
+
+    #[test]
+    fn a_templated_secret_is_intact_only_as_written_from_the_same_template() {
+        let mut p = Published {
+            name: "s",
+            namespace: "ns",
+            owner: owner("uid-1"),
+            labels: &BTreeMap::new(),
+            annotations: &BTreeMap::new(),
+            credential_sid: "SK1",
+            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            request: None,
+            type_: "kubernetes.io/basic-auth",
+            data: vec![("username", "SK1"), ("password", "value")],
+            secret_value: "value",
+            template_digest: Some("t1".into()),
+        };
+        let s = build(&p);
+        assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+        let intact = |s: &Secret, template: &str| {
+            matches!(
+                observe(Some(s), "uid-1", Shape::Template(template)),
+                Observed::Ours(Record { intact: true, .. })
+            )
+        };
+        assert!(intact(&s, "t1"));
+        assert!(!intact(&s, "t2"), "another template");
+        let mut edited = s.clone();
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("password".into(), ByteString(b"x".to_vec()));
+        assert!(!intact(&edited, "t1"), "edited data");
+        let keys = [("username", Expect::CredentialSid)];
+        assert!(
+            matches!(
+                observe(Some(&s), "uid-1", Shape::Keys(&keys)),
+                Observed::Ours(Record { intact: false, .. })
+            ),
+            "a templated Secret is not what an untemplated spec wants"
+        );
+        p.template_digest = None;
+        assert!(
+            !intact(&build(&p), "t1"),
+            "an untemplated Secret is not what a template wants"
+        );
     }
 }

@@ -832,3 +832,79 @@ async fn secret_labels_and_annotations_have_kubernetes_syntax() {
     let fine = json!({"secret": {"labels": {"example.com/team": "a", "empty": ""}, "annotations": {"note": "anything, even spaces"}}});
     accepts(&ns, object("TwilioApiKey", "labelled", fine)).await;
 }
+
+/// What CEL and the schema can check of a Secret template is refused at admission, on both
+/// kinds: data key names, sizes, mergePolicy; and a Secret's type cannot change.
+#[tokio::test]
+async fn secret_templates_are_checked_at_admission() {
+    let ns = cluster().namespace("templates").await;
+    for kind in ["TwilioApiKey", "TwilioSubaccount"] {
+        let with = |template: Value| {
+            let mut secret = json!({"template": template});
+            if kind == "TwilioSubaccount" {
+                secret["name"] = json!("s");
+            }
+            json!({"secret": secret})
+        };
+        rejects_create(
+            &ns,
+            kind,
+            with(json!({"data": {"bad/key": "x"}})),
+            &["spec.secret.template.data", "Secret data keys"],
+        )
+        .await;
+        rejects_create(
+            &ns,
+            kind,
+            with(json!({"data": {"a": "x".repeat(16385)}})),
+            &["spec.secret.template.data.a", "16384"],
+        )
+        .await;
+        rejects_create(
+            &ns,
+            kind,
+            with(json!({"data": {}})),
+            &["spec.secret.template.data", "1"],
+        )
+        .await;
+        rejects_create(
+            &ns,
+            kind,
+            with(json!({"data": {"a": "x"}, "mergePolicy": "Append"})),
+            &["spec.secret.template.mergePolicy", "Replace", "Merge"],
+        )
+        .await;
+    }
+    let before = json!({"secret": {"name": "s", "type": "kubernetes.io/basic-auth"}});
+    let after = json!({"secret": {"name": "s", "type": "Opaque"}});
+    rejects_update(
+        &ns,
+        "TwilioSubaccount",
+        "typed",
+        before,
+        after,
+        &["spec.secret.type", "cannot change"],
+    )
+    .await;
+    let defaulted = accepts(
+        &ns,
+        object(
+            "TwilioApiKey",
+            "plain",
+            json!({"secret": {"template": {"data": {"a": "{{ apiKey }}"}}}}),
+        ),
+    )
+    .await;
+    assert_eq!(defaulted.data["spec"]["secret"]["type"], "Opaque");
+    assert_eq!(
+        defaulted.data["spec"]["secret"]["template"]["mergePolicy"],
+        "Replace"
+    );
+    for recipe in ["dotenv.yaml", "json-config.yaml", "basic-auth.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/templates")
+            .join(recipe);
+        let obj: DynamicObject = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        accepts(&ns, obj).await;
+    }
+}

@@ -171,6 +171,18 @@ pub struct ApiKeySecret {
     /// Names of the Secret's data keys, to match what the consuming application reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<SecretKeys>,
+
+    /// The Secret's type, such as kubernetes.io/basic-auth. Defaults to Opaque; cannot change.
+    #[serde(rename = "type", default = "super::default_secret_type")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = super::secret_type_rule())]
+    pub type_: String,
+
+    /// Data rendered from templates instead of (or, with mergePolicy Merge, besides) the three
+    /// keys. Variables: accountSid, apiKey, apiSecret, keySid, friendlyName, namespace, name,
+    /// createdAt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<super::SecretTemplate>,
 }
 
 /// Names of the data keys in the key's Secret.

@@ -51,6 +51,48 @@ pub(crate) fn metadata_keys_rule(field: &str) -> kube::core::Rule {
     )
 }
 
+/// The data of a published Secret in the shape the application reads, rendered on every write.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Data key -> template, in MiniJinja (a Jinja2 dialect): `{{ apiKey }}`, filters such as
+    /// `{{ apiSecret | urlencode }}`, `if` and `for` blocks. At most 32 keys of at most 16384
+    /// characters each; keys are Secret data keys. The variables and filters are listed in the
+    /// README (Secret templates).
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 16384}))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && k != '..')")
+        .message("secret.template.data keys must be Secret data keys: letters, digits, '-', '_' and '.', at most 253 characters"))]
+    pub data: std::collections::BTreeMap<String, String>,
+    /// Replace (default): the Secret holds only the template's keys. Merge: the keys the Secret
+    /// holds without a template, plus the template's (which win on a clash).
+    #[serde(default)]
+    pub merge_policy: MergePolicy,
+}
+
+/// How a template's keys combine with the Secret's default keys.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MergePolicy {
+    /// Only the template's keys.
+    #[default]
+    Replace,
+    /// The default keys, then the template's.
+    Merge,
+}
+
+/// The type of a published Secret: Opaque by default; Kubernetes checks what a type requires
+/// (`kubernetes.io/basic-auth` needs `username` and `password`).
+pub(crate) fn default_secret_type() -> String {
+    "Opaque".to_owned()
+}
+
+/// A field-level rule on a Secret's type: Kubernetes cannot change the type of a Secret.
+pub(crate) fn secret_type_rule() -> kube::core::Rule {
+    kube::core::Rule::new("self == oldSelf").message(kube::core::Message::Message(
+        "secret.type cannot change, as a Secret's type cannot: recreate the object to publish another type"
+            .into(),
+    ))
+}
+
 /// A reference to another object in the same namespace. Cross-namespace references are not
 /// offered on purpose: they would let one tenant borrow another tenant's Twilio credentials.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

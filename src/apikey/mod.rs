@@ -26,7 +26,7 @@ use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop, object_id}
 use crate::secret::{self, Observed};
 use crate::target::{self, Target, Use};
 use crate::twilio::{Credentials, Error as TwilioError, ErrorClass, Inventories};
-use crate::{failpoint, tagging, tenancy};
+use crate::{failpoint, tagging, template, tenancy};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -69,6 +69,9 @@ struct Memory {
     /// The generation whose Secret Kubernetes last accepted, by object UID: its Secret needs
     /// no dry run before the next key is asked of Twilio.
     accepted: Mutex<HashMap<String, Option<i64>>>,
+    /// The generation whose template failed with real values, and why, by object UID: it asks
+    /// Twilio for no more keys.
+    unrenderable: Mutex<HashMap<String, (Option<i64>, Problem)>>,
 }
 
 impl Memory {
@@ -109,9 +112,27 @@ impl Memory {
         generation.is_some() && self.accepted.lock().expect("accepted Secrets").get(uid) == Some(&generation)
     }
 
+    fn note_unrenderable(&self, uid: &str, generation: Option<i64>, problem: &Problem) {
+        let mut failed = self.unrenderable.lock().expect("unrenderable templates");
+        failed.insert(uid.to_owned(), (generation, problem.clone()));
+    }
+
+    /// Why this generation's template cannot publish a key, if it failed with real values.
+    fn unrenderable(&self, uid: &str, generation: Option<i64>) -> Option<Problem> {
+        let failed = self.unrenderable.lock().expect("unrenderable templates");
+        failed
+            .get(uid)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, p)| p.clone())
+    }
+
     fn forget(&self, uid: &str) {
         self.applied.lock().expect("applied generations").remove(uid);
         self.accepted.lock().expect("accepted Secrets").remove(uid);
+        self.unrenderable
+            .lock()
+            .expect("unrenderable templates")
+            .remove(uid);
     }
 }
 
@@ -309,11 +330,8 @@ impl ApiKeys {
         let found = Api::<Secret>::namespaced(self.ctx.client.clone(), &settings.namespace)
             .get_opt(&settings.secret_name)
             .await?;
-        let secret = secret::observe(
-            found.as_ref(),
-            &settings.uid,
-            &settings.expected_data(&target.account_sid),
-        );
+        let expected = settings.expected_data(&target.account_sid);
+        let secret = secret::observe(found.as_ref(), &settings.uid, settings.shape(&expected));
         if secret == Observed::Conflict {
             // Nothing can be published, so nothing is asked of Twilio.
             return Err(Problem::secret_conflict(&settings.secret_name, "TwilioApiKey").into());
@@ -484,12 +502,17 @@ impl ApiKeys {
         now: Timestamp,
     ) -> Result<(), Stop> {
         let ctx = &self.ctx;
+        if let Some(problem) = self.memory.unrenderable(&settings.uid, settings.generation) {
+            return Err(problem.into());
+        }
         let spec_secret = key.spec.secret.clone().unwrap_or_default();
         let owner = key
             .controller_owner_ref(&())
             .expect("a stored object has a name and a UID");
-        let published = |sid: &str, value: &str| {
-            secret::build(&secret::Published {
+        let created_at = template::created_at(now);
+        let published = |sid: &str, value: &str| -> Result<Secret, Problem> {
+            let data = settings.data(&target.account_sid, sid, value, &created_at)?;
+            Ok(secret::build(&secret::Published {
                 name: &settings.secret_name,
                 namespace: &settings.namespace,
                 owner: owner.clone(),
@@ -498,13 +521,11 @@ impl ApiKeys {
                 credential_sid: sid,
                 created_at: now,
                 request: settings.rotate_request.as_deref(),
-                data: vec![
-                    (&settings.keys.account_sid, &target.account_sid),
-                    (&settings.keys.api_key, sid),
-                    (&settings.keys.api_secret, value),
-                ],
-                secret_key: &settings.keys.api_secret,
-            })
+                type_: &settings.secret_type,
+                data: data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                secret_value: value,
+                template_digest: settings.template.as_ref().map(|t| t.digest().to_owned()),
+            }))
         };
         let ours = matches!(secret, Observed::Ours(_));
         // Whatever Kubernetes would refuse (a policy, RBAC, an invalid label) is found out before
@@ -512,7 +533,7 @@ impl ApiKeys {
         // this generation this process has written already passed, unless a write failed since.
         if !self.memory.accepted(&settings.uid, settings.generation) {
             let placeholder = format!("SK{}", "0".repeat(32));
-            reconcile::write_secret(ctx, &published(&placeholder, &"0".repeat(32)), ours, true).await?;
+            reconcile::write_secret(ctx, &published(&placeholder, &"0".repeat(32))?, ours, true).await?;
         }
 
         let name = tagging::tagged_name(&settings.display_name, &settings.uid);
@@ -531,8 +552,13 @@ impl ApiKeys {
             }
         };
         let new = reconcile::create_with_intent(ctx, key, st, now, "apikey-after-create", create).await?;
-        let written =
-            reconcile::write_secret(ctx, &published(&new.sid, new.secret.expose_secret()), ours, false).await;
+        // The template passed with placeholders; should it fail with the real values, this
+        // generation creates no more keys (the one made is swept as never published).
+        let secret = published(&new.sid, new.secret.expose_secret()).inspect_err(|problem| {
+            self.memory
+                .note_unrenderable(&settings.uid, settings.generation, problem);
+        })?;
+        let written = reconcile::write_secret(ctx, &secret, ours, false).await;
         // After a refusal the next pass asks Kubernetes first again, so it never costs another key.
         let accepted = written.as_ref().ok().and(settings.generation);
         self.memory.note_accepted(&settings.uid, accepted);

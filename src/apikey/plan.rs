@@ -14,8 +14,9 @@
 use crate::api::apikey::{RetiringKey, SecretKeys, TwilioApiKey, TwilioApiKeyStatus};
 use crate::api::schedule;
 use crate::conditions::{Problem, duration_field};
-use crate::secret::{Expect, Observed, Record};
+use crate::secret::{Expect, Observed, Record, Shape};
 use crate::tagging;
+use crate::template::{self, PLACEHOLDER_CREATED_AT, Template, Variables};
 use crate::twilio::Inventory;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -49,7 +50,18 @@ pub struct Settings {
     pub rotate_request: Option<String>,
     /// The object's generation.
     pub generation: Option<i64>,
+    /// The object's name, a template variable.
+    pub name: String,
+    /// The Secret's type.
+    pub secret_type: String,
+    /// The Secret's template, checked, if it has one.
+    pub template: Option<Template>,
 }
+
+/// What a key's values look like while a template is checked: as long as the real ones.
+const PLACEHOLDER_ACCOUNT: &str = "AC00000000000000000000000000000000";
+const PLACEHOLDER_KEY: &str = "SK00000000000000000000000000000000";
+const PLACEHOLDER_SECRET: &str = "00000000000000000000000000000000";
 
 /// Validates `key`'s spec.
 pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
@@ -62,7 +74,7 @@ pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
         .transpose()?;
     let secret = key.spec.secret.clone().unwrap_or_default();
     let namespace = key.namespace().unwrap_or_default();
-    Ok(Settings {
+    let mut settings = Settings {
         uid: key.uid().unwrap_or_default(),
         display_name: tagging::display_name(key.spec.friendly_name.as_deref(), &namespace, &key.name_any()),
         namespace,
@@ -72,10 +84,88 @@ pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
         every,
         rotate_request: key.annotations().get(ROTATE_ANNOTATION).cloned(),
         generation: key.metadata.generation,
-    })
+        name: key.name_any(),
+        secret_type: Some(secret.type_)
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "Opaque".into()),
+        template: None,
+    };
+    // Checked with placeholders before anything is asked of Twilio.
+    if let Some(spec) = &secret.template {
+        let checked = Template::compile(
+            spec,
+            &settings.variables(
+                PLACEHOLDER_ACCOUNT,
+                PLACEHOLDER_KEY,
+                PLACEHOLDER_SECRET,
+                PLACEHOLDER_CREATED_AT,
+            ),
+            &settings.defaults(PLACEHOLDER_ACCOUNT, PLACEHOLDER_KEY, PLACEHOLDER_SECRET),
+        )?;
+        settings.template = Some(checked);
+    }
+    Ok(settings)
 }
 
 impl Settings {
+    /// The variables a template sees for a key.
+    pub fn variables<'a>(
+        &'a self,
+        account: &'a str,
+        sid: &'a str,
+        secret: &'a str,
+        created_at: &'a str,
+    ) -> Variables<'a> {
+        Variables::new(vec![
+            ("accountSid", account),
+            ("apiKey", sid),
+            ("keySid", sid),
+            ("apiSecret", secret),
+            ("friendlyName", &self.display_name),
+            ("namespace", &self.namespace),
+            ("name", &self.name),
+            ("createdAt", created_at),
+        ])
+    }
+
+    /// The data without a template: the three keys.
+    pub fn defaults<'a>(
+        &'a self,
+        account: &'a str,
+        sid: &'a str,
+        secret: &'a str,
+    ) -> [(&'a str, &'a str); 3] {
+        [
+            (self.keys.account_sid.as_str(), account),
+            (self.keys.api_key.as_str(), sid),
+            (self.keys.api_secret.as_str(), secret),
+        ]
+    }
+
+    /// The Secret's data for a key, rendered if templated.
+    pub fn data(
+        &self,
+        account: &str,
+        sid: &str,
+        secret: &str,
+        created_at: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, template::Invalid> {
+        template::data(
+            self.template.as_ref(),
+            &self.variables(account, sid, secret, created_at),
+            &self.defaults(account, sid, secret),
+        )
+    }
+
+    /// What the Secret must hold to count as intact, given the keys [`Settings::expected_data`]
+    /// names.
+    pub fn shape<'a>(&'a self, expected: &'a [(&'a str, Expect<'a>)]) -> Shape<'a> {
+        match &self.template {
+            Some(t) => Shape::Template(t.digest()),
+            None => Shape::Keys(expected),
+        }
+    }
+
     /// What each data key of the Secret must hold for it to count as intact.
     pub fn expected_data<'a>(&'a self, account: &'a str) -> [(&'a str, Expect<'a>); 3] {
         [
@@ -491,6 +581,9 @@ mod tests {
             display_name: "ns/k".into(),
             rotate_request: None,
             generation: Some(1),
+            name: "k".into(),
+            secret_type: "Opaque".into(),
+            template: None,
         }
     }
     fn tagged(sid: &str) -> (String, Option<String>) {

@@ -34,7 +34,7 @@ use crate::secret::{self, Expect, Observed};
 use crate::target::{self, Parent, Use, no_token, token_credentials};
 use crate::twilio::types::{Account, AccountFilter, AccountStatus, AccountUpdate};
 use crate::twilio::{Credentials, ErrorClass};
-use crate::{claims, failpoint, tenancy};
+use crate::{claims, failpoint, template, tenancy};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -43,14 +43,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use plan::{Existence, Found, Settings, TokenAction};
+use plan::{ACCOUNT_SID_KEY, AUTH_TOKEN_KEY, Existence, Found, Settings, TokenAction};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-const ACCOUNT_SID_KEY: &str = "TWILIO_ACCOUNT_SID";
-const AUTH_TOKEN_KEY: &str = "TWILIO_AUTH_TOKEN";
 
 /// The TwilioSubaccount reconciler.
 pub struct Subaccounts {
@@ -506,7 +503,7 @@ impl Subaccounts {
             (ACCOUNT_SID_KEY, Expect::Equals(sid)),
             (AUTH_TOKEN_KEY, Expect::Secret),
         ];
-        let observed = secret::observe(found.as_ref(), &uid, &expected);
+        let observed = secret::observe(found.as_ref(), &uid, settings.shape(&expected));
         let record = match &observed {
             Observed::Conflict => return Err(Problem::secret_conflict(name, "TwilioSubaccount").into()),
             Observed::Ours(r) if r.intact => Some(r.clone()),
@@ -548,7 +545,7 @@ impl Subaccounts {
         let writer = SecretWriter {
             sub,
             ctx,
-            ns: &settings.namespace,
+            settings,
             name,
             sid,
             ours: matches!(observed, Observed::Ours(_)),
@@ -622,7 +619,7 @@ fn record(st: &mut TwilioSubaccountStatus, account: &Account) {
 struct SecretWriter<'a> {
     sub: &'a TwilioSubaccount,
     ctx: &'a Context,
-    ns: &'a str,
+    settings: &'a Settings,
     name: &'a str,
     sid: &'a str,
     /// Whether the existing Secret is ours, so our apply may take its fields back.
@@ -632,9 +629,13 @@ struct SecretWriter<'a> {
 impl SecretWriter<'_> {
     async fn write(&self, token: &SecretString, now: Timestamp) -> Result<(), Stop> {
         let empty = Default::default();
+        let data = self
+            .settings
+            .data(self.sid, token.expose_secret(), &template::created_at(now))
+            .map_err(Problem::from)?;
         let published = secret::build(&secret::Published {
             name: self.name,
-            namespace: self.ns,
+            namespace: &self.settings.namespace,
             owner: self
                 .sub
                 .controller_owner_ref(&())
@@ -644,11 +645,10 @@ impl SecretWriter<'_> {
             credential_sid: self.sid,
             created_at: now,
             request: None,
-            data: vec![
-                (ACCOUNT_SID_KEY, self.sid),
-                (AUTH_TOKEN_KEY, token.expose_secret()),
-            ],
-            secret_key: AUTH_TOKEN_KEY,
+            type_: &self.settings.secret_type,
+            data: data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            secret_value: token.expose_secret(),
+            template_digest: self.settings.template.as_ref().map(|t| t.digest().to_owned()),
         });
         reconcile::write_secret(self.ctx, &published, self.ours, false).await
     }

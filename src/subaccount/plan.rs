@@ -14,7 +14,9 @@
 use crate::api::schedule;
 use crate::api::subaccount::{AuthTokenStatus, SubaccountState, SubaccountUsage, TwilioSubaccount};
 use crate::conditions::{Problem, Reason, duration_field};
+use crate::secret::{Expect, Shape};
 use crate::tagging;
+use crate::template::{self, PLACEHOLDER_CREATED_AT, Template, Variables};
 use crate::twilio::types::{Account, AccountStatus, AccountUpdate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -38,6 +40,57 @@ pub struct Settings {
     pub secret_name: Option<String>,
     /// `(every, gracePeriod)` of the auth token rotation, if it rotates.
     pub token_rotation: Option<(Duration, Duration)>,
+    /// The object's name, a template variable.
+    pub name: String,
+    /// The Secret's type.
+    pub secret_type: String,
+    /// The Secret's template, checked, if it has one.
+    pub template: Option<Template>,
+}
+
+/// The Secret's data keys without a template.
+pub const ACCOUNT_SID_KEY: &str = "TWILIO_ACCOUNT_SID";
+/// See [`ACCOUNT_SID_KEY`].
+pub const AUTH_TOKEN_KEY: &str = "TWILIO_AUTH_TOKEN";
+
+/// What a subaccount's values look like while a template is checked: as long as the real ones.
+const PLACEHOLDER_ACCOUNT: &str = "AC00000000000000000000000000000000";
+const PLACEHOLDER_TOKEN: &str = "00000000000000000000000000000000";
+
+impl Settings {
+    /// The variables a template sees for a subaccount.
+    pub fn variables<'a>(&'a self, account: &'a str, token: &'a str, created_at: &'a str) -> Variables<'a> {
+        Variables::new(vec![
+            ("accountSid", account),
+            ("authToken", token),
+            ("friendlyName", &self.display_name),
+            ("namespace", &self.namespace),
+            ("name", &self.name),
+            ("createdAt", created_at),
+        ])
+    }
+
+    /// The Secret's data, rendered if templated.
+    pub fn data(
+        &self,
+        account: &str,
+        token: &str,
+        created_at: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, template::Invalid> {
+        template::data(
+            self.template.as_ref(),
+            &self.variables(account, token, created_at),
+            &[(ACCOUNT_SID_KEY, account), (AUTH_TOKEN_KEY, token)],
+        )
+    }
+
+    /// What the Secret must hold to count as intact, given the keys without a template.
+    pub fn shape<'a>(&'a self, expected: &'a [(&'a str, Expect<'a>)]) -> Shape<'a> {
+        match &self.template {
+            Some(t) => Shape::Template(t.digest()),
+            None => Shape::Keys(expected),
+        }
+    }
 }
 
 /// Validates `sub`'s spec.
@@ -51,13 +104,33 @@ pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
         )),
         None => None,
     };
-    Ok(Settings {
+    let secret = sub.spec.secret.as_ref();
+    let mut settings = Settings {
         creation_name: tagging::creation_name(&sub.uid().unwrap_or_default()),
         display_name,
         namespace,
-        secret_name: sub.spec.secret.as_ref().map(|s| s.name.clone()),
+        secret_name: secret.map(|s| s.name.clone()),
         token_rotation,
-    })
+        name: sub.name_any(),
+        secret_type: secret
+            .map(|s| s.type_.clone())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "Opaque".into()),
+        template: None,
+    };
+    // Checked with placeholders before anything is asked of Twilio.
+    if let Some(spec) = secret.and_then(|s| s.template.as_ref()) {
+        let checked = Template::compile(
+            spec,
+            &settings.variables(PLACEHOLDER_ACCOUNT, PLACEHOLDER_TOKEN, PLACEHOLDER_CREATED_AT),
+            &[
+                (ACCOUNT_SID_KEY, PLACEHOLDER_ACCOUNT),
+                (AUTH_TOKEN_KEY, PLACEHOLDER_TOKEN),
+            ],
+        )?;
+        settings.template = Some(checked);
+    }
+    Ok(settings)
 }
 
 /// How the subaccount was found at Twilio.
