@@ -152,8 +152,13 @@ impl Template {
         }
         let size: usize = out.iter().map(|(k, v)| k.len() + v.len()).sum();
         if size > MAX_SECRET_BYTES {
+            let (key, bytes) = out
+                .iter()
+                .max_by_key(|(_, v)| v.len())
+                .map(|(k, v)| (k.clone(), v.len()))
+                .unwrap_or_default();
             return Err(Invalid(format!(
-                "secret.template renders {size} bytes, more than a Secret can hold ({MAX_SECRET_BYTES}); shorten the templates"
+                "secret.template.data[{key:?}] renders {bytes} bytes, and all keys {size}: more than a Secret can hold ({MAX_SECRET_BYTES}); shorten the templates"
             )));
         }
         Ok(out)

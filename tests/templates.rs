@@ -82,6 +82,7 @@ async fn the_dotenv_recipe_publishes_rotates_and_rolls_the_workload_once() {
     )
     .unwrap();
     assert!(f.works(&creds).await, "the rendered credentials work");
+    let secret = env["TWILIO_API_SECRET"].clone();
     let pods_before = rollout::settled(&f.client, &f.ns, "checkout", WAIT)
         .await
         .unwrap();
@@ -98,6 +99,13 @@ async fn the_dotenv_recipe_publishes_rotates_and_rolls_the_workload_once() {
         .unwrap();
     rollout::rolled_once(&pods_before, &pods_after).unwrap();
     f.emu.assert_contract_clean().await;
+    // The secret is in the Secret and nowhere else: not in the status, events or the log.
+    let status = serde_json::to_string(&rotated.status).unwrap();
+    let events = format!("{:?}", f.events("checkout-env").await);
+    let log = std::fs::read_to_string(&f.operator.as_ref().unwrap().log).unwrap();
+    for (what, text) in [("status", status), ("events", events), ("log", log)] {
+        assert!(!text.contains(&secret), "the key secret is in the {what}");
+    }
 }
 
 #[tokio::test]
@@ -154,6 +162,9 @@ async fn the_json_and_basic_auth_recipes_render_as_documented() {
     }
 }
 
+/// About 330 KB rendered: four of them are more than a Secret holds.
+const BIG: &str = "{% for a in apiSecret %}{% for b in apiSecret %}{{ apiSecret|b64encode|b64encode|b64encode|b64encode|b64encode|b64encode|b64encode|b64encode }}{% endfor %}{% endfor %}";
+
 /// Each bad template is reported with its key and position, and Twilio is never asked for a key.
 #[tokio::test]
 async fn bad_templates_are_refused_before_any_twilio_call() {
@@ -175,6 +186,11 @@ async fn bad_templates_are_refused_before_any_twilio_call() {
             "filter",
             json!({"a": "{{ apiSecret | reverse }}"}),
             "unknown filter",
+        ),
+        (
+            "large",
+            json!({"a": BIG, "b": BIG, "c": BIG, "d": BIG}),
+            "more than a Secret can hold",
         ),
     ];
     for (name, template, _) in &cases {
@@ -198,6 +214,32 @@ async fn bad_templates_are_refused_before_any_twilio_call() {
             "{name}: no Secret"
         );
     }
+    // A subaccount's template is checked before the subaccount is created.
+    let subs: Api<TwilioSubaccount> = Api::namespaced(f.client.clone(), &f.ns);
+    let sub: TwilioSubaccount = serde_json::from_value(json!({
+        "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "metadata": {"name": "tenant"},
+        "spec": {"secret": {"name": "tenant", "template": {"data": {"dsn": "{{ authTokn }}"}}}}
+    }))
+    .unwrap();
+    subs.create(&PostParams::default(), &sub).await.unwrap();
+    let refused = wait_for(
+        &subs,
+        "tenant",
+        WAIT,
+        "TemplateInvalid",
+        |s: &TwilioSubaccount| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.conditions.iter().any(|c| c.reason == "TemplateInvalid"))
+        },
+    )
+    .await;
+    let message = &refused.status.unwrap().conditions[0].message;
+    assert!(
+        message.starts_with("secret.template.data[\"dsn\"] line 1"),
+        "{message}"
+    );
+    assert_eq!(f.emu.calls("api.CreateAccount").await, 0);
 }
 
 /// A template that fails only with the real values costs one key, which is swept, and no more;
