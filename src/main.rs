@@ -220,6 +220,8 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             if finished {
                 break;
             }
+            // The new leader reports the objects now; series left here would go stale.
+            ctx.metrics.forget_objects();
         }
         // Dropping the receiver makes the lease task release the Lease for a quick handover.
         drop(leading);

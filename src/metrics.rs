@@ -284,6 +284,16 @@ impl Metrics {
             .remove(&ready_labels("TwilioSubaccount", namespace, name));
     }
 
+    /// Drops every per-object series, when this process stops reconciling (a lost lease).
+    pub fn forget_objects(&self) {
+        self.keys.lock().expect("key metrics").clear();
+        self.usage_currency.lock().expect("usage metrics").clear();
+        self.ready.clear();
+        self.key_age.clear();
+        self.key_next_rotation.clear();
+        self.usage.clear();
+    }
+
     /// The OpenMetrics text of every series, key ages as of `now` (Unix seconds).
     pub fn render(&self, now: f64) -> String {
         for ((namespace, name), times) in self.keys.lock().expect("key metrics").iter() {
@@ -369,5 +379,12 @@ mod tests {
         assert!(!m.render(1700.0).contains("usd"), "one series per subaccount");
         m.forget_subaccount("team-a", "tenant");
         assert!(!m.render(1700.0).contains(r#"name="tenant""#));
+        m.key("team-a", "other", 1000.0, None);
+        m.outcome("TwilioApiKey", "team-a", "other", true, "Ready");
+        m.forget_objects();
+        assert!(
+            !m.render(1700.0).contains("team-a"),
+            "no per-object series after a lost lease"
+        );
     }
 }

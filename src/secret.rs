@@ -24,6 +24,8 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "twilio-operator";
 /// Label selector for the Secrets this operator owns; the only Secrets it watches.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=twilio-operator";
+/// The prefix of every annotation the operator writes on a Secret.
+const OWN_PREFIX: &str = "twilio.operator.dev/";
 /// The SID of the credential the Secret holds.
 pub const CREDENTIAL_SID_ANNOTATION: &str = "twilio.operator.dev/credential-sid";
 /// When the credential was published (RFC 3339).
@@ -79,7 +81,9 @@ pub fn digest(secret: &str) -> String {
 pub fn build(p: &Published<'_>) -> Secret {
     let mut labels = p.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    // The operator's own annotations say what the Secret holds: never taken from the spec.
     let mut annotations = p.annotations.clone();
+    annotations.retain(|k, _| !k.starts_with(OWN_PREFIX));
     annotations.insert(CREDENTIAL_SID_ANNOTATION.into(), p.credential_sid.into());
     annotations.insert(CREATED_AT_ANNOTATION.into(), p.created_at.to_string());
     if let Some(request) = p.request {
@@ -172,12 +176,18 @@ fn data_digest<'a>(data: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
 
 /// What a Secret's data must be: the credentials under their keys, or the rendering of a
 /// template (whose digest is given).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Shape<'a> {
     /// Each data key holds what [`Expect`] says.
     Keys(&'a [(&'a str, Expect<'a>)]),
-    /// The data is as written from the template with this digest.
-    Template(&'a str),
+    /// The data the operator wrote under `keys` is as written from the template with this
+    /// digest; keys somebody else added are no concern.
+    Template {
+        /// The template's digest.
+        digest: &'a str,
+        /// The keys the rendering writes.
+        keys: Vec<&'a str>,
+    },
 }
 
 /// Classifies `secret` for the object with `owner_uid`, checking its data has `shape`.
@@ -210,12 +220,18 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str, shape: Shape<'_>) -> Ob
                     (None, _) => false,
                 })
         }
-        Shape::Template(template) => {
+        Shape::Template {
+            digest: template,
+            keys,
+        } => {
+            let written: Option<Vec<(&str, &[u8])>> = keys
+                .iter()
+                .map(|k| data.get(*k).map(|v| (*k, v.0.as_slice())))
+                .collect();
             written_template.map(String::as_str) == Some(template)
-                && annotations.get(DATA_DIGEST_ANNOTATION)
-                    == Some(&data_digest(
-                        data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
-                    ))
+                && written.is_some_and(|w| {
+                    annotations.get(DATA_DIGEST_ANNOTATION) == Some(&data_digest(w.into_iter()))
+                })
         }
     };
     Observed::Ours(Record {
@@ -327,7 +343,14 @@ mod tests {
         assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
         let intact = |s: &Secret, template: &str| {
             matches!(
-                observe(Some(s), "uid-1", Shape::Template(template)),
+                observe(
+                    Some(s),
+                    "uid-1",
+                    Shape::Template {
+                        digest: template,
+                        keys: vec!["username", "password"]
+                    }
+                ),
                 Observed::Ours(Record { intact: true, .. })
             )
         };
@@ -340,6 +363,16 @@ mod tests {
             .unwrap()
             .insert("password".into(), ByteString(b"x".to_vec()));
         assert!(!intact(&edited, "t1"), "edited data");
+        let mut added = s.clone();
+        added
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("token".into(), ByteString(b"x".to_vec()));
+        assert!(
+            intact(&added, "t1"),
+            "a key somebody else added is no edit of ours"
+        );
         let keys = [("username", Expect::CredentialSid)];
         assert!(
             matches!(
@@ -352,6 +385,17 @@ mod tests {
         assert!(
             !intact(&build(&p), "t1"),
             "an untemplated Secret is not what a template wants"
+        );
+        let forged = BTreeMap::from([(TEMPLATE_DIGEST_ANNOTATION.to_owned(), "x".to_owned())]);
+        p.annotations = &forged;
+        let plain = build(&p);
+        assert!(
+            !plain
+                .metadata
+                .annotations
+                .unwrap()
+                .contains_key(TEMPLATE_DIGEST_ANNOTATION),
+            "the spec cannot set the operator's annotations"
         );
     }
 }

@@ -9,23 +9,26 @@
 //! - [`Template::render`] renders with the real values. Should that still fail (a template whose
 //!   behaviour depends on the secret's characters), the error keeps the position and the kind
 //!   of failure but never MiniJinja's message, which could quote a value.
-//! - Rendering is bounded whatever the template: no block but `if` and `for`, no `*` or `**`
-//!   (string repetition), filters that cap their output, a fuel limit on instructions, and
-//!   output capped at what a Secret can hold. A hostile template costs at most a few MiB and a
-//!   few milliseconds, and never reaches anything beyond its variables.
+//! - Rendering is bounded whatever the template: no block but `if` and `for` (so no variable
+//!   grows in a loop), no `*` or `**` (string repetition), filters that refuse long input, a
+//!   fuel limit on instructions, and one output budget for all keys together, the size of a
+//!   Secret. A hostile template costs at most a few MiB and a few milliseconds, and never reaches
+//!   anything beyond its variables.
 
 use crate::api::{MergePolicy, SecretTemplate};
 use base64::Engine;
+use minijinja::machinery::Token;
 use minijinja::{Environment, Error as RenderError, ErrorKind, UndefinedBehavior, Value};
 use std::collections::BTreeMap;
 
 /// The most a Secret's data may hold, as Kubernetes limits it (1 MiB for the whole object).
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024 - 16 * 1024;
-/// The most one filter may produce, so chains of expanding filters stay small.
-const MAX_FILTER_OUTPUT: usize = 64 * 1024;
+/// The longest text a filter takes, so chains of expanding filters stay small (tojson at most
+/// sextuples its input).
+const MAX_FILTER_INPUT: usize = 2 * 1024;
 /// Instructions one template may run.
-const FUEL: u64 = 100_000;
-/// Blocks a template may use.
+const FUEL: u64 = 20_000;
+/// Blocks a template may use (the words that may follow `{%`).
 const BLOCKS: [&str; 6] = ["if", "elif", "else", "endif", "for", "endfor"];
 
 /// A checked template for one Secret.
@@ -98,6 +101,11 @@ impl Template {
                     "secret.template.data key {key:?} is not a valid Secret data key: use letters, digits, '-', '_' and '.' only, at most 253"
                 )));
             }
+            if spec.merge_policy == MergePolicy::Merge && defaults.iter().any(|(k, _)| k == key) {
+                return Err(Invalid(format!(
+                    "secret.template.data[{key:?}] is also a key the Secret holds under mergePolicy Merge; rename it, or use Replace"
+                )));
+            }
             check_syntax(key, source)?;
         }
         let mut text = format!("{:?}", spec.merge_policy);
@@ -134,13 +142,19 @@ impl Template {
         if self.merge == MergePolicy::Merge {
             out.extend(defaults.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         }
+        // One budget for every key, so the whole rendering never holds more than a Secret can.
+        let mut budget = MAX_SECRET_BYTES;
         for (key, source) in &self.data {
+            budget = budget.saturating_sub(key.len());
             let rendered = env
                 .template_from_str(source)
                 .and_then(|t| {
-                    let mut buf = Capped::default();
+                    let mut buf = Capped {
+                        out: Vec::new(),
+                        budget: &mut budget,
+                    };
                     t.render_captured_to(ctx.clone(), &mut buf)?;
-                    Ok(buf.0)
+                    Ok(buf.out)
                 })
                 .map_err(|e| explain(key, &e, show_detail))?;
             let text = String::from_utf8(rendered).map_err(|_| {
@@ -150,18 +164,16 @@ impl Template {
             })?;
             out.insert(key.clone(), text);
         }
-        let size: usize = out.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if size > MAX_SECRET_BYTES {
-            let (key, bytes) = out
-                .iter()
-                .max_by_key(|(_, v)| v.len())
-                .map(|(k, v)| (k.clone(), v.len()))
-                .unwrap_or_default();
-            return Err(Invalid(format!(
-                "secret.template.data[{key:?}] renders {bytes} bytes, and all keys {size}: more than a Secret can hold ({MAX_SECRET_BYTES}); shorten the templates"
-            )));
-        }
         Ok(out)
+    }
+
+    /// The data keys the rendering writes: the template's, and under Merge the defaults'.
+    pub fn keys<'k>(&'k self, defaults: &[(&'k str, &str)]) -> Vec<&'k str> {
+        let mut keys: Vec<&str> = self.data.keys().map(String::as_str).collect();
+        if self.merge == MergePolicy::Merge {
+            keys.extend(defaults.iter().map(|(k, _)| *k));
+        }
+        keys
     }
 
     /// A digest of the template, recorded on the Secret so a template edit is noticed.
@@ -180,62 +192,38 @@ fn valid_data_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
-/// Refuses the blocks and operators that could make rendering unbounded, before MiniJinja sees
-/// the template: only `if` and `for` blocks, and no `*` inside a tag.
+/// Refuses the blocks and operators that could make rendering unbounded, reading the template
+/// with MiniJinja's own tokenizer (so quoting cannot hide a tag): only `if` and `for` blocks, and
+/// neither `*` nor `**`. Syntax errors are left to MiniJinja, which reports them with a line.
 fn check_syntax(key: &str, source: &str) -> Result<(), Invalid> {
-    let mut rest = source;
-    let mut offset = 0;
-    while let Some(start) = rest.find(['{']) {
-        let after = &rest[start..];
-        let (open, close) = if after.starts_with("{{") {
-            ("{{", "}}")
-        } else if after.starts_with("{%") {
-            ("{%", "%}")
-        } else if after.starts_with("{#") {
-            ("{#", "#}")
-        } else {
-            offset += start + 1;
-            rest = &rest[start + 1..];
-            continue;
-        };
-        let body_start = start + open.len();
-        let Some(len) = rest[body_start..].find(close) else {
-            // MiniJinja reports the unclosed tag with its position.
+    let mut after_block_start = false;
+    for token in minijinja::machinery::tokenize(source, false, syntax()) {
+        let Ok((token, span)) = token else {
             return Ok(());
         };
-        let body = &rest[body_start..body_start + len];
-        let at = offset + start;
-        if open == "{%" {
-            let word = body
-                .trim_start_matches(['-', '+'])
-                .split_whitespace()
-                .next()
-                .unwrap_or_default();
-            if !BLOCKS.contains(&word) {
+        let at = format!("line {}, column {}", span.start_line, span.start_col + 1);
+        match token {
+            Token::Ident(word) if after_block_start && !BLOCKS.contains(&word) => {
                 return Err(Invalid(format!(
-                    "secret.template.data[{key:?}] {}: the {word:?} block is not offered; only if/elif/else and for blocks are",
-                    position(source, at)
+                    "secret.template.data[{key:?}] {at}: the {word:?} block is not offered; only if/elif/else and for blocks are"
                 )));
             }
+            Token::Mul | Token::Pow => {
+                return Err(Invalid(format!(
+                    "secret.template.data[{key:?}] {at}: the * and ** operators are not offered"
+                )));
+            }
+            _ => {}
         }
-        if open != "{#" && body.contains('*') {
-            return Err(Invalid(format!(
-                "secret.template.data[{key:?}] {}: the * and ** operators are not offered",
-                position(source, at)
-            )));
-        }
-        offset += body_start + len + close.len();
-        rest = &rest[body_start + len + close.len()..];
+        after_block_start = matches!(token, Token::BlockStart);
     }
     Ok(())
 }
 
-/// "line L, column C" of a byte offset.
-fn position(source: &str, at: usize) -> String {
-    let before = &source[..at.min(source.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!("line {line}, column {column}")
+fn syntax() -> minijinja::syntax::SyntaxConfig {
+    let mut syntax = minijinja::syntax::SyntaxConfig::builder();
+    syntax.keep_trailing_newline(true);
+    syntax.build().expect("the default delimiters")
 }
 
 /// A person's message for a failed render: where, and (for a placeholder render only) what.
@@ -248,9 +236,11 @@ fn explain(key: &str, e: &RenderError, show_detail: bool) -> Invalid {
         ErrorKind::UndefinedError => {
             "an unknown variable or attribute; the variables are listed in the README (Secret templates)".to_owned()
         }
-        ErrorKind::UnknownFilter => "an unknown filter; the filters offered are tojson, b64encode, b64decode, urlencode, lower, upper, trim and default".to_owned(),
+        ErrorKind::UnknownFilter => "an unknown filter; the filters offered are tojson, b64encode, b64decode, urlencode, lower, upper and trim".to_owned(),
         ErrorKind::OutOfFuel => "the template runs too long".to_owned(),
-        ErrorKind::WriteFailure => format!("it renders more than a Secret can hold ({MAX_SECRET_BYTES} bytes)"),
+        ErrorKind::WriteFailure => format!(
+            "with the keys before it, this renders more than a Secret can hold ({MAX_SECRET_BYTES} bytes); shorten the templates"
+        ),
         kind if show_detail => match e.detail() {
             Some(detail) => format!("{kind}: {detail}"),
             None => kind.to_string(),
@@ -267,36 +257,26 @@ fn environment() -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
     env.set_recursion_limit(32);
-    let mut syntax = minijinja::syntax::SyntaxConfig::builder();
-    syntax.keep_trailing_newline(true);
-    env.set_syntax(syntax.build().expect("the default delimiters"));
+    env.set_syntax(syntax());
     env.add_filter("tojson", |v: &str| {
-        capped(serde_json::to_string(v).unwrap_or_default())
+        bounded(v).map(|v| serde_json::to_string(v).unwrap_or_default())
     });
     env.add_filter("b64encode", |v: &str| {
-        capped(base64::engine::general_purpose::STANDARD.encode(v))
+        bounded(v).map(|v| base64::engine::general_purpose::STANDARD.encode(v))
     });
     env.add_filter("b64decode", |v: &str| {
         let bytes = base64::engine::general_purpose::STANDARD
-            .decode(v)
+            .decode(bounded(v)?)
             .map_err(|_| RenderError::new(ErrorKind::InvalidOperation, "b64decode: not base64"))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| RenderError::new(ErrorKind::InvalidOperation, "b64decode: not UTF-8 text"))?;
-        capped(text)
+        String::from_utf8(bytes)
+            .map_err(|_| RenderError::new(ErrorKind::InvalidOperation, "b64decode: not UTF-8 text"))
     });
     env.add_filter("urlencode", |v: &str| {
-        capped(percent_encoding::utf8_percent_encode(v, URL_RESERVED).to_string())
+        bounded(v).map(|v| percent_encoding::utf8_percent_encode(v, URL_RESERVED).to_string())
     });
-    env.add_filter("lower", |v: &str| capped(v.to_lowercase()));
-    env.add_filter("upper", |v: &str| capped(v.to_uppercase()));
+    env.add_filter("lower", |v: &str| bounded(v).map(str::to_lowercase));
+    env.add_filter("upper", |v: &str| bounded(v).map(str::to_uppercase));
     env.add_filter("trim", |v: &str| v.trim().to_owned());
-    env.add_filter("default", |v: Value, fallback: Option<Value>| {
-        if v.is_undefined() || v.is_none() {
-            fallback.unwrap_or_else(|| Value::from(""))
-        } else {
-            v
-        }
-    });
     env
 }
 
@@ -308,26 +288,30 @@ const URL_RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
     .remove(b'_')
     .remove(b'~');
 
-fn capped(text: String) -> Result<String, RenderError> {
-    if text.len() > MAX_FILTER_OUTPUT {
+/// A filter's input, refused when too long.
+fn bounded(text: &str) -> Result<&str, RenderError> {
+    if text.len() > MAX_FILTER_INPUT {
         return Err(RenderError::new(
             ErrorKind::InvalidOperation,
-            "a filter's output is too large",
+            "a filter's input is too large",
         ));
     }
     Ok(text)
 }
 
-/// Output that stops at what a Secret can hold.
-#[derive(Default)]
-struct Capped(Vec<u8>);
+/// Output that stops once all keys together exceed what a Secret can hold.
+struct Capped<'b> {
+    out: Vec<u8>,
+    budget: &'b mut usize,
+}
 
-impl std::io::Write for Capped {
+impl std::io::Write for Capped<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > MAX_SECRET_BYTES {
+        if buf.len() > *self.budget {
             return Err(std::io::Error::other("more than a Secret can hold"));
         }
-        self.0.extend_from_slice(buf);
+        *self.budget -= buf.len();
+        self.out.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -399,20 +383,21 @@ mod tests {
     }
 
     #[test]
-    fn merge_keeps_the_default_keys_and_the_template_wins() {
-        let t = Template::compile(
-            &spec(
-                &[("TWILIO_API_KEY", "{{ apiKey }}-x"), ("extra", "y")],
-                MergePolicy::Merge,
-            ),
-            &vars("0000"),
-            &DEFAULTS,
-        )
-        .unwrap();
+    fn merge_keeps_the_default_keys_beside_the_template() {
+        let merge = |data: &[(&str, &str)]| {
+            Template::compile(&spec(data, MergePolicy::Merge), &vars("0000"), &DEFAULTS)
+        };
+        let t = merge(&[("extra", "{{ apiKey }}-x")]).unwrap();
         let data = t.render(&vars("s3cr3t"), &DEFAULTS).unwrap();
-        assert_eq!(data["TWILIO_API_KEY"], "SK1-x");
+        assert_eq!(data["TWILIO_API_KEY"], "SK1");
         assert_eq!(data["TWILIO_API_SECRET"], "s3cr3t");
-        assert_eq!(data["extra"], "y");
+        assert_eq!(data["extra"], "SK1-x");
+        assert_eq!(
+            t.keys(&DEFAULTS),
+            ["extra", "TWILIO_API_KEY", "TWILIO_API_SECRET"]
+        );
+        let clash = merge(&[("TWILIO_API_KEY", "x")]);
+        assert!(matches!(clash, Err(Invalid(m)) if m.contains("also a key the Secret holds")));
     }
 
     #[test]
@@ -426,7 +411,7 @@ mod tests {
             (("c", "{{ apiKey | shout }}"), "unknown filter"),
             (
                 ("d", "one\n{% set x = apiSecret %}"),
-                "line 2, column 1: the \"set\" block is not offered",
+                "line 2, column 4: the \"set\" block is not offered",
             ),
             (
                 ("e", "{{ apiKey * 1000000 }}"),
@@ -434,6 +419,14 @@ mod tests {
             ),
             (("f", "{% include 'x' %}"), "the \"include\" block is not offered"),
             (("g/h", "x"), "not a valid Secret data key"),
+            (
+                ("j", r#"{{ "}}" ~ apiSecret * 1000 }}"#),
+                "the * and ** operators are not offered",
+            ),
+            (
+                ("k", r#"{{ "}}{#" }}{% set x = 1 %}"#),
+                "the \"set\" block is not offered",
+            ),
             (
                 (
                     "i",
@@ -452,17 +445,21 @@ mod tests {
 
     #[test]
     fn output_is_bounded_by_what_a_secret_holds() {
-        let big = "{% for a in apiSecret %}{% for b in apiSecret %}{{ apiSecret|b64encode|b64encode|b64encode|b64encode|b64encode|b64encode|b64encode|b64encode }}{% endfor %}{% endfor %}";
+        // 1024 copies of 2000 characters: 2 MB, twice what a Secret holds, within the fuel.
+        let big = format!(
+            "{{% for a in apiSecret %}}{{% for b in apiSecret %}}{}{{% endfor %}}{{% endfor %}}",
+            "x".repeat(2000)
+        );
         let secret = "0".repeat(32);
         let refused = Template::compile(
-            &spec(
-                &[("a", big), ("b", big), ("c", big), ("d", big)],
-                MergePolicy::Replace,
-            ),
+            &spec(&[("a", &big)], MergePolicy::Replace),
             &vars(&secret),
             &DEFAULTS,
         );
-        assert!(matches!(refused, Err(Invalid(m)) if m.contains("more than a Secret can hold")));
+        assert!(
+            matches!(&refused, Err(Invalid(m)) if m.contains("more than a Secret can hold")),
+            "{refused:?}"
+        );
         let chain = format!("{{{{ apiSecret{} }}}}", "|b64encode".repeat(40));
         let refused = Template::compile(
             &spec(&[("a", &chain)], MergePolicy::Replace),

@@ -875,6 +875,28 @@ async fn secret_templates_are_checked_at_admission() {
         )
         .await;
     }
+    // Types whose data Kubernetes fills in or demands beyond what the operator writes.
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"secret": {"type": "kubernetes.io/service-account-token"}}),
+        &["spec.secret.type", "Opaque, kubernetes.io/basic-auth"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioApiKey",
+        json!({"secret": {"annotations": {"twilio.operator.dev/template-digest": "x"}}}),
+        &["spec.secret.annotations", "twilio.operator.dev/ prefix"],
+    )
+    .await;
+    rejects_create(
+        &ns,
+        "TwilioSubaccount",
+        json!({"secret": {"name": "s", "template": {"data": {"dsn": "{{ authToken }}"}}}, "authTokenRotation": {"every": "720h"}}),
+        &["spec.secret.template.mergePolicy", "mergePolicy: Merge"],
+    )
+    .await;
     let before = json!({"secret": {"name": "s", "type": "kubernetes.io/basic-auth"}});
     let after = json!({"secret": {"name": "s", "type": "Opaque"}});
     rejects_update(

@@ -983,3 +983,37 @@ fn exported_series() -> std::collections::BTreeSet<Shape> {
         .map(|l| shape(l.rsplit_once(' ').unwrap().0))
         .collect()
 }
+
+/// The Dockerfile picks the Rust target from TARGETARCH: both published architectures map to a
+/// static musl target, anything else stops the build with a message (the shell step it runs,
+/// run here for each architecture; building the image itself needs a container engine).
+#[test]
+fn the_dockerfile_builds_for_amd64_and_arm64() {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let start = dockerfile.find("case ").expect("a case on the architecture");
+    let end = dockerfile[start..].find("esac").expect("its end") + start + "esac".len();
+    let step = dockerfile[start..end].replace("\\\n", "\n");
+    let target = |arch: &str| {
+        std::process::Command::new("bash")
+            .args(["-c", &step])
+            .env("TARGETARCH", arch)
+            .output()
+            .unwrap()
+    };
+    for (arch, rust) in [
+        ("amd64", "x86_64-unknown-linux-musl"),
+        ("arm64", "aarch64-unknown-linux-musl"),
+    ] {
+        let out = target(arch);
+        assert!(out.status.success(), "{arch}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), rust);
+    }
+    let other = target("s390x");
+    assert!(!other.status.success() && String::from_utf8_lossy(&other.stderr).contains("amd64 or arm64"));
+    let values = std::fs::read_to_string(repo_root().join(CHART).join("values.yaml")).unwrap();
+    assert!(
+        values.contains("repository: twilio-operator\n"),
+        "the chart's default image is the documented local build"
+    );
+    assert!(dockerfile.contains("docker build -t twilio-operator:0.1.0 ."));
+}

@@ -162,8 +162,13 @@ async fn the_json_and_basic_auth_recipes_render_as_documented() {
     }
 }
 
-/// About 330 KB rendered: four of them are more than a Secret holds.
-const BIG: &str = "{% for a in apiSecret %}{% for b in apiSecret %}{{ apiSecret|b64encode|b64encode|b64encode|b64encode|b64encode|b64encode|b64encode|b64encode }}{% endfor %}{% endfor %}";
+/// 1024 copies of 2000 characters with a 32-character secret: 2 MB, more than a Secret holds.
+fn big() -> String {
+    format!(
+        "{{% for a in apiSecret %}}{{% for b in apiSecret %}}{}{{% endfor %}}{{% endfor %}}",
+        "x".repeat(2000)
+    )
+}
 
 /// Each bad template is reported with its key and position, and Twilio is never asked for a key.
 #[tokio::test]
@@ -187,11 +192,7 @@ async fn bad_templates_are_refused_before_any_twilio_call() {
             json!({"a": "{{ apiSecret | reverse }}"}),
             "unknown filter",
         ),
-        (
-            "large",
-            json!({"a": BIG, "b": BIG, "c": BIG, "d": BIG}),
-            "more than a Secret can hold",
-        ),
+        ("large", json!({"a": big()}), "more than a Secret can hold"),
     ];
     for (name, template, _) in &cases {
         f.create(name, json!({"secret": {"template": {"data": template}}}))
@@ -292,6 +293,36 @@ async fn an_edited_templated_secret_is_repaired() {
     f.create("env", recipe("dotenv.yaml")).await;
     let first = f.ready("env").await;
     let secrets = f.secrets();
+
+    // A key somebody else adds (a sync tool, a webhook) is no edit: the key stays, nothing churns.
+    let ready_passes =
+        r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="success",reason="Ready"}"#;
+    let passes =
+        || async { sample(&f.operator.as_ref().unwrap().metrics().await, ready_passes).unwrap_or(0.0) };
+    let before = passes().await;
+    secrets
+        .patch(
+            "checkout-env",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"added-by-someone": "x"}})),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while passes().await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Secret edit woke no pass"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sid(&f.ready("env").await),
+        sid(&first),
+        "no new key for a key added by somebody else"
+    );
+    assert_eq!(f.emu.calls("api.CreateNewKey").await, 1);
+
     secrets
         .patch(
             "checkout-env",

@@ -9,8 +9,8 @@
 //! - every process runs in its own process group and gets SIGKILL from the kernel when the thread
 //!   that started it ends (`PR_SET_PDEATHSIG`), so start it from a thread that lives as long as
 //!   the cluster should;
-//! - [`Cluster::stop`] (also on drop) stops every process and removes the directory; it is
-//!   idempotent and callable from an `atexit` handler.
+//! - [`Cluster::stop`] (also on drop) stops every process and removes the directory, unless
+//!   asked to keep it; it is idempotent and callable from an `atexit` handler.
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -57,6 +57,8 @@ pub struct Cluster {
     pub startup: Duration,
     config: Config,
     processes: Mutex<Vec<Process>>,
+    /// Whether [`Cluster::stop`] leaves the directory (and the logs in it) behind.
+    keep_files: std::sync::atomic::AtomicBool,
 }
 
 struct Process {
@@ -77,6 +79,7 @@ impl Cluster {
             startup: Duration::ZERO,
             config: Config::new("http://unset.invalid".parse()?),
             processes: Mutex::new(Vec::new()),
+            keep_files: false.into(),
         };
         let (etcd_port, etcd_peer, api_port) = (free_port()?, free_port()?, free_port()?);
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -202,8 +205,13 @@ impl Cluster {
         tail(&self.dir.join(format!("{name}.log")), 30)
     }
 
+    /// Leaves the directory, with every process's log, when the cluster stops.
+    pub fn keep_files(&self) {
+        self.keep_files.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// SIGTERM to each process group, SIGKILL to whatever is left after five seconds, then the
-    /// directory is removed.
+    /// directory is removed (unless [`Cluster::keep_files`] was called).
     pub fn stop(&self) {
         let mut procs = self
             .processes
@@ -228,7 +236,9 @@ impl Cluster {
                 let _ = p.child.wait();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_files.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 
     fn spawn(&self, name: &'static str, args: &[String]) -> Result<(), Error> {

@@ -56,7 +56,8 @@ async fn main() -> ExitCode {
         _ = interrupted() => Ok(()),
     };
     println!();
-    sandbox.stop().await;
+    // After a failure the logs stay, for the person to read.
+    sandbox.stop(outcome.is_ok()).await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
@@ -68,11 +69,14 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Ctrl-C, SIGTERM, or the terminal closing (SIGHUP): each stops the sandbox cleanly.
 async fn interrupted() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut hangup = signal(SignalKind::hangup()).expect("a SIGHUP handler");
     tokio::select! {
         _ = term.recv() => {}
+        _ = hangup.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
 }
@@ -150,22 +154,23 @@ impl Sandbox {
         let file = std::fs::File::create(&log)?;
         let health = format!("127.0.0.1:{}", free_port()?);
         let mut command = tethered(binary);
+        // Only what the sandbox sets: an exported WATCH_NAMESPACES or LEADER_ELECT meant for
+        // another install would quietly keep the demo from ever becoming Ready.
         command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KUBECONFIG", kubeconfig)
             .env("TWILIO_ACCOUNT_SID", &twilio.account_sid)
             .env("TWILIO_AUTH_TOKEN", &twilio.auth_token)
             .env("METRICS_ADDRESS", format!("127.0.0.1:{}", free_port()?))
             .env("HEALTH_ADDRESS", &health)
             .env("RUST_LOG", "info")
-            .env_remove("TWILIO_API_KEY")
-            .env_remove("TWILIO_API_SECRET")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file);
-        match &twilio.base_url {
-            Some(url) => command.env("TWILIO_BASE_URL", url),
-            None => command.env_remove("TWILIO_BASE_URL"),
-        };
+        if let Some(url) = &twilio.base_url {
+            command.env("TWILIO_BASE_URL", url);
+        }
         let child = command.spawn().map_err(|e| {
             format!(
                 "cannot start {}: {e} (build it with `cargo build --release --bin twilio-operator`)",
@@ -250,8 +255,9 @@ Press Ctrl-C to stop; everything (the cluster, and {dir}) is removed."
         );
     }
 
-    /// Removes the demo (so real Twilio keeps nothing), stops the operator and the cluster.
-    async fn stop(&mut self) {
+    /// Removes the demo (so real Twilio keeps nothing), stops the operator and the cluster, and
+    /// unless `tidy` is false (after a failure) removes the scratch directory.
+    async fn stop(&mut self, tidy: bool) {
         if let (Some(cluster), Some(_)) = (&self.cluster, &self.operator) {
             self.step(
                 "stopping: deleting the demo's key and subaccount (the operator revokes and closes them)",
@@ -261,7 +267,9 @@ Press Ctrl-C to stop; everything (the cluster, and {dir}) is removed."
                 Err(e) => Err(e),
             };
             if let Err(e) = removed {
-                eprintln!("twilio-sandbox: the demo was not fully removed: {e}");
+                eprintln!(
+                    "twilio-sandbox: the demo was not fully removed ({e}); with --real-twilio, close its subaccount in the Twilio Console if it is still there (its SID is in operator.log)"
+                );
             }
         }
         if let Some(mut operator) = self.operator.take() {
@@ -275,10 +283,17 @@ Press Ctrl-C to stop; everything (the cluster, and {dir}) is removed."
             let _ = operator.wait();
         }
         if let Some(cluster) = self.cluster.take() {
+            if !tidy {
+                cluster.keep_files();
+            }
             cluster.stop();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        self.step(&format!("stopped; removed {}", self.dir.display()));
+        if tidy {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            self.step(&format!("stopped; removed {}", self.dir.display()));
+        } else {
+            self.step(&format!("stopped; the logs are kept in {}", self.dir.display()));
+        }
     }
 }
 

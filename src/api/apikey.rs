@@ -166,6 +166,8 @@ pub struct ApiKeySecret {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     #[x_kube(validation = super::metadata_keys_rule("secret.annotations"))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('twilio.operator.dev/'))")
+        .message("secret.annotations must not use the twilio.operator.dev/ prefix: the operator records what the Secret holds there"))]
     pub annotations: BTreeMap<String, String>,
 
     /// Names of the Secret's data keys, to match what the consuming application reads.
@@ -176,6 +178,7 @@ pub struct ApiKeySecret {
     #[serde(rename = "type", default = "super::default_secret_type")]
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = super::secret_type_rule())]
+    #[x_kube(validation = super::secret_types_rule())]
     pub type_: String,
 
     /// Data rendered from templates instead of (or, with mergePolicy Merge, besides) the three

@@ -93,6 +93,17 @@ pub(crate) fn secret_type_rule() -> kube::core::Rule {
     ))
 }
 
+/// A field-level rule on a Secret's type: Opaque, basic-auth, or a type of the user's own. The
+/// other built-in types make Kubernetes fill in or demand data the operator does not write.
+pub(crate) fn secret_types_rule() -> kube::core::Rule {
+    kube::core::Rule::new(
+        "self == 'Opaque' || self == 'kubernetes.io/basic-auth' || !(self.startsWith('kubernetes.io/') || self.startsWith('bootstrap.kubernetes.io/'))",
+    )
+    .message(kube::core::Message::Message(
+        "secret.type must be Opaque, kubernetes.io/basic-auth, or a type of your own (not under kubernetes.io/)".into(),
+    ))
+}
+
 /// A reference to another object in the same namespace. Cross-namespace references are not
 /// offered on purpose: they would let one tenant borrow another tenant's Twilio credentials.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -50,6 +50,9 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = at_most_one_rule(&["accountRef", "credentialsRef"], "the parent account is a TwilioAccount or the account of the credentials in a Secret"))]
 #[x_kube(validation = immutable_rule("accountRef", "a subaccount cannot move between parent accounts"))]
 #[x_kube(validation = immutable_rule("credentialsRef", "a subaccount cannot move between parent accounts"))]
+#[x_kube(validation = Rule::new("!has(self.authTokenRotation) || !has(self.secret) || !has(self.secret.template) || self.secret.template.mergePolicy == 'Merge'")
+    .message("authTokenRotation with spec.secret.template needs mergePolicy: Merge, so the Secret keeps TWILIO_AUTH_TOKEN: an interrupted rotation is recovered from it")
+    .field_path(".secret.template.mergePolicy"))]
 #[x_kube(validation = Rule::new("!has(self.authTokenRotation) || has(self.secret)")
     .message("spec.authTokenRotation needs spec.secret: the rotated auth token is published there")
     .field_path(".authTokenRotation")
@@ -141,6 +144,7 @@ pub struct SubaccountSecret {
     #[serde(rename = "type", default = "super::default_secret_type")]
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = super::secret_type_rule())]
+    #[x_kube(validation = super::secret_types_rule())]
     pub type_: String,
 
     /// Data rendered from templates instead of (or, with mergePolicy Merge, besides)

@@ -34,7 +34,7 @@ use crate::secret::{self, Expect, Observed};
 use crate::target::{self, Parent, Use, no_token, token_credentials};
 use crate::twilio::types::{Account, AccountFilter, AccountStatus, AccountUpdate};
 use crate::twilio::{Credentials, ErrorClass};
-use crate::{claims, failpoint, template, tenancy};
+use crate::{claims, failpoint, tagging, template, tenancy};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -296,7 +296,8 @@ impl Subaccounts {
             operator: ctx.default_credentials.clone().filter(of_owner),
         };
         let recorded = st.sid.clone();
-        let creation_name = plan::settings(sub).map(|s| s.creation_name).ok();
+        // From the UID alone: a spec that no longer validates must not hide an interrupted create.
+        let creation_name = Some(tagging::creation_name(&sub.uid().unwrap_or_default()));
         let apply_policy = |creds: Credentials| {
             let (recorded, creation_name) = (recorded.clone(), creation_name.clone());
             async move {

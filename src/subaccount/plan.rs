@@ -87,7 +87,10 @@ impl Settings {
     /// What the Secret must hold to count as intact, given the keys without a template.
     pub fn shape<'a>(&'a self, expected: &'a [(&'a str, Expect<'a>)]) -> Shape<'a> {
         match &self.template {
-            Some(t) => Shape::Template(t.digest()),
+            Some(t) => Shape::Template {
+                digest: t.digest(),
+                keys: t.keys(&expected.iter().map(|(k, _)| (*k, "")).collect::<Vec<_>>()),
+            },
             None => Shape::Keys(expected),
         }
     }
