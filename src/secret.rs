@@ -190,6 +190,22 @@ pub enum Shape<'a> {
     },
 }
 
+impl<'a> Shape<'a> {
+    /// The shape of a Secret rendered from `template`, or without one holding `expected`.
+    pub fn of(
+        template: Option<&'a crate::template::Template>,
+        expected: &'a [(&'a str, Expect<'a>)],
+    ) -> Self {
+        match template {
+            Some(t) => Shape::Template {
+                digest: t.digest(),
+                keys: t.keys(&expected.iter().map(|(k, _)| (*k, "")).collect::<Vec<_>>()),
+            },
+            None => Shape::Keys(expected),
+        }
+    }
+}
+
 /// Classifies `secret` for the object with `owner_uid`, checking its data has `shape`.
 pub fn observe(secret: Option<&Secret>, owner_uid: &str, shape: Shape<'_>) -> Observed {
     let Some(secret) = secret else {

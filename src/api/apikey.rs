@@ -174,18 +174,10 @@ pub struct ApiKeySecret {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<SecretKeys>,
 
-    /// The Secret's type, such as kubernetes.io/basic-auth. Defaults to Opaque; cannot change.
-    #[serde(rename = "type", default = "super::default_secret_type")]
-    #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = super::secret_type_rule())]
-    #[x_kube(validation = super::secret_types_rule())]
-    pub type_: String,
-
-    /// Data rendered from templates instead of (or, with mergePolicy Merge, besides) the three
-    /// keys. Variables: accountSid, apiKey, apiSecret, keySid, friendlyName, namespace, name,
-    /// createdAt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<super::SecretTemplate>,
+    /// The Secret's type and template. Template variables: accountSid, apiKey, apiSecret,
+    /// keySid, friendlyName, namespace, name, createdAt.
+    #[serde(flatten)]
+    pub form: super::SecretForm,
 }
 
 /// Names of the data keys in the key's Secret.

@@ -51,6 +51,35 @@ pub(crate) fn metadata_keys_rule(field: &str) -> kube::core::Rule {
     )
 }
 
+/// A published Secret's type and, if templated, how its data is rendered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretForm {
+    /// The Secret's type: Opaque (the default), kubernetes.io/basic-auth, or a type of your own.
+    /// It cannot change.
+    #[serde(rename = "type", default = "default_secret_type")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = secret_type_rule())]
+    #[x_kube(validation = secret_types_rule())]
+    pub type_: String,
+
+    /// Data rendered from templates instead of (or, with mergePolicy Merge, besides) the
+    /// default keys. Variables: accountSid, apiKey, apiSecret and keySid for TwilioApiKeys;
+    /// accountSid and authToken for TwilioSubaccounts; friendlyName, namespace, name and
+    /// createdAt for both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<SecretTemplate>,
+}
+
+impl Default for SecretForm {
+    fn default() -> Self {
+        Self {
+            type_: default_secret_type(),
+            template: None,
+        }
+    }
+}
+
 /// The data of a published Secret in the shape the application reads, rendered on every write.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, kube::KubeSchema)]
 #[serde(rename_all = "camelCase")]

@@ -140,18 +140,10 @@ pub struct SubaccountSecret {
     #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
     pub name: String,
 
-    /// The Secret's type, such as kubernetes.io/basic-auth. Defaults to Opaque; cannot change.
-    #[serde(rename = "type", default = "super::default_secret_type")]
-    #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = super::secret_type_rule())]
-    #[x_kube(validation = super::secret_types_rule())]
-    pub type_: String,
-
-    /// Data rendered from templates instead of (or, with mergePolicy Merge, besides)
-    /// TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN. Variables: accountSid, authToken,
+    /// The Secret's type and template. Template variables: accountSid, authToken,
     /// friendlyName, namespace, name, createdAt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<super::SecretTemplate>,
+    #[serde(flatten)]
+    pub form: super::SecretForm,
 }
 
 /// Schedule for auth token rotation.

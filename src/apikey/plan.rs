@@ -85,13 +85,11 @@ pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
         rotate_request: key.annotations().get(ROTATE_ANNOTATION).cloned(),
         generation: key.metadata.generation,
         name: key.name_any(),
-        secret_type: Some(secret.type_)
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "Opaque".into()),
+        secret_type: secret.form.type_.clone(),
         template: None,
     };
     // Checked with placeholders before anything is asked of Twilio.
-    if let Some(spec) = &secret.template {
+    if let Some(spec) = &secret.form.template {
         let checked = Template::compile(
             spec,
             &settings.variables(
@@ -157,16 +155,9 @@ impl Settings {
         )
     }
 
-    /// What the Secret must hold to count as intact, given the keys [`Settings::expected_data`]
-    /// names.
+    /// What the Secret must hold to count as intact, given what each default key must hold.
     pub fn shape<'a>(&'a self, expected: &'a [(&'a str, Expect<'a>)]) -> Shape<'a> {
-        match &self.template {
-            Some(t) => Shape::Template {
-                digest: t.digest(),
-                keys: t.keys(&expected.iter().map(|(k, _)| (*k, "")).collect::<Vec<_>>()),
-            },
-            None => Shape::Keys(expected),
-        }
+        Shape::of(self.template.as_ref(), expected)
     }
 
     /// What each data key of the Secret must hold for it to count as intact.

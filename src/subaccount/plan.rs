@@ -11,8 +11,8 @@
 //! - [`token_plan`] and [`token_stepped`]: where the auth token rotation stands (publish,
 //!   start, promote, or wait until when), including after an interruption at any step.
 
-use crate::api::schedule;
 use crate::api::subaccount::{AuthTokenStatus, SubaccountState, SubaccountUsage, TwilioSubaccount};
+use crate::api::{SecretForm, schedule};
 use crate::conditions::{Problem, Reason, duration_field};
 use crate::secret::{Expect, Shape};
 use crate::tagging;
@@ -84,15 +84,9 @@ impl Settings {
         )
     }
 
-    /// What the Secret must hold to count as intact, given the keys without a template.
+    /// What the Secret must hold to count as intact, given what each default key must hold.
     pub fn shape<'a>(&'a self, expected: &'a [(&'a str, Expect<'a>)]) -> Shape<'a> {
-        match &self.template {
-            Some(t) => Shape::Template {
-                digest: t.digest(),
-                keys: t.keys(&expected.iter().map(|(k, _)| (*k, "")).collect::<Vec<_>>()),
-            },
-            None => Shape::Keys(expected),
-        }
+        Shape::of(self.template.as_ref(), expected)
     }
 }
 
@@ -115,14 +109,11 @@ pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
         secret_name: secret.map(|s| s.name.clone()),
         token_rotation,
         name: sub.name_any(),
-        secret_type: secret
-            .map(|s| s.type_.clone())
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "Opaque".into()),
+        secret_type: secret.map_or_else(|| SecretForm::default().type_, |s| s.form.type_.clone()),
         template: None,
     };
     // Checked with placeholders before anything is asked of Twilio.
-    if let Some(spec) = secret.and_then(|s| s.template.as_ref()) {
+    if let Some(spec) = secret.and_then(|s| s.form.template.as_ref()) {
         let checked = Template::compile(
             spec,
             &settings.variables(PLACEHOLDER_ACCOUNT, PLACEHOLDER_TOKEN, PLACEHOLDER_CREATED_AT),
