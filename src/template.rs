@@ -182,6 +182,33 @@ impl Template {
     }
 }
 
+/// The generations whose template failed with the real values, by object UID: such a
+/// generation asks Twilio for no more credentials, which its template could not publish either.
+#[derive(Default)]
+pub struct Refusals(std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, Invalid)>>);
+
+impl Refusals {
+    /// Records that `generation` of object `uid` failed with real values.
+    pub fn note(&self, uid: &str, generation: Option<i64>, why: &Invalid) {
+        let mut refused = self.0.lock().expect("template refusals");
+        refused.insert(uid.to_owned(), (generation, why.clone()));
+    }
+
+    /// Why this generation cannot publish, if it failed with real values.
+    pub fn get(&self, uid: &str, generation: Option<i64>) -> Option<Invalid> {
+        let refused = self.0.lock().expect("template refusals");
+        refused
+            .get(uid)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, why)| why.clone())
+    }
+
+    /// Forgets an object that is gone.
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().expect("template refusals").remove(uid);
+    }
+}
+
 fn valid_data_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 253

@@ -69,9 +69,8 @@ struct Memory {
     /// The generation whose Secret Kubernetes last accepted, by object UID: its Secret needs
     /// no dry run before the next key is asked of Twilio.
     accepted: Mutex<HashMap<String, Option<i64>>>,
-    /// The generation whose template failed with real values, and why, by object UID: it asks
-    /// Twilio for no more keys.
-    unrenderable: Mutex<HashMap<String, (Option<i64>, Problem)>>,
+    /// Generations whose template failed with real values: they ask Twilio for no more keys.
+    refusals: template::Refusals,
 }
 
 impl Memory {
@@ -112,27 +111,10 @@ impl Memory {
         generation.is_some() && self.accepted.lock().expect("accepted Secrets").get(uid) == Some(&generation)
     }
 
-    fn note_unrenderable(&self, uid: &str, generation: Option<i64>, problem: &Problem) {
-        let mut failed = self.unrenderable.lock().expect("unrenderable templates");
-        failed.insert(uid.to_owned(), (generation, problem.clone()));
-    }
-
-    /// Why this generation's template cannot publish a key, if it failed with real values.
-    fn unrenderable(&self, uid: &str, generation: Option<i64>) -> Option<Problem> {
-        let failed = self.unrenderable.lock().expect("unrenderable templates");
-        failed
-            .get(uid)
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, p)| p.clone())
-    }
-
     fn forget(&self, uid: &str) {
         self.applied.lock().expect("applied generations").remove(uid);
         self.accepted.lock().expect("accepted Secrets").remove(uid);
-        self.unrenderable
-            .lock()
-            .expect("unrenderable templates")
-            .remove(uid);
+        self.refusals.forget(uid);
     }
 }
 
@@ -502,15 +484,15 @@ impl ApiKeys {
         now: Timestamp,
     ) -> Result<(), Stop> {
         let ctx = &self.ctx;
-        if let Some(problem) = self.memory.unrenderable(&settings.uid, settings.generation) {
-            return Err(problem.into());
+        if let Some(why) = self.memory.refusals.get(&settings.uid, settings.generation) {
+            return Err(Problem::from(why).into());
         }
         let spec_secret = key.spec.secret.clone().unwrap_or_default();
         let owner = key
             .controller_owner_ref(&())
             .expect("a stored object has a name and a UID");
         let created_at = template::created_at(now);
-        let published = |sid: &str, value: &str| -> Result<Secret, Problem> {
+        let published = |sid: &str, value: &str| -> Result<Secret, template::Invalid> {
             let data = settings.data(&target.account_sid, sid, value, &created_at)?;
             Ok(secret::build(&secret::Published {
                 name: &settings.secret_name,
@@ -533,7 +515,8 @@ impl ApiKeys {
         // this generation this process has written already passed, unless a write failed since.
         if !self.memory.accepted(&settings.uid, settings.generation) {
             let placeholder = format!("SK{}", "0".repeat(32));
-            reconcile::write_secret(ctx, &published(&placeholder, &"0".repeat(32))?, ours, true).await?;
+            let checked = published(&placeholder, &"0".repeat(32)).map_err(Problem::from)?;
+            reconcile::write_secret(ctx, &checked, ours, true).await?;
         }
 
         let name = tagging::tagged_name(&settings.display_name, &settings.uid);
@@ -554,10 +537,9 @@ impl ApiKeys {
         let new = reconcile::create_with_intent(ctx, key, st, now, "apikey-after-create", create).await?;
         // The template passed with placeholders; should it fail with the real values, this
         // generation creates no more keys (the one made is swept as never published).
-        let secret = published(&new.sid, new.secret.expose_secret()).inspect_err(|problem| {
-            self.memory
-                .note_unrenderable(&settings.uid, settings.generation, problem);
-        })?;
+        let secret = published(&new.sid, new.secret.expose_secret())
+            .inspect_err(|why| self.memory.refusals.note(&settings.uid, settings.generation, why))
+            .map_err(Problem::from)?;
         let written = reconcile::write_secret(ctx, &secret, ours, false).await;
         // After a refusal the next pass asks Kubernetes first again, so it never costs another key.
         let accepted = written.as_ref().ok().and(settings.generation);

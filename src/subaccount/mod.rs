@@ -70,6 +70,8 @@ struct Memory {
     /// The last usage read, by subaccount SID, whatever a (possibly stale) status says, so a
     /// stale status does not cost a call.
     usage: Mutex<HashMap<String, SubaccountUsage>>,
+    /// Generations whose template failed with a new token: they start no more rotations.
+    refusals: template::Refusals,
 }
 
 /// A subaccount as Twilio described it, when, and for which [`touch`] of its object.
@@ -237,6 +239,7 @@ impl Lifecycle for Subaccounts {
             claims::release(ctx, sid, &sub.uid().unwrap_or_default()).await?;
             self.memory.claimed.lock().expect("claim memory").remove(sid);
         }
+        self.memory.refusals.forget(&sub.uid().unwrap_or_default());
         Ok(done)
     }
 }
@@ -555,6 +558,10 @@ impl Subaccounts {
             TokenAction::Keep => {}
             TokenAction::WritePrimary => writer.write(primary, now).await?,
             TokenAction::Start => {
+                let generation = sub.metadata.generation;
+                if let Some(why) = self.memory.refusals.get(&uid, generation) {
+                    return Err(Problem::from(why).into());
+                }
                 let creds = token_credentials(sid, primary.clone())?;
                 let secondary = match ctx.twilio.create_secondary_auth_token(&creds).await {
                     Err(e) if e.code() == Some(70002) => {
@@ -565,7 +572,20 @@ impl Subaccounts {
                     other => other?,
                 };
                 failpoint::hit("token-after-create-secondary");
-                writer.write(&secondary.secondary_auth_token, now).await?;
+                writer
+                    .write(&secondary.secondary_auth_token, now)
+                    .await
+                    .inspect_err(|_| {
+                        // A template failing only with the new token: this generation tries no
+                        // more secondaries (each would be made and deleted again).
+                        if let Err(why) = settings.data(
+                            sid,
+                            secondary.secondary_auth_token.expose_secret(),
+                            &template::created_at(now),
+                        ) {
+                            self.memory.refusals.note(&uid, generation, &why);
+                        }
+                    })?;
                 failpoint::hit("token-after-secret");
                 let grace = settings
                     .token_rotation
