@@ -101,3 +101,79 @@ fn the_emulator_ignores_exported_twilio_credentials() {
         "{banner}"
     );
 }
+
+/// The interactive sandbox as a person uses it: it prints what to type, the printed kubeconfig
+/// reaches the cluster and shows the demo Ready, and Ctrl-C removes everything.
+#[test]
+fn the_interactive_sandbox_prints_working_commands_and_cleans_up_on_ctrl_c() {
+    let sandbox = workspace_binary("twilio-sandbox", "twilio-sandbox");
+    let mut child = tethered(&sandbox)
+        .arg("--bin-dir")
+        .arg(control_plane_binaries())
+        .arg("--operator")
+        .arg(env!("CARGO_BIN_EXE_twilio-operator"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start twilio-sandbox");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !seen.iter().any(|l: &String| l.contains("Press Ctrl-C")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the sandbox never came up:\n{}", seen.join("\n")),
+        }
+    }
+    let kubeconfig = seen
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
+        .expect("the kubeconfig to export")
+        .to_owned();
+    // What the printed instructions say to type.
+    let listed = std::process::Command::new("kubectl")
+        .args(["get", "twilio", "-A"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("run kubectl");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for object in [
+        "twilioaccount.twilio.operator.dev/default",
+        "twilioapikey.twilio.operator.dev/checkout",
+        "twiliosubaccount.twilio.operator.dev/demo",
+    ] {
+        let row = listed
+            .lines()
+            .find(|l| l.contains(object))
+            .unwrap_or_else(|| panic!("no {object} in:\n{listed}"));
+        assert!(row.contains("True"), "{object} is not Ready:\n{listed}");
+    }
+    // SAFETY: signalling our own child, as Ctrl-C in its terminal would.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let stop = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().expect("poll").is_none() {
+        assert!(Instant::now() < stop, "Ctrl-C did not stop the sandbox");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.wait().unwrap().success());
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+        seen.push(line);
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("stopped; removed")),
+        "{}",
+        seen.join("\n")
+    );
+    let dir = std::path::Path::new(&kubeconfig).parent().unwrap();
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}
