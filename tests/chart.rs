@@ -113,6 +113,20 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
         pdb.contains("maxUnavailable: 1") && !pdb.contains("minAvailable"),
         "{pdb}"
     );
+    // The series' namespace label is the object's; Prometheus must not rename it for the alerts.
+    let monitor = cp.run_tool(
+        "helm",
+        &[
+            "template",
+            "x",
+            &chart(),
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--show-only",
+            "templates/servicemonitor.yaml",
+        ],
+    );
+    assert!(monitor.contains("honorLabels: true"), "{monitor}");
     let deployment = cp.run_tool(
         "helm",
         &[
