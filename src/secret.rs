@@ -199,7 +199,7 @@ impl<'a> Shape<'a> {
         match template {
             Some(t) => Shape::Template {
                 digest: t.digest(),
-                keys: t.keys(&expected.iter().map(|(k, _)| (*k, "")).collect::<Vec<_>>()),
+                keys: t.keys(expected.iter().map(|(k, _)| *k)),
             },
             None => Shape::Keys(expected),
         }

@@ -168,10 +168,10 @@ impl Template {
     }
 
     /// The data keys the rendering writes: the template's, and under Merge the defaults'.
-    pub fn keys<'k>(&'k self, defaults: &[(&'k str, &str)]) -> Vec<&'k str> {
+    pub fn keys<'k>(&'k self, defaults: impl IntoIterator<Item = &'k str>) -> Vec<&'k str> {
         let mut keys: Vec<&str> = self.data.keys().map(String::as_str).collect();
         if self.merge == MergePolicy::Merge {
-            keys.extend(defaults.iter().map(|(k, _)| *k));
+            keys.extend(defaults);
         }
         keys
     }
@@ -420,7 +420,7 @@ mod tests {
         assert_eq!(data["TWILIO_API_SECRET"], "s3cr3t");
         assert_eq!(data["extra"], "SK1-x");
         assert_eq!(
-            t.keys(&DEFAULTS),
+            t.keys(DEFAULTS.map(|(k, _)| k)),
             ["extra", "TWILIO_API_KEY", "TWILIO_API_SECRET"]
         );
         let clash = merge(&[("TWILIO_API_KEY", "x")]);

@@ -575,14 +575,13 @@ impl Subaccounts {
                 writer
                     .write(&secondary.secondary_auth_token, now)
                     .await
-                    .inspect_err(|_| {
+                    .inspect_err(|stop| {
                         // A template failing only with the new token: this generation tries no
                         // more secondaries (each would be made and deleted again).
-                        if let Err(why) = settings.data(
-                            sid,
-                            secondary.secondary_auth_token.expose_secret(),
-                            &template::created_at(now),
-                        ) {
+                        if let Stop::Problem(p) = stop
+                            && p.reason == Reason::TemplateInvalid
+                        {
+                            let why = template::Invalid(p.message.clone());
                             self.memory.refusals.note(&uid, generation, &why);
                         }
                     })?;
