@@ -216,25 +216,43 @@ pub fn ready(
     now: Timestamp,
 ) -> Vec<Condition> {
     let status = if reason == Reason::Ready { "True" } else { "False" };
-    let previous = conditions.iter().find(|c| c.type_ == "Ready");
-    let last_transition_time = match previous {
+    let mut out = conditions.to_vec();
+    set(
+        &mut out,
+        "Ready",
+        status,
+        reason.as_str(),
+        message.into(),
+        generation,
+        now,
+    );
+    out
+}
+
+/// Sets condition `type_` in `conditions`; its `lastTransitionTime` moves only when `status`
+/// changes.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let last_transition_time = match conditions.iter().find(|c| c.type_ == type_) {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Time(now),
     };
-    let mut out: Vec<Condition> = conditions
-        .iter()
-        .filter(|c| c.type_ != "Ready")
-        .cloned()
-        .collect();
-    out.push(Condition {
-        type_: "Ready".into(),
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
         status: status.into(),
-        reason: reason.as_str().into(),
-        message: message.into(),
+        reason: reason.into(),
+        message,
         last_transition_time,
         observed_generation: generation,
     });
-    out
 }
 
 /// Whether the object's Ready condition is True.

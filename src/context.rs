@@ -41,6 +41,8 @@ pub enum Changed {
     Account(String),
     /// A Namespace (its labels, or its deletion).
     Namespace(String),
+    /// A verified usage-trigger callback for TwilioSubaccount `(namespace, name)`.
+    Spend(String, String),
 }
 
 /// Publishes events.k8s.io Events, one request each. Unlike kube's recorder it keeps no cache
@@ -138,6 +140,10 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
     writes: Mutex<Recent>,
+    /// The public base URL Twilio reaches the operator's usage-trigger endpoint at, if any.
+    budget_webhook: Option<String>,
+    /// When a verified usage-trigger callback last counted, by subaccount SID.
+    callbacks: Mutex<HashMap<String, Timestamp>>,
 }
 
 /// The operator's recent status writes, by object UID.
@@ -185,7 +191,54 @@ impl Context {
             failures: Mutex::default(),
             subaccount_tokens: Mutex::default(),
             writes: Mutex::default(),
+            budget_webhook: None,
+            callbacks: Mutex::default(),
         }
+    }
+
+    /// This context, with Twilio reaching the operator's usage-trigger endpoint at `base`.
+    pub fn with_budget_webhook(mut self, base: Option<String>) -> Self {
+        self.budget_webhook = base.map(|b| b.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The URL Twilio calls for the budget of TwilioSubaccount `namespace/name`, when the
+    /// operator is reachable from Twilio.
+    pub fn budget_callback_url(&self, namespace: &str, name: &str) -> Option<String> {
+        let base = self.budget_webhook.as_deref()?;
+        Some(format!(
+            "{base}{}",
+            crate::webhook::callback_path(namespace, name)
+        ))
+    }
+
+    /// The public base URL of the usage-trigger endpoint, if there is one.
+    pub fn budget_webhook(&self) -> Option<&str> {
+        self.budget_webhook.as_deref()
+    }
+
+    /// Counts a verified usage-trigger callback for subaccount `sid` at `now`, unless one
+    /// counted less than [`crate::budget::CALLBACK_SPACING`] ago; says whether it counted.
+    pub fn note_callback(&self, sid: &str, now: Timestamp) -> bool {
+        let mut callbacks = self.callbacks.lock().expect("callback memory");
+        let spacing = crate::budget::CALLBACK_SPACING;
+        let recent = callbacks
+            .get(sid)
+            .is_some_and(|last| now < crate::api::schedule::after(*last, spacing));
+        if !recent {
+            callbacks.insert(sid.to_owned(), now);
+        }
+        !recent
+    }
+
+    /// When a verified callback for subaccount `sid` last counted.
+    pub fn called_back(&self, sid: &str) -> Option<Timestamp> {
+        self.callbacks.lock().expect("callback memory").get(sid).copied()
+    }
+
+    /// Forgets the callbacks of subaccount `sid`: its object went.
+    pub fn forget_callbacks(&self, sid: &str) {
+        self.callbacks.lock().expect("callback memory").remove(sid);
     }
 
     /// The labels of `namespace`, as the shared watch last saw them.

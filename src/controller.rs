@@ -164,7 +164,7 @@ async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Se
     let changed = changed.flat_map(move |change| {
         let refs = match change {
             Some(Changed::Account(name)) => vec![ObjectRef::new(&name)],
-            Some(Changed::Namespace(_)) => Vec::new(),
+            Some(Changed::Namespace(_) | Changed::Spend(..)) => Vec::new(),
             // Some changes were missed: there are few accounts, so look at each again.
             None => all(&snapshot),
         };
@@ -329,7 +329,12 @@ async fn run_kind<L: Lifecycle>(
                 objects_where(&store, |o| o.namespace().as_deref() == Some(name.as_str()))
             }
             // Missed changes: each object looks again at its next deadline or resync.
-            Some(Changed::Namespace(_)) | None => Vec::new(),
+            Some(Changed::Spend(namespace, name))
+                if L::KIND == "TwilioSubaccount" && scope.as_ref().is_none_or(|s| *s == namespace) =>
+            {
+                vec![ObjectRef::new(&name).within(&namespace)]
+            }
+            Some(Changed::Namespace(_) | Changed::Spend(..)) | None => Vec::new(),
         };
         futures::stream::iter(refs)
     });

@@ -8,6 +8,7 @@
 pub mod account;
 pub mod api;
 pub mod apikey;
+pub mod budget;
 pub mod claims;
 pub mod conditions;
 pub mod context;
@@ -25,6 +26,7 @@ pub mod target;
 pub mod template;
 pub mod tenancy;
 pub mod twilio;
+pub mod webhook;
 
 /// Finalizer held on every object whose Twilio side must be cleaned up before it goes.
 pub const FINALIZER: &str = "twilio.operator.dev/finalizer";

@@ -66,6 +66,15 @@ struct Args {
     /// `name` and `spec.yaml`); the Helm chart renders it from its defaultAccount values.
     #[arg(long, env = "DEFAULT_ACCOUNT_CONFIGMAP")]
     default_account_configmap: Option<String>,
+    /// The public base URL at which Twilio reaches the webhook address, such as
+    /// "https://twilio-operator.example.com". When set, each budgeted TwilioSubaccount gets
+    /// usage triggers at Twilio that call it as spend crosses a threshold; unset, budgets rely
+    /// on polling alone.
+    #[arg(long, env = "BUDGET_WEBHOOK_URL")]
+    budget_webhook_url: Option<String>,
+    /// Address serving the usage-trigger endpoint, when budget_webhook_url is set.
+    #[arg(long, env = "WEBHOOK_ADDRESS", default_value = "0.0.0.0:8082")]
+    webhook_address: SocketAddr,
     /// Name of the leader-election Lease.
     #[arg(long, env = "LEADER_ELECTION_LEASE", default_value = "twilio-operator")]
     leader_election_lease: String,
@@ -147,20 +156,23 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let ((accounts, namespaces, changes), keep_current) =
         twilio_operator::controller::shared_caches(&client, &recorder);
     tokio::spawn(keep_current);
-    let ctx = Arc::new(Context::new(
-        client,
-        twilio,
-        default_credentials,
-        recorder,
-        args.resync_interval,
-        metrics,
-        Cluster {
-            accounts,
-            namespaces,
-            changes,
-            own_namespace: args.leader_election_namespace.clone(),
-        },
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            twilio,
+            default_credentials,
+            recorder,
+            args.resync_interval,
+            metrics,
+            Cluster {
+                accounts,
+                namespaces,
+                changes,
+                own_namespace: args.leader_election_namespace.clone(),
+            },
+        )
+        .with_budget_webhook(args.budget_webhook_url.clone()),
+    );
 
     let readiness = Readiness::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -174,6 +186,16 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     let server = tokio::spawn(server);
+    if args.budget_webhook_url.is_some() {
+        let listener = tokio::net::TcpListener::bind(args.webhook_address).await?;
+        info!(webhook = %listener.local_addr()?, "serving the usage-trigger endpoint");
+        let app = twilio_operator::webhook::router(ctx.clone());
+        tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until(stopped.clone()))
+                .into_future(),
+        );
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutting down: finishing in-flight reconciles");

@@ -90,6 +90,7 @@ pub struct Metrics {
     key_age: Family<ObjectLabels, FloatGauge>,
     key_next_rotation: Family<ObjectLabels, FloatGauge>,
     usage: Family<UsageLabels, FloatGauge>,
+    budget_ratio: Family<ObjectLabels, FloatGauge>,
     keys: Mutex<BTreeMap<(String, String), KeyTimes>>,
     /// The currency of each subaccount's usage series, to find the series again.
     usage_currency: Mutex<BTreeMap<(String, String), String>>,
@@ -161,7 +162,14 @@ impl Default for Metrics {
             "Month-to-date spend of each TwilioSubaccount",
             usage.clone(),
         );
+        let budget_ratio = Family::default();
+        registry.register(
+            "subaccount_budget_ratio",
+            "Month-to-date spend of each TwilioSubaccount with spec.budget, as a fraction of spec.budget.monthly (1 is the limit)",
+            budget_ratio.clone(),
+        );
         Self {
+            budget_ratio,
             registry,
             reconciles,
             ready,
@@ -273,8 +281,25 @@ impl Metrics {
             .set(month_to_date);
     }
 
+    /// Sets a subaccount's spend against its budget; `None` drops the series (no budget).
+    pub fn budget_ratio(&self, namespace: &str, name: &str, ratio: Option<f64>) {
+        let labels = ObjectLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match ratio {
+            Some(r) => {
+                self.budget_ratio.get_or_create(&labels).set(r);
+            }
+            None => {
+                self.budget_ratio.remove(&labels);
+            }
+        }
+    }
+
     /// Drops the series of a subaccount whose object is gone.
     pub fn forget_subaccount(&self, namespace: &str, name: &str) {
+        self.budget_ratio(namespace, name, None);
         let id = (namespace.to_owned(), name.to_owned());
         let currency = self.usage_currency.lock().expect("usage metrics").remove(&id);
         if let Some(currency) = currency {
@@ -292,6 +317,7 @@ impl Metrics {
         self.key_age.clear();
         self.key_next_rotation.clear();
         self.usage.clear();
+        self.budget_ratio.clear();
     }
 
     /// The OpenMetrics text of every series, key ages as of `now` (Unix seconds).

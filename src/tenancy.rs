@@ -10,7 +10,7 @@
 
 use crate::api::TwilioAccount;
 use crate::api::apikey::KeyType;
-use crate::api::subaccount::SubaccountDeletionPolicy;
+use crate::api::subaccount::{Budget, SubaccountDeletionPolicy};
 use crate::conditions::{Problem, Reason};
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
@@ -134,6 +134,46 @@ pub fn check_deletion_policy(
     ))
 }
 
+/// Refuses a budget the account does not allow: none where one is required, a monthly above
+/// the cap, or an action not allowed.
+pub fn check_budget(account: &TwilioAccount, budget: Option<&Budget>) -> Result<(), Problem> {
+    let Some(policy) = &account.spec.subaccounts.budget else {
+        return Ok(());
+    };
+    let Some(budget) = budget else {
+        if policy.required {
+            return Err(refused(
+                account,
+                "requires spec.budget on every TwilioSubaccount (spec.subaccounts.budget.required): set spec.budget.monthly",
+            ));
+        }
+        return Ok(());
+    };
+    if let Some(max) = &policy.max_monthly {
+        let cap = crate::budget::amount("spec.subaccounts.budget.maxMonthly", max)?;
+        let monthly = crate::budget::amount("spec.budget.monthly", &budget.monthly)?;
+        if monthly > cap {
+            return Err(refused(
+                account,
+                &format!(
+                    "allows spec.budget.monthly up to {max} (spec.subaccounts.budget.maxMonthly), not {}: lower it",
+                    budget.monthly
+                ),
+            ));
+        }
+    }
+    if !policy.actions.contains(&budget.action) {
+        return Err(refused(
+            account,
+            &format!(
+                "does not allow spec.budget.action {:?} (spec.subaccounts.budget.actions: {:?})",
+                budget.action, policy.actions
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +286,37 @@ mod tests {
             "a grant names one namespace"
         );
         assert!(check_create(&a).is_err());
+    }
+
+    #[test]
+    fn budgets_follow_the_policy() {
+        use crate::api::subaccount::BudgetAction;
+        let budget = |monthly: &str, action: BudgetAction| Budget {
+            monthly: monthly.into(),
+            warn_at: vec![80],
+            action,
+        };
+        let free = account(serde_json::json!({"credentials": {"fromEnvironment": true}}));
+        assert!(check_budget(&free, None).is_ok(), "no policy, no budget needed");
+        let strict = account(serde_json::json!({
+            "credentials": {"fromEnvironment": true},
+            "subaccounts": {"budget": {"required": true, "maxMonthly": "100.00", "actions": ["Suspend"]}},
+        }));
+        let missing = check_budget(&strict, None).unwrap_err();
+        assert_eq!(missing.reason, Reason::NotPermitted);
+        assert!(
+            missing.message.contains("requires spec.budget"),
+            "{}",
+            missing.message
+        );
+        let over = check_budget(&strict, Some(&budget("100.01", BudgetAction::Suspend))).unwrap_err();
+        assert!(over.message.contains("maxMonthly"), "{}", over.message);
+        assert!(check_budget(&strict, Some(&budget("100", BudgetAction::Suspend))).is_ok());
+        let alert = check_budget(&strict, Some(&budget("5", BudgetAction::Alert))).unwrap_err();
+        assert!(
+            alert.message.contains("spec.budget.action Alert"),
+            "{}",
+            alert.message
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! namespace is admitted, and Close is not an allowed deletionPolicy.
 
 use super::apikey::KeyType;
-use super::subaccount::SubaccountDeletionPolicy;
+use super::subaccount::{BudgetAction, SubaccountDeletionPolicy};
 use super::{DNS1123_LABEL, DNS1123_SUBDOMAIN, conditions_schema};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
@@ -154,6 +154,35 @@ pub struct SubaccountPolicy {
     /// is no longer allowed is treated as Retain.
     #[serde(default = "safe_deletion_policies")]
     pub deletion_policies: Vec<SubaccountDeletionPolicy>,
+
+    /// What spec.budget of the subaccounts must say. By default a budget is optional and
+    /// unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetPolicy>,
+}
+
+/// What the budgets of an account's subaccounts must say.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetPolicy {
+    /// Whether every TwilioSubaccount must set spec.budget. Defaults to false.
+    #[serde(default)]
+    pub required: bool,
+
+    /// The largest spec.budget.monthly allowed, as a decimal string such as "100.00".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16), pattern(r"^[0-9]{1,10}(\.[0-9]{1,4})?$"))]
+    pub max_monthly: Option<String>,
+
+    /// The spec.budget.actions allowed. Defaults to both; [Suspend] makes every budget stop
+    /// the spend, so a namespace cannot turn its own limit into a mere alert.
+    #[serde(default = "all_budget_actions")]
+    #[schemars(length(min = 1))]
+    pub actions: Vec<BudgetAction>,
+}
+
+fn all_budget_actions() -> Vec<BudgetAction> {
+    vec![BudgetAction::Alert, BudgetAction::Suspend]
 }
 
 impl Default for SubaccountPolicy {
@@ -162,6 +191,7 @@ impl Default for SubaccountPolicy {
             create: true,
             adopt: Vec::new(),
             deletion_policies: safe_deletion_policies(),
+            budget: None,
         }
     }
 }

@@ -44,6 +44,12 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
         description = "Whether the subaccount matches its spec"
     ),
+    printcolumn(
+        name = "Budget",
+        type_ = "string",
+        json_path = ".status.budget.state",
+        description = "Month-to-date spend against spec.budget: Ok, Warning or Exceeded"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = immutable_rule("sid", "it can only be given when the TwilioSubaccount is created; to manage a different subaccount, create a new TwilioSubaccount"))]
@@ -107,6 +113,62 @@ pub struct TwilioSubaccountSpec {
     /// stops working. Requires spec.secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token_rotation: Option<AuthTokenRotation>,
+
+    /// A monthly spend limit: the operator reports month-to-date spend against it in
+    /// status.budget and the Budget condition, warns once a month at each of warnAt, and with
+    /// action Suspend suspends the subaccount at Twilio when spend reaches monthly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// A monthly spend limit of a subaccount.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// The limit per calendar month (GMT, as Twilio's usage periods are), as a decimal string
+    /// such as "50.00", in the subaccount's billing currency as Twilio reports it.
+    #[schemars(length(min = 1, max = 16), pattern(r"^[0-9]{1,10}(\.[0-9]{1,4})?$"))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')")
+        .message("spec.budget.monthly must be more than zero, such as \"50.00\""))]
+    pub monthly: String,
+
+    /// Percentages of monthly at which a Warning event is published, once a month each, such as
+    /// [50, 80]. Each from 1 to 99. Defaults to [80].
+    #[serde(default = "default_warn_at")]
+    #[schemars(length(max = 5), extend("x-kubernetes-list-type" = "set", "items" = {"type": "integer", "minimum": 1, "maximum": 99}))]
+    pub warn_at: Vec<u8>,
+
+    /// What happens when spend reaches monthly: Alert (default) only reports it; Suspend also
+    /// suspends the subaccount at Twilio until the next month or until monthly is raised above
+    /// the spend.
+    #[serde(default)]
+    pub action: BudgetAction,
+}
+
+fn default_warn_at() -> Vec<u8> {
+    vec![80]
+}
+
+/// What reaching a budget does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BudgetAction {
+    /// Report it: status, the Budget condition, a Warning event and the metric.
+    #[default]
+    Alert,
+    /// Report it, and suspend the subaccount at Twilio.
+    Suspend,
+}
+
+/// Where spend stands against the budget.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BudgetState {
+    /// Below every warnAt threshold.
+    #[default]
+    Ok,
+    /// At or above a warnAt threshold, below monthly.
+    Warning,
+    /// At or above monthly.
+    Exceeded,
 }
 
 /// Desired status of the subaccount at Twilio.
@@ -191,6 +253,10 @@ pub struct TwilioSubaccountStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<SubaccountUsage>,
 
+    /// Month-to-date spend against spec.budget, when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
+
     /// Number of TwilioApiKeys in this namespace whose spec.subaccountRef names this object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_keys: Option<i32>,
@@ -239,4 +305,52 @@ pub struct SubaccountUsage {
     pub currency: String,
     /// When the figure was read from Twilio.
     pub observed_at: Time,
+    /// The usage month the figure belongs to, as Twilio reports it (YYYY-MM, GMT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+}
+
+/// Month-to-date spend against the budget.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// Spend so far this month, as the decimal string Twilio reports.
+    pub spent: String,
+    /// Currency of spent, lowercase as Twilio reports it (for example usd).
+    pub currency: String,
+    /// spent as a whole percentage of spec.budget.monthly, rounded down.
+    pub percent: i64,
+    /// Ok, Warning (a warnAt threshold is reached) or Exceeded (monthly is reached).
+    pub state: BudgetState,
+    /// Whether the operator suspended the subaccount because of the budget; it reactivates it
+    /// when the next month starts or monthly is raised above the spend.
+    pub suspended_by_budget: bool,
+    /// The usage month the figures belong to, as Twilio reports it (YYYY-MM, GMT).
+    pub period: String,
+    /// The thresholds (percentages, 100 for monthly) already announced by an event this period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub announced: Vec<u8>,
+    /// When spend was read from Twilio.
+    pub observed_at: Time,
+    /// When spend is read again at the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_read_at: Option<Time>,
+    /// The usage triggers at Twilio that call the operator as spend crosses each threshold,
+    /// when the operator has a public webhook URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<BudgetTrigger>,
+}
+
+/// A usage trigger the operator keeps at Twilio for one budget threshold.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetTrigger {
+    /// The threshold, a percentage of monthly (100 for monthly itself).
+    pub percent: u8,
+    /// The trigger's SID (UT…).
+    pub sid: String,
+    /// The spend at which it fires.
+    pub value: String,
+    /// Where Twilio calls when it fires.
+    pub callback_url: String,
 }

@@ -24,9 +24,10 @@ pub mod plan;
 use crate::api::duration;
 use crate::api::schedule;
 use crate::api::subaccount::{
-    SubaccountDeletionPolicy, SubaccountUsage, TwilioSubaccount, TwilioSubaccountStatus,
+    BudgetStatus, BudgetTrigger, SubaccountDeletionPolicy, SubaccountState, SubaccountUsage,
+    TwilioSubaccount, TwilioSubaccountStatus,
 };
-use crate::conditions::{Problem, Reason};
+use crate::conditions::{self, Problem, Reason};
 use crate::context::Context;
 use crate::membership::Membership;
 use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop, write_status};
@@ -34,7 +35,7 @@ use crate::secret::{self, Expect, Observed};
 use crate::target::{self, Parent, Use, no_token, token_credentials};
 use crate::twilio::types::{Account, AccountFilter, AccountStatus, AccountUpdate};
 use crate::twilio::{Credentials, ErrorClass};
-use crate::{claims, failpoint, tagging, template, tenancy};
+use crate::{budget, claims, failpoint, tagging, template, tenancy};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -45,7 +46,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use plan::{ACCOUNT_SID_KEY, AUTH_TOKEN_KEY, Existence, Found, Settings, TokenAction};
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -72,6 +73,16 @@ struct Memory {
     usage: Mutex<HashMap<String, SubaccountUsage>>,
     /// Generations whose template failed with a new token: they start no more rotations.
     refusals: template::Refusals,
+    /// UIDs of the objects whose budget triggers this process has confirmed at Twilio.
+    triggers: Mutex<HashSet<String>>,
+}
+
+/// Spend as a pass knows it.
+struct Spend {
+    /// What it means for the budget, if there is one.
+    judgement: Option<budget::Judgement>,
+    /// When it is read again.
+    next_read: Timestamp,
 }
 
 /// A subaccount as Twilio described it, when, and for which [`touch`] of its object.
@@ -139,6 +150,7 @@ impl Lifecycle for Subaccounts {
             if let Some(sid) = &sub.spec.sid {
                 tenancy::check_adopt(policy, sid, ns)?;
             }
+            tenancy::check_budget(policy, sub.spec.budget.as_ref())?;
         }
         // The claim comes before any Twilio call about the SID.
         if let Some(sid) = sub.spec.sid.as_deref().or(st.sid.as_deref()) {
@@ -181,48 +193,93 @@ impl Lifecycle for Subaccounts {
             }
         };
         record(st, &account);
+        if let Some(token) = &account.auth_token {
+            // The usage-trigger endpoint verifies Twilio's calls with it.
+            ctx.remember_subaccount_token(&account.sid, token.clone());
+        }
 
-        if let Some(update) = plan::account_update(sub.spec.state, &settings.display_name, &account)? {
+        let previous = st.budget.take();
+        let spend = self
+            .spend(sub, &settings, &parent, &account.sid, st, previous.as_ref(), now)
+            .await?;
+        let suspends = spend.judgement.as_ref().is_some_and(|j| j.suspend);
+        let wanted = if suspends {
+            SubaccountState::Suspended
+        } else {
+            sub.spec.state
+        };
+        if let Some(update) = plan::account_update(wanted, &settings.display_name, &account)? {
             let updated = ctx.twilio.update_account(&parent, &account.sid, &update).await?;
             record(st, &updated);
             self.saw(&updated, touch(sub));
             if let Some(s) = update.status {
-                // The spec did not change since the last pass, so Twilio's side drifted.
-                let drifted = st.observed_generation == sub.metadata.generation;
-                let (type_, reason) = if drifted {
-                    (EventType::Warning, "StatusDrift")
-                } else {
-                    (EventType::Normal, "StatusChanged")
-                };
                 let was = account.status.unwrap_or(AccountStatus::Unknown).as_str();
-                let note = format!(
-                    "Subaccount {} was {was} at Twilio; set to {} as spec.state says",
-                    account.sid,
-                    s.as_str()
-                );
+                let lifted = previous.as_ref().is_some_and(|b| b.suspended_by_budget);
+                let (type_, reason, note) = match s {
+                    AccountStatus::Suspended if suspends && sub.spec.state == SubaccountState::Active => (
+                        EventType::Warning,
+                        "BudgetSuspended",
+                        format!(
+                            "Suspended subaccount {} at Twilio: its spend reached spec.budget.monthly and spec.budget.action is Suspend",
+                            account.sid
+                        ),
+                    ),
+                    AccountStatus::Active if lifted => (
+                        EventType::Normal,
+                        "BudgetReactivated",
+                        format!(
+                            "Reactivated subaccount {}: its spend is below spec.budget.monthly again (a new month, or a higher limit)",
+                            account.sid
+                        ),
+                    ),
+                    // The spec did not change since the last pass, so Twilio's side drifted.
+                    _ if st.observed_generation == sub.metadata.generation => (
+                        EventType::Warning,
+                        "StatusDrift",
+                        format!(
+                            "Subaccount {} was {was} at Twilio; set to {} as spec.state says",
+                            account.sid,
+                            s.as_str()
+                        ),
+                    ),
+                    _ => (
+                        EventType::Normal,
+                        "StatusChanged",
+                        format!(
+                            "Subaccount {} was {was} at Twilio; set to {} as spec.state says",
+                            account.sid,
+                            s.as_str()
+                        ),
+                    ),
+                };
                 ctx.event(sub, type_, reason, "Update", note).await;
             }
         }
-
-        st.usage = self
-            .usage(sub, &parent, &account.sid, st.usage.take(), now)
+        self.report_budget(sub, &settings, st, &account.sid, spend.judgement, now)
+            .await;
+        let triggers = self
+            .keep_triggers(sub, &settings, &parent, &account.sid, previous.as_ref())
             .await?;
+        if let Some(budget) = st.budget.as_mut() {
+            budget.triggers = triggers;
+        }
+
         let token_deadline = match &settings.secret_name {
             Some(name) => self.publish(sub, &settings, st, &account, name, now).await?,
             None => None,
         };
-        let usage_deadline = st
-            .usage
-            .as_ref()
-            .map(|u| schedule::after(u.observed_at.0, plan::USAGE_MAX_AGE));
-        let message = format!(
+        let usage_deadline = spend.next_read;
+        let mut message = format!(
             "Subaccount {} is {}",
             account.sid,
             st.twilio_status.as_deref().unwrap_or("unknown")
         );
+        if st.budget.as_ref().is_some_and(|b| b.suspended_by_budget) {
+            message.push_str(" because its monthly budget is spent");
+        }
         Ok(Done {
             message,
-            deadline: token_deadline.into_iter().chain(usage_deadline).min(),
+            deadline: token_deadline.into_iter().chain(Some(usage_deadline)).min(),
         })
     }
 
@@ -231,15 +288,19 @@ impl Lifecycle for Subaccounts {
         ctx.metrics
             .forget_subaccount(&sub.namespace().unwrap_or_default(), &sub.name_any());
         let st = sub.status.clone().unwrap_or_default();
+        self.remove_triggers(sub, &st).await?;
         let done = self.apply_deletion_policy(sub, &st).await?;
         if let Some(sid) = &st.sid {
+            ctx.forget_callbacks(sid);
             self.memory.usage.lock().expect("usage memory").remove(sid);
             self.memory.accounts.lock().expect("account memory").remove(sid);
             ctx.forget_subaccount_token(sid);
             claims::release(ctx, sid, &sub.uid().unwrap_or_default()).await?;
             self.memory.claimed.lock().expect("claim memory").remove(sid);
         }
-        self.memory.refusals.forget(&sub.uid().unwrap_or_default());
+        let uid = sub.uid().unwrap_or_default();
+        self.memory.refusals.forget(&uid);
+        self.memory.triggers.lock().expect("trigger memory").remove(&uid);
         Ok(done)
     }
 }
@@ -291,13 +352,7 @@ impl Subaccounts {
             .await;
             return Ok(Action::await_change());
         }
-        // Only credentials of the parent the status recorded may act on what it recorded.
-        let owner = st.owner_account_sid.clone();
-        let of_owner = |c: &Credentials| owner.as_deref().is_none_or(|o| o == c.account_sid());
-        let candidates = Candidates {
-            own: parent.map(|p| p.creds).filter(of_owner),
-            operator: ctx.default_credentials.clone().filter(of_owner),
-        };
+        let candidates = self.candidates(parent.map(|p| p.creds), st);
         let recorded = st.sid.clone();
         // From the UID alone: a spec that no longer validates must not hide an interrupted create.
         let creation_name = Some(tagging::creation_name(&sub.uid().unwrap_or_default()));
@@ -336,6 +391,53 @@ impl Subaccounts {
         };
         let work = format!("Making {kept} {} at Twilio", wanted.as_str());
         reconcile::release(ctx, sub, candidates, &work, apply_policy, failed).await
+    }
+
+    /// The credentials a deletion step may use: the object's own (`own`) and the operator's, but
+    /// only those of the parent the status recorded, which alone may act on what it recorded.
+    fn candidates(&self, own: Option<Credentials>, st: &TwilioSubaccountStatus) -> Candidates {
+        let owner = st.owner_account_sid.as_deref();
+        let of_owner = |c: &Credentials| owner.is_none_or(|o| o == c.account_sid());
+        Candidates {
+            own: own.filter(of_owner),
+            operator: self.ctx.default_credentials.clone().filter(of_owner),
+        }
+    }
+
+    /// Deletes the budget's usage triggers at Twilio before the object goes, as keys are
+    /// revoked: a passing failure holds the deletion, and when nothing reaches Twilio a Warning
+    /// names what was left.
+    async fn remove_triggers(&self, sub: &TwilioSubaccount, st: &TwilioSubaccountStatus) -> Result<(), Stop> {
+        let ctx = &self.ctx;
+        let (Some(sid), Some(budget)) = (st.sid.as_deref(), st.budget.as_ref()) else {
+            return Ok(());
+        };
+        if budget.triggers.is_empty() {
+            return Ok(());
+        }
+        let ns = sub.namespace().unwrap_or_default();
+        let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
+        let parent = target::parent(ctx, &ns, refs.0, refs.1, Use::Cleanup).await.ok();
+        let candidates = self.candidates(parent.map(|p| p.creds), st);
+        let uid = sub.uid().unwrap_or_default();
+        let sids: Vec<&str> = budget.triggers.iter().map(|t| t.sid.as_str()).collect();
+        let work = format!("Removing usage triggers {} of {sid}", sids.join(", "));
+        let remove = |creds: Credentials| {
+            let uid = uid.clone();
+            async move {
+                self.sync_triggers(&creds, sid, &uid, &[]).await?;
+                Ok(None)
+            }
+        };
+        let failed = |why: &str| Note {
+            reason: "BudgetTriggersLeft",
+            text: format!(
+                "Could not remove usage triggers {} of {sid} at Twilio ({why}); delete them in the Twilio Console",
+                sids.join(", ")
+            ),
+        };
+        reconcile::release(ctx, sub, candidates, &work, remove, failed).await?;
+        Ok(())
     }
 
     /// Looks for the subaccount at Twilio: the one spec.sid adopts, the one status records, or
@@ -440,20 +542,61 @@ impl Subaccounts {
         Ok(found.into_iter().find(|a| a.sid != parent.account_sid()))
     }
 
-    /// Month-to-date spend: the newest known read, or a new one when that is stale.
-    async fn usage(
+    /// Month-to-date spend and what it means for the budget: the newest known read, or a new one
+    /// when the schedule says so or a verified trigger callback asks; before a budget suspension
+    /// is lifted, a read at most a minute old. Returns when to read again.
+    #[allow(clippy::too_many_arguments)]
+    async fn spend(
+        &self,
+        sub: &TwilioSubaccount,
+        settings: &Settings,
+        parent: &Credentials,
+        sid: &str,
+        st: &mut TwilioSubaccountStatus,
+        previous: Option<&BudgetStatus>,
+        now: Timestamp,
+    ) -> Result<Spend, Stop> {
+        let remembered = self.memory.usage.lock().expect("usage memory").get(sid).cloned();
+        let mut usage = plan::newest_usage(st.usage.take(), remembered);
+        let triggered = previous.is_some_and(|b| !b.triggers.is_empty());
+        let due = usage
+            .as_ref()
+            .map(|u| plan::next_usage_read(u, settings.budget.as_ref(), triggered));
+        let called_back = self.ctx.called_back(sid);
+        if budget::read_due(usage.as_ref(), due, called_back, now) {
+            usage = Some(self.read_usage(sub, parent, sid, now).await?);
+        }
+        let judge = |usage: &SubaccountUsage| {
+            settings
+                .budget
+                .as_ref()
+                .map(|(b, monthly)| budget::judge(b, *monthly, usage, previous, sub.spec.state))
+                .transpose()
+        };
+        let read = usage.expect("read when none was known");
+        let mut judgement = judge(&read)?;
+        let lifting =
+            previous.is_some_and(|b| b.suspended_by_budget) && judgement.as_ref().is_some_and(|j| !j.suspend);
+        let read = if lifting && now >= schedule::after(read.observed_at.0, budget::FRESH_BEFORE_LIFTING) {
+            let fresh = self.read_usage(sub, parent, sid, now).await?;
+            judgement = judge(&fresh)?;
+            fresh
+        } else {
+            read
+        };
+        let next_read = plan::next_usage_read(&read, settings.budget.as_ref(), triggered);
+        st.usage = Some(read);
+        Ok(Spend { judgement, next_read })
+    }
+
+    /// Reads month-to-date spend from Twilio, and remembers it.
+    async fn read_usage(
         &self,
         sub: &TwilioSubaccount,
         parent: &Credentials,
         sid: &str,
-        recorded: Option<SubaccountUsage>,
         now: Timestamp,
-    ) -> Result<Option<SubaccountUsage>, Stop> {
-        let remembered = self.memory.usage.lock().expect("usage memory").get(sid).cloned();
-        let known = plan::newest_usage(recorded, remembered);
-        if !plan::usage_due(known.as_ref(), now) {
-            return Ok(known);
-        }
+    ) -> Result<SubaccountUsage, Stop> {
         let records = self
             .ctx
             .twilio
@@ -465,8 +608,15 @@ impl Subaccounts {
                 .as_ref()
                 .and_then(|r| r.price.clone())
                 .unwrap_or_else(|| "0".into()),
-            currency: total.and_then(|r| r.price_unit).unwrap_or_else(|| "usd".into()),
+            currency: total
+                .as_ref()
+                .and_then(|r| r.price_unit.clone())
+                .unwrap_or_else(|| "usd".into()),
             observed_at: Time(now),
+            period: Some(budget::period(
+                total.as_ref().and_then(|r| r.start_date.as_deref()),
+                now,
+            )),
         };
         self.memory
             .usage
@@ -481,7 +631,137 @@ impl Subaccounts {
                 amount,
             );
         }
-        Ok(Some(usage))
+        Ok(usage)
+    }
+
+    /// Records the budget's judgement in status, the Budget condition and the metric, and
+    /// announces each threshold newly reached.
+    async fn report_budget(
+        &self,
+        sub: &TwilioSubaccount,
+        settings: &Settings,
+        st: &mut TwilioSubaccountStatus,
+        sid: &str,
+        judgement: Option<budget::Judgement>,
+        now: Timestamp,
+    ) {
+        let (ns, name) = (settings.namespace.as_str(), settings.name.as_str());
+        let (Some(judgement), Some((spec, monthly))) = (judgement, settings.budget.as_ref()) else {
+            st.budget = None;
+            st.conditions.retain(|c| c.type_ != budget::CONDITION);
+            self.ctx.metrics.budget_ratio(ns, name, None);
+            return;
+        };
+        let mut status = judgement.status;
+        status.next_read_at = st.usage.as_ref().map(|u| {
+            Time(plan::next_usage_read(
+                u,
+                settings.budget.as_ref(),
+                !status.triggers.is_empty(),
+            ))
+        });
+        for percent in &judgement.announce {
+            let (reason, note) = budget::announcement(*percent, &status, spec, sid);
+            self.ctx
+                .event(sub, EventType::Warning, reason, "Budget", note)
+                .await;
+        }
+        let (state, reason, message) = budget::condition(&status, spec);
+        conditions::set(
+            &mut st.conditions,
+            budget::CONDITION,
+            state,
+            reason,
+            message,
+            sub.metadata.generation,
+            now,
+        );
+        self.ctx
+            .metrics
+            .budget_ratio(ns, name, Some(budget::ratio(&status, *monthly)));
+        st.budget = Some(status);
+    }
+
+    /// Keeps one usage trigger per budget threshold at Twilio, calling the operator's endpoint,
+    /// when the operator has a public webhook URL; removes them when the budget or the URL goes.
+    /// Twilio is asked only when the triggers recorded in status differ from those wanted, or
+    /// once per process to confirm them. Returns the triggers as they now are.
+    async fn keep_triggers(
+        &self,
+        sub: &TwilioSubaccount,
+        settings: &Settings,
+        parent: &Credentials,
+        sid: &str,
+        previous: Option<&BudgetStatus>,
+    ) -> Result<Vec<BudgetTrigger>, Stop> {
+        let uid = sub.uid().unwrap_or_default();
+        let url = self.ctx.budget_callback_url(&settings.namespace, &settings.name);
+        let wanted = budget::wanted_triggers(
+            settings.budget.as_ref().map(|(b, m)| (b, *m)),
+            &uid,
+            url.as_deref(),
+        );
+        let recorded = previous.map(|p| p.triggers.as_slice()).unwrap_or_default();
+        let confirmed = self
+            .memory
+            .triggers
+            .lock()
+            .expect("trigger memory")
+            .contains(&uid);
+        if recorded.is_empty() && wanted.is_empty()
+            || confirmed && budget::recorded_as_wanted(recorded, &wanted)
+        {
+            return Ok(recorded.to_vec());
+        }
+        let triggers = self.sync_triggers(parent, sid, &uid, &wanted).await?;
+        self.memory.triggers.lock().expect("trigger memory").insert(uid);
+        if !wanted.is_empty() && !budget::recorded_as_wanted(recorded, &wanted) {
+            let note = format!(
+                "Usage triggers at Twilio call the operator at {} of spec.budget.monthly",
+                wanted
+                    .iter()
+                    .map(|w| format!("{}%", w.percent))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.ctx
+                .event(sub, EventType::Normal, "BudgetTriggersSet", "Budget", note)
+                .await;
+        }
+        Ok(triggers)
+    }
+
+    /// Makes the usage triggers of the object with `uid` on subaccount `sid` those `wanted`,
+    /// from what Twilio lists: found by name, so none is ever made twice.
+    async fn sync_triggers(
+        &self,
+        parent: &Credentials,
+        sid: &str,
+        uid: &str,
+        wanted: &[budget::Wanted],
+    ) -> Result<Vec<BudgetTrigger>, crate::twilio::Error> {
+        let twilio = &self.ctx.twilio;
+        let existing = twilio.list_usage_triggers(parent, sid).await?;
+        let plan = budget::trigger_plan(uid, wanted, &existing);
+        for trigger in &plan.delete {
+            match twilio.delete_usage_trigger(parent, sid, trigger).await {
+                Err(e) if e.class() != ErrorClass::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        let mut kept = plan.keep;
+        for (trigger, want) in &plan.repoint {
+            twilio
+                .update_usage_trigger(parent, sid, trigger, &want.callback_url)
+                .await?;
+            kept.push(budget::record(trigger, want));
+        }
+        for want in &plan.create {
+            let made = twilio.create_usage_trigger(parent, sid, &want.request()).await?;
+            kept.push(budget::record(&made.sid, want));
+        }
+        kept.sort_by_key(|t| t.percent);
+        Ok(kept)
     }
 
     /// Keeps Secret `name` holding a working token of the subaccount, rotating it when asked

@@ -11,16 +11,18 @@
 //! - [`token_plan`] and [`token_stepped`]: where the auth token rotation stands (publish,
 //!   start, promote, or wait until when), including after an interruption at any step.
 
-use crate::api::subaccount::{AuthTokenStatus, SubaccountState, SubaccountUsage, TwilioSubaccount};
+use crate::api::subaccount::{AuthTokenStatus, Budget, SubaccountState, SubaccountUsage, TwilioSubaccount};
 use crate::api::{SecretForm, schedule};
+use crate::budget;
 use crate::conditions::{Problem, Reason, duration_field};
 use crate::secret::{Expect, Shape};
 use crate::tagging;
 use crate::template::{self, PLACEHOLDER_CREATED_AT, Template, Variables};
 use crate::twilio::types::{Account, AccountStatus, AccountUpdate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use rust_decimal::Decimal;
 use std::time::Duration;
 
 /// Usage is read from Twilio at most this often.
@@ -46,6 +48,8 @@ pub struct Settings {
     pub secret_type: String,
     /// The Secret's template, checked, if it has one.
     pub template: Option<Template>,
+    /// The budget and its monthly limit, if it has one.
+    pub budget: Option<(Budget, Decimal)>,
 }
 
 /// The Secret's data keys without a template.
@@ -111,7 +115,18 @@ pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
         name: sub.name_any(),
         secret_type: secret.map_or_else(|| SecretForm::default().type_, |s| s.form.type_.clone()),
         template: None,
+        budget: None,
     };
+    if let Some(budget) = &sub.spec.budget {
+        let monthly = budget::amount("spec.budget.monthly", &budget.monthly)?;
+        if monthly <= Decimal::ZERO {
+            return Err(Problem::new(
+                Reason::InvalidSpec,
+                "spec.budget.monthly must be more than zero, such as \"50.00\"",
+            ));
+        }
+        settings.budget = Some((budget.clone(), monthly));
+    }
     // Checked with placeholders before anything is asked of Twilio.
     if let Some(spec) = secret.and_then(|s| s.form.template.as_ref()) {
         let checked = Template::compile(
@@ -231,11 +246,22 @@ pub fn newest_usage(a: Option<SubaccountUsage>, b: Option<SubaccountUsage>) -> O
     [a, b].into_iter().flatten().max_by_key(|u| u.observed_at.0)
 }
 
-/// Whether usage must be read again.
-pub fn usage_due(usage: Option<&SubaccountUsage>, now: Timestamp) -> bool {
-    usage.is_none_or(|u| {
-        now.duration_since(u.observed_at.0) >= SignedDuration::try_from(USAGE_MAX_AGE).expect("fits")
-    })
+/// When `usage` is read again: after [`USAGE_MAX_AGE`], or sooner as the budget's schedule
+/// says ([`budget::read_interval`]; `triggered` says Twilio calls back at each threshold).
+pub fn next_usage_read(
+    usage: &SubaccountUsage,
+    budget: Option<&(Budget, Decimal)>,
+    triggered: bool,
+) -> Timestamp {
+    let observed = usage.observed_at.0;
+    let spent = Decimal::from_str_exact(usage.month_to_date.trim()).ok();
+    match (budget, spent) {
+        (Some((budget, monthly)), Some(spent)) => budget::next_read(
+            observed,
+            budget::read_interval(budget, *monthly, spent, triggered),
+        ),
+        _ => schedule::after(observed, USAGE_MAX_AGE),
+    }
 }
 
 /// The next step of the secondary-token rotation.
@@ -482,11 +508,10 @@ mod tests {
             month_to_date: "1".into(),
             currency: "usd".into(),
             observed_at: Time(at(t)),
+            period: None,
         };
         let usage = read(T0);
-        assert!(!usage_due(Some(&usage), at("2026-01-01T00:14:59Z")));
-        assert!(usage_due(Some(&usage), at("2026-01-01T00:15:00Z")));
-        assert!(usage_due(None, at(T0)));
+        assert_eq!(next_usage_read(&usage, None, false), at("2026-01-01T00:15:00Z"));
         let newer = read("2026-01-01T00:10:00Z");
         assert_eq!(
             newest_usage(Some(usage.clone()), Some(newer.clone())),

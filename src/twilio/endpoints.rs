@@ -343,6 +343,27 @@ impl TwilioClient {
         self.list(creds, call, "usage_triggers").await
     }
 
+    /// Points usage trigger `trigger_sid` of `account_sid` at `callback_url` (the only field
+    /// of a trigger besides its name that Twilio lets change).
+    pub async fn update_usage_trigger(
+        &self,
+        creds: &Credentials,
+        account_sid: &str,
+        trigger_sid: &str,
+        callback_url: &str,
+    ) -> Result<UsageTrigger, Error> {
+        let path = account_path(
+            account_sid,
+            &format!(
+                "/Usage/Triggers/{}.json",
+                sid("usage trigger SID", "UT", trigger_sid)?
+            ),
+        )?;
+        let call = Call::new("UpdateUsageTrigger", Method::POST, Host::Api, path)
+            .form("CallbackUrl", Some(callback_url));
+        self.json(creds, &call).await
+    }
+
     /// Deletes a usage trigger of `account_sid`.
     pub async fn delete_usage_trigger(
         &self,

@@ -123,6 +123,9 @@ pub struct UsageRecord {
     pub price: Option<String>,
     #[serde(default)]
     pub price_unit: Option<String>,
+    /// The first day of the period, `YYYY-MM-DD` (GMT).
+    #[serde(default)]
+    pub start_date: Option<String>,
 }
 
 /// A usage trigger: Twilio calls back when usage crosses a value.

@@ -1,0 +1,150 @@
+//! The endpoint Twilio's usage triggers call when a subaccount's spend crosses a budget
+//! threshold: `POST /usage-triggers/{namespace}/{name}` on the webhook address.
+//!
+//! Contract:
+//! - a call counts only when its `X-Twilio-Signature` is what Twilio computes with the auth
+//!   token of the subaccount the call names (`AccountSid`): HMAC-SHA1 over the exact URL the
+//!   operator registered (its public base URL and the request's path and query) followed by each
+//!   form parameter's name and value, sorted by name, base64-encoded. Anything else (unsigned,
+//!   mis-signed, a subaccount whose token this process has not read, a body over 16 KiB) is
+//!   refused with 403 or 413, costs no Twilio call and changes nothing;
+//! - a verified call records the callback for that SID and wakes the object; its pass reads
+//!   spend again, at most once per [`crate::budget::CALLBACK_SPACING`] per subaccount, however
+//!   many calls arrive, so a flood (even of replayed genuine calls) costs Twilio at most two
+//!   reads a minute per subaccount;
+//! - nothing about a call is trusted beyond what the signature proves: the object acts on the
+//!   spend it reads from Twilio itself.
+
+use crate::context::{Changed, Context};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::post;
+use base64::Engine;
+use hmac::{KeyInit, Mac};
+use k8s_openapi::jiff::Timestamp;
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+
+type HmacSha1 = hmac::Hmac<sha1::Sha1>;
+
+/// The largest callback body accepted; Twilio's are a few hundred bytes.
+const MAX_BODY: usize = 16 * 1024;
+
+/// The path of the callback URL of TwilioSubaccount `namespace/name`.
+pub fn callback_path(namespace: &str, name: &str) -> String {
+    format!("/usage-triggers/{namespace}/{name}")
+}
+
+/// `X-Twilio-Signature` of a call to `url` with form `params`, signed with `token`.
+pub fn signature(token: &str, url: &str, params: &[(String, String)]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(mac(token, url, params).finalize().into_bytes())
+}
+
+fn mac(token: &str, url: &str, params: &[(String, String)]) -> HmacSha1 {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut mac = HmacSha1::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    mac
+}
+
+/// Whether `given` is the signature `token` makes of a call to `url` with `params`, compared
+/// in constant time.
+pub fn verify(token: &str, url: &str, params: &[(String, String)], given: &str) -> bool {
+    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(given.trim()) else {
+        return false;
+    };
+    mac(token, url, params).verify_slice(&given).is_ok()
+}
+
+/// The usage-trigger endpoint, acting through `ctx`.
+pub fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/usage-triggers/{namespace}/{name}", post(callback))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(ctx)
+}
+
+async fn callback(
+    State(ctx): State<Arc<Context>>,
+    Path((namespace, name)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let Some(base) = ctx.budget_webhook() else {
+        return StatusCode::NOT_FOUND;
+    };
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let sid = params
+        .iter()
+        .find(|(k, _)| k == "AccountSid")
+        .map(|(_, v)| v.as_str());
+    let given = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok());
+    let token = sid.and_then(|sid| ctx.subaccount_token(sid));
+    let url = format!(
+        "{base}{}",
+        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
+    );
+    let (Some(sid), Some(given), Some(token)) = (sid, given, token) else {
+        tracing::info!(%namespace, %name, "refused a usage-trigger call: unsigned, or for a subaccount this operator has not read");
+        return StatusCode::FORBIDDEN;
+    };
+    if !verify(token.expose_secret(), &url, &params, given) {
+        tracing::warn!(%namespace, %name, %sid, "refused a usage-trigger call whose signature does not verify");
+        return StatusCode::FORBIDDEN;
+    }
+    if ctx.note_callback(sid, Timestamp::now()) {
+        tracing::info!(%namespace, %name, %sid, "usage trigger fired; reading spend again");
+        let _ = ctx.cluster.changes.send(Changed::Spend(namespace, name));
+    }
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn signatures_follow_twilios_algorithm() {
+        // The example of Twilio's webhook security guide; the value is what Twilio's Python SDK
+        // (RequestValidator.compute_signature, twilio 9.13.0) computes for it.
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let form = params(&[
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+12349013030"),
+            ("Digits", "1234"),
+            ("From", "+12349013030"),
+            ("To", "+18005551212"),
+        ]);
+        let token = "12345";
+        let signed = signature(token, url, &form);
+        assert_eq!(signed, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=");
+        let mut shuffled = form.clone();
+        shuffled.reverse();
+        assert!(
+            verify(token, url, &shuffled, &signed),
+            "order of parameters does not matter"
+        );
+        assert!(!verify("54321", url, &form, &signed), "another token");
+        assert!(
+            !verify(token, "https://mycompany.com/other", &form, &signed),
+            "another URL"
+        );
+        let mut forged = form.clone();
+        forged[2].1 = "9999".into();
+        assert!(!verify(token, url, &forged, &signed), "a changed parameter");
+        assert!(!verify(token, url, &form, "not base64!"), "garbage");
+        assert!(!verify(token, url, &form, ""), "empty");
+    }
+}
