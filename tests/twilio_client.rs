@@ -723,3 +723,110 @@ async fn contract_checks_catch_departures_from_the_spec() {
         "create answers 201, not 200"
     );
 }
+
+#[tokio::test]
+async fn usage_triggers_fire_once_a_month_with_a_signature_the_official_sdk_accepts() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+    let main = emu.main_credentials();
+    let tenant = client.create_account(&main, Some("budgeted")).await.unwrap();
+    let token = tenant.auth_token.clone().expect("a new subaccount's token");
+    let (sink, mut calls) = support::emulator::callback_sink().await;
+    let callback_url = format!("{sink}/usage-triggers/team/budget?shard=1");
+    let trigger = NewUsageTrigger {
+        callback_url: callback_url.clone(),
+        trigger_value: "10".into(),
+        usage_category: "totalprice".into(),
+        friendly_name: Some("budget 100%".into()),
+        recurring: Some("monthly".into()),
+        trigger_by: Some("price".into()),
+    };
+    let created = client
+        .create_usage_trigger(&main, &tenant.sid, &trigger)
+        .await
+        .unwrap();
+    let fires = |state: serde_json::Value| state["triggers"][0]["fires"].as_u64().unwrap();
+
+    emu.change_account(&tenant.sid, serde_json::json!({"usage_total": 9.99}))
+        .await;
+    assert_eq!(fires(emu.state().await), 0, "below the value");
+    emu.change_account(&tenant.sid, serde_json::json!({"add_usage": 0.01}))
+        .await;
+    let call = tokio::time::timeout(Duration::from_secs(10), calls.recv())
+        .await
+        .expect("the trigger calls back within seconds")
+        .unwrap();
+    assert_eq!(call.path_and_query, "/usage-triggers/team/budget?shard=1");
+    let param = |name: &str| {
+        call.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in {:?}", call.params))
+    };
+    assert_eq!(param("AccountSid"), tenant.sid);
+    assert_eq!(param("UsageTriggerSid"), created.sid);
+    assert_eq!(
+        (param("TriggerBy"), param("Recurring")),
+        ("price".into(), "monthly".into())
+    );
+    assert_eq!(
+        (param("TriggerValue"), param("CurrentValue")),
+        ("10".into(), "10".into())
+    );
+    for name in ["DateFired", "UsageCategory", "UsageRecordUri", "IdempotencyToken"] {
+        assert!(!param(name).is_empty(), "{name}");
+    }
+    let signature = call.signature.clone().expect("X-Twilio-Signature");
+    assert!(
+        support::emulator::sdk_validates(token.expose_secret(), &callback_url, &call.params, &signature),
+        "Twilio's SDK accepts the signature"
+    );
+    assert!(
+        !support::emulator::sdk_validates(
+            support::emulator::MAIN_TOKEN,
+            &callback_url,
+            &call.params,
+            &signature
+        ),
+        "signed with the subaccount's token, not the parent's"
+    );
+
+    emu.change_account(&tenant.sid, serde_json::json!({"usage_total": 25}))
+        .await;
+    assert_eq!(fires(emu.state().await), 1, "once per month");
+
+    // The next month: spend starts again from zero, and the trigger fires again when reached.
+    let travel: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/_emulator/clock", emu.url))
+        .json(&serde_json::json!({"advance_seconds": 32 * 86_400}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = client
+        .usage_this_month(&main, &tenant.sid, "totalprice")
+        .await
+        .unwrap();
+    assert_eq!(records[0].price.as_deref(), Some("0.0"), "{travel}");
+    assert_eq!(
+        records[0].start_date.as_deref().map(|d| &d[..7]),
+        travel["period"].as_str()
+    );
+    emu.change_account(&tenant.sid, serde_json::json!({"usage_total": 10}))
+        .await;
+    tokio::time::timeout(Duration::from_secs(10), calls.recv())
+        .await
+        .expect("fires again in a new month")
+        .unwrap();
+    assert_eq!(fires(emu.state().await), 2);
+
+    let moved = client
+        .update_usage_trigger(&main, &tenant.sid, &created.sid, "https://example.com/moved")
+        .await
+        .unwrap();
+    assert_eq!(moved.callback_url.as_deref(), Some("https://example.com/moved"));
+    emu.assert_contract_clean().await;
+}

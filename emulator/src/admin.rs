@@ -23,6 +23,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/keys", post(bootstrap_key))
         .route("/config", put(configure).get(config))
         .route("/reset-stats", post(reset_stats))
+        .route("/clock", post(travel))
 }
 
 async fn state(State(app): State<Arc<App>>) -> Json<Value> {
@@ -34,7 +35,7 @@ async fn state(State(app): State<Arc<App>>) -> Json<Value> {
             json!({
                 "sid": a.sid, "owner_account_sid": a.owner, "friendly_name": a.friendly_name,
                 "status": a.status.as_str(), "effective_status": world.effective_status(a).as_str(),
-                "has_secondary_token": a.secondary_token.is_some(), "usage_total": a.usage_total,
+                "has_secondary_token": a.secondary_token.is_some(), "usage_total": world.spend(&a.sid),
             })
         })
         .collect();
@@ -43,9 +44,15 @@ async fn state(State(app): State<Arc<App>>) -> Json<Value> {
         .values()
         .map(|k| json!({"sid": k.sid, "account_sid": k.account_sid, "kind": k.kind, "friendly_name": k.friendly_name, "policy": k.policy}))
         .collect();
+    let triggers: Vec<Value> = world
+        .triggers
+        .values()
+        .map(|t| json!({"sid": t.sid, "account_sid": t.account_sid, "friendly_name": t.friendly_name, "trigger_value": t.trigger_value, "callback_url": t.callback_url, "recurring": t.recurring, "fired": t.fired.as_ref().map(|(_, p)| p), "fires": t.fires}))
+        .collect();
     let stats = app.stats.lock().expect("stats");
     Json(json!({
-        "accounts": accounts, "keys": keys, "triggers": world.triggers.len(),
+        "accounts": accounts, "keys": keys, "triggers": triggers,
+        "callbacks": *app.callbacks.lock().expect("callbacks"),
         "received": stats.received, "calls": stats.calls, "violations": stats.violations,
     }))
 }
@@ -98,19 +105,30 @@ async fn bootstrap_key(State(app): State<Arc<App>>, Json(body): Json<BootstrapKe
 struct AccountChange {
     status: Option<String>,
     usage_total: Option<f64>,
+    add_usage: Option<f64>,
     balance: Option<String>,
 }
 
-/// Changes an account as Twilio itself might: suspend a main account, record usage.
+/// Changes an account as Twilio itself might: suspend a main account, set this month's spend
+/// (`usage_total`) or add to it (`add_usage`), which fires the triggers it reaches.
 async fn change_account(
     State(app): State<Arc<App>>,
     Path(sid): Path<String>,
     Json(change): Json<AccountChange>,
 ) -> Response {
     let mut world = app.world.lock().expect("world");
-    let Some(account) = world.accounts.get_mut(&sid) else {
+    if !world.accounts.contains_key(&sid) {
         return error_response(&ApiError::not_found(&sid), None);
-    };
+    }
+    if let Some(total) = change.usage_total {
+        world.set_spend(&sid, total);
+    }
+    if let Some(more) = change.add_usage {
+        let total = world.spend(&sid) + more;
+        world.set_spend(&sid, total);
+    }
+    app.deliver(world.fire_triggers());
+    let account = world.accounts.get_mut(&sid).expect("checked above");
     if let Some(status) = change.status {
         match AccountStatus::parse(&status) {
             Some(status) => account.status = status,
@@ -121,9 +139,6 @@ async fn change_account(
                 );
             }
         }
-    }
-    if let Some(total) = change.usage_total {
-        account.usage_total = total;
     }
     if let Some(balance) = change.balance {
         account.balance = balance;
@@ -173,6 +188,21 @@ fn merged<T: serde::Serialize + serde::de::DeserializeOwned>(
     }
     serde_json::from_value(value)
         .map_err(|e| ApiError::new(400, 20001, format!("invalid configuration: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Travel {
+    /// Seconds to move the emulated clock forward (or back, if negative).
+    advance_seconds: i64,
+}
+
+/// Moves the emulated clock, as tests cross into the next month; answers the new time.
+async fn travel(State(app): State<Arc<App>>, Json(body): Json<Travel>) -> Json<Value> {
+    let mut world = app.world.lock().expect("world");
+    world.clock_offset = world.clock_offset.saturating_add(body.advance_seconds);
+    app.deliver(world.fire_triggers());
+    Json(json!({"now": world.now().to_string(), "period": world.period()}))
 }
 
 async fn reset_stats(State(app): State<Arc<App>>) -> Json<Value> {

@@ -172,6 +172,9 @@ async fn serve(app: &App, route: &Route, headers: &HeaderMap, request: &Request<
     }
     let mut world = app.world.lock().expect("world");
     let outcome = execute(&mut world, &principal, route, request);
+    // Twilio evaluates triggers about once a minute; the emulator after every change.
+    app.deliver(world.fire_triggers());
+    drop(world);
     if fault == Some(Fault::Reset) {
         // The dangerous kind: Twilio acted, then the connection dropped before the answer.
         return (0, Ok(None));
@@ -343,7 +346,8 @@ fn execute(
                 recurring: req.form_owned("Recurring"),
                 trigger_by: req.form_owned("TriggerBy"),
             };
-            created(trigger_json(&world.create_trigger(account, new)?))
+            let trigger = world.create_trigger(account, new)?;
+            created(trigger_json(&trigger, world.spend(account)))
         }
         Route::ListUsageTrigger(account) => {
             world.authorize(principal, account, Scope::Resources, None, req.path)?;
@@ -352,7 +356,7 @@ fn execute(
                 "usage_triggers",
                 &world.account_triggers(account),
                 |t| &t.sid,
-                trigger_json,
+                |t| trigger_json(t, world.spend(account)),
             )?)
         }
         Route::FetchUsageTrigger(account, sid) | Route::DeleteUsageTrigger(account, sid) => {
@@ -367,7 +371,19 @@ fn execute(
                 world.triggers.remove(sid);
                 return Ok((204, None));
             }
-            ok(trigger_json(&trigger))
+            ok(trigger_json(&trigger, world.spend(account)))
+        }
+        Route::UpdateUsageTrigger(account, sid) => {
+            world.authorize(principal, account, Scope::Resources, None, req.path)?;
+            let trigger = world.update_trigger(
+                account,
+                sid,
+                req.form_owned("CallbackUrl"),
+                req.form_owned("CallbackMethod"),
+                req.form_owned("FriendlyName"),
+                req.path,
+            )?;
+            ok(trigger_json(&trigger, world.spend(account)))
         }
         Route::IamCreateKey => {
             let account = req.required("AccountSid")?;
@@ -498,9 +514,9 @@ fn iam_key_json(k: &model::Key) -> Value {
 }
 
 fn usage_record_json(world: &World, account: &str) -> Value {
-    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    let now = world.now().to_zoned(jiff::tz::TimeZone::UTC);
     let first = now.date().first_of_month();
-    let total = world.accounts[account].usage_total;
+    let total = world.spend(account);
     json!({
         "account_sid": account, "api_version": "2010-04-01", "as_of": now.strftime("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
         "category": "totalprice", "count": null, "count_unit": null, "description": "Total Price",
@@ -511,13 +527,14 @@ fn usage_record_json(world: &World, account: &str) -> Value {
     })
 }
 
-fn trigger_json(t: &model::Trigger) -> Value {
+fn trigger_json(t: &model::Trigger, current: f64) -> Value {
     let base = format!("/2010-04-01/Accounts/{}/Usage", t.account_sid);
     json!({
         "sid": t.sid, "account_sid": t.account_sid, "api_version": "2010-04-01", "friendly_name": t.friendly_name,
         "usage_category": t.usage_category, "trigger_by": t.trigger_by, "trigger_value": t.trigger_value,
         "recurring": t.recurring.as_deref().unwrap_or(""), "callback_url": t.callback_url, "callback_method": t.callback_method,
-        "current_value": "0", "date_created": ids::rfc2822(t.created), "date_updated": ids::rfc2822(t.updated), "date_fired": null,
+        "current_value": format!("{current}"), "date_created": ids::rfc2822(t.created), "date_updated": ids::rfc2822(t.updated),
+        "date_fired": t.fired.as_ref().map(|(at, _)| ids::rfc2822(*at)),
         "uri": format!("{base}/Triggers/{}.json", t.sid), "usage_record_uri": format!("{base}/Records.json?Category={}", t.usage_category),
     })
 }

@@ -17,7 +17,7 @@ pub mod model;
 pub mod routes;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Shared state of a running emulator.
 pub struct App {
@@ -26,6 +26,9 @@ pub struct App {
     pub contract: Option<contract::Contract>,
     pub stats: Mutex<Stats>,
     inflight: Mutex<HashMap<String, usize>>,
+    /// Answers to the trigger callbacks made: HTTP status (0: no answer) -> count.
+    pub callbacks: Arc<Mutex<BTreeMap<u16, u64>>>,
+    http: reqwest::Client,
 }
 
 /// Call counters and contract violations, for tests and benchmarks.
@@ -49,6 +52,31 @@ impl App {
             contract,
             stats: Mutex::default(),
             inflight: Mutex::default(),
+            callbacks: Arc::default(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Makes trigger callbacks in the background, as Twilio does, counting their answers.
+    pub fn deliver(&self, calls: Vec<model::Callback>) {
+        for call in calls {
+            let (http, answers) = (self.http.clone(), self.callbacks.clone());
+            tokio::spawn(async move {
+                let request = if call.method.eq_ignore_ascii_case("GET") {
+                    http.get(&call.url).query(&call.params)
+                } else {
+                    http.post(&call.url).form(&call.params)
+                };
+                let status = request
+                    .header("X-Twilio-Signature", &call.signature)
+                    .header("User-Agent", "TwilioProxy/1.1")
+                    .timeout(std::time::Duration::from_secs(15))
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16());
+                tracing::info!(url = %call.url, status, "trigger callback");
+                *answers.lock().expect("callbacks").entry(status).or_default() += 1;
+            });
         }
     }
 

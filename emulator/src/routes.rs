@@ -24,6 +24,7 @@ pub enum Route {
     CreateUsageTrigger(String),
     ListUsageTrigger(String),
     FetchUsageTrigger(String, String),
+    UpdateUsageTrigger(String, String),
     DeleteUsageTrigger(String, String),
     IamCreateKey,
     IamListKeys,
@@ -64,6 +65,7 @@ impl Route {
             Route::CreateUsageTrigger(_) => "api.CreateUsageTrigger",
             Route::ListUsageTrigger(_) => "api.ListUsageTrigger",
             Route::FetchUsageTrigger(..) => "api.FetchUsageTrigger",
+            Route::UpdateUsageTrigger(..) => "api.UpdateUsageTrigger",
             Route::DeleteUsageTrigger(..) => "api.DeleteUsageTrigger",
             Route::IamCreateKey => "iam.CreateNewKey",
             Route::IamListKeys => "iam.ListGetKeys",
@@ -158,6 +160,7 @@ fn v2010(method: &Method, parts: &[&str]) -> Option<Result<Route, ApiError>> {
             };
             match m {
                 Method::GET => Ok(Route::FetchUsageTrigger(a, sid)),
+                Method::POST => Ok(Route::UpdateUsageTrigger(a, sid)),
                 Method::DELETE => Ok(Route::DeleteUsageTrigger(a, sid)),
                 _ => return None,
             }

@@ -196,3 +196,60 @@ impl Drop for Emulator {
         let _ = self.child.wait();
     }
 }
+
+/// A call a usage trigger made: the path and query it reached, its form and its signature.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    pub path_and_query: String,
+    pub params: Vec<(String, String)>,
+    pub signature: Option<String>,
+}
+
+/// A local HTTP endpoint that records every POST it receives, for triggers to call: its base
+/// URL and the calls as they come.
+pub async fn callback_sink() -> (String, tokio::sync::mpsc::UnboundedReceiver<Callback>) {
+    use axum::http::{HeaderMap, Uri};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let record = move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(Callback {
+                path_and_query: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                params: serde_urlencoded::from_bytes(&body).unwrap_or_default(),
+                signature: headers
+                    .get("x-twilio-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            });
+            axum::http::StatusCode::NO_CONTENT
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let app = axum::Router::new().fallback(axum::routing::post(record));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+/// Whether Twilio's official Python SDK (`RequestValidator`) accepts `signature` for a call to
+/// `url` with `params`, signed with `token`.
+pub fn sdk_validates(token: &str, url: &str, params: &[(String, String)], signature: &str) -> bool {
+    use std::io::Write;
+    let script = "import json, sys\nfrom twilio.request_validator import RequestValidator\nd = json.load(sys.stdin)\nprint(RequestValidator(d['token']).validate(d['url'], dict(d['params']), d['signature']))\n";
+    let mut child = std::process::Command::new(&artefacts().sdk_python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the SDK's validator");
+    let input = json!({"token": token, "url": url, "params": params, "signature": signature});
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write to the validator");
+    let out = child.wait_with_output().expect("validator output");
+    assert!(out.status.success(), "the SDK's validator failed");
+    String::from_utf8_lossy(&out.stdout).trim() == "True"
+}
