@@ -61,6 +61,24 @@ pub fn rfc3339(at: Timestamp) -> String {
     at.round(jiff::Unit::Second).unwrap_or(at).to_string()
 }
 
+/// `X-Twilio-Signature` of a webhook to `url` with form `params`, as Twilio signs it with the
+/// account's auth token `token`: base64 of HMAC-SHA1 over the URL followed by each parameter's
+/// name and value, sorted by name.
+pub fn webhook_signature(token: &str, url: &str, params: &[(String, String)]) -> String {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut mac =
+        hmac::Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,22 +99,4 @@ mod tests {
         assert_eq!(rfc2822(at), "Mon, 13 Jun 2016 22:50:08 +0000");
         assert_eq!(rfc3339(at), "2016-06-13T22:50:08Z");
     }
-}
-
-/// `X-Twilio-Signature` of a webhook to `url` with form `params`, as Twilio signs it with the
-/// account's auth token `token`: base64 of HMAC-SHA1 over the URL followed by each parameter's
-/// name and value, sorted by name.
-pub fn webhook_signature(token: &str, url: &str, params: &[(String, String)]) -> String {
-    use base64::Engine;
-    use hmac::{KeyInit, Mac};
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    sorted.sort();
-    let mut mac =
-        hmac::Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(url.as_bytes());
-    for (name, value) in sorted {
-        mac.update(name.as_bytes());
-        mac.update(value.as_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
