@@ -391,21 +391,33 @@ pub fn record(sid: &str, wanted: &Wanted) -> BudgetTrigger {
     }
 }
 
-/// Whether a read must be made now: none is known, the known one is due, or a verified trigger
-/// callback arrived after it (and at least [`CALLBACK_SPACING`] after it was made).
+/// When a verified trigger callback that arrived after the read `known` may be acted on: at
+/// once, unless a callback already caused a read (`last_forced`) less than
+/// [`CALLBACK_SPACING`] ago, so however many calls arrive, spend is read at most twice a minute
+/// because of them. `None` when no callback is newer than the read.
+pub fn callback_read_at(
+    known: &SubaccountUsage,
+    called_back: Option<Timestamp>,
+    last_forced: Option<Timestamp>,
+) -> Option<Timestamp> {
+    let spacing = k8s_openapi::jiff::SignedDuration::try_from(CALLBACK_SPACING).expect("fits");
+    called_back
+        .filter(|at| *at > known.observed_at.0)
+        .map(|at| last_forced.map_or(at, |t| t.saturating_add(spacing).expect("saturating").max(at)))
+}
+
+/// Whether a read must be made now: none is known, the known one is `due`, or a callback
+/// asks for one and may be acted on ([`callback_read_at`]).
 pub fn read_due(
     known: Option<&SubaccountUsage>,
     due: Option<Timestamp>,
-    called_back: Option<Timestamp>,
+    callback: Option<Timestamp>,
     now: Timestamp,
 ) -> bool {
-    let Some(known) = known else {
+    let Some(_) = known else {
         return true;
     };
-    let observed = known.observed_at.0;
-    let callback =
-        called_back.is_some_and(|at| at > observed && now >= schedule::after(observed, CALLBACK_SPACING));
-    callback || due.is_none_or(|d| now >= d)
+    callback.is_some_and(|at| now >= at) || due.is_none_or(|d| now >= d)
 }
 
 #[cfg(test)]
@@ -578,15 +590,24 @@ mod tests {
         let due = Some(at("2026-11-10T12:15:00Z"));
         let soon = at("2026-11-10T12:00:10Z");
         assert!(!read_due(Some(&known), due, None, soon));
-        assert!(
-            !read_due(Some(&known), due, Some(soon), soon),
-            "too soon after the last read"
+        assert_eq!(
+            callback_read_at(&known, Some(soon), None),
+            Some(soon),
+            "the first callback is acted on at once"
         );
-        let later = at("2026-11-10T12:00:30Z");
-        assert!(read_due(Some(&known), due, Some(soon), later));
-        assert!(
-            !read_due(Some(&known), due, Some(observed), later),
-            "a callback older than the read"
+        let forced = at("2026-11-10T12:00:05Z");
+        let spaced = callback_read_at(&known, Some(soon), Some(forced));
+        assert_eq!(
+            spaced,
+            Some(at("2026-11-10T12:00:35Z")),
+            "the next one waits for the spacing"
+        );
+        assert!(!read_due(Some(&known), due, spaced, soon));
+        assert!(read_due(Some(&known), due, spaced, at("2026-11-10T12:00:35Z")));
+        assert_eq!(
+            callback_read_at(&known, Some(observed), None),
+            None,
+            "older than the read"
         );
         assert!(read_due(None, None, None, soon));
         assert!(read_due(Some(&known), due, None, at("2026-11-10T12:15:00Z")));

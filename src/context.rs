@@ -142,7 +142,7 @@ pub struct Context {
     writes: Mutex<Recent>,
     /// The public base URL Twilio reaches the operator's usage-trigger endpoint at, if any.
     budget_webhook: Option<String>,
-    /// When a verified usage-trigger callback last counted, by subaccount SID.
+    /// When a verified usage-trigger callback last arrived, by subaccount SID.
     callbacks: Mutex<HashMap<String, Timestamp>>,
 }
 
@@ -217,21 +217,15 @@ impl Context {
         self.budget_webhook.as_deref()
     }
 
-    /// Counts a verified usage-trigger callback for subaccount `sid` at `now`, unless one
-    /// counted less than [`crate::budget::CALLBACK_SPACING`] ago; says whether it counted.
-    pub fn note_callback(&self, sid: &str, now: Timestamp) -> bool {
-        let mut callbacks = self.callbacks.lock().expect("callback memory");
-        let spacing = crate::budget::CALLBACK_SPACING;
-        let recent = callbacks
-            .get(sid)
-            .is_some_and(|last| now < crate::api::schedule::after(*last, spacing));
-        if !recent {
-            callbacks.insert(sid.to_owned(), now);
-        }
-        !recent
+    /// Records a verified usage-trigger callback for subaccount `sid` at `now`.
+    pub fn note_callback(&self, sid: &str, now: Timestamp) {
+        self.callbacks
+            .lock()
+            .expect("callback memory")
+            .insert(sid.to_owned(), now);
     }
 
-    /// When a verified callback for subaccount `sid` last counted.
+    /// When a verified callback for subaccount `sid` last arrived.
     pub fn called_back(&self, sid: &str) -> Option<Timestamp> {
         self.callbacks.lock().expect("callback memory").get(sid).copied()
     }

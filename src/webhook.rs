@@ -9,9 +9,9 @@
 //!   mis-signed, a subaccount whose token this process has not read, a body over 16 KiB) is
 //!   refused with 403 or 413, costs no Twilio call and changes nothing;
 //! - a verified call records the callback for that SID and wakes the object; its pass reads
-//!   spend again, at most once per [`crate::budget::CALLBACK_SPACING`] per subaccount, however
-//!   many calls arrive, so a flood (even of replayed genuine calls) costs Twilio at most two
-//!   reads a minute per subaccount;
+//!   spend again at once, or, within [`crate::budget::CALLBACK_SPACING`] of the last read a
+//!   callback caused, when that has passed; so a flood (even of replayed genuine calls) costs
+//!   Twilio at most two reads a minute per subaccount;
 //! - nothing about a call is trusted beyond what the signature proves: the object acts on the
 //!   spend it reads from Twilio itself.
 
@@ -100,10 +100,11 @@ async fn callback(
         tracing::warn!(%namespace, %name, %sid, "refused a usage-trigger call whose signature does not verify");
         return StatusCode::FORBIDDEN;
     }
-    if ctx.note_callback(sid, Timestamp::now()) {
-        tracing::info!(%namespace, %name, %sid, "usage trigger fired; reading spend again");
-        let _ = ctx.cluster.changes.send(Changed::Spend(namespace, name));
-    }
+    // Waking the object costs no Twilio call: its pass reads spend only as often as
+    // `budget::callback_read_at` allows, and the controller merges wakes of one object.
+    ctx.note_callback(sid, Timestamp::now());
+    tracing::info!(%namespace, %name, %sid, "usage trigger called; reading spend again");
+    let _ = ctx.cluster.changes.send(Changed::Spend(namespace, name));
     StatusCode::NO_CONTENT
 }
 

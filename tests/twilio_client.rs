@@ -797,15 +797,7 @@ async fn usage_triggers_fire_once_a_month_with_a_signature_the_official_sdk_acce
     assert_eq!(fires(emu.state().await), 1, "once per month");
 
     // The next month: spend starts again from zero, and the trigger fires again when reached.
-    let travel: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/_emulator/clock", emu.url))
-        .json(&serde_json::json!({"advance_seconds": 32 * 86_400}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let travel = emu.advance_clock(32 * 86_400).await;
     let records = client
         .usage_this_month(&main, &tenant.sid, "totalprice")
         .await

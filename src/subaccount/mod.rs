@@ -69,10 +69,13 @@ struct Memory {
     /// (woken by a key joining, a Secret event) reads this instead of asking Twilio again.
     accounts: Mutex<HashMap<String, Seen>>,
     /// The last usage read, by subaccount SID, whatever a (possibly stale) status says, so a
-    /// stale status does not cost a call.
-    usage: Mutex<HashMap<String, SubaccountUsage>>,
+    /// stale status does not cost a call; with the [`touch`] of the object it was read for, so
+    /// a spec change or an annotation (`kubectl annotate` to force a look) reads it again.
+    usage: Mutex<HashMap<String, (SubaccountUsage, u64)>>,
     /// Generations whose template failed with a new token: they start no more rotations.
     refusals: template::Refusals,
+    /// When a trigger callback last caused a usage read, by subaccount SID.
+    callback_reads: Mutex<HashMap<String, Timestamp>>,
     /// UIDs of the objects whose budget triggers this process has confirmed at Twilio.
     triggers: Mutex<HashSet<String>>,
 }
@@ -292,6 +295,11 @@ impl Lifecycle for Subaccounts {
         let done = self.apply_deletion_policy(sub, &st).await?;
         if let Some(sid) = &st.sid {
             ctx.forget_callbacks(sid);
+            self.memory
+                .callback_reads
+                .lock()
+                .expect("callback memory")
+                .remove(sid);
             self.memory.usage.lock().expect("usage memory").remove(sid);
             self.memory.accounts.lock().expect("account memory").remove(sid);
             ctx.forget_subaccount_token(sid);
@@ -557,13 +565,31 @@ impl Subaccounts {
         now: Timestamp,
     ) -> Result<Spend, Stop> {
         let remembered = self.memory.usage.lock().expect("usage memory").get(sid).cloned();
-        let mut usage = plan::newest_usage(st.usage.take(), remembered);
+        let touched = remembered.as_ref().is_some_and(|(_, t)| *t != touch(sub));
+        let mut usage = plan::newest_usage(st.usage.take(), remembered.map(|(u, _)| u));
         let triggered = previous.is_some_and(|b| !b.triggers.is_empty());
         let due = usage
             .as_ref()
             .map(|u| plan::next_usage_read(u, settings.budget.as_ref(), triggered));
         let called_back = self.ctx.called_back(sid);
-        if budget::read_due(usage.as_ref(), due, called_back, now) {
+        let last_forced = self
+            .memory
+            .callback_reads
+            .lock()
+            .expect("callback memory")
+            .get(sid)
+            .copied();
+        let callback = usage
+            .as_ref()
+            .and_then(|u| budget::callback_read_at(u, called_back, last_forced));
+        if touched || budget::read_due(usage.as_ref(), due, callback, now) {
+            if callback.is_some_and(|at| now >= at) {
+                self.memory
+                    .callback_reads
+                    .lock()
+                    .expect("callback memory")
+                    .insert(sid.to_owned(), now);
+            }
             usage = Some(self.read_usage(sub, parent, sid, now).await?);
         }
         let judge = |usage: &SubaccountUsage| {
@@ -584,7 +610,10 @@ impl Subaccounts {
         } else {
             read
         };
-        let next_read = plan::next_usage_read(&read, settings.budget.as_ref(), triggered);
+        let scheduled = plan::next_usage_read(&read, settings.budget.as_ref(), triggered);
+        // A callback this pass could not act on yet is acted on as soon as it may.
+        let next_read = budget::callback_read_at(&read, called_back, last_forced)
+            .map_or(scheduled, |at| at.min(scheduled));
         st.usage = Some(read);
         Ok(Spend { judgement, next_read })
     }
@@ -622,7 +651,7 @@ impl Subaccounts {
             .usage
             .lock()
             .expect("usage memory")
-            .insert(sid.to_owned(), usage.clone());
+            .insert(sid.to_owned(), (usage.clone(), touch(sub)));
         if let Ok(amount) = usage.month_to_date.parse::<f64>() {
             self.ctx.metrics.usage(
                 &sub.namespace().unwrap_or_default(),

@@ -148,6 +148,19 @@ impl Emulator {
         );
     }
 
+    /// Moves the emulator's clock `seconds` ahead; answers `{"now", "period"}`.
+    pub async fn advance_clock(&self, seconds: i64) -> Value {
+        self.http
+            .post(format!("{}/_emulator/clock", self.url))
+            .json(&json!({"advance_seconds": seconds}))
+            .send()
+            .await
+            .expect("move the clock")
+            .json()
+            .await
+            .expect("clock JSON")
+    }
+
     /// Creates a key of `kind` (main, standard, restricted) and returns its SID and secret.
     pub async fn bootstrap_key(&self, account_sid: &str, kind: &str) -> (String, String) {
         let body: Value = self

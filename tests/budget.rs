@@ -1,0 +1,521 @@
+//! Budgets end to end: the operator process against the real control plane and the emulator,
+//! driven through the Kubernetes API as a user would, with spend set at the emulator as Twilio
+//! would record it and its clock moved into the next month.
+
+mod support;
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::fixture::{Fixture, WAIT};
+use support::operator::{sample, wait_for, wait_gone};
+use twilio_operator::api::TwilioSubaccount;
+use twilio_operator::api::subaccount::{BudgetState, BudgetStatus};
+use twilio_operator::conditions::is_ready;
+
+const MONTH: i64 = 32 * 86_400;
+
+fn subs(f: &Fixture) -> Api<TwilioSubaccount> {
+    Api::namespaced(f.client.clone(), &f.ns)
+}
+
+async fn create(f: &Fixture, name: &str, spec: Value) {
+    let sub: TwilioSubaccount = serde_json::from_value(json!({
+        "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "metadata": {"name": name}, "spec": spec,
+    }))
+    .expect("a valid TwilioSubaccount");
+    subs(f)
+        .create(&PostParams::default(), &sub)
+        .await
+        .expect("create TwilioSubaccount");
+}
+
+/// The object once Ready, with a budget status that satisfies `what`; on timeout the failure
+/// shows the object and the operator's log.
+async fn budget_where(
+    f: &Fixture,
+    name: &str,
+    what: &str,
+    check: impl Fn(&BudgetStatus) -> bool,
+) -> TwilioSubaccount {
+    let done = |s: &TwilioSubaccount| {
+        s.status.as_ref().is_some_and(|st| {
+            is_ready(&st.conditions)
+                && st.observed_generation == s.metadata.generation
+                && st.budget.as_ref().is_some_and(&check)
+        })
+    };
+    let waited = tokio::time::timeout(
+        WAIT,
+        kube::runtime::wait::await_condition(subs(f), name, |s: Option<&TwilioSubaccount>| {
+            s.is_some_and(done)
+        }),
+    )
+    .await;
+    match waited {
+        Ok(Ok(Some(sub))) => sub,
+        _ => panic!(
+            "{name} never became {what}: {:?}\n{}",
+            subs(f).get(name).await.ok().and_then(|s| s.status),
+            f.operator_log()
+        ),
+    }
+}
+
+/// Asks the operator to look again, as a person would: `kubectl annotate`.
+async fn look(f: &Fixture, name: &str) {
+    let now = format!("{:?}", Instant::now());
+    subs(f)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/look": now}}})),
+        )
+        .await
+        .expect("annotate");
+}
+
+/// Sets the subaccount's spend this month at Twilio and makes the operator look.
+async fn spend(f: &Fixture, name: &str, sid: &str, total: f64) {
+    f.emu.change_account(sid, json!({"usage_total": total})).await;
+    look(f, name).await;
+}
+
+fn sid(sub: &TwilioSubaccount) -> String {
+    sub.status.as_ref().and_then(|s| s.sid.clone()).expect("a SID")
+}
+
+fn budget_condition(sub: &TwilioSubaccount) -> (String, String) {
+    let c = sub
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Budget")
+        .expect("a Budget condition");
+    (c.status.clone(), c.reason.clone())
+}
+
+async fn count_events(f: &Fixture, name: &str, reason: &str) -> usize {
+    f.events(name)
+        .await
+        .iter()
+        .filter(|(_, r, _)| r == reason)
+        .count()
+}
+
+/// The status Twilio (the emulator) reports for account `sid`.
+async fn twilio_status(f: &Fixture, sid: &str) -> String {
+    f.emu.state().await["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["sid"] == sid)
+        .map(|a| a["status"].as_str().unwrap().to_owned())
+        .expect("the account exists at Twilio")
+}
+
+/// The usage triggers Twilio holds for account `sid`.
+async fn triggers(f: &Fixture, sid: &str) -> Vec<Value> {
+    f.emu.state().await["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["account_sid"] == sid)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn thresholds_warn_once_a_month_and_alert_changes_nothing_at_twilio() {
+    let f = Fixture::new("budget-alert", &[]).await;
+    create(
+        &f,
+        "team",
+        json!({"budget": {"monthly": "50.00", "warnAt": [50, 80]}}),
+    )
+    .await;
+    let sub = budget_where(&f, "team", "budget Ok", |b| b.state == BudgetState::Ok).await;
+    let sid = sid(&sub);
+    assert_eq!(budget_condition(&sub), ("True".into(), "WithinBudget".into()));
+    f.emu.reset_stats().await;
+
+    spend(&f, "team", &sid, 30.0).await;
+    let sub = budget_where(&f, "team", "60%", |b| b.percent == 60).await;
+    let budget = sub.status.as_ref().unwrap().budget.clone().unwrap();
+    assert_eq!(
+        (budget.spent.as_str(), budget.currency.as_str(), budget.state),
+        ("30.0", "usd", BudgetState::Warning)
+    );
+    assert_eq!(budget_condition(&sub), ("True".into(), "BudgetWarning".into()));
+    let warned = f.wait_event("team", "BudgetWarning").await;
+    assert!(warned.contains("50%"), "{warned}");
+
+    spend(&f, "team", &sid, 45.0).await;
+    budget_where(&f, "team", "90%", |b| b.percent == 90).await;
+    spend(&f, "team", &sid, 55.0).await;
+    let sub = budget_where(&f, "team", "Exceeded", |b| b.state == BudgetState::Exceeded).await;
+    assert_eq!(budget_condition(&sub), ("False".into(), "BudgetExceeded".into()));
+    let exceeded = f.wait_event("team", "BudgetExceeded").await;
+    assert!(exceeded.contains("action is Alert"), "{exceeded}");
+    let metrics = f.operator.as_ref().unwrap().metrics().await;
+    let series = format!(
+        "twilio_operator_subaccount_budget_ratio{{namespace=\"{}\",name=\"team\"}}",
+        f.ns
+    );
+    assert_eq!(sample(&metrics, &series), Some(1.1), "{metrics}");
+
+    // Another look in the same month announces nothing again.
+    spend(&f, "team", &sid, 56.0).await;
+    budget_where(&f, "team", "a new read", |b| b.spent == "56.0").await;
+    assert_eq!(
+        count_events(&f, "team", "BudgetWarning").await,
+        2,
+        "50% and 80%, once each"
+    );
+    assert_eq!(count_events(&f, "team", "BudgetExceeded").await, 1);
+
+    // A new month at Twilio: spend starts from zero, and thresholds are announced again.
+    let period = f.emu.advance_clock(MONTH).await["period"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    look(&f, "team").await;
+    budget_where(&f, "team", "the new month", |b| {
+        b.period == period && b.state == BudgetState::Ok
+    })
+    .await;
+    spend(&f, "team", &sid, 45.0).await;
+    budget_where(&f, "team", "90% again", |b| b.percent == 90 && b.period == period).await;
+    let deadline = Instant::now() + WAIT;
+    while count_events(&f, "team", "BudgetWarning").await < 4 {
+        assert!(Instant::now() < deadline, "{:?}", f.events("team").await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert_eq!(twilio_status(&f, &sid).await, "active", "Alert never suspends");
+    assert_eq!(
+        f.emu.calls("api.UpdateAccount").await,
+        0,
+        "nothing was asked of Twilio but reads"
+    );
+    f.emu.assert_contract_clean().await;
+}
+
+#[tokio::test]
+async fn suspend_stops_the_spend_until_a_higher_limit_or_the_next_month_and_never_overrides_the_spec() {
+    let f = Fixture::new("budget-suspend", &[]).await;
+    create(
+        &f,
+        "team",
+        json!({"budget": {"monthly": "20", "action": "Suspend"}}),
+    )
+    .await;
+    let sid = sid(&budget_where(&f, "team", "budget Ok", |b| b.state == BudgetState::Ok).await);
+
+    spend(&f, "team", &sid, 25.0).await;
+    let sub = budget_where(&f, "team", "suspended by the budget", |b| b.suspended_by_budget).await;
+    let st = sub.status.as_ref().unwrap();
+    assert_eq!(st.twilio_status.as_deref(), Some("suspended"));
+    assert_eq!(twilio_status(&f, &sid).await, "suspended");
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("budget"), "{}", ready.message);
+    let note = f.wait_event("team", "BudgetSuspended").await;
+    assert!(note.contains(&sid), "{note}");
+
+    // Raising the limit above the spend lifts the suspension.
+    subs(&f)
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"budget": {"monthly": "30"}}})),
+        )
+        .await
+        .unwrap();
+    budget_where(&f, "team", "reactivated", |b| !b.suspended_by_budget).await;
+    assert_eq!(twilio_status(&f, &sid).await, "active");
+    f.wait_event("team", "BudgetReactivated").await;
+
+    // Spend past the new limit suspends again; the next month reactivates.
+    spend(&f, "team", &sid, 31.0).await;
+    budget_where(&f, "team", "suspended again", |b| b.suspended_by_budget).await;
+    let period = f.emu.advance_clock(MONTH).await["period"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    look(&f, "team").await;
+    budget_where(&f, "team", "the new month", |b| {
+        b.period == period && !b.suspended_by_budget
+    })
+    .await;
+    assert_eq!(twilio_status(&f, &sid).await, "active");
+
+    // A subaccount the spec suspends stays suspended, whatever the budget says.
+    spend(&f, "team", &sid, 40.0).await;
+    budget_where(&f, "team", "suspended by the budget", |b| b.suspended_by_budget).await;
+    subs(&f)
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"state": "Suspended"}})),
+        )
+        .await
+        .unwrap();
+    let sub = budget_where(&f, "team", "suspended by the spec", |b| !b.suspended_by_budget).await;
+    assert_eq!(sub.status.unwrap().twilio_status.as_deref(), Some("suspended"));
+    let period = f.emu.advance_clock(MONTH).await["period"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    look(&f, "team").await;
+    budget_where(&f, "team", "the month after", |b| {
+        b.period == period && b.state == BudgetState::Ok
+    })
+    .await;
+    assert_eq!(
+        twilio_status(&f, &sid).await,
+        "suspended",
+        "the budget never reactivates what spec.state suspends"
+    );
+    f.emu.assert_contract_clean().await;
+}
+
+/// Starts the operator of `f` with its usage-trigger endpoint public at a local port.
+fn with_webhook(f: &mut Fixture) -> String {
+    let port = support::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{port}");
+    f.restart_operator(&[
+        ("BUDGET_WEBHOOK_URL", url.as_str()),
+        ("WEBHOOK_ADDRESS", address.as_str()),
+    ]);
+    url
+}
+
+#[tokio::test]
+async fn trigger_callbacks_act_within_seconds_and_forged_ones_change_nothing() {
+    let mut f = Fixture::new("budget-trigger", &[]).await;
+    let base = with_webhook(&mut f);
+    create(
+        &f,
+        "team",
+        json!({"budget": {"monthly": "10", "warnAt": [50], "action": "Suspend"}}),
+    )
+    .await;
+    let sub = budget_where(&f, "team", "two triggers", |b| b.triggers.len() == 2).await;
+    let sid = sid(&sub);
+    let callback = format!("{base}/usage-triggers/{}/team", f.ns);
+    let at_twilio = triggers(&f, &sid).await;
+    assert_eq!(at_twilio.len(), 2, "{at_twilio:?}");
+    let mut values: Vec<&str> = at_twilio
+        .iter()
+        .map(|t| t["trigger_value"].as_str().unwrap())
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, vec!["10", "5"]);
+    assert!(
+        at_twilio
+            .iter()
+            .all(|t| t["callback_url"] == callback.as_str() && t["recurring"] == "monthly")
+    );
+    f.wait_event("team", "BudgetTriggersSet").await;
+
+    // The real thing: spend crosses the limit, Twilio calls, the operator acts within seconds.
+    let started = Instant::now();
+    f.emu.change_account(&sid, json!({"usage_total": 12})).await;
+    let suspended = budget_where(&f, "team", "suspended through the callback", |b| {
+        b.suspended_by_budget
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(twilio_status(&f, &sid).await, "suspended");
+    let answered = f.emu.state().await["callbacks"].clone();
+    assert!(answered["204"].as_u64().unwrap_or(0) >= 1, "{answered}");
+
+    // Forgeries: unsigned, signed with another token, signed with the parent's, oversized.
+    let token = f
+        .emu
+        .client()
+        .fetch_account(&f.emu.main_credentials(), &sid)
+        .await
+        .unwrap()
+        .auth_token
+        .unwrap();
+    let params = vec![
+        ("AccountSid".to_owned(), sid.clone()),
+        (
+            "UsageTriggerSid".to_owned(),
+            "UT00000000000000000000000000000000".to_owned(),
+        ),
+        ("CurrentValue".to_owned(), "10".to_owned()),
+    ];
+    let http = reqwest::Client::new();
+    let post = |signature: Option<String>, body: String| {
+        let mut request = http
+            .post(&callback)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(s) = signature {
+            request = request.header("X-Twilio-Signature", s);
+        }
+        request.send()
+    };
+    let form = serde_urlencoded::to_string(&params).unwrap();
+    let sign = |token: &str| twilio_operator::webhook::signature(token, &callback, &params);
+    let reads = || f.emu.calls("api.ListUsageRecordThisMonth");
+    let reads_before = reads().await;
+    let read_at = suspended
+        .status
+        .as_ref()
+        .unwrap()
+        .budget
+        .as_ref()
+        .unwrap()
+        .observed_at
+        .clone();
+    let forged = [
+        None,
+        Some(sign("00000000000000000000000000000000")),
+        Some(sign(support::emulator::MAIN_TOKEN)),
+        Some("bm90IGEgc2lnbmF0dXJl".to_owned()),
+    ];
+    for signature in forged {
+        let status = post(signature.clone(), form.clone()).await.unwrap().status();
+        assert_eq!(status, 403, "{signature:?}");
+    }
+    let big = post(
+        Some(sign(secrecy::ExposeSecret::expose_secret(&token))),
+        "A".repeat(64 * 1024),
+    )
+    .await
+    .unwrap()
+    .status();
+    assert_eq!(big, 413);
+    // A flood of forgeries, and of replays of one genuine call.
+    let genuine = sign(secrecy::ExposeSecret::expose_secret(&token));
+    let flood = (0..200).map(|i| {
+        let signature = if i % 2 == 0 {
+            Some(genuine.clone())
+        } else {
+            Some(sign("forged"))
+        };
+        post(signature, form.clone())
+    });
+    let answers = futures::future::join_all(flood).await;
+    let (accepted, refused) =
+        answers
+            .iter()
+            .fold((0, 0), |(a, r), x| match x.as_ref().unwrap().status().as_u16() {
+                204 => (a + 1, r),
+                403 => (a, r + 1),
+                other => panic!("unexpected answer {other}"),
+            });
+    assert_eq!((accepted, refused), (100, 100));
+    // The replays are acted on once, when the spacing after the callback's read allows.
+    budget_where(&f, "team", "read again after the replays", |b| {
+        b.observed_at != read_at
+    })
+    .await;
+    let extra = reads().await - reads_before;
+    assert!(extra <= 2, "a flood of 200 calls cost {extra} usage reads");
+    let status = subs(&f).get("team").await.unwrap().status.unwrap();
+    assert!(
+        status.budget.unwrap().suspended_by_budget,
+        "no call changed anything"
+    );
+    assert_eq!(twilio_status(&f, &sid).await, "suspended");
+
+    // A restart confirms the triggers once, and makes none again.
+    let creates = f.emu.calls("api.CreateUsageTrigger").await;
+    f.restart_operator(&[
+        ("BUDGET_WEBHOOK_URL", base.as_str()),
+        ("WEBHOOK_ADDRESS", base.trim_start_matches("http://")),
+    ]);
+    look(&f, "team").await;
+    let deadline = Instant::now() + WAIT;
+    while f.emu.calls("api.ListUsageTrigger").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted operator never confirmed the triggers"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(f.emu.calls("api.CreateUsageTrigger").await, creates);
+    assert_eq!(triggers(&f, &sid).await.len(), 2);
+
+    // Deleting the object removes its triggers at Twilio.
+    subs(&f).delete("team", &DeleteParams::default()).await.unwrap();
+    wait_gone(&subs(&f), "team", WAIT).await;
+    assert!(triggers(&f, &sid).await.is_empty());
+    f.emu.assert_contract_clean().await;
+}
+
+#[tokio::test]
+async fn the_account_policy_can_require_a_budget_cap_it_and_insist_on_suspend() {
+    let cp = support::cluster();
+    let ns = cp.namespace("budget-policy").await;
+    cp.apply_account(
+        &format!("{ns}-budgeted"),
+        json!({
+            "credentials": {"fromEnvironment": true},
+            "namespaces": {"names": [ns]},
+            "subaccounts": {"budget": {"required": true, "maxMonthly": "100.00", "actions": ["Suspend"]}},
+        }),
+    )
+    .await;
+    let emu = support::emulator::Emulator::start(&[]);
+    let _operator = support::operator::Operator::start(cp, &emu, &ns, &[]);
+    let tenant = cp.tenant(&ns).await;
+    let api: Api<TwilioSubaccount> = Api::namespaced(tenant, &ns);
+    let account = json!({"name": format!("{ns}-budgeted")});
+    let apply = |spec: Value| {
+        let api = api.clone();
+        async move {
+            let sub = json!({
+                "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount",
+                "metadata": {"name": "team"}, "spec": spec,
+            });
+            api.patch("team", &PatchParams::apply("tenant").force(), &Patch::Apply(&sub))
+                .await
+                .expect("the tenant may write its TwilioSubaccount")
+        }
+    };
+    let refused = |what: &'static str| {
+        let api = api.clone();
+        async move {
+            let sub = wait_for(&api, "team", WAIT, what, |s: &TwilioSubaccount| {
+                s.status.as_ref().is_some_and(|st| {
+                    st.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.reason == "NotPermitted" && c.message.contains(what))
+                })
+            })
+            .await;
+            sub.status.unwrap()
+        }
+    };
+    apply(json!({"accountRef": account})).await;
+    refused("requires spec.budget").await;
+    apply(json!({"accountRef": account, "budget": {"monthly": "500", "action": "Suspend"}})).await;
+    refused("maxMonthly").await;
+    apply(json!({"accountRef": account, "budget": {"monthly": "100"}})).await;
+    let st = refused("spec.budget.action Alert").await;
+    assert!(st.sid.is_none());
+    let subaccounts = emu.state().await["accounts"].as_array().unwrap().len();
+    assert_eq!(subaccounts, 1, "nothing was created at Twilio while refused");
+    apply(json!({"accountRef": account, "budget": {"monthly": "100", "action": "Suspend"}})).await;
+    let sub = wait_for(&api, "team", WAIT, "Ready", |s: &TwilioSubaccount| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| is_ready(&st.conditions) && st.budget.is_some())
+    })
+    .await;
+    assert!(sub.status.unwrap().sid.is_some());
+    // Removing the budget afterwards is refused again, before any Twilio call.
+    apply(json!({"accountRef": account})).await;
+    refused("requires spec.budget").await;
+    api.delete("team", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "team", WAIT).await;
+}
