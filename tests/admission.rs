@@ -930,3 +930,66 @@ async fn secret_templates_are_checked_at_admission() {
         accepts(&ns, obj).await;
     }
 }
+
+#[tokio::test]
+async fn budgets_are_checked_at_admission() {
+    let ns = cluster().namespace("adm-budget").await;
+    let sub = "TwilioSubaccount";
+    for bad in ["0", "0.00", "-5", "1e3", "12.345678", "abc", ""] {
+        rejects_create(
+            &ns,
+            sub,
+            json!({"budget": {"monthly": bad}}),
+            &["spec.budget.monthly"],
+        )
+        .await;
+    }
+    rejects_create(
+        &ns,
+        sub,
+        json!({"budget": {"monthly": "0.00"}}),
+        &["must be more than zero"],
+    )
+    .await;
+    for bad in [
+        json!([0]),
+        json!([100]),
+        json!([50, 50]),
+        json!([1, 2, 3, 4, 5, 6]),
+    ] {
+        rejects_create(
+            &ns,
+            sub,
+            json!({"budget": {"monthly": "10", "warnAt": bad}}),
+            &["spec.budget.warnAt"],
+        )
+        .await;
+    }
+    rejects_create(
+        &ns,
+        sub,
+        json!({"budget": {"monthly": "10", "action": "Stop"}}),
+        &["spec.budget.action", "Alert", "Suspend"],
+    )
+    .await;
+    let made = accepts(
+        &ns,
+        object(sub, "budgeted", json!({"budget": {"monthly": "50.00"}})),
+    )
+    .await;
+    assert_eq!(
+        made.data["spec"]["budget"],
+        json!({"monthly": "50.00", "warnAt": [80], "action": "Alert"}),
+        "defaults: warn at 80%, alert only"
+    );
+    rejects_account(
+        json!({"credentials": {"fromEnvironment": true}, "subaccounts": {"budget": {"maxMonthly": "lots"}}}),
+        &["spec.subaccounts.budget.maxMonthly", "should match"],
+    )
+    .await;
+    rejects_account(
+        json!({"credentials": {"fromEnvironment": true}, "subaccounts": {"budget": {"actions": []}}}),
+        &["spec.subaccounts.budget.actions"],
+    )
+    .await;
+}

@@ -1,10 +1,12 @@
 //! The TwilioSubaccount reconciler: one lifecycle for one Twilio subaccount, its published
 //! credentials and its auth token rotation.
 //!
-//! A pass reads as: validate the spec ([`plan::settings`]) → the parent's credentials → observe
-//! the subaccount at Twilio → [`plan::existence`] → create or record it → observe the account
-//! → [`plan::account_update`] → update → usage → observe the Secret → [`plan::token_plan`] →
-//! publish or rotate → record the outcome in status with the Ready condition.
+//! A pass reads as: validate the spec ([`plan::settings`]) → the parent's credentials and its
+//! policy → observe the subaccount at Twilio → [`plan::existence`] → create or record it →
+//! spend, judged against the budget ([`crate::budget::judge`]) → [`plan::account_update`] with
+//! the budget's suspension → update → report the budget → keep its usage triggers → observe
+//! the Secret → [`plan::token_plan`] → publish or rotate → record the outcome in status with
+//! the Ready condition.
 //!
 //! Contract:
 //! - create is never duplicated: the intent (`status.pendingSince`) is written before Twilio is
@@ -16,7 +18,11 @@
 //!   spec.state with a Warning event;
 //! - the auth token rotates through Twilio's secondary token: create, publish, wait gracePeriod,
 //!   promote. The Secret always holds a token that works, whatever step a crash interrupts;
-//! - usage is read at most every 15 minutes;
+//! - usage is read at most every 15 minutes without a budget; with one, as the budget's schedule
+//!   says ([`crate::budget`]), when a verified trigger callback asks, and when the spec or the
+//!   annotations change; the budget's suspension is the spec's state unless the spec suspends;
+//! - budget usage triggers at Twilio are found by name before any is made, so none is made
+//!   twice, and are removed with the budget, the webhook URL or the object;
 //! - what this reconciler remembers between passes ([`Memory`]) is forgotten with its object.
 
 pub mod plan;
@@ -565,7 +571,9 @@ impl Subaccounts {
         now: Timestamp,
     ) -> Result<Spend, Stop> {
         let remembered = self.memory.usage.lock().expect("usage memory").get(sid).cloned();
-        let touched = remembered.as_ref().is_some_and(|(_, t)| *t != touch(sub));
+        // With a budget, what a person changes (a new limit, an annotation to force a look) is
+        // judged against fresh spend.
+        let touched = settings.budget.is_some() && remembered.as_ref().is_some_and(|(_, t)| *t != touch(sub));
         let mut usage = plan::newest_usage(st.usage.take(), remembered.map(|(u, _)| u));
         let triggered = previous.is_some_and(|b| !b.triggers.is_empty());
         let due = usage
