@@ -88,6 +88,32 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
         );
     };
     refused(&["logFormat=yaml"], "logFormat");
+    refused(&["budget.webhookURL=twilio-operator.example.com"], "webhookURL");
+    // The usage-trigger endpoint exists only with a public URL, on its own Service and port.
+    let webhook = |set: &[&str]| {
+        let mut args = vec!["template", "x", CHART];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        cp.run_tool("helm", &args)
+    };
+    let plain = webhook(&["networkPolicy.enabled=true"]);
+    assert!(!plain.contains("BUDGET_WEBHOOK_URL") && !plain.contains("-webhook"), "{plain}");
+    let public = webhook(&[
+        "networkPolicy.enabled=true",
+        "budget.webhookURL=https://twilio-operator.example.com",
+    ]);
+    for expected in [
+        "name: BUDGET_WEBHOOK_URL",
+        "value: \"https://twilio-operator.example.com\"",
+        "value: \"0.0.0.0:8082\"",
+        "name: x-twilio-operator-webhook",
+        "targetPort: webhook",
+        "containerPort: 8082",
+        "port: 8082",
+    ] {
+        assert!(public.contains(expected), "{expected} in:\n{public}");
+    }
     refused(&["logLevel=loud"], "logLevel");
     // A PDB that could never let the operator's pod go would block every node drain.
     refused(
@@ -991,6 +1017,7 @@ fn exported_series() -> std::collections::BTreeSet<Shape> {
     m.rotated("TwilioApiKey", "Scheduled");
     m.key("ns", "key", 0.0, Some(1.0));
     m.usage("ns", "sub", "usd", 1.0);
+    m.budget_ratio("ns", "sub", Some(0.5));
     m.render(10.0)
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
