@@ -9,10 +9,12 @@
 //!   at or above monthly, in the month Twilio reports);
 //! - the budget month is the one Twilio's usage record reports (its start date, GMT), so a
 //!   month rollover is seen when Twilio sees it, whatever the operator's clock says;
-//! - [`next_read`] is the polling schedule: every 15 minutes while spend is more than 20
-//!   points below the next threshold, every 5 minutes within 20 points, every minute within 5;
-//!   with usage triggers in place at Twilio (which call the operator at each threshold) and past
-//!   monthly, every 15 minutes; and always just after the next GMT month starts;
+//! - [`read_interval`] and [`next_read`] are the polling schedule: half the time the current
+//!   spend rate (between the last two reads) needs to reach the next threshold, between 1 and
+//!   15 minutes; and, whatever the rate, at most 5 minutes within 5 points of the next threshold
+//!   and 10 within 20, so a burst from idle is seen soon. With usage triggers at Twilio (which
+//!   call the operator at each threshold), and past monthly, every 15 minutes. Always just
+//!   after the next GMT month starts;
 //! - [`trigger_plan`] keeps one recurring monthly price trigger per threshold, found again by a
 //!   name derived from the object's UID, so a create interrupted before it was recorded is
 //!   found, not made twice.
@@ -145,6 +147,7 @@ pub fn judge(
         BudgetState::Warning
     };
     let suspend = budget.action == BudgetAction::Suspend && state == BudgetState::Exceeded;
+    let rate = rate(previous, usage, spent, &period);
     let percent = (spent * Decimal::from(100) / monthly)
         .floor()
         .to_i64()
@@ -159,6 +162,7 @@ pub fn judge(
             period,
             announced: now_reached,
             observed_at: usage.observed_at.clone(),
+            rate_per_hour: rate.map(|r| r.to_string()),
             next_read_at: None,
             triggers: previous.map(|p| p.triggers.clone()).unwrap_or_default(),
         },
@@ -175,27 +179,72 @@ pub fn ratio(status: &BudgetStatus, monthly: Decimal) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// How long until spend is read again, from where it stands: the closer to the next threshold,
-/// the sooner. `triggered` says Twilio calls the operator at each threshold.
-pub fn read_interval(budget: &Budget, monthly: Decimal, spent: Decimal, triggered: bool) -> Duration {
+/// How long until spend is read again, from where it stands and how fast it grows (`rate`, per
+/// hour): the closer to the next threshold, the sooner. `triggered` says Twilio calls the
+/// operator at each threshold.
+pub fn read_interval(
+    budget: &Budget,
+    monthly: Decimal,
+    spent: Decimal,
+    rate: Option<Decimal>,
+    triggered: bool,
+) -> Duration {
     let next = thresholds(budget)
         .into_iter()
         .find(|p| !reached(spent, monthly, *p));
-    let Some(next) = next else {
+    let (Some(next), false) = (next, triggered) else {
         return 15 * MINUTE;
     };
-    if triggered {
-        return 15 * MINUTE;
-    }
+    let hundred = Decimal::from(100);
     // Points of monthly between spend and the next threshold.
-    let gap = Decimal::from(next) - spent * Decimal::from(100) / monthly;
-    if gap <= Decimal::from(5) {
-        MINUTE
-    } else if gap <= Decimal::from(20) {
+    let gap = Decimal::from(next) - spent * hundred / monthly;
+    let by_gap = if gap <= Decimal::from(5) {
         5 * MINUTE
+    } else if gap <= Decimal::from(20) {
+        10 * MINUTE
     } else {
         15 * MINUTE
+    };
+    let by_rate = rate.filter(|r| *r > Decimal::ZERO).map(|r| {
+        let left = gap * monthly / hundred;
+        // Half the time the threshold is reached in at this rate, in whole seconds.
+        let seconds = (left / r * Decimal::from(3600) / Decimal::from(2))
+            .floor()
+            .to_u64()
+            .unwrap_or(u64::MAX);
+        Duration::from_secs(seconds).clamp(MINUTE, 15 * MINUTE)
+    });
+    by_rate.map_or(by_gap, |r| r.min(by_gap))
+}
+
+/// Spend per hour between the read `previous` recorded and `usage`, when both are of the same
+/// month and at least a minute apart; otherwise the rate `previous` recorded, if it is of the
+/// same month. Falling spend (a refund) counts as no growth.
+fn rate(
+    previous: Option<&BudgetStatus>,
+    usage: &SubaccountUsage,
+    spent: Decimal,
+    period: &str,
+) -> Option<Decimal> {
+    let previous = previous.filter(|p| p.period == period)?;
+    let elapsed = usage
+        .observed_at
+        .0
+        .duration_since(previous.observed_at.0)
+        .as_secs();
+    if elapsed < 60 {
+        return previous
+            .rate_per_hour
+            .as_deref()
+            .and_then(|r| Decimal::from_str(r).ok());
     }
+    let before = Decimal::from_str(&previous.spent).ok()?;
+    let grown = (spent - before).max(Decimal::ZERO);
+    Some(
+        (grown * Decimal::from(3600) / Decimal::from(elapsed))
+            .round_dp(4)
+            .normalize(),
+    )
 }
 
 /// When spend read at `observed` is read again: after `interval`, and at the latest just after
@@ -555,17 +604,46 @@ mod tests {
     #[test]
     fn reads_come_sooner_near_a_threshold_and_at_the_month_start() {
         let (b, m) = budget("100", &[50, 80], BudgetAction::Suspend);
-        let interval =
-            |spent: &str, triggered| read_interval(&b, m, Decimal::from_str(spent).unwrap(), triggered);
-        assert_eq!(interval("10", false), 15 * MINUTE);
-        assert_eq!(interval("30", false), 5 * MINUTE, "within 20 points of 50%");
-        assert_eq!(interval("46", false), MINUTE, "within 5 points of 50%");
-        assert_eq!(interval("50", false), 15 * MINUTE, "80% is 30 points away");
-        assert_eq!(interval("65", false), 5 * MINUTE);
-        assert_eq!(interval("99", false), MINUTE);
-        assert_eq!(interval("100", false), 15 * MINUTE, "past the limit");
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        let interval = |spent: &str, rate: Option<&str>, triggered| {
+            read_interval(&b, m, d(spent), rate.map(d), triggered)
+        };
+        assert_eq!(interval("10", None, false), 15 * MINUTE);
         assert_eq!(
-            interval("99", true),
+            interval("30", None, false),
+            10 * MINUTE,
+            "within 20 points of 50%"
+        );
+        assert_eq!(interval("46", None, false), 5 * MINUTE, "within 5 points of 50%");
+        assert_eq!(interval("50", None, false), 15 * MINUTE, "80% is 30 points away");
+        assert_eq!(
+            interval("46", Some("0"), false),
+            5 * MINUTE,
+            "idle near a threshold"
+        );
+        assert_eq!(
+            interval("10", Some("0.5"), false),
+            15 * MINUTE,
+            "80 hours from 50%"
+        );
+        assert_eq!(
+            interval("10", Some("80"), false),
+            15 * MINUTE,
+            "half an hour from 50%"
+        );
+        assert_eq!(
+            interval("10", Some("240"), false),
+            5 * MINUTE,
+            "10 minutes from 50%"
+        );
+        assert_eq!(interval("10", Some("10000"), false), MINUTE, "a runaway");
+        assert_eq!(
+            interval("100", Some("10000"), false),
+            15 * MINUTE,
+            "past the limit"
+        );
+        assert_eq!(
+            interval("99", Some("10000"), true),
             15 * MINUTE,
             "triggers call back at each threshold"
         );

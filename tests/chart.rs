@@ -98,7 +98,10 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
         cp.run_tool("helm", &args)
     };
     let plain = webhook(&["networkPolicy.enabled=true"]);
-    assert!(!plain.contains("BUDGET_WEBHOOK_URL") && !plain.contains("-webhook"), "{plain}");
+    assert!(
+        !plain.contains("BUDGET_WEBHOOK_URL") && !plain.contains("-webhook"),
+        "{plain}"
+    );
     let public = webhook(&[
         "networkPolicy.enabled=true",
         "budget.webhookURL=https://twilio-operator.example.com",

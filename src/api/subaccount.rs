@@ -332,6 +332,10 @@ pub struct BudgetStatus {
     pub announced: Vec<u8>,
     /// When spend was read from Twilio.
     pub observed_at: Time,
+    /// Spend per hour between the last two reads of this month at least a minute apart, when
+    /// known; the schedule reads sooner the sooner this rate reaches the next threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_hour: Option<String>,
     /// When spend is read again at the latest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_read_at: Option<Time>,

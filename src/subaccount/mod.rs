@@ -264,7 +264,7 @@ impl Lifecycle for Subaccounts {
                 ctx.event(sub, type_, reason, "Update", note).await;
             }
         }
-        self.report_budget(sub, &settings, st, &account.sid, spend.judgement, now)
+        self.report_budget(sub, &settings, st, &account.sid, &spend, now)
             .await;
         let triggers = self
             .keep_triggers(sub, &settings, &parent, &account.sid, previous.as_ref())
@@ -578,7 +578,7 @@ impl Subaccounts {
         let triggered = previous.is_some_and(|b| !b.triggers.is_empty());
         let due = usage
             .as_ref()
-            .map(|u| plan::next_usage_read(u, settings.budget.as_ref(), triggered));
+            .map(|u| plan::next_usage_read(u, settings.budget.as_ref(), rate_of(previous), triggered));
         let called_back = self.ctx.called_back(sid);
         let last_forced = self
             .memory
@@ -618,7 +618,8 @@ impl Subaccounts {
         } else {
             read
         };
-        let scheduled = plan::next_usage_read(&read, settings.budget.as_ref(), triggered);
+        let rate = judgement.as_ref().and_then(|j| j.status.rate_per_hour.as_deref());
+        let scheduled = plan::next_usage_read(&read, settings.budget.as_ref(), rate, triggered);
         // A callback this pass could not act on yet is acted on as soon as it may.
         let next_read = budget::callback_read_at(&read, called_back, last_forced)
             .map_or(scheduled, |at| at.min(scheduled));
@@ -679,24 +680,18 @@ impl Subaccounts {
         settings: &Settings,
         st: &mut TwilioSubaccountStatus,
         sid: &str,
-        judgement: Option<budget::Judgement>,
+        spend: &Spend,
         now: Timestamp,
     ) {
         let (ns, name) = (settings.namespace.as_str(), settings.name.as_str());
-        let (Some(judgement), Some((spec, monthly))) = (judgement, settings.budget.as_ref()) else {
+        let (Some(judgement), Some((spec, monthly))) = (&spend.judgement, settings.budget.as_ref()) else {
             st.budget = None;
             st.conditions.retain(|c| c.type_ != budget::CONDITION);
             self.ctx.metrics.budget_ratio(ns, name, None);
             return;
         };
-        let mut status = judgement.status;
-        status.next_read_at = st.usage.as_ref().map(|u| {
-            Time(plan::next_usage_read(
-                u,
-                settings.budget.as_ref(),
-                !status.triggers.is_empty(),
-            ))
-        });
+        let mut status = judgement.status.clone();
+        status.next_read_at = Some(Time(spend.next_read));
         for percent in &judgement.announce {
             let (reason, note) = budget::announcement(*percent, &status, spec, sid);
             self.ctx
@@ -942,6 +937,11 @@ impl Subaccounts {
         st.auth_token = Some(token);
         Ok(Some(next))
     }
+}
+
+/// The spend rate the last pass recorded.
+fn rate_of(budget: Option<&BudgetStatus>) -> Option<&str> {
+    budget.and_then(|b| b.rate_per_hour.as_deref())
 }
 
 /// Copies what Twilio says of the account into the status.

@@ -247,18 +247,21 @@ pub fn newest_usage(a: Option<SubaccountUsage>, b: Option<SubaccountUsage>) -> O
 }
 
 /// When `usage` is read again: after [`USAGE_MAX_AGE`], or sooner as the budget's schedule
-/// says ([`budget::read_interval`]; `triggered` says Twilio calls back at each threshold).
+/// says ([`budget::read_interval`], from the spend `rate` per hour; `triggered` says Twilio
+/// calls back at each threshold).
 pub fn next_usage_read(
     usage: &SubaccountUsage,
     budget: Option<&(Budget, Decimal)>,
+    rate: Option<&str>,
     triggered: bool,
 ) -> Timestamp {
     let observed = usage.observed_at.0;
     let spent = Decimal::from_str_exact(usage.month_to_date.trim()).ok();
+    let rate = rate.and_then(|r| Decimal::from_str_exact(r).ok());
     match (budget, spent) {
         (Some((budget, monthly)), Some(spent)) => budget::next_read(
             observed,
-            budget::read_interval(budget, *monthly, spent, triggered),
+            budget::read_interval(budget, *monthly, spent, rate, triggered),
         ),
         _ => schedule::after(observed, USAGE_MAX_AGE),
     }
@@ -511,7 +514,10 @@ mod tests {
             period: None,
         };
         let usage = read(T0);
-        assert_eq!(next_usage_read(&usage, None, false), at("2026-01-01T00:15:00Z"));
+        assert_eq!(
+            next_usage_read(&usage, None, None, false),
+            at("2026-01-01T00:15:00Z")
+        );
         let newer = read("2026-01-01T00:10:00Z");
         assert_eq!(
             newest_usage(Some(usage.clone()), Some(newer.clone())),
