@@ -158,6 +158,60 @@ fn the_interactive_sandbox_prints_working_commands_and_cleans_up_on_ctrl_c() {
             .unwrap_or_else(|| panic!("no {object} in:\n{listed}"));
         assert!(row.contains("True"), "{object} is not Ready:\n{listed}");
     }
+    // The budget lines as printed, the spend posted to the printed emulator URL.
+    let kubectl = |args: &str| {
+        let out = std::process::Command::new("bash")
+            .args(["-c", args])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("run bash");
+        assert!(
+            out.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let printed = |prefix: &str| {
+        seen.iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{}", seen.join("\n")))
+            .to_owned()
+    };
+    let sid = kubectl(printed("sid=").trim_start_matches("sid=$(").trim_end_matches(')'));
+    let emulator = printed("Twilio emulator:");
+    let url = emulator.split_whitespace().nth(2).expect("the emulator URL");
+    assert!(printed("curl ").contains("add_usage"));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let posted = reqwest::Client::new()
+            .post(format!("{url}/_emulator/accounts/{sid}"))
+            .json(&serde_json::json!({"add_usage": 12}))
+            .send()
+            .await
+            .expect("post spend");
+        assert!(posted.status().is_success());
+    });
+    kubectl(&printed("kubectl -n demo annotate twsub"));
+    let shown = printed("kubectl -n demo get twsub");
+    let shown = shown.split('#').next().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let table = kubectl(shown);
+        if table.contains("Warning") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the budget never showed Warning:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // SAFETY: signalling our own child, as Ctrl-C in its terminal would.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let stop = Instant::now() + Duration::from_secs(90);

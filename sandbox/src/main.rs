@@ -232,6 +232,21 @@ impl Sandbox {
             Some(url) => format!("Twilio emulator:  {url} (its state: {url}/_emulator/state)"),
             None => format!("Twilio:           the real one, account {}", twilio.account_sid),
         };
+        let sub = demo::SUBACCOUNT;
+        // Spend is something only the emulator can fake.
+        let budget = match &twilio.base_url {
+            Some(url) => format!(
+                "
+Spend against the subaccount's budget (20.00 a month; warns at 50% and 80%, suspends at 100%):
+
+  sid=$(kubectl -n {ns} get twsub {sub} -o jsonpath='{{.status.sid}}')
+  curl -s -H 'Content-Type: application/json' -d '{{\"add_usage\": 12}}' {url}/_emulator/accounts/$sid
+  kubectl -n {ns} annotate twsub {sub} example.com/look=\"$(date +%s)\" --overwrite   # look now
+  kubectl -n {ns} get twsub {sub}             # BUDGET Warning; add 10 more: Exceeded, suspended
+"
+            ),
+            None => String::new(),
+        };
         println!(
             "
 The sandbox is up. In another terminal:
@@ -246,6 +261,7 @@ Rotate the key and watch the pods roll (the old key is revoked 20s later):
   {rotate}
   kubectl -n {ns} describe twkey {key}        # events: KeyCreated, KeyRotated, KeyRevoked
 
+{budget}
 Try your own objects: examples/ has every field; `kubectl explain twilioapikey.spec` documents them.
 
 Operator log:     {dir}/operator.log
