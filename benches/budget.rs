@@ -1,5 +1,5 @@
 //! The budget's Twilio call budget: budgeted subaccounts over a simulated month, read on the
-//! operator's own schedule (`plan::next_usage_read`, `budget::judge`, `budget::callback_read_at`
+//! operator's own schedule (`plan::next_usage_read`, `budget::judge`, `budget::asked_read_at`
 //! are the functions the reconciler calls), with and without usage triggers at Twilio. Prints
 //! the Twilio calls the budgets cost and how long a crossed limit goes unnoticed.
 //!
@@ -111,7 +111,7 @@ fn simulate(n: usize, triggered: bool) -> Tally {
             }
             let rate = status.as_ref().and_then(|s| s.rate_per_hour.as_deref());
             let due = next_usage_read(&known, Some(&(spec.clone(), monthly)), rate, triggered);
-            let callback = budget::callback_read_at(&known, called_back, last_forced);
+            let callback = budget::asked_read_at(&known, called_back, last_forced, budget::CALLBACK_SPACING);
             if !budget::read_due(Some(&known), Some(due), callback, now) {
                 continue;
             }

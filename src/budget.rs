@@ -12,9 +12,9 @@
 //! - [`read_interval`] and [`next_read`] are the polling schedule: half the time the current
 //!   spend rate (between the last two reads) needs to reach the next threshold, between 1 and
 //!   15 minutes; and, whatever the rate, at most 5 minutes within 5 points of the next threshold
-//!   and 10 within 20, so a burst from idle is seen soon. With usage triggers at Twilio (which
-//!   call the operator at each threshold), and past monthly, every 15 minutes. Always just
-//!   after the next GMT month starts;
+//!   and 10 within 20, so a burst from idle is seen soon; with usage triggers at Twilio (which
+//!   call the operator at each threshold) at least 5 minutes apart; past monthly every 15
+//!   minutes; always just after the next GMT month starts;
 //! - [`trigger_plan`] keeps one recurring monthly price trigger per threshold, found again by a
 //!   name derived from the object's UID, so a create interrupted before it was recorded is
 //!   found, not made twice.
@@ -40,8 +40,10 @@ pub const LIMIT: u8 = 100;
 const MINUTE: Duration = Duration::from_secs(60);
 /// How long after a GMT month starts its first read is made: Twilio's usage records lag.
 const AFTER_MONTH_START: Duration = Duration::from_secs(2 * 60);
-/// The fewest seconds between two reads a trigger callback may ask for, whatever arrives.
+/// The least time between two reads trigger callbacks ask for, whatever arrives.
 pub const CALLBACK_SPACING: Duration = Duration::from_secs(30);
+/// The least time between a read and one a change of the object (a look) asks for.
+pub const LOOK_SPACING: Duration = Duration::from_secs(10);
 /// A read older than this is made again before a budget suspension is lifted.
 pub const FRESH_BEFORE_LIFTING: Duration = MINUTE;
 
@@ -84,11 +86,14 @@ pub fn threshold_value(monthly: Decimal, percent: u8) -> String {
 /// The usage month a read belongs to, `YYYY-MM`: the start date of Twilio's record, or the GMT
 /// month of `at` when Twilio gave none.
 pub fn period(start_date: Option<&str>, at: Timestamp) -> String {
-    match start_date {
-        Some(d) if d.len() >= 7 && d.as_bytes()[4] == b'-' && d[..4].bytes().all(|b| b.is_ascii_digit()) => {
-            d[..7].to_owned()
-        }
-        _ => at.to_zoned(TimeZone::UTC).strftime("%Y-%m").to_string(),
+    let month = start_date.and_then(|d| d.get(..7)).filter(|m| {
+        m.bytes()
+            .enumerate()
+            .all(|(i, b)| if i == 4 { b == b'-' } else { b.is_ascii_digit() })
+    });
+    match month {
+        Some(m) => m.to_owned(),
+        None => at.to_zoned(TimeZone::UTC).strftime("%Y-%m").to_string(),
     }
 }
 
@@ -192,7 +197,7 @@ pub fn read_interval(
     let next = thresholds(budget)
         .into_iter()
         .find(|p| !reached(spent, monthly, *p));
-    let (Some(next), false) = (next, triggered) else {
+    let Some(next) = next else {
         return 15 * MINUTE;
     };
     let hundred = Decimal::from(100);
@@ -214,7 +219,14 @@ pub fn read_interval(
             .unwrap_or(u64::MAX);
         Duration::from_secs(seconds).clamp(MINUTE, 15 * MINUTE)
     });
-    by_rate.map_or(by_gap, |r| r.min(by_gap))
+    let interval = by_rate.map_or(by_gap, |r| r.min(by_gap));
+    // Triggers call back within about a minute of a crossing; polling stays as the net for a
+    // call that never arrives, at most 5 minutes late.
+    if triggered {
+        interval.max(5 * MINUTE)
+    } else {
+        interval
+    }
 }
 
 /// Spend per hour between the read `previous` recorded and `usage`, when both are of the same
@@ -440,33 +452,34 @@ pub fn record(sid: &str, wanted: &Wanted) -> BudgetTrigger {
     }
 }
 
-/// When a verified trigger callback that arrived after the read `known` may be acted on: at
-/// once, unless a callback already caused a read (`last_forced`) less than
-/// [`CALLBACK_SPACING`] ago, so however many calls arrive, spend is read at most twice a minute
-/// because of them. `None` when no callback is newer than the read.
-pub fn callback_read_at(
+/// When a read asked for at `asked` (a verified trigger callback, or a person's look) after the
+/// read `known` may be made: at once, unless a read of the same kind was made less than
+/// `spacing` before (`last`), so however often it is asked, spend is read at most once per
+/// `spacing` because of it. `None` when nothing newer than the read asks.
+pub fn asked_read_at(
     known: &SubaccountUsage,
-    called_back: Option<Timestamp>,
-    last_forced: Option<Timestamp>,
+    asked: Option<Timestamp>,
+    last: Option<Timestamp>,
+    spacing: Duration,
 ) -> Option<Timestamp> {
-    let spacing = k8s_openapi::jiff::SignedDuration::try_from(CALLBACK_SPACING).expect("fits");
-    called_back
+    let spacing = k8s_openapi::jiff::SignedDuration::try_from(spacing).expect("fits");
+    asked
         .filter(|at| *at > known.observed_at.0)
-        .map(|at| last_forced.map_or(at, |t| t.saturating_add(spacing).expect("saturating").max(at)))
+        .map(|at| last.map_or(at, |t| t.saturating_add(spacing).expect("saturating").max(at)))
 }
 
-/// Whether a read must be made now: none is known, the known one is `due`, or a callback
-/// asks for one and may be acted on ([`callback_read_at`]).
+/// Whether a read must be made now: none is known, the known one is `due`, or one was asked
+/// for and may be made (`asked`, from [`asked_read_at`]).
 pub fn read_due(
     known: Option<&SubaccountUsage>,
     due: Option<Timestamp>,
-    callback: Option<Timestamp>,
+    asked: Option<Timestamp>,
     now: Timestamp,
 ) -> bool {
     let Some(_) = known else {
         return true;
     };
-    callback.is_some_and(|at| now >= at) || due.is_none_or(|d| now >= d)
+    asked.is_some_and(|at| now >= at) || due.is_none_or(|d| now >= d)
 }
 
 #[cfg(test)]
@@ -644,9 +657,10 @@ mod tests {
         );
         assert_eq!(
             interval("99", Some("10000"), true),
-            15 * MINUTE,
-            "triggers call back at each threshold"
+            5 * MINUTE,
+            "triggers call back; polling is the net"
         );
+        assert_eq!(interval("10", None, true), 15 * MINUTE);
         assert_eq!(
             next_read(at("2026-11-10T12:00:00Z"), 15 * MINUTE),
             at("2026-11-10T12:15:00Z")
@@ -659,6 +673,11 @@ mod tests {
         assert_eq!(period(Some("2026-12-01"), at("2026-11-30T23:59:00Z")), "2026-12");
         assert_eq!(period(None, at("2026-11-30T23:59:00Z")), "2026-11");
         assert_eq!(period(Some("garbage"), at("2026-11-30T23:59:00Z")), "2026-11");
+        assert_eq!(
+            period(Some("2026-1é-01"), at("2026-11-30T23:59:00Z")),
+            "2026-11",
+            "no panic on odd text"
+        );
     }
 
     #[test]
@@ -668,13 +687,14 @@ mod tests {
         let due = Some(at("2026-11-10T12:15:00Z"));
         let soon = at("2026-11-10T12:00:10Z");
         assert!(!read_due(Some(&known), due, None, soon));
+        let spacing = CALLBACK_SPACING;
         assert_eq!(
-            callback_read_at(&known, Some(soon), None),
+            asked_read_at(&known, Some(soon), None, spacing),
             Some(soon),
             "the first callback is acted on at once"
         );
         let forced = at("2026-11-10T12:00:05Z");
-        let spaced = callback_read_at(&known, Some(soon), Some(forced));
+        let spaced = asked_read_at(&known, Some(soon), Some(forced), spacing);
         assert_eq!(
             spaced,
             Some(at("2026-11-10T12:00:35Z")),
@@ -683,7 +703,7 @@ mod tests {
         assert!(!read_due(Some(&known), due, spaced, soon));
         assert!(read_due(Some(&known), due, spaced, at("2026-11-10T12:00:35Z")));
         assert_eq!(
-            callback_read_at(&known, Some(observed), None),
+            asked_read_at(&known, Some(observed), None, spacing),
             None,
             "older than the read"
         );

@@ -227,6 +227,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             info!(%identity, "leading: starting controllers");
             let (halt, halted) = tokio::sync::watch::channel(false);
+            ctx.set_leading(true);
             let controllers = run_controllers(&ctx, &args, &scopes, halted);
             tokio::pin!(controllers);
             let finished = tokio::select! {
@@ -238,6 +239,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 _ = shutdown() => true,
             };
             let _ = halt.send(true);
+            ctx.set_leading(false);
             controllers.await;
             if finished {
                 break;
@@ -250,6 +252,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = lease_task.await;
     } else {
         readiness.set();
+        ctx.set_leading(true);
         run_controllers(&ctx, &args, &scopes, stopped.clone()).await;
     }
     let _ = server.await;

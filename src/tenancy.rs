@@ -10,10 +10,11 @@
 
 use crate::api::TwilioAccount;
 use crate::api::apikey::KeyType;
-use crate::api::subaccount::{Budget, SubaccountDeletionPolicy};
+use crate::api::subaccount::{Budget, BudgetAction, SubaccountDeletionPolicy};
 use crate::conditions::{Problem, Reason};
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
+use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
 /// The TwilioAccount objects use when they name none.
@@ -172,6 +173,44 @@ pub fn check_budget(account: &TwilioAccount, budget: Option<&Budget>) -> Result<
         ));
     }
     Ok(())
+}
+
+/// The budget `account` holds an existing subaccount to while its spec's budget breaks the
+/// policy (see [`check_budget`]), so editing the spec never lifts the account's limit: the
+/// spec's budget with monthly capped at maxMonthly and an allowed action (Suspend when allowed),
+/// or, without one, maxMonthly with the default thresholds. `None` when the policy sets no cap
+/// to fall back on.
+pub fn imposed_budget(account: &TwilioAccount, budget: Option<&Budget>) -> Option<(Budget, Decimal)> {
+    let policy = account.spec.subaccounts.budget.as_ref()?;
+    let cap = policy
+        .max_monthly
+        .as_deref()
+        .and_then(|m| crate::budget::amount("maxMonthly", m).ok());
+    let asked = budget.and_then(|b| {
+        crate::budget::amount("monthly", &b.monthly)
+            .ok()
+            .map(|m| (b.monthly.clone(), m))
+    });
+    let (text, monthly) = match (asked, cap) {
+        (Some((_, asked)), Some(cap)) if asked > cap => (policy.max_monthly.clone()?, cap),
+        (Some(asked), _) => asked,
+        (None, Some(cap)) => (policy.max_monthly.clone()?, cap),
+        (None, None) => return None,
+    };
+    let wanted = budget.map_or(BudgetAction::Suspend, |b| b.action);
+    let action = if policy.actions.contains(&wanted) {
+        wanted
+    } else if policy.actions.contains(&BudgetAction::Suspend) {
+        BudgetAction::Suspend
+    } else {
+        BudgetAction::Alert
+    };
+    let imposed = Budget {
+        monthly: text,
+        warn_at: budget.map_or_else(|| vec![80], |b| b.warn_at.clone()),
+        action,
+    };
+    Some((imposed, monthly))
 }
 
 #[cfg(test)]

@@ -2,20 +2,22 @@
 //! threshold: `POST /usage-triggers/{namespace}/{name}` on the webhook address.
 //!
 //! Contract:
-//! - a call counts only when its `X-Twilio-Signature` is what Twilio computes with the auth
-//!   token of the subaccount the call names (`AccountSid`): HMAC-SHA1 over the exact URL the
-//!   operator registered (its public base URL and the request's path and query) followed by each
-//!   form parameter's name and value, sorted by name, base64-encoded. Anything else (unsigned,
-//!   mis-signed, a subaccount whose token this process has not read, a body over 16 KiB) is
-//!   refused with 403 or 413, costs no Twilio call and changes nothing;
-//! - a verified call records the callback for that SID and wakes the object; its pass reads
-//!   spend again at once, or, within [`crate::budget::CALLBACK_SPACING`] of the last read a
-//!   callback caused, when that has passed; so a flood (even of replayed genuine calls) costs
-//!   Twilio at most two reads a minute per subaccount;
+//! - a call counts only when it names (`AccountSid`) a subaccount whose budget triggers call
+//!   the path's object, and its `X-Twilio-Signature` is what Twilio computes with that
+//!   subaccount's auth token: HMAC-SHA1 over the exact URL the operator registered (its public
+//!   base URL and the request's path and query) followed by each form parameter's name and
+//!   value, sorted by name, base64-encoded. Anything else (unsigned, mis-signed, about another
+//!   object, a body over 16 KiB) is refused with 403 or 413, costs no Twilio call and changes
+//!   nothing. A process that does not lead, or has not read the token yet, answers 503;
+//! - a verified call records the callback for that SID and wakes the object, at most once per
+//!   [`crate::budget::CALLBACK_SPACING`] (a call within it wakes the object once it has
+//!   passed); the pass reads spend at once, or when that spacing after the last read a callback
+//!   caused has passed. So a flood, even of replayed genuine calls, costs Twilio at most two
+//!   reads a minute per subaccount and wakes its object as often;
 //! - nothing about a call is trusted beyond what the signature proves: the object acts on the
 //!   spend it reads from Twilio itself.
 
-use crate::context::{Changed, Context};
+use crate::context::{Changed, Context, Wake};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -81,30 +83,65 @@ async fn callback(
     let Some(base) = ctx.budget_webhook() else {
         return StatusCode::NOT_FOUND;
     };
+    if !ctx.is_leading() {
+        // A standby knows no tokens and runs no reconciler; Twilio may try again.
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let sid = params
         .iter()
         .find(|(k, _)| k == "AccountSid")
-        .map(|(_, v)| v.as_str());
-    let given = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok());
-    let token = sid.and_then(|sid| ctx.subaccount_token(sid));
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    // Only the object whose triggers call about this SID may be woken by it: a tenant signing
+    // with its own subaccount's token cannot wake another's object.
+    let object = ctx.budget_object_of(sid);
+    if object.as_ref() != Some(&(namespace.clone(), name.clone())) {
+        tracing::info!(
+            ?namespace,
+            ?name,
+            ?sid,
+            "refused a usage-trigger call about no budget of this object"
+        );
+        return StatusCode::FORBIDDEN;
+    }
+    let Some(token) = ctx.subaccount_token(sid) else {
+        // Its token changed and is not read yet: the next pass reads it; Twilio may try again.
+        return StatusCode::SERVICE_UNAVAILABLE;
+    };
+    let given = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let url = format!(
         "{base}{}",
         uri.path_and_query().map_or(uri.path(), |p| p.as_str())
     );
-    let (Some(sid), Some(given), Some(token)) = (sid, given, token) else {
-        tracing::info!(%namespace, %name, "refused a usage-trigger call: unsigned, or for a subaccount this operator has not read");
-        return StatusCode::FORBIDDEN;
-    };
     if !verify(token.expose_secret(), &url, &params, given) {
-        tracing::warn!(%namespace, %name, %sid, "refused a usage-trigger call whose signature does not verify");
+        tracing::warn!(
+            ?namespace,
+            ?name,
+            ?sid,
+            "refused a usage-trigger call whose signature does not verify"
+        );
         return StatusCode::FORBIDDEN;
     }
-    // Waking the object costs no Twilio call: its pass reads spend only as often as
-    // `budget::callback_read_at` allows, and the controller merges wakes of one object.
-    ctx.note_callback(sid, Timestamp::now());
-    tracing::info!(%namespace, %name, %sid, "usage trigger called; reading spend again");
-    let _ = ctx.cluster.changes.send(Changed::Spend(namespace, name));
+    let wake = Changed::Spend(namespace, name);
+    match ctx.note_callback(sid, Timestamp::now()) {
+        Wake::Now => {
+            tracing::info!(?sid, "usage trigger called; reading spend again");
+            let _ = ctx.cluster.changes.send(wake);
+        }
+        Wake::After(delay) => {
+            let (ctx, sid) = (ctx.clone(), sid.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                ctx.woke_late(&sid, Timestamp::now());
+                let _ = ctx.cluster.changes.send(wake);
+            });
+        }
+        Wake::Pending => {}
+    }
     StatusCode::NO_CONTENT
 }
 

@@ -385,6 +385,26 @@ async fn trigger_callbacks_act_within_seconds_and_forged_ones_change_nothing() {
         let status = post(signature.clone(), form.clone()).await.unwrap().status();
         assert_eq!(status, 403, "{signature:?}");
     }
+    // Genuinely signed, but about another object: a tenant signing with its own token cannot
+    // wake somebody else's.
+    let elsewhere = format!("{base}/usage-triggers/{}/other", f.ns);
+    let status = http
+        .post(&elsewhere)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header(
+            "X-Twilio-Signature",
+            twilio_operator::webhook::signature(
+                secrecy::ExposeSecret::expose_secret(&token),
+                &elsewhere,
+                &params,
+            ),
+        )
+        .body(form.clone())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 403);
     let big = post(
         Some(sign(secrecy::ExposeSecret::expose_secret(&token))),
         "A".repeat(64 * 1024),
@@ -512,10 +532,40 @@ async fn the_account_policy_can_require_a_budget_cap_it_and_insist_on_suspend() 
             .is_some_and(|st| is_ready(&st.conditions) && st.budget.is_some())
     })
     .await;
-    assert!(sub.status.unwrap().sid.is_some());
-    // Removing the budget afterwards is refused again, before any Twilio call.
+    let sid = sub.status.unwrap().sid.expect("a subaccount");
+    // Removing the budget afterwards is refused, and does not lift the account's limit: the
+    // subaccount is held to maxMonthly with Suspend meanwhile.
     apply(json!({"accountRef": account})).await;
-    refused("requires spec.budget").await;
+    let st = refused("requires spec.budget").await;
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.message.contains("held to a budget of 100.00"))
+    );
+    emu.change_account(&sid, json!({"usage_total": 150})).await;
+    let tenant_api = api.clone();
+    tenant_api
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/look": "1"}}})),
+        )
+        .await
+        .expect("the tenant may annotate");
+    let held = wait_for(
+        &api,
+        "team",
+        WAIT,
+        "suspended by the imposed budget",
+        |s: &TwilioSubaccount| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.budget.as_ref())
+                .is_some_and(|b| b.suspended_by_budget)
+        },
+    )
+    .await;
+    assert_eq!(held.status.unwrap().twilio_status.as_deref(), Some("suspended"));
     api.delete("team", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "team", WAIT).await;
 }

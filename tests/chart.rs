@@ -934,7 +934,10 @@ async fn the_alerts_fire_as_documented_and_the_dashboard_queries_parse() {
         ],
     );
     let rule: Value = serde_saphyr::from_str(&rendered).expect("a rendered PrometheusRule");
-    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus-stack", "{rendered}");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"], "kube-prometheus-stack",
+        "{rendered}"
+    );
     let groups = json!({"groups": rule["spec"]["groups"]});
     std::fs::write(dir.join("rules.yaml"), groups.to_string()).unwrap();
     let tests = std::fs::read_to_string(repo_root().join("tests/alerts/alerts.test.yaml")).unwrap();

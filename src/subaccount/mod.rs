@@ -56,6 +56,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// How often the budget triggers at Twilio are listed again to confirm they are as recorded
+/// (somebody holding the subaccount's token may have deleted or moved them).
+const TRIGGER_CONFIRMATION: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
 /// The TwilioSubaccount reconciler.
 pub struct Subaccounts {
     ctx: Arc<Context>,
@@ -82,8 +86,10 @@ struct Memory {
     refusals: template::Refusals,
     /// When a trigger callback last caused a usage read, by subaccount SID.
     callback_reads: Mutex<HashMap<String, Timestamp>>,
-    /// UIDs of the objects whose budget triggers this process has confirmed at Twilio.
-    triggers: Mutex<HashSet<String>>,
+    /// When this process last confirmed each object's budget triggers at Twilio, by UID.
+    triggers: Mutex<HashMap<String, Instant>>,
+    /// UIDs of the objects whose last trigger sync failed (told once, by event).
+    trigger_failures: Mutex<HashSet<String>>,
 }
 
 /// Spend as a pass knows it.
@@ -147,8 +153,10 @@ impl Lifecycle for Subaccounts {
         now: Timestamp,
     ) -> Result<Done, Stop> {
         let ctx = &self.ctx;
-        let settings = plan::settings(sub)?;
-        let ns = settings.namespace.as_str();
+        let mut settings = plan::settings(sub)?;
+        let ns = settings.namespace.clone();
+        let ns = ns.as_str();
+        let mut imposed_note = None;
         let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
         let Parent {
             creds: parent,
@@ -159,7 +167,20 @@ impl Lifecycle for Subaccounts {
             if let Some(sid) = &sub.spec.sid {
                 tenancy::check_adopt(policy, sid, ns)?;
             }
-            tenancy::check_budget(policy, sub.spec.budget.as_ref())?;
+            if let Err(refusal) = tenancy::check_budget(policy, sub.spec.budget.as_ref()) {
+                // An existing subaccount stays under the account's limit whatever its spec says
+                // meanwhile; nothing new is made for a spec that breaks the policy.
+                match tenancy::imposed_budget(policy, sub.spec.budget.as_ref()) {
+                    Some(imposed) if st.sid.is_some() => {
+                        imposed_note = Some(format!(
+                            "{}. Until it does, the subaccount is held to a budget of {} with action {:?}",
+                            refusal.message, imposed.0.monthly, imposed.0.action
+                        ));
+                        settings.budget = Some(imposed);
+                    }
+                    _ => return Err(refusal.into()),
+                }
+            }
         }
         // The claim comes before any Twilio call about the SID.
         if let Some(sid) = sub.spec.sid.as_deref().or(st.sid.as_deref()) {
@@ -207,7 +228,9 @@ impl Lifecycle for Subaccounts {
             ctx.remember_subaccount_token(&account.sid, token.clone());
         }
 
-        let previous = st.budget.take();
+        // Kept in status until this pass judges anew: a pass that fails first must not forget
+        // which thresholds were announced, the suspension or the triggers.
+        let previous = st.budget.clone();
         let spend = self
             .spend(sub, &settings, &parent, &account.sid, st, previous.as_ref(), now)
             .await?;
@@ -268,7 +291,7 @@ impl Lifecycle for Subaccounts {
             .await;
         let triggers = self
             .keep_triggers(sub, &settings, &parent, &account.sid, previous.as_ref())
-            .await?;
+            .await;
         if let Some(budget) = st.budget.as_mut() {
             budget.triggers = triggers;
         }
@@ -285,6 +308,9 @@ impl Lifecycle for Subaccounts {
         );
         if st.budget.as_ref().is_some_and(|b| b.suspended_by_budget) {
             message.push_str(" because its monthly budget is spent");
+        }
+        if let Some(note) = imposed_note {
+            return Err(Problem::new(Reason::NotPermitted, note).into());
         }
         Ok(Done {
             message,
@@ -315,6 +341,11 @@ impl Lifecycle for Subaccounts {
         let uid = sub.uid().unwrap_or_default();
         self.memory.refusals.forget(&uid);
         self.memory.triggers.lock().expect("trigger memory").remove(&uid);
+        self.memory
+            .trigger_failures
+            .lock()
+            .expect("trigger memory")
+            .remove(&uid);
         Ok(done)
     }
 }
@@ -423,10 +454,18 @@ impl Subaccounts {
     /// names what was left.
     async fn remove_triggers(&self, sub: &TwilioSubaccount, st: &TwilioSubaccountStatus) -> Result<(), Stop> {
         let ctx = &self.ctx;
-        let (Some(sid), Some(budget)) = (st.sid.as_deref(), st.budget.as_ref()) else {
+        let Some(sid) = st.sid.as_deref() else {
             return Ok(());
         };
-        if budget.triggers.is_empty() {
+        let recorded = st
+            .budget
+            .as_ref()
+            .map(|b| b.triggers.as_slice())
+            .unwrap_or_default();
+        // Triggers made just before an interruption are not recorded: with a budget and a URL,
+        // Twilio is asked (they are found by name) even when status records none.
+        let maybe_made = self.ctx.budget_webhook().is_some() && sub.spec.budget.is_some();
+        if recorded.is_empty() && !maybe_made {
             return Ok(());
         }
         let ns = sub.namespace().unwrap_or_default();
@@ -434,8 +473,8 @@ impl Subaccounts {
         let parent = target::parent(ctx, &ns, refs.0, refs.1, Use::Cleanup).await.ok();
         let candidates = self.candidates(parent.map(|p| p.creds), st);
         let uid = sub.uid().unwrap_or_default();
-        let sids: Vec<&str> = budget.triggers.iter().map(|t| t.sid.as_str()).collect();
-        let work = format!("Removing usage triggers {} of {sid}", sids.join(", "));
+        let sids: Vec<&str> = recorded.iter().map(|t| t.sid.as_str()).collect();
+        let work = format!("Removing the budget's usage triggers of {sid}");
         let remove = |creds: Credentials| {
             let uid = uid.clone();
             async move {
@@ -446,8 +485,12 @@ impl Subaccounts {
         let failed = |why: &str| Note {
             reason: "BudgetTriggersLeft",
             text: format!(
-                "Could not remove usage triggers {} of {sid} at Twilio ({why}); delete them in the Twilio Console",
-                sids.join(", ")
+                "Could not remove the budget's usage triggers of {sid} at Twilio ({why}); delete them in the Twilio Console (recorded: {})",
+                if sids.is_empty() {
+                    "none".to_owned()
+                } else {
+                    sids.join(", ")
+                }
             ),
         };
         reconcile::release(ctx, sub, candidates, &work, remove, failed).await?;
@@ -572,9 +615,9 @@ impl Subaccounts {
     ) -> Result<Spend, Stop> {
         let remembered = self.memory.usage.lock().expect("usage memory").get(sid).cloned();
         // With a budget, what a person changes (a new limit, an annotation to force a look) is
-        // judged against fresh spend.
+        // judged against fresh spend, read at most every few seconds however often it changes.
         let touched = settings.budget.is_some() && remembered.as_ref().is_some_and(|(_, t)| *t != touch(sub));
-        let mut usage = plan::newest_usage(st.usage.take(), remembered.map(|(u, _)| u));
+        let mut usage = plan::newest_usage(st.usage.clone(), remembered.map(|(u, _)| u));
         let triggered = previous.is_some_and(|b| !b.triggers.is_empty());
         let due = usage
             .as_ref()
@@ -587,10 +630,19 @@ impl Subaccounts {
             .expect("callback memory")
             .get(sid)
             .copied();
-        let callback = usage
-            .as_ref()
-            .and_then(|u| budget::callback_read_at(u, called_back, last_forced));
-        if touched || budget::read_due(usage.as_ref(), due, callback, now) {
+        let asked = |u: &SubaccountUsage| {
+            let callback = budget::asked_read_at(u, called_back, last_forced, budget::CALLBACK_SPACING);
+            let look = budget::asked_read_at(
+                u,
+                touched.then_some(now),
+                Some(u.observed_at.0),
+                budget::LOOK_SPACING,
+            );
+            (callback, look)
+        };
+        let (callback, look) = usage.as_ref().map(asked).unwrap_or_default();
+        let earliest = callback.into_iter().chain(look).min();
+        if budget::read_due(usage.as_ref(), due, earliest, now) {
             if callback.is_some_and(|at| now >= at) {
                 self.memory
                     .callback_reads
@@ -620,9 +672,14 @@ impl Subaccounts {
         };
         let rate = judgement.as_ref().and_then(|j| j.status.rate_per_hour.as_deref());
         let scheduled = plan::next_usage_read(&read, settings.budget.as_ref(), rate, triggered);
-        // A callback this pass could not act on yet is acted on as soon as it may.
-        let next_read = budget::callback_read_at(&read, called_back, last_forced)
-            .map_or(scheduled, |at| at.min(scheduled));
+        // A read asked for that this pass could not make yet is made as soon as it may.
+        let (callback, look) = asked(&read);
+        let next_read = callback
+            .into_iter()
+            .chain(look)
+            .chain([scheduled])
+            .min()
+            .unwrap_or(scheduled);
         st.usage = Some(read);
         Ok(Spend { judgement, next_read })
     }
@@ -717,7 +774,9 @@ impl Subaccounts {
     /// Keeps one usage trigger per budget threshold at Twilio, calling the operator's endpoint,
     /// when the operator has a public webhook URL; removes them when the budget or the URL goes.
     /// Twilio is asked only when the triggers recorded in status differ from those wanted, or
-    /// once per process to confirm them. Returns the triggers as they now are.
+    /// every [`TRIGGER_CONFIRMATION`] to confirm them. Best effort: a failure keeps what status
+    /// recorded, is told once in a Warning event, and is tried again at the next pass; the
+    /// Secret and the rotation go on. Returns the triggers as they now are.
     async fn keep_triggers(
         &self,
         sub: &TwilioSubaccount,
@@ -725,9 +784,10 @@ impl Subaccounts {
         parent: &Credentials,
         sid: &str,
         previous: Option<&BudgetStatus>,
-    ) -> Result<Vec<BudgetTrigger>, Stop> {
+    ) -> Vec<BudgetTrigger> {
         let uid = sub.uid().unwrap_or_default();
-        let url = self.ctx.budget_callback_url(&settings.namespace, &settings.name);
+        let (ns, name) = (settings.namespace.as_str(), settings.name.as_str());
+        let url = self.ctx.budget_callback_url(ns, name);
         let wanted = budget::wanted_triggers(
             settings.budget.as_ref().map(|(b, m)| (b, *m)),
             &uid,
@@ -739,15 +799,50 @@ impl Subaccounts {
             .triggers
             .lock()
             .expect("trigger memory")
-            .contains(&uid);
-        if recorded.is_empty() && wanted.is_empty()
-            || confirmed && budget::recorded_as_wanted(recorded, &wanted)
-        {
-            return Ok(recorded.to_vec());
+            .get(&uid)
+            .is_some_and(|at| at.elapsed() < TRIGGER_CONFIRMATION);
+        let settled = recorded.is_empty() && wanted.is_empty()
+            || confirmed && budget::recorded_as_wanted(recorded, &wanted);
+        let kept = if settled {
+            Ok(recorded.to_vec())
+        } else {
+            self.sync_triggers(parent, sid, &uid, &wanted).await
+        };
+        let triggers = match kept {
+            Ok(triggers) => triggers,
+            Err(e) => {
+                let first = self
+                    .memory
+                    .trigger_failures
+                    .lock()
+                    .expect("trigger memory")
+                    .insert(uid.clone());
+                if first {
+                    let note = format!(
+                        "Could not set the budget's usage triggers at Twilio ({e}); spend is still read on schedule, and the triggers are tried again"
+                    );
+                    self.ctx
+                        .event(sub, EventType::Warning, "BudgetTriggersFailed", "Budget", note)
+                        .await;
+                }
+                return recorded.to_vec();
+            }
+        };
+        self.memory
+            .trigger_failures
+            .lock()
+            .expect("trigger memory")
+            .remove(&uid);
+        if !settled {
+            self.memory
+                .triggers
+                .lock()
+                .expect("trigger memory")
+                .insert(uid, Instant::now());
         }
-        let triggers = self.sync_triggers(parent, sid, &uid, &wanted).await?;
-        self.memory.triggers.lock().expect("trigger memory").insert(uid);
-        if !wanted.is_empty() && !budget::recorded_as_wanted(recorded, &wanted) {
+        self.ctx
+            .budget_object(sid, (!triggers.is_empty()).then_some((ns, name)));
+        if !settled && !wanted.is_empty() && !budget::recorded_as_wanted(recorded, &wanted) {
             let note = format!(
                 "Usage triggers at Twilio call the operator at {} of spec.budget.monthly",
                 wanted
@@ -760,7 +855,7 @@ impl Subaccounts {
                 .event(sub, EventType::Normal, "BudgetTriggersSet", "Budget", note)
                 .await;
         }
-        Ok(triggers)
+        triggers
     }
 
     /// Makes the usage triggers of the object with `uid` on subaccount `sid` those `wanted`,
