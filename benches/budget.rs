@@ -11,7 +11,8 @@
 //! steady (ends the month at 40-70% of its limit), heavy (80-95%), over (crosses the limit on
 //! day 20) and runaway (from 10% to 150% within an hour on day 10). Every budget warns at 50%
 //! and 80% and suspends at the limit. Twilio's trigger evaluation lag (about a minute) and the
-//! callback's delivery are counted as one minute.
+//! callback's delivery are counted as one minute; usage records are taken as current (at
+//! Twilio they lag, which no schedule can make up for).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -79,8 +80,8 @@ fn simulate(n: usize, triggered: bool) -> Tally {
             period: Some("2026-11".into()),
         };
         if triggered {
-            // Listed once, then one made per threshold.
-            tally.trigger_lists += 1;
+            // Listed, one made per threshold, then listed again every 6 hours to confirm them.
+            tally.trigger_lists += 1 + 30 * 4;
             tally.trigger_creates += thresholds.len() as u64;
         }
         let mut known = read(0);

@@ -569,3 +569,51 @@ async fn the_account_policy_can_require_a_budget_cap_it_and_insist_on_suspend() 
     api.delete("team", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "team", WAIT).await;
 }
+
+#[tokio::test]
+async fn a_spec_that_cannot_be_used_still_holds_the_subaccount_to_its_budget() {
+    let f = Fixture::new("budget-broken", &[]).await;
+    create(
+        &f,
+        "team",
+        json!({"secret": {"name": "team-twilio"}, "budget": {"monthly": "20", "action": "Suspend"}}),
+    )
+    .await;
+    let sid = sid(&budget_where(&f, "team", "budget Ok", |b| b.state == BudgetState::Ok).await);
+    // A template the schema admits but the operator cannot render stops every other step.
+    subs(&f)
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secret": {"template": {"data": {"X": "{{ nope }}"}}}}})),
+        )
+        .await
+        .unwrap();
+    let broken = |s: &TwilioSubaccount| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == "TemplateInvalid")
+        })
+    };
+    wait_for(&subs(&f), "team", WAIT, "TemplateInvalid", broken).await;
+    f.emu.change_account(&sid, json!({"usage_total": 25})).await;
+    look(&f, "team").await;
+    let held = wait_for(
+        &subs(&f),
+        "team",
+        WAIT,
+        "suspended by its budget",
+        |s: &TwilioSubaccount| {
+            broken(s)
+                && s.status
+                    .as_ref()
+                    .and_then(|st| st.budget.as_ref())
+                    .is_some_and(|b| b.suspended_by_budget)
+        },
+    )
+    .await;
+    assert_eq!(held.status.unwrap().twilio_status.as_deref(), Some("suspended"));
+    assert_eq!(twilio_status(&f, &sid).await, "suspended");
+    f.wait_event("team", "BudgetSuspended").await;
+}

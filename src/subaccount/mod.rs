@@ -153,7 +153,19 @@ impl Lifecycle for Subaccounts {
         now: Timestamp,
     ) -> Result<Done, Stop> {
         let ctx = &self.ctx;
-        let mut settings = plan::settings(sub)?;
+        let mut settings = match plan::settings(sub) {
+            Ok(settings) => settings,
+            Err(problem) => {
+                if let Err(stop) = self.hold_while_invalid(sub, st, now).await {
+                    let why = match stop {
+                        Stop::Problem(p) => p.message,
+                        Stop::Kube(e) => e.to_string(),
+                    };
+                    tracing::info!(object = %reconcile::object_id(sub), %why, "could not hold the subaccount to its budget");
+                }
+                return Err(problem.into());
+            }
+        };
         let ns = settings.namespace.clone();
         let ns = ns.as_str();
         let mut imposed_note = None;
@@ -436,6 +448,59 @@ impl Subaccounts {
         };
         let work = format!("Making {kept} {} at Twilio", wanted.as_str());
         reconcile::release(ctx, sub, candidates, &work, apply_policy, failed).await
+    }
+
+    /// A spec that cannot be used (a bad template or duration) stops the pass before anything
+    /// else, but not the budget: a recorded subaccount is still held to it (its own, or the one
+    /// its account imposes) and suspended if its spend says so, so breaking the spec never
+    /// lifts the limit. Nothing else is changed, and nothing is reactivated.
+    async fn hold_while_invalid(
+        &self,
+        sub: &TwilioSubaccount,
+        st: &mut TwilioSubaccountStatus,
+        now: Timestamp,
+    ) -> Result<(), Stop> {
+        let ctx = &self.ctx;
+        let (Some(sid), Ok(mut settings)) = (st.sid.clone(), plan::budget_settings(sub)) else {
+            return Ok(());
+        };
+        let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
+        let Parent {
+            creds: parent,
+            account: policy,
+        } = target::parent(ctx, &settings.namespace, refs.0, refs.1, Use::Act).await?;
+        if let Some(policy) = &policy
+            && tenancy::check_budget(policy, sub.spec.budget.as_ref()).is_err()
+        {
+            settings.budget = tenancy::imposed_budget(policy, sub.spec.budget.as_ref());
+        }
+        if settings.budget.is_none() {
+            return Ok(());
+        }
+        let previous = st.budget.clone();
+        let spend = self
+            .spend(sub, &settings, &parent, &sid, st, previous.as_ref(), now)
+            .await?;
+        if spend.judgement.as_ref().is_some_and(|j| j.suspend) {
+            let gone = format!("Subaccount {sid} recorded in status no longer exists at Twilio");
+            let account = self.account(&parent, &sid, touch(sub), gone).await?;
+            if account.status == Some(AccountStatus::Active) {
+                let update = AccountUpdate {
+                    friendly_name: None,
+                    status: Some(AccountStatus::Suspended),
+                };
+                let updated = ctx.twilio.update_account(&parent, &sid, &update).await?;
+                record(st, &updated);
+                self.saw(&updated, touch(sub));
+                let note = format!(
+                    "Suspended subaccount {sid} at Twilio: its spend reached its budget, which holds although the spec cannot be used"
+                );
+                ctx.event(sub, EventType::Warning, "BudgetSuspended", "Update", note)
+                    .await;
+            }
+        }
+        self.report_budget(sub, &settings, st, &sid, &spend, now).await;
+        Ok(())
     }
 
     /// The credentials a deletion step may use: the object's own (`own`) and the operator's, but

@@ -94,24 +94,18 @@ impl Settings {
     }
 }
 
-/// Validates `sub`'s spec.
-pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
+/// The spec as far as the budget needs it (names and the budget), validated: enough to hold the
+/// subaccount to its budget while the rest of the spec cannot be used.
+pub fn budget_settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
     let namespace = sub.namespace().unwrap_or_default();
     let display_name = tagging::display_name(sub.spec.friendly_name.as_deref(), &namespace, &sub.name_any());
-    let token_rotation = match &sub.spec.auth_token_rotation {
-        Some(r) => Some((
-            duration_field("spec.authTokenRotation.every", &r.every)?,
-            duration_field("spec.authTokenRotation.gracePeriod", &r.grace_period)?,
-        )),
-        None => None,
-    };
     let secret = sub.spec.secret.as_ref();
     let mut settings = Settings {
         creation_name: tagging::creation_name(&sub.uid().unwrap_or_default()),
         display_name,
         namespace,
         secret_name: secret.map(|s| s.name.clone()),
-        token_rotation,
+        token_rotation: None,
         name: sub.name_any(),
         secret_type: secret.map_or_else(|| SecretForm::default().type_, |s| s.form.type_.clone()),
         template: None,
@@ -127,6 +121,20 @@ pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
         }
         settings.budget = Some((budget.clone(), monthly));
     }
+    Ok(settings)
+}
+
+/// Validates `sub`'s spec.
+pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
+    let mut settings = budget_settings(sub)?;
+    settings.token_rotation = match &sub.spec.auth_token_rotation {
+        Some(r) => Some((
+            duration_field("spec.authTokenRotation.every", &r.every)?,
+            duration_field("spec.authTokenRotation.gracePeriod", &r.grace_period)?,
+        )),
+        None => None,
+    };
+    let secret = sub.spec.secret.as_ref();
     // Checked with placeholders before anything is asked of Twilio.
     if let Some(spec) = secret.and_then(|s| s.form.template.as_ref()) {
         let checked = Template::compile(
