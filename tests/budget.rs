@@ -4,7 +4,7 @@
 
 mod support;
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::fixture::{Fixture, WAIT};
@@ -16,18 +16,11 @@ use twilio_operator::conditions::is_ready;
 const MONTH: i64 = 32 * 86_400;
 
 fn subs(f: &Fixture) -> Api<TwilioSubaccount> {
-    Api::namespaced(f.client.clone(), &f.ns)
+    f.subaccounts()
 }
 
 async fn create(f: &Fixture, name: &str, spec: Value) {
-    let sub: TwilioSubaccount = serde_json::from_value(json!({
-        "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "metadata": {"name": name}, "spec": spec,
-    }))
-    .expect("a valid TwilioSubaccount");
-    subs(f)
-        .create(&PostParams::default(), &sub)
-        .await
-        .expect("create TwilioSubaccount");
+    f.create_subaccount(name, spec).await;
 }
 
 /// The object once Ready, with a budget status that satisfies `what`; on timeout the failure
@@ -79,6 +72,25 @@ async fn look(f: &Fixture, name: &str) {
 async fn spend(f: &Fixture, name: &str, sid: &str, total: f64) {
     f.emu.change_account(sid, json!({"usage_total": total})).await;
     look(f, name).await;
+}
+
+/// Moves Twilio into the next month and makes the operator look; returns the new month.
+async fn new_month(f: &Fixture, name: &str) -> String {
+    let travelled = f.emu.advance_clock(MONTH).await;
+    look(f, name).await;
+    travelled["period"].as_str().expect("the new month").to_owned()
+}
+
+/// Changes the spec as a person would.
+async fn edit(f: &Fixture, name: &str, spec: Value) {
+    subs(f)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .expect("edit the spec");
 }
 
 fn sid(sub: &TwilioSubaccount) -> String {
@@ -177,11 +189,7 @@ async fn thresholds_warn_once_a_month_and_alert_changes_nothing_at_twilio() {
     assert_eq!(count_events(&f, "team", "BudgetExceeded").await, 1);
 
     // A new month at Twilio: spend starts from zero, and thresholds are announced again.
-    let period = f.emu.advance_clock(MONTH).await["period"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    look(&f, "team").await;
+    let period = new_month(&f, "team").await;
     budget_where(&f, "team", "the new month", |b| {
         b.period == period && b.state == BudgetState::Ok
     })
@@ -225,14 +233,7 @@ async fn suspend_stops_the_spend_until_a_higher_limit_or_the_next_month_and_neve
     assert!(note.contains(&sid), "{note}");
 
     // Raising the limit above the spend lifts the suspension.
-    subs(&f)
-        .patch(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"budget": {"monthly": "30"}}})),
-        )
-        .await
-        .unwrap();
+    edit(&f, "team", json!({"budget": {"monthly": "30"}})).await;
     budget_where(&f, "team", "reactivated", |b| !b.suspended_by_budget).await;
     assert_eq!(twilio_status(&f, &sid).await, "active");
     f.wait_event("team", "BudgetReactivated").await;
@@ -240,11 +241,7 @@ async fn suspend_stops_the_spend_until_a_higher_limit_or_the_next_month_and_neve
     // Spend past the new limit suspends again; the next month reactivates.
     spend(&f, "team", &sid, 31.0).await;
     budget_where(&f, "team", "suspended again", |b| b.suspended_by_budget).await;
-    let period = f.emu.advance_clock(MONTH).await["period"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    look(&f, "team").await;
+    let period = new_month(&f, "team").await;
     budget_where(&f, "team", "the new month", |b| {
         b.period == period && !b.suspended_by_budget
     })
@@ -254,21 +251,10 @@ async fn suspend_stops_the_spend_until_a_higher_limit_or_the_next_month_and_neve
     // A subaccount the spec suspends stays suspended, whatever the budget says.
     spend(&f, "team", &sid, 40.0).await;
     budget_where(&f, "team", "suspended by the budget", |b| b.suspended_by_budget).await;
-    subs(&f)
-        .patch(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"state": "Suspended"}})),
-        )
-        .await
-        .unwrap();
+    edit(&f, "team", json!({"state": "Suspended"})).await;
     let sub = budget_where(&f, "team", "suspended by the spec", |b| !b.suspended_by_budget).await;
     assert_eq!(sub.status.unwrap().twilio_status.as_deref(), Some("suspended"));
-    let period = f.emu.advance_clock(MONTH).await["period"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    look(&f, "team").await;
+    let period = new_month(&f, "team").await;
     budget_where(&f, "team", "the month after", |b| {
         b.period == period && b.state == BudgetState::Ok
     })
@@ -581,14 +567,12 @@ async fn a_spec_that_cannot_be_used_still_holds_the_subaccount_to_its_budget() {
     .await;
     let sid = sid(&budget_where(&f, "team", "budget Ok", |b| b.state == BudgetState::Ok).await);
     // A template the schema admits but the operator cannot render stops every other step.
-    subs(&f)
-        .patch(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"secret": {"template": {"data": {"X": "{{ nope }}"}}}}})),
-        )
-        .await
-        .unwrap();
+    edit(
+        &f,
+        "team",
+        json!({"secret": {"template": {"data": {"X": "{{ nope }}"}}}}),
+    )
+    .await;
     let broken = |s: &TwilioSubaccount| {
         s.status.as_ref().is_some_and(|st| {
             st.conditions

@@ -18,18 +18,11 @@ use twilio_operator::twilio::types::{AccountStatus, AccountUpdate};
 use twilio_operator::twilio::{Credentials, ErrorClass};
 
 fn subs(f: &Fixture) -> Api<TwilioSubaccount> {
-    Api::namespaced(f.client.clone(), &f.ns)
+    f.subaccounts()
 }
 
 async fn create(f: &Fixture, name: &str, spec: Value) -> TwilioSubaccount {
-    let sub: TwilioSubaccount = serde_json::from_value(json!({
-        "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "metadata": {"name": name}, "spec": spec,
-    }))
-    .expect("a valid TwilioSubaccount");
-    subs(f)
-        .create(&PostParams::default(), &sub)
-        .await
-        .expect("create TwilioSubaccount")
+    f.create_subaccount(name, spec).await
 }
 
 async fn ready_where(

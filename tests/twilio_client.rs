@@ -10,6 +10,18 @@ use support::emulator::{Emulator, MAIN_SID};
 use twilio_operator::twilio::types::{AccountFilter, AccountStatus, AccountUpdate, NewUsageTrigger};
 use twilio_operator::twilio::{Credentials, Error, ErrorClass, TwilioClient};
 
+/// A recurring monthly trigger on total price at `value`, calling `url`.
+fn monthly_price_trigger(url: &str, value: &str) -> NewUsageTrigger {
+    NewUsageTrigger {
+        callback_url: url.into(),
+        trigger_value: value.into(),
+        usage_category: "totalprice".into(),
+        friendly_name: Some("budget".into()),
+        recurring: Some("monthly".into()),
+        trigger_by: Some("price".into()),
+    }
+}
+
 fn class<T: std::fmt::Debug>(result: Result<T, Error>) -> (ErrorClass, Option<i64>) {
     let error = result.expect_err("the call should fail");
     (error.class(), error.code())
@@ -392,14 +404,7 @@ async fn balance_usage_and_triggers() {
         (Some("12.34"), Some("usd"))
     );
 
-    let trigger = NewUsageTrigger {
-        callback_url: "https://example.com/usage".into(),
-        trigger_value: "+30".into(),
-        usage_category: "totalprice".into(),
-        friendly_name: Some("budget".into()),
-        recurring: Some("monthly".into()),
-        trigger_by: Some("price".into()),
-    };
+    let trigger = monthly_price_trigger("https://example.com/usage", "+30");
     let created = client
         .create_usage_trigger(&main, &tenant.sid, &trigger)
         .await
@@ -733,14 +738,7 @@ async fn usage_triggers_fire_once_a_month_with_a_signature_the_official_sdk_acce
     let token = tenant.auth_token.clone().expect("a new subaccount's token");
     let (sink, mut calls) = support::emulator::callback_sink().await;
     let callback_url = format!("{sink}/usage-triggers/team/budget?shard=1");
-    let trigger = NewUsageTrigger {
-        callback_url: callback_url.clone(),
-        trigger_value: "10".into(),
-        usage_category: "totalprice".into(),
-        friendly_name: Some("budget 100%".into()),
-        recurring: Some("monthly".into()),
-        trigger_by: Some("price".into()),
-    };
+    let trigger = monthly_price_trigger(&callback_url, "10");
     let created = client
         .create_usage_trigger(&main, &tenant.sid, &trigger)
         .await

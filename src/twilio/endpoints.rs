@@ -30,6 +30,17 @@ fn account_path(account_sid: &str, rest: &str) -> Result<String, Error> {
     ))
 }
 
+/// The path of usage trigger `trigger_sid` of `account_sid`, both checked.
+fn trigger_path(account_sid: &str, trigger_sid: &str) -> Result<String, Error> {
+    account_path(
+        account_sid,
+        &format!(
+            "/Usage/Triggers/{}.json",
+            sid("usage trigger SID", "UT", trigger_sid)?
+        ),
+    )
+}
+
 fn policy_json(permissions: &[String]) -> String {
     serde_json::to_string(&Policy {
         allow: permissions.to_vec(),
@@ -352,13 +363,7 @@ impl TwilioClient {
         trigger_sid: &str,
         callback_url: &str,
     ) -> Result<UsageTrigger, Error> {
-        let path = account_path(
-            account_sid,
-            &format!(
-                "/Usage/Triggers/{}.json",
-                sid("usage trigger SID", "UT", trigger_sid)?
-            ),
-        )?;
+        let path = trigger_path(account_sid, trigger_sid)?;
         let call = Call::new("UpdateUsageTrigger", Method::POST, Host::Api, path)
             .form("CallbackUrl", Some(callback_url));
         self.json(creds, &call).await
@@ -371,13 +376,7 @@ impl TwilioClient {
         account_sid: &str,
         trigger_sid: &str,
     ) -> Result<(), Error> {
-        let path = account_path(
-            account_sid,
-            &format!(
-                "/Usage/Triggers/{}.json",
-                sid("usage trigger SID", "UT", trigger_sid)?
-            ),
-        )?;
+        let path = trigger_path(account_sid, trigger_sid)?;
         self.delete(
             creds,
             &Call::new("DeleteUsageTrigger", Method::DELETE, Host::Api, path),

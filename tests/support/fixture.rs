@@ -11,7 +11,7 @@ use kube::{Client, ResourceExt};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::time::Duration;
-use twilio_operator::api::TwilioApiKey;
+use twilio_operator::api::{TwilioApiKey, TwilioSubaccount};
 use twilio_operator::conditions::is_ready;
 use twilio_operator::twilio::{Credentials, ErrorClass};
 
@@ -42,6 +42,22 @@ impl Fixture {
 
     pub fn keys(&self) -> Api<TwilioApiKey> {
         Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn subaccounts(&self) -> Api<TwilioSubaccount> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates TwilioSubaccount `name` with `spec`, as a user would.
+    pub async fn create_subaccount(&self, name: &str, spec: Value) -> TwilioSubaccount {
+        let sub: TwilioSubaccount = serde_json::from_value(json!({
+            "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "metadata": {"name": name}, "spec": spec,
+        }))
+        .expect("a valid TwilioSubaccount");
+        self.subaccounts()
+            .create(&PostParams::default(), &sub)
+            .await
+            .expect("create TwilioSubaccount")
     }
 
     pub fn secrets(&self) -> Api<Secret> {
