@@ -276,25 +276,20 @@ impl Lifecycle for Subaccounts {
                             account.sid
                         ),
                     ),
-                    // The spec did not change since the last pass, so Twilio's side drifted.
-                    _ if st.observed_generation == sub.metadata.generation => (
-                        EventType::Warning,
-                        "StatusDrift",
-                        format!(
+                    _ => {
+                        // The spec did not change since the last pass, so Twilio's side drifted.
+                        let (type_, reason) = if st.observed_generation == sub.metadata.generation {
+                            (EventType::Warning, "StatusDrift")
+                        } else {
+                            (EventType::Normal, "StatusChanged")
+                        };
+                        let note = format!(
                             "Subaccount {} was {was} at Twilio; set to {} as spec.state says",
                             account.sid,
                             s.as_str()
-                        ),
-                    ),
-                    _ => (
-                        EventType::Normal,
-                        "StatusChanged",
-                        format!(
-                            "Subaccount {} was {was} at Twilio; set to {} as spec.state says",
-                            account.sid,
-                            s.as_str()
-                        ),
-                    ),
+                        );
+                        (type_, reason, note)
+                    }
                 };
                 ctx.event(sub, type_, reason, "Update", note).await;
             }
