@@ -16,7 +16,6 @@ use crate::target;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,8 +24,7 @@ use std::time::Instant;
 /// The TwilioAccount reconciler.
 pub struct Accounts {
     ctx: Arc<Context>,
-    /// When each account (by name) is next due a check, and for which generation; an account
-    /// that is gone is dropped at the next check of any account.
+    /// When each account (by name) is next due a check, and for which generation.
     due: Mutex<HashMap<String, (Option<i64>, Instant)>>,
 }
 
@@ -75,13 +73,10 @@ pub async fn reconcile(account: Arc<TwilioAccount>, this: Arc<Accounts>) -> Resu
             ctx.backoff(&id)
         }
     };
-    {
-        let mut due = this.due.lock().expect("account checks");
-        due.insert(name.clone(), (generation, Instant::now() + wait));
-        // Accounts that are gone are checked no more; there are few, so this scan is cheap.
-        let accounts = &ctx.cluster.accounts;
-        due.retain(|n, _| *n == name || accounts.get(&ObjectRef::new(n)).is_some());
-    }
+    this.due
+        .lock()
+        .expect("account checks")
+        .insert(name.clone(), (generation, Instant::now() + wait));
     write_status(ctx, &name, &st).await?;
     Ok(Action::requeue(wait))
 }
