@@ -451,6 +451,23 @@ async fn trigger_callbacks_act_within_seconds_and_forged_ones_change_nothing() {
     assert_eq!(f.emu.calls("api.CreateUsageTrigger").await, creates);
     assert_eq!(triggers(&f, &sid).await.len(), 2);
 
+    // A new public URL repoints the triggers; none is made again.
+    let moved = with_webhook(&mut f);
+    look(&f, "team").await;
+    budget_where(&f, "team", "triggers at the new URL", |b| {
+        b.triggers.len() == 2 && b.triggers.iter().all(|t| t.callback_url.starts_with(&moved))
+    })
+    .await;
+    let at_twilio = triggers(&f, &sid).await;
+    assert_eq!(at_twilio.len(), 2, "{at_twilio:?}");
+    assert!(
+        at_twilio
+            .iter()
+            .all(|t| t["callback_url"].as_str().unwrap().starts_with(&moved))
+    );
+    assert_eq!(f.emu.calls("api.UpdateUsageTrigger").await, 2);
+    assert_eq!(f.emu.calls("api.CreateUsageTrigger").await, creates);
+
     // Deleting the object removes its triggers at Twilio.
     subs(&f).delete("team", &DeleteParams::default()).await.unwrap();
     wait_gone(&subs(&f), "team", WAIT).await;
