@@ -104,7 +104,11 @@ struct Row {
     /// Twilio calls by operation, as the emulator counts them.
     twilio_operations: Value,
     writes: BTreeMap<String, u64>,
+    /// Reads the apiserver served, by verb and resource.
+    reads: BTreeMap<String, u64>,
     rss_kib: u64,
+    /// CPU seconds each process of the run spent on the work.
+    cpu: BTreeMap<String, f64>,
 }
 
 impl Row {
@@ -131,6 +135,14 @@ impl Row {
             self.rss_kib as f64 / 1024.0
         );
         println!("  Twilio calls by operation: {}", self.twilio_operations);
+        let reads: Vec<String> = self
+            .reads
+            .iter()
+            .map(|(what, n)| format!("{what} {:.2}", per(*n)))
+            .collect();
+        println!("  apiserver reads/object: {}", reads.join(", "));
+        let cpu: Vec<String> = self.cpu.iter().map(|(p, s)| format!("{p} {s:.1}")).collect();
+        println!("  CPU seconds: {}", cpu.join(", "));
     }
 }
 
@@ -250,7 +262,8 @@ impl World<'_> {
     /// `work`: what it took, in time, Twilio calls and apiserver writes, and the operator's
     /// memory after. Answers the running operator.
     async fn phase(&self, work: String, done: impl Fn(&TwilioApiKey) -> bool) -> Operator {
-        let before = apiserver_writes(self.cp).await;
+        let before = apiserver_requests(self.cp).await;
+        let cpu_before = cpu_seconds();
         self.emu.reset_stats().await;
         let operator = Operator::start(self.cp, self.emu, self.ns, self.env);
         let started = Instant::now();
@@ -263,15 +276,15 @@ impl World<'_> {
             .values()
             .filter_map(Value::as_u64)
             .sum();
-        let after = apiserver_writes(self.cp).await;
-        let writes = after
+        let after = apiserver_requests(self.cp).await;
+        let (writes, reads) = after
             .into_iter()
             .map(|(what, count)| {
                 let delta = count - before.get(&what).copied().unwrap_or(0);
                 (what, delta)
             })
             .filter(|(_, delta)| *delta > 0)
-            .collect();
+            .partition(|(what, _)| WRITES.iter().any(|v| what.starts_with(v)));
         let row = Row {
             work,
             took,
@@ -279,7 +292,12 @@ impl World<'_> {
             twilio_calls,
             twilio_operations: state["received"].clone(),
             writes,
+            reads,
             rss_kib: operator.memory_kib().0,
+            cpu: cpu_seconds()
+                .into_iter()
+                .map(|(p, s)| (p.clone(), s - cpu_before.get(&p).copied().unwrap_or(0.0)))
+                .collect(),
         };
         row.print(self.cp, self.params).await;
         operator
@@ -346,9 +364,41 @@ async fn first_reconcile(operator: &Operator) -> Duration {
     }
 }
 
-/// Writes the apiserver has served to the resources the operator writes, by verb and resource,
-/// from its own metrics.
-async fn apiserver_writes(cp: &ControlPlane) -> BTreeMap<String, u64> {
+/// CPU seconds used so far by each process the work runs on (the control plane, the emulator,
+/// the operator), by process name, from /proc.
+fn cpu_seconds() -> BTreeMap<String, f64> {
+    const WATCHED: [&str; 4] = ["kube-apiserver", "etcd", "twilio-emulator", "twilio-operator"];
+    // Linux reports these times in clock ticks of 1/100 s.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let mut cpu = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The name is in parentheses and may hold spaces; the fields after it are numbered
+        // from 3 (state), so utime and stime (fields 14 and 15) are the 12th and 13th.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        if !WATCHED.contains(&name) {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks: f64 = fields[11..13].iter().filter_map(|f| f.parse::<f64>().ok()).sum();
+        *cpu.entry(name.to_owned()).or_default() += ticks / TICKS_PER_SECOND;
+    }
+    cpu
+}
+
+/// The verbs that write, as the apiserver's metrics name them.
+const WRITES: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
+/// The verbs of single reads and lists (watches are connections, not requests per object).
+const READS: [&str; 2] = ["GET", "LIST"];
+
+/// Requests the apiserver has served for the resources the operator writes, by verb and
+/// resource, from its own metrics.
+async fn apiserver_requests(cp: &ControlPlane) -> BTreeMap<String, u64> {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = cp.admin().request_text(request).await.unwrap();
     let mut writes = BTreeMap::new();
@@ -362,7 +412,7 @@ async fn apiserver_writes(cp: &ControlPlane) -> BTreeMap<String, u64> {
             continue;
         };
         let ours = ["twilioapikeys", "secrets", "events", "deployments"].contains(&resource.as_str());
-        if !ours || !["POST", "PUT", "PATCH", "APPLY", "DELETE"].contains(&verb.as_str()) {
+        if !ours || !WRITES.iter().chain(&READS).any(|v| *v == verb) {
             continue;
         }
         let subresource = label("subresource").filter(|s| !s.is_empty());

@@ -36,6 +36,13 @@ impl Accounts {
             due: Mutex::default(),
         }
     }
+
+    /// Forgets the account `name`, which is gone: its schedule and its backoff.
+    pub fn forget(&self, name: &str) {
+        self.due.lock().expect("account checks").remove(name);
+        self.ctx
+            .succeeded(&format!("{}//{name}", TwilioAccount::kind(&())));
+    }
 }
 
 /// Checks `account`'s credentials at Twilio and records the outcome in its status.

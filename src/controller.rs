@@ -161,8 +161,15 @@ async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Se
     let changed = changes(&ctx);
     let existing = all(&store);
     let snapshot = store.clone();
+    let accounts = Arc::new(Accounts::new(ctx.clone()));
+    let memory = accounts.clone();
     let changed = changed.flat_map(move |change| {
         let refs = match change {
+            // A deleted account is not reconciled: what is kept for it goes now.
+            Some(Changed::Account(name)) if snapshot.get(&ObjectRef::new(&name)).is_none() => {
+                memory.forget(&name);
+                Vec::new()
+            }
             Some(Changed::Account(name)) => vec![ObjectRef::new(&name)],
             Some(Changed::Namespace(_) | Changed::Spend(..)) => Vec::new(),
             // Some changes were missed: there are few accounts, so look at each again.
@@ -174,11 +181,7 @@ async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Se
         .reconcile_on(futures::stream::iter(existing).chain(changed))
         .with_config(bounded(&ctx))
         .graceful_shutdown_on(shutdown)
-        .run(
-            account::reconcile,
-            account::error_policy,
-            Arc::new(Accounts::new(ctx)),
-        );
+        .run(account::reconcile, account::error_policy, accounts);
     drain(results).await;
 }
 

@@ -40,6 +40,16 @@ pub fn after(at: Timestamp, grace: Duration) -> Timestamp {
     Timestamp::from_second(due.as_second().saturating_add(1)).unwrap_or(due)
 }
 
+/// When a key replaced at `at` is revoked: `grace` later, rounded up to a whole second; with no
+/// grace, at once (rounded down, so the pass that replaced it finds it due).
+pub fn revoke_at(at: Timestamp, grace: Duration) -> Timestamp {
+    if grace.is_zero() {
+        recorded(at)
+    } else {
+        after(at, grace)
+    }
+}
+
 /// `at` as status records it: in whole seconds, rounded down.
 pub fn recorded(at: Timestamp) -> Timestamp {
     Timestamp::from_second(at.as_second()).unwrap_or(at)

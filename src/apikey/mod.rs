@@ -413,7 +413,7 @@ impl ApiKeys {
         }
         // A zero grace period makes a replaced key due at once: it goes only now, once the
         // workloads are rolling to its successor.
-        self.retire(key, target, st, &plan::due_revocations(st, now))
+        self.retire(key, target, st, &plan::due_revocations(st, Timestamp::now()))
             .await?;
         st.secret_name = Some(settings.secret_name.clone());
         Ok(())

@@ -348,7 +348,7 @@ pub fn issued(
     if let Some(old) = st.key_sid.take().filter(|_| cause.retires_current()) {
         st.retiring_keys.push(RetiringKey {
             sid: old,
-            revoke_at: Time(schedule::after(now, settings.grace)),
+            revoke_at: Time(schedule::revoke_at(now, settings.grace)),
             account_sid: st.account_sid.clone(),
         });
     }
@@ -428,7 +428,7 @@ fn adopt_from_secret(
     if let Some(previous) = status.key_sid.clone() {
         adopted.retiring_keys.push(RetiringKey {
             sid: previous,
-            revoke_at: Time(schedule::after(created, grace)),
+            revoke_at: Time(schedule::revoke_at(created, grace)),
             account_sid: status.account_sid.clone(),
         });
     }

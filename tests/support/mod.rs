@@ -287,12 +287,16 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("target"));
-    let path = target.join("debug").join(bin);
+    // The profile of the binary asking: a benchmark (release) measures against a release build,
+    // so a debug helper's cost does not crowd the process being measured.
+    let release = !cfg!(debug_assertions);
+    let path = target.join(if release { "release" } else { "debug" }).join(bin);
     let mut built = BUILT.lock().unwrap();
     if !built.contains(&path) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", package, "--bin", bin])
+            .args(release.then_some("--release"))
             .current_dir(repo_root())
             .status()
             .expect("run cargo build");
