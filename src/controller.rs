@@ -5,7 +5,7 @@
 //!   without managedFields, and that cache and its events are shared by both controllers
 //!   (wake-ups pass from one watch to the other controller directly, deletions included); the
 //!   operator's Secrets are watched once, metadata only and by label, so the operator never
-//!   caches a Secret it does not own;
+//!   caches a Secret it does not own, and of its own it keeps only their resourceVersions;
 //! - a key wakes the subaccount it names only when it joins or leaves it ([`Membership`]), and
 //!   a subaccount wakes its keys only when what they read of it changes ([`KeyViews`]), so
 //!   status writes do not ripple;
@@ -247,12 +247,14 @@ async fn run_scope(
         })
         .reflect(subs_writer)
         .touched_objects();
-    // An owned Secret that changes or goes wakes its owner.
+    // An owned Secret that changes or goes wakes its owner, once its version is known.
+    let versions = ctx.clone();
     let secrets = watcher(
         scoped::<PartialObjectMeta<Secret>>(client, ns),
         watcher::Config::default().any_semantic().labels(MANAGED_SELECTOR),
     )
     .default_backoff()
+    .inspect_ok(move |event| versions.secret_versions.observe(event))
     .touched_objects()
     .for_each(move |secret| {
         if let Ok(secret) = secret {

@@ -42,7 +42,7 @@ struct Index {
 
 /// During a relist, the entries known before it that it has not listed yet: whatever is left
 /// when it is done went while the watch was down.
-struct Unlisted<T>(Option<HashSet<T>>);
+pub(crate) struct Unlisted<T>(Option<HashSet<T>>);
 
 impl<T> Default for Unlisted<T> {
     fn default() -> Self {
@@ -52,7 +52,7 @@ impl<T> Default for Unlisted<T> {
 
 impl<T: Hash + Eq + Clone> Unlisted<T> {
     /// A relist starts: everything known so far is unlisted.
-    fn start<'a>(&mut self, known: impl Iterator<Item = &'a T>)
+    pub(crate) fn start<'a>(&mut self, known: impl Iterator<Item = &'a T>)
     where
         T: 'a,
     {
@@ -60,14 +60,14 @@ impl<T: Hash + Eq + Clone> Unlisted<T> {
     }
 
     /// The relist listed `id`.
-    fn listed(&mut self, id: &T) {
+    pub(crate) fn listed(&mut self, id: &T) {
         if let Some(unlisted) = self.0.as_mut() {
             unlisted.remove(id);
         }
     }
 
     /// The relist is done: what it never listed.
-    fn finish(&mut self) -> HashSet<T> {
+    pub(crate) fn finish(&mut self) -> HashSet<T> {
         self.0.take().unwrap_or_default()
     }
 }

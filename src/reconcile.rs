@@ -314,20 +314,20 @@ async fn apply_status<K: Object>(
 /// Writes a Secret the operator publishes, or with `dry_run` only asks Kubernetes whether it
 /// would accept it. A Secret already `ours` is written by server-side apply with force; a new one
 /// is created, so a Secret somebody else made meanwhile is a `SecretConflict`, never co-owned.
-pub async fn write_secret(ctx: &Context, secret: &Secret, ours: bool, dry_run: bool) -> Result<(), Stop> {
+pub async fn write_secret(ctx: &Context, secret: &Secret, ours: bool, dry_run: bool) -> Result<Secret, Stop> {
     let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
     let name = secret.metadata.name.as_deref().unwrap_or_default();
     let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
     let written = if ours {
         let mut params = PatchParams::apply(MANAGER).force();
         params.dry_run = dry_run;
-        api.patch(name, &params, &Patch::Apply(secret)).await.map(drop)
+        api.patch(name, &params, &Patch::Apply(secret)).await
     } else {
         let params = PostParams {
             dry_run,
             field_manager: Some(MANAGER.into()),
         };
-        api.create(&params, secret).await.map(drop)
+        api.create(&params, secret).await
     };
     match written {
         Err(e) if is_conflict(&e) => {

@@ -8,15 +8,22 @@
 //!   A templated Secret also records a digest of its template and of all its data, since its
 //!   keys hold rendered text rather than the credentials themselves;
 //! - [`observe`] classifies an existing Secret: ours and intact, ours but edited, or somebody
-//!   else's (a conflict the operator never overwrites).
+//!   else's (a conflict the operator never overwrites);
+//! - [`Versions`] knows, from the watch of the operator's Secrets, the resourceVersion each one
+//!   is at, so a Secret already read at that version need not be read again; a relist drops the
+//!   Secrets that went while the watch was down.
 
+use crate::membership::Unlisted;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ObjectMeta;
+use kube::api::{ObjectMeta, PartialObjectMeta};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::Event;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 /// The label every published Secret carries, with [`MANAGED_BY`].
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -114,6 +121,60 @@ pub fn build(p: &Published<'_>) -> Secret {
                 .collect(),
         ),
         ..Default::default()
+    }
+}
+
+/// The resourceVersion of each Secret the operator owns, as its watch last saw it.
+#[derive(Default)]
+pub struct Versions {
+    inner: Mutex<VersionIndex>,
+}
+
+#[derive(Default)]
+struct VersionIndex {
+    current: HashMap<ObjectRef<Secret>, String>,
+    unlisted: Unlisted<ObjectRef<Secret>>,
+}
+
+impl Versions {
+    /// Applies one event of the watch of the operator's Secrets, in order.
+    pub fn observe(&self, event: &Event<PartialObjectMeta<Secret>>) {
+        let mut index = self.inner.lock().expect("Secret versions");
+        let id = |meta: &ObjectMeta| {
+            ObjectRef::new(meta.name.as_deref().unwrap_or_default())
+                .within(meta.namespace.as_deref().unwrap_or_default())
+        };
+        match event {
+            Event::Init => {
+                let VersionIndex { current, unlisted } = &mut *index;
+                unlisted.start(current.keys());
+            }
+            Event::InitApply(secret) | Event::Apply(secret) => {
+                let id = id(&secret.metadata);
+                index.unlisted.listed(&id);
+                let version = secret.metadata.resource_version.clone().unwrap_or_default();
+                index.current.insert(id, version);
+            }
+            Event::Delete(secret) => {
+                index.current.remove(&id(&secret.metadata));
+            }
+            Event::InitDone => {
+                for gone in index.unlisted.finish() {
+                    index.current.remove(&gone);
+                }
+            }
+        }
+    }
+
+    /// The resourceVersion the Secret `namespace/name` is at, if the operator owns it.
+    pub fn current(&self, namespace: &str, name: &str) -> Option<String> {
+        let id = ObjectRef::new(name).within(namespace);
+        self.inner
+            .lock()
+            .expect("Secret versions")
+            .current
+            .get(&id)
+            .cloned()
     }
 }
 
@@ -264,6 +325,38 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str, shape: Shape<'_>) -> Ob
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn seen(name: &str, version: &str) -> PartialObjectMeta<Secret> {
+        let mut secret = PartialObjectMeta::<Secret>::default();
+        secret.metadata.name = Some(name.into());
+        secret.metadata.namespace = Some("ns".into());
+        secret.metadata.resource_version = Some(version.into());
+        secret
+    }
+
+    #[test]
+    fn versions_follow_the_watch_and_a_relist_drops_what_went() {
+        let versions = Versions::default();
+        versions.observe(&Event::Apply(seen("a", "1")));
+        versions.observe(&Event::Apply(seen("b", "2")));
+        versions.observe(&Event::Apply(seen("a", "3")));
+        assert_eq!(versions.current("ns", "a").as_deref(), Some("3"));
+        assert_eq!(versions.current("other", "a"), None);
+        versions.observe(&Event::Delete(seen("a", "4")));
+        assert_eq!(versions.current("ns", "a"), None);
+        // b went while the watch was down: the relist does not list it.
+        versions.observe(&Event::Apply(seen("a", "5")));
+        versions.observe(&Event::Init);
+        versions.observe(&Event::InitApply(seen("a", "6")));
+        assert_eq!(
+            versions.current("ns", "b").as_deref(),
+            Some("2"),
+            "known until the relist is done"
+        );
+        versions.observe(&Event::InitDone);
+        assert_eq!(versions.current("ns", "a").as_deref(), Some("6"));
+        assert_eq!(versions.current("ns", "b"), None);
+    }
 
     fn owner(uid: &str) -> OwnerReference {
         OwnerReference {

@@ -71,6 +71,20 @@ struct Memory {
     accepted: Mutex<HashMap<String, Option<i64>>>,
     /// Generations whose template failed with real values: they ask Twilio for no more keys.
     refusals: template::Refusals,
+    /// The Secret as last read or written, by object UID: while the watch says it is still at
+    /// that version, a pass need not read it again.
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+/// An object's Secret as a pass observed it, and what the observation depended on.
+struct Seen {
+    /// The Secret's resourceVersion.
+    version: String,
+    /// The object's generation, which decides the Secret's expected shape.
+    generation: Option<i64>,
+    /// The account whose SID the Secret's data must carry.
+    account_sid: String,
+    observed: Observed,
 }
 
 impl Memory {
@@ -111,7 +125,32 @@ impl Memory {
         generation.is_some() && self.accepted.lock().expect("accepted Secrets").get(uid) == Some(&generation)
     }
 
+    /// What the Secret held when last seen, if it is still at that version (`current`) and
+    /// was judged for this generation and account.
+    fn seen(
+        &self,
+        uid: &str,
+        current: Option<&str>,
+        generation: Option<i64>,
+        account_sid: &str,
+    ) -> Option<Observed> {
+        let seen = self.seen.lock().expect("seen Secrets");
+        seen.get(uid)
+            .filter(|s| Some(s.version.as_str()) == current)
+            .filter(|s| s.generation == generation && s.account_sid == account_sid)
+            .map(|s| s.observed.clone())
+    }
+
+    fn note_seen(&self, uid: &str, secret: Option<&Secret>, seen: impl FnOnce(String) -> Seen) {
+        let mut remembered = self.seen.lock().expect("seen Secrets");
+        match secret.and_then(|s| s.metadata.resource_version.clone()) {
+            Some(version) => remembered.insert(uid.to_owned(), seen(version)),
+            None => remembered.remove(uid),
+        };
+    }
+
     fn forget(&self, uid: &str) {
+        self.seen.lock().expect("seen Secrets").remove(uid);
         self.applied.lock().expect("applied generations").remove(uid);
         self.accepted.lock().expect("accepted Secrets").remove(uid);
         self.refusals.forget(uid);
@@ -309,11 +348,22 @@ impl ApiKeys {
         target: &Target,
         st: &TwilioApiKeyStatus,
     ) -> Result<Observation, Stop> {
-        let found = Api::<Secret>::namespaced(self.ctx.client.clone(), &settings.namespace)
-            .get_opt(&settings.secret_name)
-            .await?;
-        let expected = settings.expected_data(&target.account_sid);
-        let secret = secret::observe(found.as_ref(), &settings.uid, settings.shape(&expected));
+        let current = (self.ctx.secret_versions).current(&settings.namespace, &settings.secret_name);
+        let remembered = self.memory.seen(
+            &settings.uid,
+            current.as_deref(),
+            settings.generation,
+            &target.account_sid,
+        );
+        let secret = match remembered {
+            Some(observed) => observed,
+            None => {
+                let found = Api::<Secret>::namespaced(self.ctx.client.clone(), &settings.namespace)
+                    .get_opt(&settings.secret_name)
+                    .await?;
+                self.judge_secret(settings, &target.account_sid, found.as_ref())
+            }
+        };
         if secret == Observed::Conflict {
             // Nothing can be published, so nothing is asked of Twilio.
             return Err(Problem::secret_conflict(&settings.secret_name, "TwilioApiKey").into());
@@ -361,6 +411,20 @@ impl ApiKeys {
             current_key_fetched,
             named_key_tagged,
         })
+    }
+
+    /// What `found` (the object's Secret as just read or written) holds, remembered for the
+    /// passes that find it still at this version.
+    fn judge_secret(&self, settings: &Settings, account_sid: &str, found: Option<&Secret>) -> Observed {
+        let expected = settings.expected_data(account_sid);
+        let observed = secret::observe(found, &settings.uid, settings.shape(&expected));
+        self.memory.note_seen(&settings.uid, found, |version| Seen {
+            version,
+            generation: settings.generation,
+            account_sid: account_sid.to_owned(),
+            observed: observed.clone(),
+        });
+        observed
     }
 
     /// The friendly name of key `sid` at Twilio; `None` when Twilio does not have it.
@@ -544,7 +608,7 @@ impl ApiKeys {
         // After a refusal the next pass asks Kubernetes first again, so it never costs another key.
         let accepted = written.as_ref().ok().and(settings.generation);
         self.memory.note_accepted(&settings.uid, accepted);
-        written?;
+        self.judge_secret(settings, &target.account_sid, Some(&written?));
         failpoint::hit("apikey-after-secret");
 
         let previous = st.key_sid.clone();

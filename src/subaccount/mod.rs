@@ -1142,6 +1142,8 @@ impl SecretWriter<'_> {
             secret_value: token.expose_secret(),
             template_digest: self.settings.template.as_ref().map(|t| t.digest().to_owned()),
         });
-        reconcile::write_secret(self.ctx, &published, self.ours, false).await
+        reconcile::write_secret(self.ctx, &published, self.ours, false)
+            .await
+            .map(drop)
     }
 }
