@@ -14,6 +14,9 @@
 //!   a change there wakes the objects that use the account or live in the namespace;
 //! - an object that cannot be read as its kind is reported with a Warning event and left out of
 //!   the caches until it is repaired ([`readable`]), so it never stalls the watch of the others;
+//! - keys are reconciled as the first list of them arrives, not once it is complete, so with
+//!   thousands present the first pass starts within a second of start ([`reconciled_as_listed`]);
+//!   subaccounts wait for their whole list, and a key that names one waits for it too;
 //! - each controller runs at most a bounded number of reconciles at once, sized to the Twilio
 //!   client's concurrency, so a burst holds bounded memory;
 //! - with a label selector, only the namespaced objects it matches are watched: operators with
@@ -231,7 +234,8 @@ async fn run_scope(
             for sub in index.observe(event) {
                 let _ = wake.send(sub);
             }
-        })
+        });
+    let key_events = reconciled_as_listed(key_events)
         .reflect(keys_writer)
         .touched_objects();
     // A subaccount wakes its keys when what they read of it changes.
@@ -364,6 +368,29 @@ async fn run_kind<L: Lifecycle>(
     drain(results).await;
 }
 
+/// The watch's first list as it arrives: the cache it feeds counts as filled at once, and each
+/// listed object enters it (and is reconciled) as soon as it is read, not all together once
+/// the list of thousands is complete. Later relists pass unchanged, so objects that went while
+/// the watch was down still leave the cache.
+fn reconciled_as_listed<K: Send + 'static, E: Send + 'static>(
+    events: impl Stream<Item = Result<watcher::Event<K>, E>> + Send,
+) -> impl Stream<Item = Result<watcher::Event<K>, E>> + Send {
+    use watcher::Event::{Apply, Init, InitApply, InitDone};
+    let mut first = true;
+    events.flat_map(move |event| {
+        let events = match event {
+            Ok(Init) if first => vec![Ok(Init), Ok(InitDone)],
+            Ok(InitApply(o)) if first => vec![Ok(Apply(o))],
+            Ok(InitDone) if first => {
+                first = false;
+                Vec::new()
+            }
+            other => vec![other],
+        };
+        futures::stream::iter(events)
+    })
+}
+
 /// Completes once `stop` turns true (or its sender is gone).
 // Not an `async fn`: graceful_shutdown_on needs the future to be Sync, which only a written-out
 // signature promises.
@@ -486,4 +513,42 @@ async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+
+    #[tokio::test]
+    async fn the_first_list_is_reconciled_as_it_arrives_and_relists_are_kept_whole() {
+        let events = vec![
+            Init,
+            InitApply("a"),
+            InitApply("b"),
+            InitDone,
+            Apply("c"),
+            Delete("b"),
+            Init,
+            InitApply("a"),
+            InitDone,
+        ];
+        let seen: Vec<_> = reconciled_as_listed(futures::stream::iter(events.into_iter().map(Ok::<_, ()>)))
+            .map(|e| format!("{:?}", e.unwrap()))
+            .collect()
+            .await;
+        let want = [
+            Init,
+            InitDone,
+            Apply("a"),
+            Apply("b"),
+            Apply("c"),
+            Delete("b"),
+            Init,
+            InitApply("a"),
+            InitDone,
+        ]
+        .map(|e| format!("{e:?}"));
+        assert_eq!(seen, want);
+    }
 }

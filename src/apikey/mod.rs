@@ -19,7 +19,7 @@ pub mod plan;
 
 use crate::api::TwilioSubaccount;
 use crate::api::apikey::{KeyDeletionPolicy, KeyType, TwilioApiKey, TwilioApiKeyStatus, WorkloadKind};
-use crate::api::duration;
+use crate::api::{duration, schedule};
 use crate::conditions::{Problem, Reason};
 use crate::context::Context;
 use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop, object_id};
@@ -46,6 +46,9 @@ use std::time::{Duration, Instant};
 pub use plan::ROTATE_ANNOTATION;
 /// Pod-template annotation whose value (the current key SID) rolls restartWorkloads.
 pub const ROLLOUT_ANNOTATION: &str = "twilio.operator.dev/api-key-sid";
+/// When a pass that could not look at the account's keys (another pass was listing them) looks
+/// again.
+const DRIFT_UNCHECKED_RETRY: Duration = Duration::from_secs(5);
 /// How long this process remembers a key it revoked, to skip repeating the call.
 const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
@@ -288,6 +291,9 @@ async fn resolve(
     let ns = key.namespace().unwrap_or_default();
     let spec = &key.spec;
     if let Some(sub) = &spec.subaccount_ref {
+        // Keys are reconciled as they are listed; the subaccounts must all be known first, or
+        // one not listed yet would look missing. Fails only once the watch is gone.
+        let _ = subaccounts.wait_until_ready().await;
         let found = subaccounts.get(&ObjectRef::new(&sub.name).within(&ns));
         return target::subaccount(ctx, found, &ns, &sub.name, purpose).await;
     }
@@ -335,9 +341,14 @@ impl ApiKeys {
             st.key_sid.as_deref().unwrap_or("?"),
             settings.secret_name
         );
+        let deadline = plan::next_deadline(st);
+        let unchecked = seen
+            .inventory
+            .is_unknown()
+            .then(|| schedule::after(now, DRIFT_UNCHECKED_RETRY));
         Ok(Done {
             message,
-            deadline: plan::next_deadline(st),
+            deadline: deadline.into_iter().chain(unchecked).min(),
         })
     }
 
@@ -368,16 +379,17 @@ impl ApiKeys {
             // Nothing can be published, so nothing is asked of Twilio.
             return Err(Problem::secret_conflict(&settings.secret_name, "TwilioApiKey").into());
         }
-        let max_age = if plan::needs_fresh_inventory(st, &secret) {
-            Duration::ZERO
+        let inventories = &self.memory.inventories;
+        let (twilio, account, creds) = (&self.ctx.twilio, &target.account_sid, &target.creds);
+        let inventory = if plan::needs_fresh_inventory(st, &secret) {
+            inventories.read(twilio, account, creds, Duration::ZERO).await?
         } else {
-            self.ctx.resync
+            // Only drift is looked for in the list: with thousands of keys (after a restart, say)
+            // a pass does not queue behind another's list of many pages, but looks again soon.
+            inventories
+                .read_unless_busy(twilio, account, creds, self.ctx.resync)
+                .await?
         };
-        let inventory = self
-            .memory
-            .inventories
-            .read(&self.ctx.twilio, &target.account_sid, &target.creds, max_age)
-            .await?;
         // One list that misses the current key is not proof it was revoked: fetch it to be sure.
         let missing = st
             .key_sid

@@ -4,7 +4,8 @@
 //! - [`Inventories::read`] lists an account's keys at most once per `max_age`, however many
 //!   objects ask (one paged list per account per resync interval: drift detection costs
 //!   O(accounts), not O(keys)), and concurrent askers wait for one read instead of each making
-//!   their own;
+//!   their own; [`Inventories::read_unless_busy`] does not wait for a read in progress, and
+//!   answers an [`Inventory::unknown`] meanwhile;
 //! - a reader gets a shared snapshot ([`Arc`]), never a copy of the list, and finds its own keys
 //!   through the snapshot's index by tag, without looking at anybody else's;
 //! - a key created after a snapshot was read is simply not in it: readers compare with
@@ -51,6 +52,17 @@ impl Inventory {
         inventory
     }
 
+    /// A snapshot that knows nothing: read at the epoch, it lists no key, and no key (all made
+    /// since) can be judged missing from it.
+    pub fn unknown() -> Self {
+        Inventory::new(Timestamp::UNIX_EPOCH, [])
+    }
+
+    /// Whether this is [`Inventory::unknown`].
+    pub fn is_unknown(&self) -> bool {
+        self.read_at == Timestamp::UNIX_EPOCH
+    }
+
     /// Whether the key `sid` was listed, or confirmed since.
     pub fn contains(&self, sid: &str) -> bool {
         self.sids.contains(sid) || self.confirmed.lock().expect("confirmed keys").contains(sid)
@@ -75,17 +87,70 @@ impl Inventory {
     }
 }
 
-/// One account's last snapshot and when it was read; the async lock is what makes concurrent
-/// askers share one read.
-type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Inventory>)>>>;
+/// One account's last snapshot, and the lock that makes concurrent askers share one read.
+#[derive(Default)]
+struct Slot {
+    /// The last snapshot and when it was read.
+    last: Mutex<Option<(Instant, Arc<Inventory>)>>,
+    /// Held while the account's keys are being listed.
+    reading: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    /// The last snapshot, if it was read at most `max_age` ago.
+    fn fresh(&self, max_age: Duration) -> Option<Arc<Inventory>> {
+        let last = self.last.lock().expect("inventory snapshot");
+        last.as_ref()
+            .filter(|(read, _)| read.elapsed() < max_age)
+            .map(|(_, inventory)| inventory.clone())
+    }
+
+    /// Lists the account's keys (the caller holds `reading`) unless a read that finished
+    /// meanwhile is fresh enough.
+    async fn refresh(
+        &self,
+        twilio: &TwilioClient,
+        account: &str,
+        creds: &Credentials,
+        max_age: Duration,
+    ) -> Result<Arc<Inventory>, Error> {
+        if let Some(inventory) = self.fresh(max_age) {
+            return Ok(inventory);
+        }
+        let (read_at, started) = (Timestamp::now(), Instant::now());
+        let keys = twilio.list_keys(creds, account).await?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(
+            account,
+            keys = keys.len(),
+            elapsed_ms,
+            "listed the account's keys"
+        );
+        let inventory = Arc::new(Inventory::new(
+            read_at,
+            keys.into_iter().map(|k| (k.sid, k.friendly_name)),
+        ));
+        *self.last.lock().expect("inventory snapshot") = Some((Instant::now(), inventory.clone()));
+        Ok(inventory)
+    }
+}
 
 /// The last inventory of every account the operator acts in.
 #[derive(Default)]
 pub struct Inventories {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl Inventories {
+    fn slot(&self, account: &str) -> Arc<Slot> {
+        self.slots
+            .lock()
+            .expect("inventory map")
+            .entry(account.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// The keys of `account`, read at most `max_age` ago.
     pub async fn read(
         &self,
@@ -94,24 +159,30 @@ impl Inventories {
         creds: &Credentials,
         max_age: Duration,
     ) -> Result<Arc<Inventory>, Error> {
-        let slot = self
-            .slots
-            .lock()
-            .expect("inventory map")
-            .entry(account.to_owned())
-            .or_default()
-            .clone();
-        let mut cached = slot.lock().await;
-        if let Some((_, inventory)) = cached.as_ref().filter(|(read, _)| read.elapsed() < max_age) {
-            return Ok(inventory.clone());
+        let slot = self.slot(account);
+        if let Some(inventory) = slot.fresh(max_age) {
+            return Ok(inventory);
         }
-        let read_at = Timestamp::now();
-        let keys = twilio.list_keys(creds, account).await?;
-        let inventory = Arc::new(Inventory::new(
-            read_at,
-            keys.into_iter().map(|k| (k.sid, k.friendly_name)),
-        ));
-        *cached = Some((Instant::now(), inventory.clone()));
-        Ok(inventory)
+        let _reading = slot.reading.lock().await;
+        slot.refresh(twilio, account, creds, max_age).await
+    }
+
+    /// As [`Inventories::read`], except that while another pass lists the account's keys this
+    /// answers at once with [`Inventory::unknown`] instead of waiting for a list of many pages.
+    pub async fn read_unless_busy(
+        &self,
+        twilio: &TwilioClient,
+        account: &str,
+        creds: &Credentials,
+        max_age: Duration,
+    ) -> Result<Arc<Inventory>, Error> {
+        let slot = self.slot(account);
+        if let Some(inventory) = slot.fresh(max_age) {
+            return Ok(inventory);
+        }
+        match slot.reading.try_lock() {
+            Ok(_reading) => slot.refresh(twilio, account, creds, max_age).await,
+            Err(_) => Ok(Arc::new(Inventory::unknown())),
+        }
     }
 }
