@@ -5,14 +5,16 @@
 //! For each size, the keys are applied while the operator is stopped, as after an upgrade or an
 //! outage, and the operator is then started; the same for a rotation of every key. Each row
 //! prints the time taken, the Twilio floor (Twilio calls × latency / concurrency), the
-//! Kubernetes floor (as many writes as the operator made, issued directly at full concurrency in
-//! the same run), the ratio of the time to the larger floor, the Twilio calls and the apiserver
+//! Kubernetes floor (the same writes as the operator made, as many of each kind, issued directly
+//! at full concurrency in the same run), the ratio of the time to the larger floor, the Twilio calls and the apiserver
 //! writes per object, and the operator's memory after.
 //!
 //! Parameters (environment): `BENCH_KEYS` (comma-separated sizes; default `1000,10000`),
 //! `BENCH_FOREIGN_SECRETS` (unrelated 1 KiB Secrets in the namespace; default 30000),
 //! `BENCH_LATENCY_MS` (added by the emulator to every call; default 150) and
-//! `BENCH_CONCURRENCY` (the emulator's per-account limit, and the operator's; default 25).
+//! `BENCH_CONCURRENCY` (the emulator's per-account limit, and the operator's; default 25);
+//! `BENCH_OPERATOR_LOG` is the operator's `RUST_LOG` (default `warn`; its log is kept in the
+//! control plane's directory).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -115,7 +117,7 @@ impl Row {
     async fn print(&self, cp: &ControlPlane, params: &Params) {
         let writes: u64 = self.writes.values().sum();
         let twilio = params.twilio_floor(self.twilio_calls);
-        let kubernetes = kubernetes_floor(cp, writes as usize).await;
+        let kubernetes = kubernetes_floor(cp, &self.writes, self.objects).await;
         let floor = twilio.max(kubernetes);
         let per = |n: u64| n as f64 / self.objects as f64;
         println!(
@@ -172,7 +174,11 @@ async fn bench_size(cp: &ControlPlane, params: &Params, n: usize) {
         "--concurrency-limit",
         &limit,
     ]);
-    let env = [("RUST_LOG", "warn"), ("TWILIO_MAX_CONCURRENCY", limit.as_str())];
+    let log = std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into());
+    let env = [
+        ("RUST_LOG", log.as_str()),
+        ("TWILIO_MAX_CONCURRENCY", limit.as_str()),
+    ];
     let keys: Api<TwilioApiKey> = Api::namespaced(client.clone(), &ns);
     let world = World {
         cp,
@@ -420,6 +426,9 @@ async fn apiserver_requests(cp: &ControlPlane) -> BTreeMap<String, u64> {
             Some(sub) => format!("{verb} {resource}/{sub}"),
             None => format!("{verb} {resource}"),
         };
+        if label("dry_run").is_some_and(|d| !d.is_empty()) {
+            what = format!("{what} (dry run)");
+        }
         // Refusals count too (a conflict is a request the apiserver served), shown apart.
         if let Some(code) = label("code").filter(|c| !c.starts_with('2')) {
             what = format!("{what} → {code}");
@@ -434,23 +443,109 @@ async fn apiserver_requests(cp: &ControlPlane) -> BTreeMap<String, u64> {
     writes
 }
 
-/// The time `writes` apiserver writes take when issued directly at full concurrency: small
-/// ConfigMaps created in a namespace of their own.
-async fn kubernetes_floor(cp: &ControlPlane, writes: usize) -> Duration {
+/// The time the operator's `writes` take when issued directly at full concurrency, in a
+/// namespace no operator watches: each kind of write (by verb and resource, as the apiserver
+/// counted them) repeated as often, on objects like the operator's, prepared beforehand. A
+/// custom resource's status write costs the apiserver several times a small ConfigMap's create
+/// (schema and CEL validation, managed fields), so only the same writes make a fair floor.
+async fn kubernetes_floor(cp: &ControlPlane, writes: &BTreeMap<String, u64>, objects: usize) -> Duration {
     let ns = cp.namespace("floor").await;
-    let configmaps: Api<ConfigMap> = Api::namespaced(cp.admin(), &ns);
-    let started = Instant::now();
-    concurrently(0..writes, |i| {
-        let configmaps = configmaps.clone();
+    let client = cp.admin();
+    let keys: Api<TwilioApiKey> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let needs = |resource: &str| writes.keys().any(|w| w.contains(resource));
+    // The objects the writes land on: keys for status and finalizer writes, Secrets to apply.
+    concurrently(0..objects, |i| {
+        let (keys, secrets) = (keys.clone(), secrets.clone());
+        let (with_keys, with_secrets) = (needs(" twilioapikeys"), needs("APPLY secrets"));
         async move {
-            let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("w{i}")}, "data": {"k": "v"}}))
-            .unwrap();
-            configmaps.create(&PostParams::default(), &cm).await.unwrap();
+            if with_keys {
+                keys.create(&PostParams::default(), &floor_key(i)).await.unwrap();
+            }
+            if with_secrets {
+                secrets
+                    .create(&PostParams::default(), &floor_secret(i, 0))
+                    .await
+                    .unwrap();
+            }
         }
     })
     .await;
+    let started = Instant::now();
+    for (what, &count) in writes {
+        let what = what.as_str();
+        concurrently(0..count as usize, |i| {
+            let (keys, secrets, client, ns) = (keys.clone(), secrets.clone(), client.clone(), ns.clone());
+            let (name, round) = (format!("f{:05}", i % objects.max(1)), i / objects.max(1) + 1);
+            async move {
+                let mut apply = PatchParams::apply("bench-floor").force();
+                let dry_run = what.contains("(dry run)");
+                apply.dry_run = dry_run;
+                if what.ends_with("twilioapikeys/status") {
+                    let status = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
+                        "status": floor_status(i, round)});
+                    keys.patch_status(&name, &apply, &Patch::Apply(status)).await.unwrap();
+                } else if what.ends_with("twilioapikeys") {
+                    let patch = json!({"metadata": {"finalizers": [format!("bench.floor/f{round}")]}});
+                    keys.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+                } else if what.starts_with("APPLY secrets") || what.starts_with("PATCH secrets") {
+                    secrets.patch(&name, &apply, &Patch::Apply(floor_secret(i, round))).await.unwrap();
+                } else if what.starts_with("POST secrets") {
+                    let mut secret = floor_secret(i, round);
+                    secret.metadata.name = Some(format!("n{i:06}"));
+                    let params = PostParams {
+                        dry_run,
+                        ..PostParams::default()
+                    };
+                    secrets.create(&params, &secret).await.unwrap();
+                } else if what.starts_with("POST events") {
+                    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
+                    let event = serde_json::from_value(json!({"metadata": {"name": format!("e{i:06}")},
+                        "involvedObject": {"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
+                            "namespace": ns, "name": name},
+                        "reason": "KeyCreated", "type": "Normal", "action": "Issue",
+                        "message": format!("Key SK{i:032} created and published in Secret {name}"),
+                        "reportingComponent": "twilio-operator", "reportingInstance": "bench-floor",
+                        "eventTime": "2026-01-01T00:00:00.000000Z"}))
+                    .unwrap();
+                    events.create(&PostParams::default(), &event).await.unwrap();
+                } else {
+                    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns);
+                    let cm = serde_json::from_value(json!({"metadata": {"name": format!("w{i:06}-{round}")},
+                        "data": {"k": "v"}}))
+                    .unwrap();
+                    configmaps.create(&PostParams::default(), &cm).await.unwrap();
+                }
+            }
+        })
+        .await;
+    }
     started.elapsed()
+}
+
+fn floor_key(i: usize) -> TwilioApiKey {
+    serde_json::from_value(json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
+        "metadata": {"name": format!("f{i:05}")}, "spec": {"rotation": {"every": "720h", "gracePeriod": "0s"}}}))
+    .unwrap()
+}
+
+/// A status like the operator's, different in each `round`.
+fn floor_status(i: usize, round: usize) -> Value {
+    let now = "2026-01-01T00:00:00Z";
+    json!({"accountSid": "AC00000000000000000000000000000001", "keySid": format!("SK{:032}", i * 10 + round),
+        "keyCreatedAt": now, "nextRotationAt": now, "secretName": format!("f{i:05}"), "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "observedGeneration": 1,
+            "lastTransitionTime": now, "message": format!("Key SK{i:032} is published, round {round}")}]})
+}
+
+/// A Secret like the operator's, holding different data in each `round`.
+fn floor_secret(i: usize, round: usize) -> Secret {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("f{i:05}"), "labels": {"app.kubernetes.io/managed-by": "bench-floor"},
+            "annotations": {"twilio.operator.dev/credential-sid": format!("SK{:032}", i * 10 + round)}},
+        "stringData": {"TWILIO_ACCOUNT_SID": "AC00000000000000000000000000000001",
+            "TWILIO_API_KEY": format!("SK{:032}", i * 10 + round), "TWILIO_API_SECRET": format!("{round:032}")}}))
+    .unwrap()
 }
 
 /// Runs `task` for each item, `CLIENT_CONCURRENCY` at a time.
