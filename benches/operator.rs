@@ -472,7 +472,7 @@ async fn kubernetes_floor(cp: &ControlPlane, writes: &BTreeMap<String, u64>, obj
     })
     .await;
     let started = Instant::now();
-    for (what, &count) in writes {
+    for (kind, (what, &count)) in writes.iter().enumerate() {
         let what = what.as_str();
         concurrently(0..count as usize, |i| {
             let (keys, secrets, client, ns) = (keys.clone(), secrets.clone(), client.clone(), ns.clone());
@@ -492,7 +492,7 @@ async fn kubernetes_floor(cp: &ControlPlane, writes: &BTreeMap<String, u64>, obj
                     secrets.patch(&name, &apply, &Patch::Apply(floor_secret(i, round))).await.unwrap();
                 } else if what.starts_with("POST secrets") {
                     let mut secret = floor_secret(i, round);
-                    secret.metadata.name = Some(format!("n{i:06}"));
+                    secret.metadata.name = Some(format!("n{kind}-{i:06}"));
                     let params = PostParams {
                         dry_run,
                         ..PostParams::default()
@@ -500,7 +500,7 @@ async fn kubernetes_floor(cp: &ControlPlane, writes: &BTreeMap<String, u64>, obj
                     secrets.create(&params, &secret).await.unwrap();
                 } else if what.starts_with("POST events") {
                     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
-                    let event = serde_json::from_value(json!({"metadata": {"name": format!("e{i:06}")},
+                    let event = serde_json::from_value(json!({"metadata": {"name": format!("e{kind}-{i:06}")},
                         "involvedObject": {"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
                             "namespace": ns, "name": name},
                         "reason": "KeyCreated", "type": "Normal", "action": "Issue",
@@ -511,7 +511,7 @@ async fn kubernetes_floor(cp: &ControlPlane, writes: &BTreeMap<String, u64>, obj
                     events.create(&PostParams::default(), &event).await.unwrap();
                 } else {
                     let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns);
-                    let cm = serde_json::from_value(json!({"metadata": {"name": format!("w{i:06}-{round}")},
+                    let cm = serde_json::from_value(json!({"metadata": {"name": format!("w{kind}-{i:06}")},
                         "data": {"k": "v"}}))
                     .unwrap();
                     configmaps.create(&PostParams::default(), &cm).await.unwrap();

@@ -2,7 +2,7 @@
 //!
 //! Contract:
 //! - per scope (a namespace, or the whole cluster), each kind is watched once, cached once
-//!   without managedFields, and that cache and its events are shared by both controllers
+//!   without managedFields or kubectl's last-applied copy, and that cache and its events are shared by both controllers
 //!   (wake-ups pass from one watch to the other controller directly, deletions included); the
 //!   operator's Secrets are watched once, metadata only and by label, so the operator never
 //!   caches a Secret it does not own, and of its own it keeps only their resourceVersions;
@@ -77,7 +77,7 @@ pub fn shared_caches(
         &accounts,
         recorder,
     )
-    .modify(|o| o.managed_fields_mut().clear())
+    .modify(slim)
     .reflect(accounts_writer)
     .touched_objects()
     .for_each(move |touched| {
@@ -92,7 +92,7 @@ pub fn shared_caches(
         watcher::Config::default(),
     )
     .default_backoff()
-    .modify(|o| o.managed_fields_mut().clear())
+    .modify(slim)
     .reflect(namespaces_writer)
     .touched_objects()
     .for_each(move |touched| {
@@ -129,10 +129,10 @@ pub async fn run(
         ctx.cluster.accounts.wait_until_ready(),
         ctx.cluster.namespaces.wait_until_ready()
     );
-    // Initial lists are served from the apiserver's watch cache, not read through from etcd in
-    // pages: with ten thousand objects that is the difference between one and several seconds
-    // before the first reconcile. The watch that follows brings anything newer.
-    let listed = watcher::Config::default().any_semantic();
+    // Initial lists come in pages: keys are reconciled as their page arrives, and the operator
+    // never holds the whole list of ten thousand objects (as text, then parsed) at once, a peak
+    // its memory would otherwise keep.
+    let listed = watcher::Config::default();
     let selected = watch
         .selector
         .as_deref()
@@ -229,7 +229,7 @@ async fn run_scope(
     // A key joining or leaving a subaccount wakes that subaccount, and nothing else does.
     let (index, wake) = (membership.clone(), wake_subs.clone());
     let key_events = readable(scoped(client, ns), selected.clone(), &keys, &ctx.recorder)
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(slim)
         .inspect_ok(move |event| {
             for sub in index.observe(event) {
                 let _ = wake.send(sub);
@@ -241,7 +241,7 @@ async fn run_scope(
     // A subaccount wakes its keys when what they read of it changes.
     let (index, wake, mut views) = (membership.clone(), wake_keys.clone(), KeyViews::default());
     let sub_events = readable(scoped(client, ns), selected, &subs, &ctx.recorder)
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(slim)
         .inspect_ok(move |event| {
             for sub in views.observe(event) {
                 for key in index.keys_of(&sub) {
@@ -366,6 +366,15 @@ async fn run_kind<L: Lifecycle>(
             lifecycle,
         );
     drain(results).await;
+}
+
+/// What a cached object needs of its metadata: not its managedFields, nor the copy of the whole
+/// object `kubectl apply` keeps in an annotation, which together are most of a small object.
+fn slim<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// The watch's first list as it arrives: the cache it feeds counts as filled at once, and each
