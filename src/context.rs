@@ -137,8 +137,6 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// What the operator reads of the cluster besides the objects it reconciles.
     pub cluster: Cluster,
-    /// The version each of the operator's Secrets is at, kept by their watch.
-    pub secret_versions: crate::secret::Versions,
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
     writes: Mutex<Recent>,
@@ -216,7 +214,6 @@ impl Context {
             resync,
             metrics,
             cluster,
-            secret_versions: crate::secret::Versions::default(),
             failures: Mutex::default(),
             subaccount_tokens: Mutex::default(),
             writes: Mutex::default(),

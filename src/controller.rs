@@ -32,7 +32,7 @@ use crate::context::Recorder;
 use crate::context::{Changed, Context, publish};
 use crate::membership::{KeyViews, Membership};
 use crate::reconcile::{self, Lifecycle};
-use crate::secret::MANAGED_SELECTOR;
+use crate::secret::{self, MANAGED_SELECTOR};
 use crate::subaccount::Subaccounts;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -252,13 +252,14 @@ async fn run_scope(
         .reflect(subs_writer)
         .touched_objects();
     // An owned Secret that changes or goes wakes its owner, once its version is known.
-    let versions = ctx.clone();
+    let versions = Arc::new(secret::Versions::default());
+    let known = versions.clone();
     let secrets = watcher(
         scoped::<PartialObjectMeta<Secret>>(client, ns),
         watcher::Config::default().any_semantic().labels(MANAGED_SELECTOR),
     )
     .default_backoff()
-    .inspect_ok(move |event| versions.secret_versions.observe(event))
+    .inspect_ok(move |event| known.observe(event))
     .touched_objects()
     .for_each(move |secret| {
         if let Ok(secret) = secret {
@@ -287,7 +288,7 @@ async fn run_scope(
     let key_controller =
         Controller::for_stream(key_events, keys.clone()).reconcile_on(receiver_stream(keys_to_wake));
     let keys_done = run_kind(
-        Arc::new(ApiKeys::new(ctx.clone(), subs.clone())),
+        Arc::new(ApiKeys::new(ctx.clone(), subs.clone(), versions)),
         key_controller,
         &keys,
         ns,

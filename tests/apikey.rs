@@ -819,6 +819,59 @@ async fn with_no_grace_the_workloads_roll_before_the_old_key_goes() {
     .await;
 }
 
+/// A key the operator retired itself is not a leftover: the passes after a rotation, which still
+/// read the list taken before it, neither revoke it again nor announce it as left over.
+#[tokio::test]
+async fn a_retired_key_is_not_swept_again_as_a_leftover() {
+    let mut f = Fixture::new("retired", &[]).await;
+    f.create("api", json!({"rotation": {"every": "24h", "gracePeriod": "0s"}}))
+        .await;
+    f.ready("api").await;
+    // A restarted operator lists the account's keys afresh: the list holds the current key.
+    f.restart_operator(&[]);
+    let state = f.emu.state().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while f.emu.state().await["received"]["api.ListKey"].as_u64() <= state["received"]["api.ListKey"].as_u64()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted operator never listed the keys"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.annotate("api", "twilio.operator.dev/rotate", "r1").await;
+    f.ready_where("api", "rotated and settled", |k| {
+        let st = k.status.as_ref().unwrap();
+        st.last_rotation_request.as_deref() == Some("r1") && st.retiring_keys.is_empty()
+    })
+    .await;
+    // One more pass, surely after the rotation was recorded: it reads the same (older) list.
+    let operator = f.operator.as_ref().unwrap();
+    let series = r#"twilio_operator_reconciles_total{kind="TwilioApiKey",result="success",reason="Ready"}"#;
+    let before = sample(&operator.metrics().await, series).unwrap_or(0.0);
+    f.annotate("api", "example.com/touched", "1").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sample(&operator.metrics().await, series).unwrap_or(0.0) <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pass after the annotation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reasons: Vec<String> = f.events("api").await.into_iter().map(|(_, r, _)| r).collect();
+    assert!(
+        !reasons.iter().any(|r| r == "LeftoverRevoked"),
+        "events: {reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "KeyRevoked").count(),
+        1,
+        "events: {reasons:?}"
+    );
+    let state = f.emu.state().await;
+    assert_eq!(state["received"]["api.DeleteKey"], 1, "{}", state["received"]);
+}
+
 /// One key list that misses the live key (an eventually consistent read) is not proof it was
 /// revoked: the operator fetches the key before reissuing it, and keeps it.
 #[tokio::test]

@@ -25,7 +25,7 @@ use crate::context::Context;
 use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop, object_id};
 use crate::secret::{self, Observed};
 use crate::target::{self, Target, Use};
-use crate::twilio::{Credentials, Error as TwilioError, ErrorClass, Inventories};
+use crate::twilio::{Busy, Credentials, Error as TwilioError, ErrorClass, Inventories};
 use crate::{failpoint, tagging, template, tenancy};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
@@ -46,6 +46,8 @@ use std::time::{Duration, Instant};
 pub use plan::ROTATE_ANNOTATION;
 /// Pod-template annotation whose value (the current key SID) rolls restartWorkloads.
 pub const ROLLOUT_ANNOTATION: &str = "twilio.operator.dev/api-key-sid";
+/// How long a key naming a subaccount waits for the first list of subaccounts.
+const SUBACCOUNT_LIST_WAIT: Duration = Duration::from_secs(30);
 /// When a pass that could not look at the account's keys (another pass was listing them) looks
 /// again.
 const DRIFT_UNCHECKED_RETRY: Duration = Duration::from_secs(5);
@@ -56,6 +58,8 @@ const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 pub struct ApiKeys {
     ctx: Arc<Context>,
     subaccounts: Store<TwilioSubaccount>,
+    /// The version each of the scope's owned Secrets is at, from their watch.
+    secrets: Arc<secret::Versions>,
     memory: Memory,
 }
 
@@ -88,6 +92,8 @@ struct Seen {
     /// The account whose SID the Secret's data must carry.
     account_sid: String,
     observed: Observed,
+    /// When it was read or written.
+    at: Instant,
 }
 
 impl Memory {
@@ -128,18 +134,19 @@ impl Memory {
         generation.is_some() && self.accepted.lock().expect("accepted Secrets").get(uid) == Some(&generation)
     }
 
-    /// What the Secret held when last seen, if it is still at that version (`current`) and
-    /// was judged for this generation and account.
+    /// What the Secret held when last seen, if it is still at that version (`current`), was
+    /// judged for this generation and account, and was read within `max_age` (by then a watch
+    /// that missed a change is caught up with).
     fn seen(
         &self,
         uid: &str,
         current: Option<&str>,
-        generation: Option<i64>,
-        account_sid: &str,
+        (generation, account_sid): (Option<i64>, &str),
+        max_age: Duration,
     ) -> Option<Observed> {
         let seen = self.seen.lock().expect("seen Secrets");
         seen.get(uid)
-            .filter(|s| Some(s.version.as_str()) == current)
+            .filter(|s| Some(s.version.as_str()) == current && s.at.elapsed() < max_age)
             .filter(|s| s.generation == generation && s.account_sid == account_sid)
             .map(|s| s.observed.clone())
     }
@@ -162,10 +169,15 @@ impl Memory {
 
 impl ApiKeys {
     /// A reconciler acting through `ctx`, remembering nothing yet.
-    pub fn new(ctx: Arc<Context>, subaccounts: Store<TwilioSubaccount>) -> Self {
+    pub fn new(
+        ctx: Arc<Context>,
+        subaccounts: Store<TwilioSubaccount>,
+        secrets: Arc<secret::Versions>,
+    ) -> Self {
         Self {
             ctx,
             subaccounts,
+            secrets,
             memory: Memory::default(),
         }
     }
@@ -292,8 +304,9 @@ async fn resolve(
     let spec = &key.spec;
     if let Some(sub) = &spec.subaccount_ref {
         // Keys are reconciled as they are listed; the subaccounts must all be known first, or
-        // one not listed yet would look missing. Fails only once the watch is gone.
-        let _ = subaccounts.wait_until_ready().await;
+        // one not listed yet would look missing. A list that never completes holds the pass no
+        // longer than this: the subaccount then reads as not ready, with backoff.
+        let _ = tokio::time::timeout(SUBACCOUNT_LIST_WAIT, subaccounts.wait_until_ready()).await;
         let found = subaccounts.get(&ObjectRef::new(&sub.name).within(&ns));
         return target::subaccount(ctx, found, &ns, &sub.name, purpose).await;
     }
@@ -359,12 +372,12 @@ impl ApiKeys {
         target: &Target,
         st: &TwilioApiKeyStatus,
     ) -> Result<Observation, Stop> {
-        let current = (self.ctx.secret_versions).current(&settings.namespace, &settings.secret_name);
+        let current = self.secrets.current(&settings.namespace, &settings.secret_name);
         let remembered = self.memory.seen(
             &settings.uid,
             current.as_deref(),
-            settings.generation,
-            &target.account_sid,
+            (settings.generation, &target.account_sid),
+            self.ctx.resync,
         );
         let secret = match remembered {
             Some(observed) => observed,
@@ -381,15 +394,15 @@ impl ApiKeys {
         }
         let inventories = &self.memory.inventories;
         let (twilio, account, creds) = (&self.ctx.twilio, &target.account_sid, &target.creds);
-        let inventory = if plan::needs_fresh_inventory(st, &secret) {
-            inventories.read(twilio, account, creds, Duration::ZERO).await?
+        // Unless a create may have been interrupted, only drift is looked for in the list: with
+        // thousands of keys (after a restart, say) a pass does not queue behind another's list of
+        // many pages, but looks again soon.
+        let (max_age, busy) = if plan::needs_fresh_inventory(st, &secret) {
+            (Duration::ZERO, Busy::Wait)
         } else {
-            // Only drift is looked for in the list: with thousands of keys (after a restart, say)
-            // a pass does not queue behind another's list of many pages, but looks again soon.
-            inventories
-                .read_unless_busy(twilio, account, creds, self.ctx.resync)
-                .await?
+            (self.ctx.resync, Busy::Skip)
         };
+        let inventory = inventories.read(twilio, account, creds, max_age, busy).await?;
         // One list that misses the current key is not proof it was revoked: fetch it to be sure.
         let missing = st
             .key_sid
@@ -435,6 +448,7 @@ impl ApiKeys {
             generation: settings.generation,
             account_sid: account_sid.to_owned(),
             observed: observed.clone(),
+            at: Instant::now(),
         });
         observed
     }
@@ -471,7 +485,10 @@ impl ApiKeys {
             tracing::info!(object = %object_id(key), key = ?st.key_sid, "adopting the key the Secret already carries");
         }
         self.retire(key, target, st, &plan.revoke).await?;
-        for orphan in &plan.sweep {
+        // A key this process revoked lately still shows in a list read before that: it was
+        // published and retired, not left over, and is gone already.
+        let leftovers = plan.sweep.iter().filter(|sid| !self.memory.revoked_recently(sid));
+        for orphan in leftovers {
             self.revoke(target, orphan).await?;
             let note = format!("Revoked key {orphan}, created before an interruption and never published");
             self.ctx
@@ -743,7 +760,7 @@ impl ApiKeys {
         let inventory = self
             .memory
             .inventories
-            .read(twilio, account, creds, Duration::ZERO)
+            .read(twilio, account, creds, Duration::ZERO, Busy::Wait)
             .await?;
         let mut revoked = Vec::new();
         for sid in inventory.tagged(uid) {

@@ -4,8 +4,8 @@
 //! - [`Inventories::read`] lists an account's keys at most once per `max_age`, however many
 //!   objects ask (one paged list per account per resync interval: drift detection costs
 //!   O(accounts), not O(keys)), and concurrent askers wait for one read instead of each making
-//!   their own; [`Inventories::read_unless_busy`] does not wait for a read in progress, and
-//!   answers an [`Inventory::unknown`] meanwhile;
+//!   their own, unless they would rather not wait ([`Busy::Skip`]): they get an
+//!   [`Inventory::unknown`] meanwhile;
 //! - a reader gets a shared snapshot ([`Arc`]), never a copy of the list, and finds its own keys
 //!   through the snapshot's index by tag, without looking at anybody else's;
 //! - a key created after a snapshot was read is simply not in it: readers compare with
@@ -135,6 +135,16 @@ impl Slot {
     }
 }
 
+/// What a reader does while another reads the same account's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Waits for that read, and shares it.
+    Wait,
+    /// Goes on without: its drift check can wait for its next look, but not for a list of many
+    /// pages.
+    Skip,
+}
+
 /// The last inventory of every account the operator acts in.
 #[derive(Default)]
 pub struct Inventories {
@@ -151,38 +161,27 @@ impl Inventories {
             .clone()
     }
 
-    /// The keys of `account`, read at most `max_age` ago.
+    /// The keys of `account`, read at most `max_age` ago. While another pass lists them, `busy`
+    /// says whether to wait for that list, or to answer at once with [`Inventory::unknown`].
     pub async fn read(
         &self,
         twilio: &TwilioClient,
         account: &str,
         creds: &Credentials,
         max_age: Duration,
+        busy: Busy,
     ) -> Result<Arc<Inventory>, Error> {
         let slot = self.slot(account);
         if let Some(inventory) = slot.fresh(max_age) {
             return Ok(inventory);
         }
-        let _reading = slot.reading.lock().await;
+        let _reading = match busy {
+            Busy::Wait => slot.reading.lock().await,
+            Busy::Skip => match slot.reading.try_lock() {
+                Ok(reading) => reading,
+                Err(_) => return Ok(Arc::new(Inventory::unknown())),
+            },
+        };
         slot.refresh(twilio, account, creds, max_age).await
-    }
-
-    /// As [`Inventories::read`], except that while another pass lists the account's keys this
-    /// answers at once with [`Inventory::unknown`] instead of waiting for a list of many pages.
-    pub async fn read_unless_busy(
-        &self,
-        twilio: &TwilioClient,
-        account: &str,
-        creds: &Credentials,
-        max_age: Duration,
-    ) -> Result<Arc<Inventory>, Error> {
-        let slot = self.slot(account);
-        if let Some(inventory) = slot.fresh(max_age) {
-            return Ok(inventory);
-        }
-        match slot.reading.try_lock() {
-            Ok(_reading) => slot.refresh(twilio, account, creds, max_age).await,
-            Err(_) => Ok(Arc::new(Inventory::unknown())),
-        }
     }
 }

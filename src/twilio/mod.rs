@@ -14,4 +14,4 @@ pub mod types;
 pub use client::{BaseUrls, ClientConfig, Observer, TwilioClient};
 pub use credentials::{Auth, Credentials, CredentialsError, is_sid};
 pub use error::{Error, ErrorClass};
-pub use inventory::{Inventories, Inventory};
+pub use inventory::{Busy, Inventories, Inventory};
