@@ -829,16 +829,14 @@ async fn a_retired_key_is_not_swept_again_as_a_leftover() {
     f.ready("api").await;
     // A restarted operator lists the account's keys afresh: the list holds the current key.
     f.restart_operator(&[]);
-    let state = f.emu.state().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while f.emu.state().await["received"]["api.ListKey"].as_u64() <= state["received"]["api.ListKey"].as_u64()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the restarted operator never listed the keys"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let lists = f.emu.calls("api.ListKey").await;
+    f.emu
+        .wait_calls(
+            "api.ListKey",
+            lists + 1,
+            "the restarted operator never listed the keys",
+        )
+        .await;
     f.annotate("api", "twilio.operator.dev/rotate", "r1").await;
     f.ready_where("api", "rotated and settled", |k| {
         let st = k.status.as_ref().unwrap();
@@ -883,19 +881,9 @@ async fn a_key_missing_from_one_list_is_fetched_before_it_is_reissued() {
     f.emu
         .configure(json!({"rules": {"omit_from_next_list": sid}}))
         .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let state = f.emu.state().await;
-        if state["received"]["api.FetchKey"].as_u64().unwrap_or(0) >= 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the key was never looked at again: {}",
-            state["received"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    f.emu
+        .wait_calls("api.FetchKey", 1, "the key was never looked at again")
+        .await;
     // Two more resyncs with honest lists.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let key = f.ready("steady").await;

@@ -440,14 +440,13 @@ async fn trigger_callbacks_act_within_seconds_and_forged_ones_change_nothing() {
         ("WEBHOOK_ADDRESS", base.trim_start_matches("http://")),
     ]);
     look(&f, "team").await;
-    let deadline = Instant::now() + WAIT;
-    while f.emu.calls("api.ListUsageTrigger").await < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted operator never confirmed the triggers"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    f.emu
+        .wait_calls(
+            "api.ListUsageTrigger",
+            2,
+            "the restarted operator never confirmed the triggers",
+        )
+        .await;
     assert_eq!(f.emu.calls("api.CreateUsageTrigger").await, creates);
     assert_eq!(triggers(&f, &sid).await.len(), 2);
 

@@ -184,6 +184,20 @@ impl Emulator {
         self.state().await["received"][operation].as_u64().unwrap_or(0)
     }
 
+    /// Waits until the emulator has received at least `at_least` requests for `operation`;
+    /// fails the test with `what` (and every count) if that takes longer than the fixture's wait.
+    pub async fn wait_calls(&self, operation: &str, at_least: u64, what: &str) {
+        let deadline = tokio::time::Instant::now() + super::fixture::WAIT;
+        while self.calls(operation).await < at_least {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {}",
+                self.state().await["received"]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn reset_stats(&self) {
         self.http
             .post(format!("{}/_emulator/reset-stats", self.url))
