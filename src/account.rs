@@ -40,8 +40,7 @@ impl Accounts {
     /// Forgets the account `name`, which is gone: its schedule and its backoff.
     pub fn forget(&self, name: &str) {
         self.due.lock().expect("account checks").remove(name);
-        self.ctx
-            .succeeded(&format!("{}//{name}", TwilioAccount::kind(&())));
+        self.ctx.succeeded(&reconcile::id_of::<TwilioAccount>("", name));
     }
 }
 

@@ -2,10 +2,11 @@
 //!
 //! Contract:
 //! - per scope (a namespace, or the whole cluster), each kind is watched once, cached once
-//!   without managedFields or kubectl's last-applied copy, and that cache and its events are shared by both controllers
-//!   (wake-ups pass from one watch to the other controller directly, deletions included); the
-//!   operator's Secrets are watched once, metadata only and by label, so the operator never
-//!   caches a Secret it does not own, and of its own it keeps only their resourceVersions;
+//!   without managedFields or kubectl's last-applied copy, and that cache and its events are
+//!   shared by both controllers (wake-ups pass from one watch to the other controller directly,
+//!   deletions included); the operator's Secrets are watched once, metadata only and by label,
+//!   so the operator never caches a Secret it does not own, and of its own it keeps only their
+//!   resourceVersions;
 //! - a key wakes the subaccount it names only when it joins or leaves it ([`Membership`]), and
 //!   a subaccount wakes its keys only when what they read of it changes ([`KeyViews`]), so
 //!   status writes do not ripple;

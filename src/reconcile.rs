@@ -263,12 +263,13 @@ impl From<TwilioError> for Stop {
 
 /// `Kind/namespace/name`, the key of per-object state shared by both kinds.
 pub fn object_id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )
+    id_of::<K>(&obj.namespace().unwrap_or_default(), &obj.name_any())
+}
+
+/// [`object_id`] of the `K` named `name` in `namespace` (empty for a cluster-scoped kind), for
+/// an object no longer at hand.
+pub fn id_of<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String {
+    format!("{}/{namespace}/{name}", K::kind(&()))
 }
 
 /// Writes `status` (which must serialize as the kind's whole status) with server-side apply.
