@@ -109,6 +109,8 @@ struct Row {
     /// Reads the apiserver served, by verb and resource.
     reads: BTreeMap<String, u64>,
     rss_kib: u64,
+    /// Reconcile passes over keys, as the operator counts them.
+    passes: f64,
     /// CPU seconds each process of the run spent on the work.
     cpu: BTreeMap<String, f64>,
 }
@@ -145,6 +147,10 @@ impl Row {
         println!("  apiserver reads/object: {}", reads.join(", "));
         let cpu: Vec<String> = self.cpu.iter().map(|(p, s)| format!("{p} {s:.1}")).collect();
         println!("  CPU seconds: {}", cpu.join(", "));
+        println!(
+            "  reconcile passes/object: {:.2}",
+            self.passes / self.objects as f64
+        );
     }
 }
 
@@ -300,6 +306,11 @@ impl World<'_> {
             writes,
             reads,
             rss_kib: operator.memory_kib().0,
+            passes: support::operator::sample(
+                &operator.metrics().await,
+                r#"twilio_operator_reconcile_duration_seconds_count{kind="TwilioApiKey"}"#,
+            )
+            .unwrap_or(0.0),
             cpu: cpu_seconds()
                 .into_iter()
                 .map(|(p, s)| (p.clone(), s - cpu_before.get(&p).copied().unwrap_or(0.0)))

@@ -45,6 +45,9 @@ pub const TEMPLATE_DIGEST_ANNOTATION: &str = "twilio.operator.dev/template-diges
 pub const DATA_DIGEST_ANNOTATION: &str = "twilio.operator.dev/data-digest";
 /// The rotate-annotation value the credential answered, so a restart never answers it twice.
 pub const REQUEST_ANNOTATION: &str = "twilio.operator.dev/rotation-request";
+/// The generation of the owner the Secret was built for: a Secret Kubernetes accepted for this
+/// generation needs no dry run before the next credential is asked for, even after a restart.
+pub const GENERATION_ANNOTATION: &str = "twilio.operator.dev/owner-generation";
 
 /// What goes into a published Secret.
 pub struct Published<'a> {
@@ -72,6 +75,8 @@ pub struct Published<'a> {
     pub secret_value: &'a str,
     /// The digest of the template `data` was rendered from, if any.
     pub template_digest: Option<String>,
+    /// The owner's generation the Secret was built for.
+    pub generation: Option<i64>,
 }
 
 /// A short digest of a secret value: enough to notice an edit, useless to an attacker, since
@@ -97,6 +102,9 @@ pub fn build(p: &Published<'_>) -> Secret {
         annotations.insert(REQUEST_ANNOTATION.into(), request.into());
     }
     annotations.insert(DIGEST_ANNOTATION.into(), digest(p.secret_value));
+    if let Some(generation) = p.generation {
+        annotations.insert(GENERATION_ANNOTATION.into(), generation.to_string());
+    }
     if let Some(template) = &p.template_digest {
         annotations.insert(TEMPLATE_DIGEST_ANNOTATION.into(), template.clone());
         annotations.insert(
@@ -200,6 +208,8 @@ pub struct Record {
     pub request: Option<String>,
     /// The short digest of the secret value, as written.
     pub digest: Option<String>,
+    /// The owner's generation it was written for.
+    pub generation: Option<i64>,
     /// The data still matches what the operator wrote: every expected key present and holding
     /// what [`Expect`] says.
     pub intact: bool,
@@ -318,6 +328,9 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str, shape: Shape<'_>) -> Ob
             .and_then(|t| t.parse().ok()),
         request: annotations.get(REQUEST_ANNOTATION).cloned(),
         digest: recorded_digest,
+        generation: annotations
+            .get(GENERATION_ANNOTATION)
+            .and_then(|g| g.parse().ok()),
         intact,
     })
 }
@@ -383,6 +396,7 @@ mod tests {
             data: vec![("SID", "SK1"), ("SECRET", "value")],
             secret_value: "value",
             template_digest: None,
+            generation: Some(1),
         })
     }
 
@@ -402,7 +416,7 @@ mod tests {
         let s = published(&BTreeMap::new());
         let expect = [("SID", Expect::CredentialSid), ("SECRET", Expect::Secret)];
         assert!(
-            matches!(observe(Some(&s), "uid-1", Shape::Keys(&expect)), Observed::Ours(Record { intact: true, ref request, .. }) if request.as_deref() == Some("r1"))
+            matches!(observe(Some(&s), "uid-1", Shape::Keys(&expect)), Observed::Ours(Record { intact: true, ref request, generation: Some(1), .. }) if request.as_deref() == Some("r1"))
         );
         assert_eq!(
             observe(Some(&s), "other", Shape::Keys(&expect)),
@@ -447,6 +461,7 @@ mod tests {
             data: vec![("username", "SK1"), ("password", "value")],
             secret_value: "value",
             template_digest: Some("t1".into()),
+            generation: None,
         };
         let s = build(&p);
         assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));

@@ -73,9 +73,9 @@ struct Memory {
     revoked: Mutex<HashMap<String, Instant>>,
     /// The generation last applied at Twilio, by object UID.
     applied: Mutex<HashMap<String, Option<i64>>>,
-    /// The generation whose Secret Kubernetes last accepted, by object UID: its Secret needs
-    /// no dry run before the next key is asked of Twilio.
-    accepted: Mutex<HashMap<String, Option<i64>>>,
+    /// Whether Kubernetes took (`true`) or refused the last Secret written, and for which
+    /// generation, by object UID.
+    verdicts: Mutex<HashMap<String, (Option<i64>, bool)>>,
     /// Generations whose template failed with real values: they ask Twilio for no more keys.
     refusals: template::Refusals,
     /// The Secret as last read or written, by object UID: while the watch says it is still at
@@ -94,6 +94,38 @@ struct Seen {
     observed: Observed,
     /// When it was read or written.
     at: Instant,
+}
+
+/// A key a pass issued, to announce.
+struct Issued {
+    sid: String,
+    cause: Cause,
+    /// The key it replaces, now retiring.
+    replaced: Option<String>,
+    type_: EventType,
+    reason: &'static str,
+}
+
+impl Issued {
+    /// The event's note; `replaced_gone` when the replaced key was revoked in the same pass.
+    fn note(&self, replaced_gone: bool, settings: &Settings) -> String {
+        let retiring = match &self.replaced {
+            Some(old) if replaced_gone => {
+                format!(
+                    "; {old} was revoked, its grace period ({}) being over",
+                    duration::format(settings.grace)
+                )
+            }
+            Some(old) => format!("; {old} stays valid for {}", duration::format(settings.grace)),
+            None => String::new(),
+        };
+        format!(
+            "Key {} {} and published in Secret {}{retiring}",
+            self.sid,
+            self.cause.describe(),
+            settings.secret_name
+        )
+    }
 }
 
 impl Memory {
@@ -122,16 +154,23 @@ impl Memory {
         self.applied.lock().expect("applied generations").get(uid) == Some(&generation)
     }
 
-    fn note_accepted(&self, uid: &str, generation: Option<i64>) {
-        let mut accepted = self.accepted.lock().expect("accepted Secrets");
-        match generation {
-            Some(_) => accepted.insert(uid.to_owned(), generation),
-            None => accepted.remove(uid),
-        };
+    fn note_verdict(&self, uid: &str, generation: Option<i64>, accepted: bool) {
+        self.verdicts
+            .lock()
+            .expect("Secret verdicts")
+            .insert(uid.to_owned(), (generation, accepted));
     }
 
-    fn accepted(&self, uid: &str, generation: Option<i64>) -> bool {
-        generation.is_some() && self.accepted.lock().expect("accepted Secrets").get(uid) == Some(&generation)
+    /// Whether the Secret of `generation` is known to pass Kubernetes' checks, so a key can be
+    /// asked of Twilio without a dry run first: Kubernetes took it from this process, or `secret`
+    /// is intact and was written for this generation (it was taken before a restart). After a
+    /// refusal nothing the Secret says counts: anybody who can edit it can write that claim.
+    fn secret_proven(&self, uid: &str, generation: Option<i64>, secret: &Observed) -> bool {
+        let written = matches!(secret, Observed::Ours(r) if r.intact && r.generation == generation);
+        match self.verdicts.lock().expect("Secret verdicts").get(uid) {
+            Some(&(judged, accepted)) if judged == generation => accepted,
+            _ => generation.is_some() && written,
+        }
     }
 
     /// What the Secret held when last seen, if it is still at that version (`current`), was
@@ -162,7 +201,7 @@ impl Memory {
     fn forget(&self, uid: &str) {
         self.seen.lock().expect("seen Secrets").remove(uid);
         self.applied.lock().expect("applied generations").remove(uid);
-        self.accepted.lock().expect("accepted Secrets").remove(uid);
+        self.verdicts.lock().expect("Secret verdicts").remove(uid);
         self.refusals.forget(uid);
     }
 }
@@ -484,7 +523,8 @@ impl ApiKeys {
         if plan.adopted {
             tracing::info!(object = %object_id(key), key = ?st.key_sid, "adopting the key the Secret already carries");
         }
-        self.retire(key, target, st, &plan.revoke).await?;
+        let revoked = self.retire(key, target, st, &plan.revoke).await?;
+        self.announce_revoked(key, &revoked).await;
         // A key this process revoked lately still shows in a list read before that: it was
         // published and retired, not left over, and is gone already.
         let leftovers = plan.sweep.iter().filter(|sid| !self.memory.revoked_recently(sid));
@@ -496,20 +536,50 @@ impl ApiKeys {
                 .await;
         }
         st.pending_since = None;
-        match plan.change {
-            Change::Issue(cause) => self.issue(key, settings, target, secret, cause, st, now).await?,
-            Change::Update => self.update_key(key, settings, target, st).await?,
-            Change::None => {}
+        let issued = match plan.change {
+            Change::Issue(cause) => Some(self.issue(key, settings, target, secret, cause, st, now).await?),
+            Change::Update => {
+                self.update_key(key, settings, target, st).await?;
+                None
+            }
+            Change::None => None,
+        };
+        let finished = async {
+            if plan::roll_due(st, settings.generation) {
+                self.roll_workloads(key, settings, st).await?;
+            }
+            // A zero grace period makes a replaced key due at once: it goes only now, once the
+            // workloads are rolling to its successor.
+            self.retire(key, target, st, &plan::due_revocations(st, Timestamp::now()))
+                .await
         }
-        if plan::roll_due(st, settings.generation) {
-            self.roll_workloads(key, settings, st).await?;
+        .await;
+        let mut revoked = finished.as_ref().map_or_else(|_| Vec::new(), Clone::clone);
+        if let Some(issued) = issued {
+            // The new key is announced even if what follows failed; with the key it replaced
+            // when that went at once, in one event.
+            let replaced = issued.replaced.as_ref();
+            let gone = replaced.and_then(|old| revoked.iter().position(|sid| sid == old));
+            let note = issued.note(gone.is_some(), settings);
+            gone.map(|i| revoked.remove(i));
+            self.ctx
+                .event(key, issued.type_, issued.reason, "Issue", note)
+                .await;
         }
-        // A zero grace period makes a replaced key due at once: it goes only now, once the
-        // workloads are rolling to its successor.
-        self.retire(key, target, st, &plan::due_revocations(st, Timestamp::now()))
-            .await?;
+        self.announce_revoked(key, &revoked).await;
+        finished?;
         st.secret_name = Some(settings.secret_name.clone());
         Ok(())
+    }
+
+    /// One event for each retiring key revoked, its grace period over.
+    async fn announce_revoked(&self, key: &TwilioApiKey, revoked: &[String]) {
+        for sid in revoked {
+            let note = format!("Key {sid} revoked: its grace period is over");
+            self.ctx
+                .event(key, EventType::Normal, "KeyRevoked", "Revoke", note)
+                .await;
+        }
     }
 
     /// Revokes a key at Twilio; a key already gone counts as revoked.
@@ -525,14 +595,16 @@ impl ApiKeys {
         Ok(())
     }
 
-    /// Revokes the retiring keys `sids`, dropping each from the status once it is gone.
+    /// Revokes the retiring keys `sids`, dropping each from the status once it is gone; answers
+    /// those revoked.
     async fn retire(
         &self,
         key: &TwilioApiKey,
         target: &Target,
         st: &mut TwilioApiKeyStatus,
         sids: &[String],
-    ) -> Result<(), Stop> {
+    ) -> Result<Vec<String>, Stop> {
+        let mut revoked = Vec::new();
         for sid in sids {
             let home = st
                 .retiring_keys
@@ -553,18 +625,16 @@ impl ApiKeys {
                     self.revoke(target, sid).await?;
                     failpoint::hit("apikey-mid-revoke");
                     tracing::info!(key = %sid, "revoked retiring key");
-                    let note = format!("Key {sid} revoked: its grace period is over");
-                    self.ctx
-                        .event(key, EventType::Normal, "KeyRevoked", "Revoke", note)
-                        .await;
+                    revoked.push(sid.clone());
                 }
             }
             st.retiring_keys.retain(|r| &r.sid != sid);
         }
-        Ok(())
+        Ok(revoked)
     }
 
-    /// Creates a key (intent first), publishes it in the Secret, then records it.
+    /// Creates a key (intent first), publishes it in the Secret, then records it; answers what
+    /// to announce.
     #[allow(clippy::too_many_arguments)]
     async fn issue(
         &self,
@@ -575,7 +645,7 @@ impl ApiKeys {
         cause: Cause,
         st: &mut TwilioApiKeyStatus,
         now: Timestamp,
-    ) -> Result<(), Stop> {
+    ) -> Result<Issued, Stop> {
         let ctx = &self.ctx;
         if let Some(why) = self.memory.refusals.get(&settings.uid, settings.generation) {
             return Err(Problem::from(why).into());
@@ -600,13 +670,17 @@ impl ApiKeys {
                 data: data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
                 secret_value: value,
                 template_digest: settings.template.as_ref().map(|t| t.digest().to_owned()),
+                generation: settings.generation,
             }))
         };
         let ours = matches!(secret, Observed::Ours(_));
         // Whatever Kubernetes would refuse (a policy, RBAC, an invalid label) is found out before
         // Twilio is asked, so a refused Secret never costs a key to create and sweep. A Secret of
-        // this generation this process has written already passed, unless a write failed since.
-        if !self.memory.accepted(&settings.uid, settings.generation) {
+        // this generation that Kubernetes already took needs no such check.
+        if !self
+            .memory
+            .secret_proven(&settings.uid, settings.generation, secret)
+        {
             let placeholder = format!("SK{}", "0".repeat(32));
             let checked = published(&placeholder, &"0".repeat(32)).map_err(Problem::from)?;
             reconcile::write_secret(ctx, &checked, ours, true).await?;
@@ -635,8 +709,8 @@ impl ApiKeys {
             .map_err(Problem::from)?;
         let written = reconcile::write_secret(ctx, &secret, ours, false).await;
         // After a refusal the next pass asks Kubernetes first again, so it never costs another key.
-        let accepted = written.as_ref().ok().and(settings.generation);
-        self.memory.note_accepted(&settings.uid, accepted);
+        self.memory
+            .note_verdict(&settings.uid, settings.generation, written.is_ok());
         self.judge_secret(settings, &target.account_sid, Some(&written?));
         failpoint::hit("apikey-after-secret");
 
@@ -654,18 +728,13 @@ impl ApiKeys {
             Cause::RevokedOutside => (EventType::Warning, "KeyRevokedOutside"),
             Cause::SecretLost | Cause::SecretEdited => (EventType::Warning, "KeyReissued"),
         };
-        let retiring = match previous.filter(|_| cause.retires_current()) {
-            Some(old) => format!("; {old} stays valid for {}", duration::format(settings.grace)),
-            None => String::new(),
-        };
-        let note = format!(
-            "Key {} {} and published in Secret {}{retiring}",
-            new.sid,
-            cause.describe(),
-            settings.secret_name
-        );
-        ctx.event(key, type_, reason, "Issue", note).await;
-        Ok(())
+        Ok(Issued {
+            sid: new.sid,
+            cause,
+            replaced: previous.filter(|_| cause.retires_current()),
+            type_,
+            reason,
+        })
     }
 
     /// Applies a changed friendlyName or permissions to the existing key, in place.

@@ -561,6 +561,7 @@ mod tests {
             created_at: Some(at(T1)),
             request: Some("r2".into()),
             digest: None,
+            generation: Some(1),
             intact,
         })
     }

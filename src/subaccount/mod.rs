@@ -1141,6 +1141,7 @@ impl SecretWriter<'_> {
             data: data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
             secret_value: token.expose_secret(),
             template_digest: self.settings.template.as_ref().map(|t| t.digest().to_owned()),
+            generation: self.sub.metadata.generation,
         });
         reconcile::write_secret(self.ctx, &published, self.ours, false)
             .await
