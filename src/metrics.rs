@@ -2,17 +2,22 @@
 //!
 //! Contract: every series is labelled with kinds, operations, statuses, causes and object
 //! names only; no value derived from a secret is ever recorded. Key ages are computed at scrape
-//! time from the recorded creation times, so they are never stale.
+//! time from the recorded creation times, so they are never stale. The per-object series (Ready,
+//! key age and next rotation) are kept as one small record per object and written out at each
+//! scrape, so ten thousand objects cost ten thousand records, not three labelled series each;
+//! a record goes with its object.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,13 +26,6 @@ struct ReconcileLabels {
     result: &'static str,
     /// The Ready condition's reason the pass set, or RequestFailed.
     reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReadyLabels {
-    kind: String,
-    namespace: String,
-    name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,25 +71,111 @@ struct UsageLabels {
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// A key's creation and next rotation, in Unix seconds.
+#[derive(Debug, Clone, Copy)]
 struct KeyTimes {
     created: f64,
     next_rotation: Option<f64>,
+}
+
+/// An object, as its series name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ObjectId {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+}
+
+impl ObjectId {
+    fn new(kind: &'static str, namespace: &str, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// What an object's series say.
+#[derive(Debug, Default)]
+struct ObjectRecord {
+    ready: Option<bool>,
+    key: Option<KeyTimes>,
+}
+
+/// The per-object series: one record per object, written out at each scrape.
+#[derive(Debug, Default)]
+struct Objects {
+    records: Mutex<HashMap<ObjectId, ObjectRecord>>,
+    /// The time (Unix seconds, as f64 bits) key ages are computed at, set before each scrape.
+    scraped_at: AtomicU64,
+}
+
+impl Objects {
+    fn update(&self, id: ObjectId, change: impl FnOnce(&mut ObjectRecord)) {
+        change(self.records.lock().expect("object series").entry(id).or_default());
+    }
+}
+
+impl Collector for Objects {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = f64::from_bits(self.scraped_at.load(Ordering::Relaxed));
+        let records = self.records.lock().expect("object series");
+        let mut ready = encoder.encode_descriptor(
+            "ready",
+            "1 while an object's Ready condition is True, else 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (id, record) in records.iter() {
+            if let Some(is_ready) = record.ready {
+                let labels = [
+                    ("kind", id.kind),
+                    ("namespace", &id.namespace),
+                    ("name", &id.name),
+                ];
+                ConstGauge::new(i64::from(is_ready)).encode(ready.encode_family(&labels)?)?;
+            }
+        }
+        let keys = || records.iter().filter_map(|(id, r)| Some((id, r.key?)));
+        let mut age = encoder.encode_descriptor(
+            "api_key_age_seconds",
+            "Age of each TwilioApiKey's current key",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (id, times) in keys() {
+            ConstGauge::new(now - times.created).encode(age.encode_family(&key_labels(id))?)?;
+        }
+        let mut next = encoder.encode_descriptor(
+            "api_key_next_rotation_timestamp_seconds",
+            "When each TwilioApiKey rotates next (Unix time)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (id, times) in keys() {
+            if let Some(at) = times.next_rotation {
+                ConstGauge::new(at).encode(next.encode_family(&key_labels(id))?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn key_labels(id: &ObjectId) -> [(&str, &str); 2] {
+    [("namespace", &id.namespace), ("name", &id.name)]
 }
 
 /// The operator's Prometheus registry and every metric in it.
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
-    ready: Family<ReadyLabels, Gauge>,
+    objects: Arc<Objects>,
     reconcile_duration: Family<KindLabels, Histogram>,
     twilio_requests: Family<TwilioLabels, Counter>,
     twilio_rate_limited: Family<OperationLabels, Counter>,
     rotations: Family<RotationLabels, Counter>,
-    key_age: Family<ObjectLabels, FloatGauge>,
-    key_next_rotation: Family<ObjectLabels, FloatGauge>,
     usage: Family<UsageLabels, FloatGauge>,
     budget_ratio: Family<ObjectLabels, FloatGauge>,
-    keys: Mutex<BTreeMap<(String, String), KeyTimes>>,
     /// The currency of each subaccount's usage series, to find the series again.
     usage_currency: Mutex<BTreeMap<(String, String), String>>,
 }
@@ -112,12 +196,8 @@ impl Default for Metrics {
             "Reconciles by kind, result and the Ready reason they set (RequestFailed: a Kubernetes call failed)",
             reconciles.clone(),
         );
-        let ready = Family::default();
-        registry.register(
-            "ready",
-            "1 while an object's Ready condition is True, else 0",
-            ready.clone(),
-        );
+        let objects = Arc::new(Objects::default());
+        registry.register_collector(Box::new(objects.clone()));
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
@@ -144,18 +224,6 @@ impl Default for Metrics {
             "New credentials issued, by kind and cause",
             rotations.clone(),
         );
-        let key_age = Family::default();
-        registry.register(
-            "api_key_age_seconds",
-            "Age of each TwilioApiKey's current key",
-            key_age.clone(),
-        );
-        let key_next_rotation = Family::default();
-        registry.register(
-            "api_key_next_rotation_timestamp_seconds",
-            "When each TwilioApiKey rotates next (Unix time)",
-            key_next_rotation.clone(),
-        );
         let usage = Family::default();
         registry.register(
             "subaccount_month_to_date_usage",
@@ -172,15 +240,12 @@ impl Default for Metrics {
             budget_ratio,
             registry,
             reconciles,
-            ready,
+            objects,
             reconcile_duration,
             twilio_requests,
             twilio_rate_limited,
             rotations,
-            key_age,
-            key_next_rotation,
             usage,
-            keys: Mutex::default(),
             usage_currency: Mutex::default(),
         }
     }
@@ -200,11 +265,10 @@ impl Metrics {
 
     /// Records the Ready condition a pass over an object set: the object's Ready gauge, and the
     /// pass counted by the condition's reason.
-    pub fn outcome(&self, kind: &str, namespace: &str, name: &str, ready: bool, reason: &str) {
+    pub fn outcome(&self, kind: &'static str, namespace: &str, name: &str, ready: bool, reason: &str) {
         self.count(kind, if ready { "success" } else { "error" }, reason);
-        self.ready
-            .get_or_create(&ready_labels(kind, namespace, name))
-            .set(i64::from(ready));
+        self.objects
+            .update(ObjectId::new(kind, namespace, name), |r| r.ready = Some(ready));
     }
 
     fn count(&self, kind: &str, result: &'static str, reason: &str) {
@@ -241,28 +305,20 @@ impl Metrics {
 
     /// Records a key's creation and next rotation (Unix seconds).
     pub fn key(&self, namespace: &str, name: &str, created: f64, next_rotation: Option<f64>) {
-        self.keys.lock().expect("key metrics").insert(
-            (namespace.to_owned(), name.to_owned()),
-            KeyTimes {
-                created,
-                next_rotation,
-            },
-        );
+        let times = KeyTimes {
+            created,
+            next_rotation,
+        };
+        self.objects
+            .update(ObjectId::new("TwilioApiKey", namespace, name), |r| {
+                r.key = Some(times)
+            });
     }
 
-    /// Drops the series of a key whose object is gone.
-    pub fn forget_key(&self, namespace: &str, name: &str) {
-        self.keys
-            .lock()
-            .expect("key metrics")
-            .remove(&(namespace.to_owned(), name.to_owned()));
-        let labels = ObjectLabels {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        self.key_age.remove(&labels);
-        self.key_next_rotation.remove(&labels);
-        self.ready.remove(&ready_labels("TwilioApiKey", namespace, name));
+    /// Drops the series of an object of `kind` that is gone.
+    pub fn forget(&self, kind: &'static str, namespace: &str, name: &str) {
+        let id = ObjectId::new(kind, namespace, name);
+        self.objects.records.lock().expect("object series").remove(&id);
     }
 
     /// Records a subaccount's month-to-date spend.
@@ -305,50 +361,24 @@ impl Metrics {
         if let Some(currency) = currency {
             self.usage.remove(&usage_labels(namespace, name, &currency));
         }
-        self.ready
-            .remove(&ready_labels("TwilioSubaccount", namespace, name));
+        self.forget("TwilioSubaccount", namespace, name);
     }
 
     /// Drops every per-object series, when this process stops reconciling (a lost lease).
     pub fn forget_objects(&self) {
-        self.keys.lock().expect("key metrics").clear();
+        self.objects.records.lock().expect("object series").clear();
         self.usage_currency.lock().expect("usage metrics").clear();
-        self.ready.clear();
-        self.key_age.clear();
-        self.key_next_rotation.clear();
         self.usage.clear();
         self.budget_ratio.clear();
     }
 
     /// The OpenMetrics text of every series, key ages as of `now` (Unix seconds).
     pub fn render(&self, now: f64) -> String {
-        for ((namespace, name), times) in self.keys.lock().expect("key metrics").iter() {
-            let labels = ObjectLabels {
-                namespace: namespace.clone(),
-                name: name.clone(),
-            };
-            self.key_age.get_or_create(&labels).set(now - times.created);
-            match times.next_rotation {
-                Some(next) => {
-                    self.key_next_rotation.get_or_create(&labels).set(next);
-                }
-                None => {
-                    self.key_next_rotation.remove(&labels);
-                }
-            }
-        }
+        self.objects.scraped_at.store(now.to_bits(), Ordering::Relaxed);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
-    }
-}
-
-fn ready_labels(kind: &str, namespace: &str, name: &str) -> ReadyLabels {
-    ReadyLabels {
-        kind: kind.to_owned(),
-        namespace: namespace.into(),
-        name: name.into(),
     }
 }
 
@@ -399,7 +429,7 @@ mod tests {
         ] {
             assert!(text.contains(series), "missing {series} in:\n{text}");
         }
-        m.forget_key("team-a", "checkout");
+        m.forget("TwilioApiKey", "team-a", "checkout");
         assert!(!m.render(1700.0).contains(r#"name="checkout""#));
         m.usage("team-a", "tenant", "eur", 3.0);
         assert!(!m.render(1700.0).contains("usd"), "one series per subaccount");

@@ -83,10 +83,16 @@ pub trait Object:
     + Sync
     + 'static
 {
+    /// The kind's name, as metrics and logs say it.
+    const KIND: &'static str;
 }
 
-impl Object for TwilioApiKey {}
-impl Object for TwilioSubaccount {}
+impl Object for TwilioApiKey {
+    const KIND: &'static str = "TwilioApiKey";
+}
+impl Object for TwilioSubaccount {
+    const KIND: &'static str = "TwilioSubaccount";
+}
 
 /// One kind's reconciler: its own memory, and the shared [`Context`] it acts through.
 pub trait Lifecycle: Send + Sync + 'static {
@@ -95,7 +101,7 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// The kind's status.
     type Status: LifecycleStatus + Clone + Default + Send + Sync;
     /// The kind's name, as metrics label it.
-    const KIND: &'static str;
+    const KIND: &'static str = <Self::Kind as Object>::KIND;
 
     /// What the reconciler shares with the others.
     fn context(&self) -> &Context;
@@ -459,7 +465,7 @@ where
 fn counted<K: Object>(ctx: &Context, obj: &K, conditions: &[Condition]) {
     if let Some(ready) = conditions.iter().find(|c| c.type_ == "Ready") {
         ctx.metrics.outcome(
-            &K::kind(&()),
+            K::KIND,
             &obj.namespace().unwrap_or_default(),
             &obj.name_any(),
             ready.status == "True",

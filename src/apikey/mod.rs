@@ -71,16 +71,23 @@ struct Memory {
     inventories: Inventories,
     /// Keys revoked lately, by SID; entries expire after [`REVOKED_MEMORY`].
     revoked: Mutex<HashMap<String, Instant>>,
-    /// The generation last applied at Twilio, by object UID.
-    applied: Mutex<HashMap<String, Option<i64>>>,
-    /// Whether Kubernetes took (`true`) or refused the last Secret written, and for which
-    /// generation, by object UID.
-    verdicts: Mutex<HashMap<String, (Option<i64>, bool)>>,
+    /// What is remembered of each object, by UID: one record each, however much it holds.
+    objects: Mutex<HashMap<String, Remembered>>,
     /// Generations whose template failed with real values: they ask Twilio for no more keys.
     refusals: template::Refusals,
-    /// The Secret as last read or written, by object UID: while the watch says it is still at
-    /// that version, a pass need not read it again.
-    seen: Mutex<HashMap<String, Seen>>,
+}
+
+/// What is remembered of one object.
+#[derive(Default)]
+struct Remembered {
+    /// The generation last applied at Twilio.
+    applied: Option<Option<i64>>,
+    /// Whether Kubernetes took (`true`) or refused the last Secret written, and for which
+    /// generation.
+    verdict: Option<(Option<i64>, bool)>,
+    /// The Secret as last read or written: while the watch says it is still at that version, a
+    /// pass need not read it again.
+    seen: Option<Seen>,
 }
 
 /// An object's Secret as a pass observed it, and what the observation depended on.
@@ -143,22 +150,34 @@ impl Memory {
             .is_some_and(|at| at.elapsed() < REVOKED_MEMORY)
     }
 
-    fn note_applied(&self, uid: &str, generation: Option<i64>) {
-        self.applied
+    /// Changes what is remembered of object `uid`.
+    fn note(&self, uid: &str, change: impl FnOnce(&mut Remembered)) {
+        let mut objects = self.objects.lock().expect("object memory");
+        match objects.get_mut(uid) {
+            Some(remembered) => change(remembered),
+            None => change(objects.entry(uid.to_owned()).or_default()),
+        }
+    }
+
+    /// What `read` makes of what is remembered of object `uid`, if anything is.
+    fn recall<T>(&self, uid: &str, read: impl FnOnce(&Remembered) -> Option<T>) -> Option<T> {
+        self.objects
             .lock()
-            .expect("applied generations")
-            .insert(uid.to_owned(), generation);
+            .expect("object memory")
+            .get(uid)
+            .and_then(read)
+    }
+
+    fn note_applied(&self, uid: &str, generation: Option<i64>) {
+        self.note(uid, |r| r.applied = Some(generation));
     }
 
     fn applied(&self, uid: &str, generation: Option<i64>) -> bool {
-        self.applied.lock().expect("applied generations").get(uid) == Some(&generation)
+        self.recall(uid, |r| r.applied) == Some(generation)
     }
 
     fn note_verdict(&self, uid: &str, generation: Option<i64>, accepted: bool) {
-        self.verdicts
-            .lock()
-            .expect("Secret verdicts")
-            .insert(uid.to_owned(), (generation, accepted));
+        self.note(uid, |r| r.verdict = Some((generation, accepted)));
     }
 
     /// Whether the Secret of `generation` is known to pass Kubernetes' checks, so a key can be
@@ -167,8 +186,8 @@ impl Memory {
     /// refusal nothing the Secret says counts: anybody who can edit it can write that claim.
     fn secret_proven(&self, uid: &str, generation: Option<i64>, secret: &Observed) -> bool {
         let written = matches!(secret, Observed::Ours(r) if r.intact && r.generation == generation);
-        match self.verdicts.lock().expect("Secret verdicts").get(uid) {
-            Some(&(judged, accepted)) if judged == generation => accepted,
+        match self.recall(uid, |r| r.verdict) {
+            Some((judged, accepted)) if judged == generation => accepted,
             _ => generation.is_some() && written,
         }
     }
@@ -183,25 +202,22 @@ impl Memory {
         (generation, account_sid): (Option<i64>, &str),
         max_age: Duration,
     ) -> Option<Observed> {
-        let seen = self.seen.lock().expect("seen Secrets");
-        seen.get(uid)
-            .filter(|s| Some(s.version.as_str()) == current && s.at.elapsed() < max_age)
-            .filter(|s| s.generation == generation && s.account_sid == account_sid)
-            .map(|s| s.observed.clone())
+        self.recall(uid, |r| {
+            r.seen
+                .as_ref()
+                .filter(|s| Some(s.version.as_str()) == current && s.at.elapsed() < max_age)
+                .filter(|s| s.generation == generation && s.account_sid == account_sid)
+                .map(|s| s.observed.clone())
+        })
     }
 
     fn note_seen(&self, uid: &str, secret: Option<&Secret>, seen: impl FnOnce(String) -> Seen) {
-        let mut remembered = self.seen.lock().expect("seen Secrets");
-        match secret.and_then(|s| s.metadata.resource_version.clone()) {
-            Some(version) => remembered.insert(uid.to_owned(), seen(version)),
-            None => remembered.remove(uid),
-        };
+        let version = secret.and_then(|s| s.metadata.resource_version.clone());
+        self.note(uid, |r| r.seen = version.map(seen));
     }
 
     fn forget(&self, uid: &str) {
-        self.seen.lock().expect("seen Secrets").remove(uid);
-        self.applied.lock().expect("applied generations").remove(uid);
-        self.verdicts.lock().expect("Secret verdicts").remove(uid);
+        self.objects.lock().expect("object memory").remove(uid);
         self.refusals.forget(uid);
     }
 }
@@ -225,7 +241,6 @@ impl ApiKeys {
 impl Lifecycle for ApiKeys {
     type Kind = TwilioApiKey;
     type Status = TwilioApiKeyStatus;
-    const KIND: &'static str = "TwilioApiKey";
 
     fn context(&self) -> &Context {
         &self.ctx
@@ -270,7 +285,7 @@ impl Lifecycle for ApiKeys {
     async fn cleanup(&self, key: &TwilioApiKey) -> Result<Action, Stop> {
         let ctx = &self.ctx;
         ctx.metrics
-            .forget_key(&key.namespace().unwrap_or_default(), &key.name_any());
+            .forget(Self::KIND, &key.namespace().unwrap_or_default(), &key.name_any());
         self.memory.forget(&key.uid().unwrap_or_default());
         let st = key.status.clone().unwrap_or_default();
         if key.spec.deletion_policy == KeyDeletionPolicy::Retain {

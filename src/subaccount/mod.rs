@@ -131,7 +131,6 @@ impl Subaccounts {
 impl Lifecycle for Subaccounts {
     type Kind = TwilioSubaccount;
     type Status = TwilioSubaccountStatus;
-    const KIND: &'static str = "TwilioSubaccount";
 
     fn context(&self) -> &Context {
         &self.ctx
