@@ -286,8 +286,9 @@ async fn run_scope(
         futures::future::ready(())
     });
 
-    let key_controller =
-        Controller::for_stream(key_events, keys.clone()).reconcile_on(receiver_stream(keys_to_wake));
+    let key_controller = Controller::for_stream(futures::stream::empty(), keys.clone()).reconcile_on(
+        futures::stream::select(references(key_events), receiver_stream(keys_to_wake)),
+    );
     let keys_done = run_kind(
         Arc::new(ApiKeys::new(ctx.clone(), subs.clone(), versions)),
         key_controller,
@@ -295,8 +296,9 @@ async fn run_scope(
         ns,
         until(stop.clone()),
     );
-    let sub_controller =
-        Controller::for_stream(sub_events, subs.clone()).reconcile_on(receiver_stream(subs_to_wake));
+    let sub_controller = Controller::for_stream(futures::stream::empty(), subs.clone()).reconcile_on(
+        futures::stream::select(references(sub_events), receiver_stream(subs_to_wake)),
+    );
     let subs_done = run_kind(
         Arc::new(Subaccounts::new(ctx.clone(), membership)),
         sub_controller,
@@ -309,6 +311,23 @@ async fn run_scope(
         _ = async { tokio::join!(keys_done, subs_done) } => {}
         _ = secrets => {}
     }
+}
+
+/// A [`reconcile::reference`] to each object of `touched`: the controller keeps one for every
+/// object it has scheduled, that is each object until its next deadline.
+fn references<K: Resource<DynamicType = ()> + 'static>(
+    touched: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static {
+    touched.filter_map(|object| {
+        let reference = match object {
+            Ok(object) => Some(reconcile::reference(&object)),
+            Err(e) => {
+                tracing::debug!(error = %e, "watch");
+                None
+            }
+        };
+        futures::future::ready(reference)
+    })
 }
 
 /// The receiving end of `rx` as a stream.

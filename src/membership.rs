@@ -15,6 +15,7 @@
 //!   anything else wakes no key.
 
 use crate::api::{TwilioApiKey, TwilioSubaccount};
+use crate::reconcile::reference;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
@@ -78,14 +79,14 @@ impl Membership {
         let mut index = self.inner.lock().expect("membership");
         match event {
             Event::Apply(key) => index.place(key).into_iter().collect(),
-            Event::Delete(key) => index.remove(&ObjectRef::from_obj(key)).into_iter().collect(),
+            Event::Delete(key) => index.remove(&reference(key)).into_iter().collect(),
             Event::Init => {
                 let Index { of_key, unlisted, .. } = &mut *index;
                 unlisted.start(of_key.keys());
                 Vec::new()
             }
             Event::InitApply(key) => {
-                index.unlisted.listed(&ObjectRef::from_obj(key));
+                index.unlisted.listed(&reference(key));
                 index.place(key).into_iter().collect()
             }
             Event::InitDone => {
@@ -115,7 +116,7 @@ impl Membership {
 impl Index {
     /// Records where `key` lives now; answers the subaccounts it joined or left.
     fn place(&mut self, key: &TwilioApiKey) -> Vec<Sub> {
-        let id = ObjectRef::from_obj(key);
+        let id = reference(key);
         let now = subaccount_of(key);
         if self.of_key.get(&id) == now.as_ref() {
             return Vec::new();
@@ -156,11 +157,11 @@ impl KeyViews {
         let sub = match event {
             Event::Apply(sub) => sub,
             Event::InitApply(sub) => {
-                self.unlisted.listed(&ObjectRef::from_obj(sub));
+                self.unlisted.listed(&reference(sub));
                 sub
             }
             Event::Delete(sub) => {
-                let id = ObjectRef::from_obj(sub);
+                let id = reference(sub);
                 self.seen.remove(&id);
                 return vec![id];
             }
@@ -176,7 +177,7 @@ impl KeyViews {
                 return gone;
             }
         };
-        let id = ObjectRef::from_obj(sub);
+        let id = reference(sub);
         let view = what_keys_read(sub);
         if self.seen.insert(id.clone(), view) == Some(view) {
             Vec::new()

@@ -272,6 +272,16 @@ pub fn object_id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     id_of::<K>(&obj.namespace().unwrap_or_default(), &obj.name_any())
 }
 
+/// A reference to `obj` by namespace and name only, for what is kept per object: one made by
+/// [`ObjectRef::from_obj`] also carries the object's resourceVersion and UID.
+pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef<K> {
+    let named = ObjectRef::new(&obj.name_any());
+    match obj.namespace() {
+        Some(ns) => named.within(&ns),
+        None => named,
+    }
+}
+
 /// [`object_id`] of the `K` named `name` in `namespace` (empty for a cluster-scoped kind), for
 /// an object no longer at hand.
 pub fn id_of<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String {

@@ -101,8 +101,9 @@ pub struct TwilioApiKeySpec {
 
     /// The Secret the key's credentials are written to. Defaults to a Secret named after this
     /// object with the keys TWILIO_ACCOUNT_SID, TWILIO_API_KEY and TWILIO_API_SECRET.
+    // Boxed: every cached key carries its spec, and most name no Secret settings at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<ApiKeySecret>,
+    pub secret: Option<Box<ApiKeySecret>>,
 
     /// Scheduled rotation. When absent the key rotates only on demand (annotation
     /// twilio.operator.dev/rotate) or when its Secret is lost.

@@ -72,7 +72,7 @@ pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
     let every = rotation
         .map(|r| duration_field("spec.rotation.every", &r.every))
         .transpose()?;
-    let secret = key.spec.secret.clone().unwrap_or_default();
+    let secret = key.spec.secret.as_deref().cloned().unwrap_or_default();
     let namespace = key.namespace().unwrap_or_default();
     let mut settings = Settings {
         uid: key.uid().unwrap_or_default(),
