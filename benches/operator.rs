@@ -6,8 +6,9 @@
 //! outage, and the operator is then started; the same for a rotation of every key. Each row
 //! prints the time taken, the Twilio floor (Twilio calls × latency / concurrency), the
 //! Kubernetes floor (the same writes as the operator made, as many of each kind, issued directly
-//! at full concurrency in the same run), the ratio of the time to the larger floor, the Twilio calls and the apiserver
-//! writes per object, and the operator's memory after.
+//! at full concurrency in the same run), the ratio of the time to the larger floor, the Twilio
+//! calls, apiserver writes and reads, and reconcile passes per object, the CPU seconds of each
+//! process, and the operator's memory after.
 //!
 //! Parameters (environment): `BENCH_KEYS` (comma-separated sizes; default `1000,10000`),
 //! `BENCH_FOREIGN_SECRETS` (unrelated 1 KiB Secrets in the namespace; default 30000),

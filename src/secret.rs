@@ -3,8 +3,10 @@
 //! Contract:
 //! - a published Secret has the spec's type (Opaque by default), is labelled `app.kubernetes.io/managed-by: twilio-operator`,
 //!   controlled (ownerReference) by its object, and annotated with what it holds (key SID,
-//!   creation time, a short SHA-256 of the secret value) so the operator can tell, without
-//!   reading Twilio, whether the data is intact and which key it carries;
+//!   creation time, a short SHA-256 of the secret value, the owner's generation it was built
+//!   for, on a key's Secret) so the operator can tell, without reading Twilio, whether the data
+//!   is intact and which key it carries, and can claim that Kubernetes took a Secret of this
+//!   shape before (a claim anybody who edits the Secret can forge, so it is weighed, not trusted);
 //!   A templated Secret also records a digest of its template and of all its data, since its
 //!   keys hold rendered text rather than the credentials themselves;
 //! - [`observe`] classifies an existing Secret: ours and intact, ours but edited, or somebody

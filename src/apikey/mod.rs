@@ -20,7 +20,7 @@ pub mod plan;
 use crate::api::TwilioSubaccount;
 use crate::api::apikey::{KeyDeletionPolicy, KeyType, TwilioApiKey, TwilioApiKeyStatus, WorkloadKind};
 use crate::api::{duration, schedule};
-use crate::conditions::{Problem, Reason};
+use crate::conditions::{Problem, Reason, is_ready};
 use crate::context::Context;
 use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop, object_id};
 use crate::secret::{self, Observed};
@@ -181,14 +181,16 @@ impl Memory {
     }
 
     /// Whether the Secret of `generation` is known to pass Kubernetes' checks, so a key can be
-    /// asked of Twilio without a dry run first: Kubernetes took it from this process, or `secret`
-    /// is intact and was written for this generation (it was taken before a restart). After a
-    /// refusal nothing the Secret says counts: anybody who can edit it can write that claim.
-    fn secret_proven(&self, uid: &str, generation: Option<i64>, secret: &Observed) -> bool {
+    /// asked of Twilio without a dry run first: Kubernetes took it from this process; or, with
+    /// nothing known here (after a restart), `secret` is intact and records this generation, and
+    /// the object's status says the last pass over this generation succeeded (`settled`). The
+    /// record alone proves nothing, since whoever can edit the Secret can write it; the status
+    /// they cannot write, and a refused write leaves it not Ready until a write is taken.
+    fn secret_proven(&self, uid: &str, generation: Option<i64>, secret: &Observed, settled: bool) -> bool {
         let written = matches!(secret, Observed::Ours(r) if r.intact && r.generation == generation);
         match self.recall(uid, |r| r.verdict) {
             Some((judged, accepted)) if judged == generation => accepted,
-            _ => generation.is_some() && written,
+            _ => generation.is_some() && written && settled,
         }
     }
 
@@ -538,8 +540,10 @@ impl ApiKeys {
         if plan.adopted {
             tracing::info!(object = %object_id(key), key = ?st.key_sid, "adopting the key the Secret already carries");
         }
-        let revoked = self.retire(key, target, st, &plan.revoke).await?;
+        let mut revoked = Vec::new();
+        let retired = self.retire(key, target, st, &plan.revoke, &mut revoked).await;
         self.announce_revoked(key, &revoked).await;
+        retired?;
         // A key this process revoked lately still shows in a list read before that: it was
         // published and retired, not left over, and is gone already.
         let leftovers = plan.sweep.iter().filter(|sid| !self.memory.revoked_recently(sid));
@@ -559,17 +563,17 @@ impl ApiKeys {
             }
             Change::None => None,
         };
+        let mut revoked = Vec::new();
         let finished = async {
             if plan::roll_due(st, settings.generation) {
                 self.roll_workloads(key, settings, st).await?;
             }
             // A zero grace period makes a replaced key due at once: it goes only now, once the
             // workloads are rolling to its successor.
-            self.retire(key, target, st, &plan::due_revocations(st, Timestamp::now()))
-                .await
+            let due = plan::due_revocations(st, Timestamp::now());
+            self.retire(key, target, st, &due, &mut revoked).await
         }
         .await;
-        let mut revoked = finished.as_ref().map_or_else(|_| Vec::new(), Clone::clone);
         if let Some(issued) = issued {
             // The new key is announced even if what follows failed; with the key it replaced
             // when that went at once, in one event.
@@ -610,16 +614,16 @@ impl ApiKeys {
         Ok(())
     }
 
-    /// Revokes the retiring keys `sids`, dropping each from the status once it is gone; answers
-    /// those revoked.
+    /// Revokes the retiring keys `sids`, dropping each from the status once it is gone and
+    /// adding it to `revoked` (which keeps those revoked before a failure, to announce them).
     async fn retire(
         &self,
         key: &TwilioApiKey,
         target: &Target,
         st: &mut TwilioApiKeyStatus,
         sids: &[String],
-    ) -> Result<Vec<String>, Stop> {
-        let mut revoked = Vec::new();
+        revoked: &mut Vec<String>,
+    ) -> Result<(), Stop> {
         for sid in sids {
             let home = st
                 .retiring_keys
@@ -645,7 +649,7 @@ impl ApiKeys {
             }
             st.retiring_keys.retain(|r| &r.sid != sid);
         }
-        Ok(revoked)
+        Ok(())
     }
 
     /// Creates a key (intent first), publishes it in the Secret, then records it; answers what
@@ -665,7 +669,7 @@ impl ApiKeys {
         if let Some(why) = self.memory.refusals.get(&settings.uid, settings.generation) {
             return Err(Problem::from(why).into());
         }
-        let spec_secret = key.spec.secret.clone().unwrap_or_default();
+        let spec_secret = key.spec.secret.as_deref().cloned().unwrap_or_default();
         let owner = key
             .controller_owner_ref(&())
             .expect("a stored object has a name and a UID");
@@ -689,12 +693,15 @@ impl ApiKeys {
             }))
         };
         let ours = matches!(secret, Observed::Ours(_));
+        let settled = key.status.as_ref().is_some_and(|recorded| {
+            recorded.observed_generation == settings.generation && is_ready(&recorded.conditions)
+        });
         // Whatever Kubernetes would refuse (a policy, RBAC, an invalid label) is found out before
         // Twilio is asked, so a refused Secret never costs a key to create and sweep. A Secret of
         // this generation that Kubernetes already took needs no such check.
         if !self
             .memory
-            .secret_proven(&settings.uid, settings.generation, secret)
+            .secret_proven(&settings.uid, settings.generation, secret, settled)
         {
             let placeholder = format!("SK{}", "0".repeat(32));
             let checked = published(&placeholder, &"0".repeat(32)).map_err(Problem::from)?;

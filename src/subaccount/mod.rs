@@ -1140,7 +1140,8 @@ impl SecretWriter<'_> {
             data: data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
             secret_value: token.expose_secret(),
             template_digest: self.settings.template.as_ref().map(|t| t.digest().to_owned()),
-            generation: self.sub.metadata.generation,
+            // Only a key's Secret is trusted to have passed before (see secret::GENERATION_ANNOTATION).
+            generation: None,
         });
         reconcile::write_secret(self.ctx, &published, self.ours, false)
             .await
