@@ -924,7 +924,7 @@ async fn a_secret_kubernetes_refuses_costs_no_key_and_shows_in_ready() {
 /// A restarted operator trusts an intact Secret written for the object's generation to pass
 /// Kubernetes' checks again, and asks for the next key without a dry run first. That claim is
 /// the Secret's, which the namespace can edit: once Kubernetes refuses the write, the operator
-/// checks first again, so the refusal costs one key, never one per retry.
+/// checks first again, so the refusal costs one key (swept), never one per retry.
 #[tokio::test]
 async fn a_refused_rotation_costs_at_most_one_key_after_a_restart() {
     let mut f = Fixture::new("refusedrot", &[]).await;
@@ -934,13 +934,16 @@ async fn a_refused_rotation_costs_at_most_one_key_after_a_restart() {
     f.restart_operator(&[]);
     refuse_secrets(&f, &["UPDATE"]).await;
     f.annotate("api", "twilio.operator.dev/rotate", "r1").await;
-    f.reason("api", "KubernetesError").await;
+    let key = f.reason("api", "KubernetesError").await;
     wait_failed_passes(&f, 3).await;
     assert_eq!(
         f.emu.calls("api.CreateNewKey").await,
         2,
         "one key at first, one for the rotation"
     );
+    // The key made for the refused Secret was never published: the next pass sweeps it.
+    f.emu.wait_calls("api.DeleteKey", 1, &f.operator_log()).await;
+    assert_eq!(f.tagged(&key).await, vec![live.clone()]);
     assert_eq!(status(&f.keys().get("api").await.unwrap()).key_sid, Some(live));
 }
 

@@ -298,6 +298,8 @@ pub fn plan(
     let mut st = status.clone();
     st.account_sid = Some(seen.account_sid.clone());
     let secret = &verified(seen, &settings.uid, st.key_sid.as_deref());
+    // Judged on the record as read: adopting the Secret's key makes it a recorded one.
+    let fulfilled = intent_fulfilled(&st, secret);
     let adopted = adopt_from_secret(&st, secret, settings.grace, now);
     let was_adopted = adopted.is_some();
     if let Some(adopted) = adopted {
@@ -305,7 +307,7 @@ pub fn plan(
     }
     // The schedule follows from the key's creation, never from a possibly stale status field.
     st.next_rotation_at = settings.next_rotation(st.key_created_at.as_ref());
-    if intent_fulfilled(&st, secret) {
+    if fulfilled {
         // The one create this intent covered reached the Secret: nothing can be left over.
         st.pending_since = None;
     }
@@ -445,12 +447,16 @@ fn adopt_from_secret(
 /// covers exactly one create (the client repeats a create only when Twilio surely did not act),
 /// so once its key is published nothing can have been left behind.
 fn intent_fulfilled(status: &TwilioApiKeyStatus, secret: &Observed) -> bool {
-    match (&status.pending_since, secret) {
-        (Some(pending), Observed::Ours(record)) => {
-            record.intact && record.created_at.is_some_and(|created| created >= pending.0)
-        }
-        _ => false,
-    }
+    let (Some(pending), Observed::Ours(record)) = (&status.pending_since, secret) else {
+        return false;
+    };
+    // The status keeps whole seconds, so a Secret written earlier in the intent's second also
+    // looks no older than it; the key the create made is one the status does not record yet.
+    let unrecorded = record
+        .credential_sid
+        .as_ref()
+        .is_some_and(|sid| !recorded_keys(status).contains(sid));
+    record.intact && unrecorded && record.created_at.is_some_and(|created| created >= pending.0)
 }
 
 /// Retiring keys whose revokeAt has come.
@@ -870,6 +876,11 @@ mod tests {
         assert!(
             needs_fresh_inventory(&pending(T2), &ours("SK2", true)),
             "the Secret predates the intent"
+        );
+        assert!(
+            needs_fresh_inventory(&pending(T1), &ours("SK1", true)),
+            "status keeps whole seconds: a Secret written in the intent's second may predate it, \
+             and one naming the recorded key surely does"
         );
         assert!(needs_fresh_inventory(&pending(T1), &ours("SK2", false)));
         assert!(needs_fresh_inventory(&pending(T1), &Observed::Missing));
