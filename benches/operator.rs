@@ -109,7 +109,7 @@ struct Row {
     writes: BTreeMap<String, u64>,
     /// Reads the apiserver served, by verb and resource.
     reads: BTreeMap<String, u64>,
-    rss_kib: u64,
+    rss: support::operator::Resident,
     /// Reconcile passes over keys, as the operator counts them.
     passes: f64,
     /// CPU seconds each process of the run spent on the work.
@@ -137,7 +137,13 @@ impl Row {
                 .map(|(what, n)| format!("{what} {:.2}", per(*n)))
                 .collect::<Vec<_>>()
                 .join(", "),
-            self.rss_kib as f64 / 1024.0
+            self.rss.total as f64 / 1024.0
+        );
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!(
+            "  operator RSS: {:.1} MiB heap and stacks, {:.1} MiB mapped files (code)",
+            mib(self.rss.anon),
+            mib(self.rss.file)
         );
         println!("  Twilio calls by operation: {}", self.twilio_operations);
         let reads: Vec<String> = self
@@ -306,7 +312,7 @@ impl World<'_> {
             twilio_operations: state["received"].clone(),
             writes,
             reads,
-            rss_kib: operator.memory_kib().0,
+            rss: operator.memory_kib(),
             passes: support::operator::sample(
                 &operator.metrics().await,
                 r#"twilio_operator_reconcile_duration_seconds_count{kind="TwilioApiKey"}"#,

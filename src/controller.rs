@@ -47,7 +47,9 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 /// Changes of TwilioAccounts and Namespaces held for a controller that is behind (a relist sends
@@ -349,14 +351,15 @@ async fn run_kind<L: Lifecycle>(
 ) {
     let ctx = lifecycle.context();
     let metrics = ctx.metrics.clone();
-    let (store, scope) = (store.clone(), ns.map(str::to_owned));
+    let (cache, scope) = (store.clone(), ns.map(str::to_owned));
     let concerned = changes(ctx).flat_map(move |change| {
+        let store = &cache;
         let refs = match change {
             Some(Changed::Account(name)) => {
-                objects_where(&store, |o| L::account_name(o).is_some_and(|n| n == name))
+                objects_where(store, |o| L::account_name(o).is_some_and(|n| n == name))
             }
             Some(Changed::Namespace(name)) if scope.as_ref().is_none_or(|s| *s == name) => {
-                objects_where(&store, |o| o.namespace().as_deref() == Some(name.as_str()))
+                objects_where(store, |o| o.namespace().as_deref() == Some(name.as_str()))
             }
             // Missed changes: each object looks again at its next deadline or resync.
             Some(Changed::Spend(namespace, name))
@@ -369,7 +372,10 @@ async fn run_kind<L: Lifecycle>(
         futures::stream::iter(refs)
     });
     let results = controller
-        .reconcile_on(concerned)
+        .reconcile_on(futures::stream::select(
+            concerned,
+            resyncs(store.clone(), ctx.resync),
+        ))
         .with_config(bounded(ctx))
         .graceful_shutdown_on(shutdown)
         .run(
@@ -391,11 +397,16 @@ async fn run_kind<L: Lifecycle>(
 
 /// What a cached object needs of its metadata: not its managedFields, nor the copy of the whole
 /// object `kubectl apply` keeps in an annotation, which together are most of a small object.
+/// Both go with their allocations: a cleared list keeps its room, and a map left empty its node.
 fn slim<K: Resource>(object: &mut K) {
-    object.managed_fields_mut().clear();
-    object
-        .annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
 }
 
 /// The watch's first list as it arrives: the cache it feeds counts as filled at once, and each
@@ -521,8 +532,32 @@ fn objects_where<K: Resource<DynamicType = ()> + Clone>(
         .state()
         .iter()
         .filter(|o| keep(o))
-        .map(|o| ObjectRef::from_obj(&**o))
+        .map(|o| reconcile::reference(&**o))
         .collect()
+}
+
+/// Each object of `store` once per `period`, a slice at a time: the periodic look that catches
+/// what no watch reports (drift at Twilio, a missed event). An object's slice follows from its
+/// namespace and name, so nothing is kept per object between slices; a requeue held for each
+/// object by the controller's scheduler until its resync cost some 600 bytes apiece.
+fn resyncs<K>(store: Store<K>, period: Duration) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    const SLICES: u64 = 64;
+    let hasher = std::hash::RandomState::new();
+    let tick = period / SLICES as u32;
+    let rounds = futures::stream::unfold(0, move |slice| {
+        let (store, hasher) = (store.clone(), hasher.clone());
+        async move {
+            tokio::time::sleep(tick).await;
+            let due = objects_where(&store, |o| {
+                hasher.hash_one((o.namespace(), o.name_any())) % SLICES == slice
+            });
+            Some((futures::stream::iter(due), (slice + 1) % SLICES))
+        }
+    });
+    rounds.flatten()
 }
 
 fn scoped<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>>(

@@ -420,7 +420,8 @@ pub struct Done {
 }
 
 /// Ends a pass: records its outcome (Ready with its message, or the problem) in status unless
-/// the object already says exactly that, and says when to look again: at the next deadline, a resync at the latest, or after the backoff.
+/// the object already says exactly that, and says when to look again: at the next deadline if
+/// that comes before the resync, or after the backoff.
 pub async fn finish<K>(
     ctx: &Context,
     obj: &K,
@@ -451,12 +452,13 @@ where
                 let left = Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default();
                 left + Duration::from_millis(100)
             });
-            until.map_or(ctx.resync, |d| d.min(ctx.resync))
+            // Later than that, the scope's resync round comes first (see `controller`).
+            until.filter(|d| *d < ctx.resync)
         }
         Err(Stop::Problem(problem)) => {
             let reported = report(ctx, obj, st.conditions_mut(), problem, now).await;
             *st.conditions_mut() = reported;
-            ctx.backoff(&id)
+            Some(ctx.backoff(&id))
         }
         // The object changed since this pass read it: look again once the watch brings it.
         Err(Stop::Kube(e)) if is_conflict(&e) => return Ok(Action::requeue(STALE_RETRY)),
@@ -468,7 +470,7 @@ where
     if serde_json::to_value(obj.status()).ok() != serde_json::to_value(Some(&st)).ok() {
         write_status(ctx, obj, &st).await?;
     }
-    Ok(Action::requeue(requeue))
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// Records in the metrics the Ready condition a pass set.

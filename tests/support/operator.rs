@@ -75,8 +75,8 @@ impl Operator {
         }
     }
 
-    /// Resident and peak memory of the process, in KiB, from /proc.
-    pub fn memory_kib(&self) -> (u64, u64) {
+    /// Resident memory of the process, in KiB, from /proc.
+    pub fn memory_kib(&self) -> Resident {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         let field = |name: &str| {
             status
@@ -86,7 +86,11 @@ impl Operator {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        (field("VmRSS:"), field("VmHWM:"))
+        Resident {
+            total: field("VmRSS:"),
+            anon: field("RssAnon:"),
+            file: field("RssFile:"),
+        }
     }
 
     /// Sends SIGTERM, as Kubernetes does when it stops a pod.
@@ -139,6 +143,14 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A process's resident memory in KiB: in all, its heap and stacks, and mapped files (its code).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resident {
+    pub total: u64,
+    pub anon: u64,
+    pub file: u64,
 }
 
 /// The value of `series` (a metric name with its labels, as the operator writes them) in a
