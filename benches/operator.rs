@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 use support::emulator::Emulator;
-use support::operator::Operator;
+use support::operator::{Operator, Resident};
 use support::{ControlPlane, cluster};
 use twilio_operator::api::TwilioApiKey;
 use twilio_operator::conditions::is_ready;
@@ -90,7 +90,7 @@ async fn run() {
         params.foreign_secrets
     );
     println!(
-        "| work | measured | Twilio floor | Kubernetes floor | ratio | Twilio calls/object | apiserver writes/object | operator RSS after |"
+        "| work | measured | Twilio floor | Kubernetes floor | ratio | Twilio calls/object | apiserver writes/object | operator RSS after, settled |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for &keys in &params.sizes {
@@ -109,7 +109,7 @@ struct Row {
     writes: BTreeMap<String, u64>,
     /// Reads the apiserver served, by verb and resource.
     reads: BTreeMap<String, u64>,
-    rss: support::operator::Resident,
+    rss: Resident,
     /// Reconcile passes over keys, as the operator counts them.
     passes: f64,
     /// CPU seconds each process of the run spent on the work.
@@ -141,9 +141,10 @@ impl Row {
         );
         let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
-            "  operator RSS: {:.1} MiB heap and stacks, {:.1} MiB mapped files (code)",
+            "  operator RSS once settled: {:.1} MiB heap and stacks, {:.1} MiB mapped files (code); peak {:.1} MiB",
             mib(self.rss.anon),
-            mib(self.rss.file)
+            mib(self.rss.file),
+            mib(self.rss.peak)
         );
         println!("  Twilio calls by operation: {}", self.twilio_operations);
         let reads: Vec<String> = self
@@ -276,6 +277,22 @@ struct World<'a> {
     n: usize,
 }
 
+/// The operator's memory once the work is over: its allocator hands freed pages back within a
+/// second, so memory is sampled until it stops falling (by 1% over a second), for 5 s at most.
+async fn settled_memory(operator: &Operator) -> Resident {
+    let mut samples = vec![operator.memory_kib()];
+    while samples.len() < 20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        samples.push(operator.memory_kib());
+        if let [.., second_ago, _, _, _, now] = samples[..]
+            && now.total * 100 >= second_ago.total * 99
+        {
+            break;
+        }
+    }
+    *samples.last().expect("sampled")
+}
+
 impl World<'_> {
     /// Starts the operator and lets it work until every key is `done`; prints the row of
     /// `work`: what it took, in time, Twilio calls and apiserver writes, and the operator's
@@ -312,7 +329,7 @@ impl World<'_> {
             twilio_operations: state["received"].clone(),
             writes,
             reads,
-            rss: operator.memory_kib(),
+            rss: settled_memory(&operator).await,
             passes: support::operator::sample(
                 &operator.metrics().await,
                 r#"twilio_operator_reconcile_duration_seconds_count{kind="TwilioApiKey"}"#,

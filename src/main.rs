@@ -87,9 +87,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     twilio_operator::api::duration::parse(text).map_err(|e| e.to_string())
 }
 
-// jemalloc, configured in .cargo/config.toml to hand freed pages back within a second: after a
-// burst of thousands of reconciles glibc's malloc kept 13-15 MiB more resident at 10,000 keys
-// (the benchmark's "operator RSS after").
+// jemalloc, configured in .cargo/config.toml to hand freed pages back within a second and to keep
+// no per-thread caches: after a burst of thousands of reconciles glibc's malloc kept 13-15 MiB
+// more resident at 10,000 keys (the benchmark's "operator RSS after").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

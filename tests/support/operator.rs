@@ -88,6 +88,7 @@ impl Operator {
         };
         Resident {
             total: field("VmRSS:"),
+            peak: field("VmHWM:"),
             anon: field("RssAnon:"),
             file: field("RssFile:"),
         }
@@ -145,10 +146,12 @@ impl Drop for Operator {
     }
 }
 
-/// A process's resident memory in KiB: in all, its heap and stacks, and mapped files (its code).
+/// A process's resident memory in KiB: in all, at its peak, its heap and stacks, and mapped files
+/// (its code).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Resident {
     pub total: u64,
+    pub peak: u64,
     pub anon: u64,
     pub file: u64,
 }
