@@ -342,6 +342,18 @@ impl Context {
         exp + jitter
     }
 
+    /// Whether `object`'s last pass failed: its backoff, not the resync, brings the next.
+    pub fn failing(&self, object: &str) -> bool {
+        self.failures.lock().expect("failure map").contains_key(object)
+    }
+
+    /// How long what a pass read (an account's keys, a Secret, a subaccount at Twilio) counts as
+    /// fresh: a little less than the resync interval, so the next resync round, which comes a
+    /// resync interval after the last give or take how long that read took, reads anew.
+    pub fn fresh_for(&self) -> Duration {
+        self.resync - self.resync / 8
+    }
+
     /// Forgets the failures of `object`: its next failure backs off from the start.
     pub fn succeeded(&self, object: &str) {
         self.failures.lock().expect("failure map").remove(object);

@@ -20,6 +20,11 @@
 //!   subaccounts wait for their whole list, and a key that names one waits for it too;
 //! - each controller runs at most a bounded number of reconciles at once, sized to the Twilio
 //!   client's concurrency, so a burst holds bounded memory;
+//! - the resync is the scope's: each resync interval every cached object is woken once, a slice
+//!   at a time ([`resyncs`]), unless its backoff is due to bring it; an object schedules its own
+//!   wake-up only for a deadline before that;
+//! - an object the watch no longer shows (deleted, or relabelled out of this shard) is let go:
+//!   what the process kept about it goes ([`reconcile::departed`]);
 //! - with a label selector, only the namespaced objects it matches are watched: operators with
 //!   disjoint selectors are disjoint shards (Twilio's limits are per account, so shard by
 //!   account; a key and its subaccount share a shard). Every shard reconciles TwilioAccounts;
@@ -229,20 +234,26 @@ async fn run_scope(
     let (wake_keys, keys_to_wake) = mpsc::unbounded_channel();
     let (wake_subs, subs_to_wake) = mpsc::unbounded_channel();
 
+    let versions = Arc::new(secret::Versions::default());
+    let apikeys = Arc::new(ApiKeys::new(ctx.clone(), subs.clone(), versions.clone()));
+    let subaccounts = Arc::new(Subaccounts::new(ctx.clone(), membership.clone()));
+
     // A key joining or leaving a subaccount wakes that subaccount, and nothing else does.
-    let (index, wake) = (membership.clone(), wake_subs.clone());
+    let (index, wake, lifecycle) = (membership.clone(), wake_subs.clone(), apikeys.clone());
     let key_events = readable(scoped(client, ns), selected.clone(), &keys, &ctx.recorder)
         .modify(slim)
         .inspect_ok(move |event| {
             for sub in index.observe(event) {
                 let _ = wake.send(sub);
             }
+            forget_departed(lifecycle.as_ref(), event);
         });
     let key_events = reconciled_as_listed(key_events)
         .reflect(keys_writer)
         .touched_objects();
     // A subaccount wakes its keys when what they read of it changes.
     let (index, wake, mut views) = (membership.clone(), wake_keys.clone(), KeyViews::default());
+    let lifecycle = subaccounts.clone();
     let sub_events = readable(scoped(client, ns), selected, &subs, &ctx.recorder)
         .modify(slim)
         .inspect_ok(move |event| {
@@ -251,12 +262,12 @@ async fn run_scope(
                     let _ = wake.send(key);
                 }
             }
+            forget_departed(lifecycle.as_ref(), event);
         })
         .reflect(subs_writer)
         .touched_objects();
     // An owned Secret that changes or goes wakes its owner, once its version is known.
-    let versions = Arc::new(secret::Versions::default());
-    let known = versions.clone();
+    let known = versions;
     let secrets = watcher(
         scoped::<PartialObjectMeta<Secret>>(client, ns),
         watcher::Config::default().any_semantic().labels(MANAGED_SELECTOR),
@@ -291,23 +302,11 @@ async fn run_scope(
     let key_controller = Controller::for_stream(futures::stream::empty(), keys.clone()).reconcile_on(
         futures::stream::select(references(key_events), receiver_stream(keys_to_wake)),
     );
-    let keys_done = run_kind(
-        Arc::new(ApiKeys::new(ctx.clone(), subs.clone(), versions)),
-        key_controller,
-        &keys,
-        ns,
-        until(stop.clone()),
-    );
+    let keys_done = run_kind(apikeys, key_controller, &keys, ns, until(stop.clone()));
     let sub_controller = Controller::for_stream(futures::stream::empty(), subs.clone()).reconcile_on(
         futures::stream::select(references(sub_events), receiver_stream(subs_to_wake)),
     );
-    let subs_done = run_kind(
-        Arc::new(Subaccounts::new(ctx.clone(), membership)),
-        sub_controller,
-        &subs,
-        ns,
-        until(stop.clone()),
-    );
+    let subs_done = run_kind(subaccounts, sub_controller, &subs, ns, until(stop.clone()));
     // The Secret watch ends when both controllers have: nobody is woken any more.
     tokio::select! {
         _ = async { tokio::join!(keys_done, subs_done) } => {}
@@ -315,8 +314,16 @@ async fn run_scope(
     }
 }
 
+/// Lets go of an object the watch no longer shows: deleted, or no longer selected by this
+/// shard's label selector.
+fn forget_departed<L: Lifecycle>(lifecycle: &L, event: &watcher::Event<L::Kind>) {
+    if let watcher::Event::Delete(obj) = event {
+        reconcile::departed(lifecycle, obj);
+    }
+}
+
 /// A [`reconcile::reference`] to each object of `touched`: the controller keeps one for every
-/// object it has scheduled, that is each object until its next deadline.
+/// object it has scheduled, that is each object until its next deadline, retry or resync.
 fn references<K: Resource<DynamicType = ()> + 'static>(
     touched: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = ObjectRef<K>> + Send + 'static {
@@ -374,7 +381,7 @@ async fn run_kind<L: Lifecycle>(
     let results = controller
         .reconcile_on(futures::stream::select(
             concerned,
-            resyncs(store.clone(), ctx.resync),
+            resyncs(lifecycle.clone(), store.clone()),
         ))
         .with_config(bounded(ctx))
         .graceful_shutdown_on(shutdown)
@@ -523,7 +530,8 @@ fn forget<K: Resource<DynamicType = ()> + Clone>(
 }
 
 /// The objects in `store` that `keep` selects. A scan, so only for changes that are rare and
-/// concern many objects at once: a TwilioAccount's policy, a Namespace's labels.
+/// concern many objects at once (a TwilioAccount's policy, a Namespace's labels), and for the
+/// resync, a slice at a time.
 fn objects_where<K: Resource<DynamicType = ()> + Clone>(
     store: &Store<K>,
     keep: impl Fn(&K) -> bool,
@@ -539,20 +547,24 @@ fn objects_where<K: Resource<DynamicType = ()> + Clone>(
 /// Each object of `store` once per `period`, a slice at a time: the periodic look that catches
 /// what no watch reports (drift at Twilio, a missed event). An object's slice follows from its
 /// namespace and name, so nothing is kept per object between slices; a requeue held for each
-/// object by the controller's scheduler until its resync cost some 600 bytes apiece.
-fn resyncs<K>(store: Store<K>, period: Duration) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-{
+/// object by the controller's scheduler until its resync cost some 600 bytes apiece. An object
+/// whose last pass failed is left to its backoff, which the resync must not cut short.
+fn resyncs<L: Lifecycle>(
+    lifecycle: Arc<L>,
+    store: Store<L::Kind>,
+) -> impl Stream<Item = ObjectRef<L::Kind>> + Send + 'static {
     const SLICES: u64 = 64;
     let hasher = std::hash::RandomState::new();
-    let tick = period / SLICES as u32;
+    // Never a busy loop, whatever the interval.
+    let tick = (lifecycle.context().resync / SLICES as u32).max(Duration::from_millis(10));
     let rounds = futures::stream::unfold(0, move |slice| {
-        let (store, hasher) = (store.clone(), hasher.clone());
+        let (lifecycle, store, hasher) = (lifecycle.clone(), store.clone(), hasher.clone());
         async move {
             tokio::time::sleep(tick).await;
+            let ctx = lifecycle.context();
             let due = objects_where(&store, |o| {
                 hasher.hash_one((o.namespace(), o.name_any())) % SLICES == slice
+                    && !ctx.failing(&reconcile::object_id(o))
             });
             Some((futures::stream::iter(due), (slice + 1) % SLICES))
         }

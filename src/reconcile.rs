@@ -121,6 +121,19 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// The object is being deleted: act at Twilio as its deletionPolicy says, then let go. A
     /// [`Stop`] keeps the object, and [`hold`] reports why.
     fn cleanup(&self, obj: &Self::Kind) -> impl Future<Output = Result<Action, Stop>> + Send;
+
+    /// Drops what this reconciler keeps about `obj` (memory, metric series); see [`departed`].
+    fn forget(&self, obj: &Self::Kind);
+}
+
+/// Drops everything this process keeps about `obj`: its cleanup is done, or it left this
+/// process's view (deleted, or no longer selected by this shard's label selector, when another
+/// shard takes it over).
+pub fn departed<L: Lifecycle>(lifecycle: &L, obj: &L::Kind) {
+    let ctx = lifecycle.context();
+    ctx.succeeded(&object_id(obj));
+    ctx.forget_writes(&obj.uid().unwrap_or_default());
+    lifecycle.forget(obj);
 }
 
 /// Runs a pass over the live object or, once it is being deleted, its cleanup, behind the
@@ -147,8 +160,7 @@ pub async fn reconcile<L: Lifecycle>(obj: Arc<L::Kind>, lifecycle: Arc<L>) -> Re
             }
             finalizer::Event::Cleanup(obj) => match lifecycle.cleanup(&obj).await {
                 Ok(action) => {
-                    ctx.succeeded(&object_id(obj.as_ref()));
-                    ctx.forget_writes(&uid);
+                    departed(lifecycle.as_ref(), &obj);
                     Ok(action)
                 }
                 Err(stop) => Err(hold(ctx, obj.as_ref(), stop).await),

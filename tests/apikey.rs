@@ -1184,20 +1184,7 @@ async fn an_unreadable_key_is_reported_and_does_not_stall_the_others() {
 async fn two_shards_each_reconcile_only_their_objects() {
     let mut f = Fixture::new("shards", &[]).await;
     f.operator = None;
-    let shard = |name: &str| {
-        let selector = format!("twilio.operator.dev/shard={name}");
-        let instance = format!("shard-{name}");
-        support::operator::Operator::start(
-            f.cp,
-            &f.emu,
-            &f.ns,
-            &[
-                ("WATCH_LABEL_SELECTOR", selector.as_str()),
-                ("POD_NAME", instance.as_str()),
-            ],
-        )
-    };
-    let (_a, _b) = (shard("a"), shard("b"));
+    let (_a, _b) = (shard(&f, "a"), shard(&f, "b"));
     let labelled = |shard: Option<&str>| match shard {
         Some(s) => json!({"twilio.operator.dev/shard": s}),
         None => json!({}),
@@ -1234,4 +1221,63 @@ async fn two_shards_each_reconcile_only_their_objects() {
         unsharded.status.is_none() && unsharded.finalizers().is_empty(),
         "no shard selects it, so no shard touched it"
     );
+}
+
+/// A key relabelled from one shard to another is let go by the first (its per-object series
+/// leave that shard's metrics, as its memory does) and taken over by the second, which finds its
+/// key in place and makes none.
+#[tokio::test]
+async fn a_key_moved_to_another_shard_is_let_go_by_the_first() {
+    let mut f = Fixture::new("reshard", &[]).await;
+    f.operator = None;
+    let (a, b) = (shard(&f, "a"), shard(&f, "b"));
+    let key: TwilioApiKey = serde_json::from_value(json!({
+        "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
+        "metadata": {"name": "mover", "labels": {"twilio.operator.dev/shard": "a"}},
+        "spec": {"rotation": {"every": "24h"}}
+    }))
+    .unwrap();
+    f.keys().create(&PostParams::default(), &key).await.unwrap();
+    let sid = status(&f.ready("mover").await).key_sid.unwrap();
+    let series = format!(
+        r#"twilio_operator_api_key_age_seconds{{namespace="{}",name="mover"}}"#,
+        f.ns
+    );
+    let shows =
+        async |operator: &support::operator::Operator| sample(&operator.metrics().await, &series).is_some();
+    assert!(shows(&a).await, "shard a reports the key it reconciled");
+    f.keys()
+        .patch(
+            "mover",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"twilio.operator.dev/shard": "b"}}})),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while shows(&a).await || !shows(&b).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shard a still reports the key, or shard b does not yet:\n{}",
+            a.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(f.emu.calls("api.CreateNewKey").await, 1, "shard b made no key");
+    assert_eq!(status(&f.keys().get("mover").await.unwrap()).key_sid, Some(sid));
+}
+
+/// An operator that reconciles only the objects labelled `twilio.operator.dev/shard=<name>`.
+fn shard(f: &Fixture, name: &str) -> support::operator::Operator {
+    let selector = format!("twilio.operator.dev/shard={name}");
+    let instance = format!("shard-{name}");
+    support::operator::Operator::start(
+        f.cp,
+        &f.emu,
+        &f.ns,
+        &[
+            ("WATCH_LABEL_SELECTOR", selector.as_str()),
+            ("POD_NAME", instance.as_str()),
+        ],
+    )
 }

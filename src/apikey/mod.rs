@@ -284,11 +284,15 @@ impl Lifecycle for ApiKeys {
         outcome
     }
 
-    async fn cleanup(&self, key: &TwilioApiKey) -> Result<Action, Stop> {
-        let ctx = &self.ctx;
-        ctx.metrics
+    fn forget(&self, key: &TwilioApiKey) {
+        self.ctx
+            .metrics
             .forget(Self::KIND, &key.namespace().unwrap_or_default(), &key.name_any());
         self.memory.forget(&key.uid().unwrap_or_default());
+    }
+
+    async fn cleanup(&self, key: &TwilioApiKey) -> Result<Action, Stop> {
+        let ctx = &self.ctx;
         let st = key.status.clone().unwrap_or_default();
         if key.spec.deletion_policy == KeyDeletionPolicy::Retain {
             return Ok(reconcile::retained(ctx, key, st.key_sid.as_deref().unwrap_or("no key")).await);
@@ -433,7 +437,7 @@ impl ApiKeys {
             &settings.uid,
             current.as_deref(),
             (settings.generation, &target.account_sid),
-            self.ctx.resync,
+            self.ctx.fresh_for(),
         );
         let secret = match remembered {
             Some(observed) => observed,
@@ -456,7 +460,7 @@ impl ApiKeys {
         let (max_age, busy) = if plan::needs_fresh_inventory(st, &secret) {
             (Duration::ZERO, Busy::Wait)
         } else {
-            (self.ctx.resync, Busy::Skip)
+            (self.ctx.fresh_for(), Busy::Skip)
         };
         let inventory = inventories.read(twilio, account, creds, max_age, busy).await?;
         // One list that misses the current key is not proof it was revoked: fetch it to be sure.

@@ -75,7 +75,7 @@ struct Memory {
     /// its object releases it.
     claimed: Mutex<HashMap<String, String>>,
     /// The subaccount as last fetched or updated, by SID, with when and for which [`touch`] of
-    /// its object: within a resync interval and with the spec and annotations unchanged, a pass
+    /// its object: while fresh ([`Context::fresh_for`]) and with the spec and annotations unchanged, a pass
     /// (woken by a key joining, a Secret event) reads this instead of asking Twilio again.
     accounts: Mutex<HashMap<String, Seen>>,
     /// The last usage read, by subaccount SID, whatever a (possibly stale) status says, so a
@@ -324,14 +324,11 @@ impl Lifecycle for Subaccounts {
         })
     }
 
-    async fn cleanup(&self, sub: &TwilioSubaccount) -> Result<Action, Stop> {
+    fn forget(&self, sub: &TwilioSubaccount) {
         let ctx = &self.ctx;
         ctx.metrics
             .forget_subaccount(&sub.namespace().unwrap_or_default(), &sub.name_any());
-        let st = sub.status.clone().unwrap_or_default();
-        self.remove_triggers(sub, &st).await?;
-        let done = self.apply_deletion_policy(sub, &st).await?;
-        if let Some(sid) = &st.sid {
+        if let Some(sid) = sub.status.as_ref().and_then(|st| st.sid.as_ref()) {
             ctx.forget_callbacks(sid);
             self.memory
                 .callback_reads
@@ -341,7 +338,6 @@ impl Lifecycle for Subaccounts {
             self.memory.usage.lock().expect("usage memory").remove(sid);
             self.memory.accounts.lock().expect("account memory").remove(sid);
             ctx.forget_subaccount_token(sid);
-            claims::release(ctx, sid, &sub.uid().unwrap_or_default()).await?;
             self.memory.claimed.lock().expect("claim memory").remove(sid);
         }
         let uid = sub.uid().unwrap_or_default();
@@ -352,6 +348,15 @@ impl Lifecycle for Subaccounts {
             .lock()
             .expect("trigger memory")
             .remove(&uid);
+    }
+
+    async fn cleanup(&self, sub: &TwilioSubaccount) -> Result<Action, Stop> {
+        let st = sub.status.clone().unwrap_or_default();
+        self.remove_triggers(sub, &st).await?;
+        let done = self.apply_deletion_policy(sub, &st).await?;
+        if let Some(sid) = &st.sid {
+            claims::release(&self.ctx, sid, &sub.uid().unwrap_or_default()).await?;
+        }
         Ok(done)
     }
 }
@@ -630,7 +635,7 @@ impl Subaccounts {
     fn recent(&self, sid: &str, touch: u64) -> Option<Account> {
         let accounts = self.memory.accounts.lock().expect("account memory");
         let seen = accounts.get(sid)?;
-        (seen.at.elapsed() < self.ctx.resync && seen.touch == touch).then(|| seen.account.clone())
+        (seen.at.elapsed() < self.ctx.fresh_for() && seen.touch == touch).then(|| seen.account.clone())
     }
 
     /// Remembers subaccount `sid` as Twilio just described it, for the object as `touch` says.
