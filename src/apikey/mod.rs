@@ -441,6 +441,11 @@ impl ApiKeys {
         );
         let secret = match remembered {
             Some(observed) => observed,
+            // Nothing was ever asked of Twilio for this object, and the watch of the operator's
+            // Secrets knows none by this name: there is nothing of ours to read. A Secret of
+            // somebody else's by that name is found by the dry-run create that comes before any
+            // key is made, as a SecretConflict, without a read per new object.
+            None if current.is_none() && !plan::may_hold_keys(st) => Observed::Missing,
             None => {
                 let found = Api::<Secret>::namespaced(self.ctx.client.clone(), &settings.namespace)
                     .get_opt(&settings.secret_name)
