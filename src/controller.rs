@@ -563,7 +563,7 @@ fn resyncs<L: Lifecycle>(
             tokio::time::sleep(tick).await;
             let ctx = lifecycle.context();
             let due = objects_where(&store, |o| {
-                hasher.hash_one((o.namespace(), o.name_any())) % SLICES == slice
+                hasher.hash_one((&o.meta().namespace, &o.meta().name)) % SLICES == slice
                     && !ctx.failing(&reconcile::object_id(o))
             });
             Some((futures::stream::iter(due), (slice + 1) % SLICES))

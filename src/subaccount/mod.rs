@@ -75,8 +75,9 @@ struct Memory {
     /// its object releases it.
     claimed: Mutex<HashMap<String, String>>,
     /// The subaccount as last fetched or updated, by SID, with when and for which [`touch`] of
-    /// its object: while fresh ([`Context::fresh_for`]) and with the spec and annotations unchanged, a pass
-    /// (woken by a key joining, a Secret event) reads this instead of asking Twilio again.
+    /// its object: while fresh ([`Context::fresh_for`]) and with the spec and annotations
+    /// unchanged, a pass (woken by a key joining, a Secret event) reads this instead of asking
+    /// Twilio again.
     accounts: Mutex<HashMap<String, Seen>>,
     /// The last usage read, by subaccount SID, whatever a (possibly stale) status says, so a
     /// stale status does not cost a call; with the [`touch`] of the object it was read for, so
