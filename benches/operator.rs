@@ -114,13 +114,15 @@ struct Row {
     passes: f64,
     /// CPU seconds each process of the run spent on the work.
     cpu: BTreeMap<String, f64>,
+    /// When the first key, a tenth, half, nine tenths and all of them were done.
+    progress: Vec<Duration>,
 }
 
 impl Row {
     async fn print(&self, cp: &ControlPlane, params: &Params) {
         let writes: u64 = self.writes.values().sum();
         let twilio = params.twilio_floor(self.twilio_calls);
-        let kubernetes = kubernetes_floor(cp, &self.writes, self.objects).await;
+        let (kubernetes, floor_busy) = kubernetes_floor(cp, &self.writes, self.objects).await;
         let floor = twilio.max(kubernetes);
         let per = |n: u64| n as f64 / self.objects as f64;
         println!(
@@ -155,6 +157,20 @@ impl Row {
         println!("  apiserver reads/object: {}", reads.join(", "));
         let cpu: Vec<String> = self.cpu.iter().map(|(p, s)| format!("{p} {s:.1}")).collect();
         println!("  CPU seconds: {}", cpu.join(", "));
+        // Whether the floor had the machine to itself as the operator's run had: a floor that
+        // leaves cores idle is not the apiserver's limit.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        println!(
+            "  machine busy: {:.0}% of {cores} cores while the operator worked, {:.0}% while the Kubernetes floor ran",
+            100.0 * self.cpu.get(MACHINE).copied().unwrap_or(0.0) / self.took.as_secs_f64() / cores,
+            100.0 * floor_busy / kubernetes.as_secs_f64() / cores,
+        );
+        let progress: Vec<String> = ["first", "10%", "50%", "90%", "all"]
+            .iter()
+            .zip(&self.progress)
+            .map(|(share, at)| format!("{share} {:.1} s", at.as_secs_f64()))
+            .collect();
+        println!("  done after start: {}", progress.join(", "));
         println!(
             "  reconcile passes/object: {:.2}",
             self.passes / self.objects as f64
@@ -303,8 +319,12 @@ impl World<'_> {
         self.emu.reset_stats().await;
         let operator = Operator::start(self.cp, self.emu, self.ns, self.env);
         let started = Instant::now();
-        wait_all(self.keys, self.n, done).await;
+        let progress = wait_all(self.keys, self.n, done, started).await;
         let took = started.elapsed();
+        let cpu = cpu_seconds()
+            .into_iter()
+            .map(|(p, s)| (p.clone(), s - cpu_before.get(&p).copied().unwrap_or(0.0)))
+            .collect();
         let state = self.emu.state().await;
         let twilio_calls = state["received"]
             .as_object()
@@ -335,10 +355,8 @@ impl World<'_> {
                 r#"twilio_operator_reconcile_duration_seconds_count{kind="TwilioApiKey"}"#,
             )
             .unwrap_or(0.0),
-            cpu: cpu_seconds()
-                .into_iter()
-                .map(|(p, s)| (p.clone(), s - cpu_before.get(&p).copied().unwrap_or(0.0)))
-                .collect(),
+            cpu,
+            progress,
         };
         row.print(self.cp, self.params).await;
         operator
@@ -354,8 +372,17 @@ fn stop(operator: &mut Option<Operator>) {
 }
 
 /// Waits, through one watch, until `n` keys are `done`.
-async fn wait_all(keys: &Api<TwilioApiKey>, n: usize, done: impl Fn(&TwilioApiKey) -> bool) {
+/// Waits until all `n` keys are `done`; answers when the first, a tenth, half, nine tenths and
+/// all of them were, since `started`.
+async fn wait_all(
+    keys: &Api<TwilioApiKey>,
+    n: usize,
+    done: impl Fn(&TwilioApiKey) -> bool,
+    started: Instant,
+) -> Vec<Duration> {
     let mut finished = HashSet::new();
+    let mut progress = Vec::new();
+    let milestones = [1, n.div_ceil(10), n.div_ceil(2), (n * 9).div_ceil(10), n];
     let events = watcher(keys.clone(), watcher::Config::default())
         .default_backoff()
         .applied_objects();
@@ -369,6 +396,12 @@ async fn wait_all(keys: &Api<TwilioApiKey>, n: usize, done: impl Fn(&TwilioApiKe
             } else {
                 finished.remove(&name);
             }
+            while milestones
+                .get(progress.len())
+                .is_some_and(|m| finished.len() >= *m)
+            {
+                progress.push(started.elapsed());
+            }
             if finished.len() >= n {
                 return;
             }
@@ -376,6 +409,7 @@ async fn wait_all(keys: &Api<TwilioApiKey>, n: usize, done: impl Fn(&TwilioApiKe
     })
     .await
     .unwrap_or_else(|_| panic!("only {} of {n} keys converged", finished.len()));
+    progress
 }
 
 /// How long after start the operator finished its first reconcile, from its metrics.
@@ -405,13 +439,35 @@ async fn first_reconcile(operator: &Operator) -> Duration {
     }
 }
 
+/// The name under which `cpu_seconds` counts every process on the machine.
+const MACHINE: &str = "machine";
+
 /// CPU seconds used so far by each process the work runs on (the control plane, the emulator,
-/// the operator), by process name, from /proc.
+/// the operator), by process name, and by the whole machine, from /proc.
 fn cpu_seconds() -> BTreeMap<String, f64> {
     const WATCHED: [&str; 4] = ["kube-apiserver", "etcd", "twilio-emulator", "twilio-operator"];
     // Linux reports these times in clock ticks of 1/100 s.
     const TICKS_PER_SECOND: f64 = 100.0;
     let mut cpu = BTreeMap::new();
+    // The first line of /proc/stat sums every CPU: user, nice, system, idle, iowait, irq,
+    // softirq, steal; all but idle and iowait are work.
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let busy: f64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| ![3, 4].contains(i))
+        .map(|(_, t)| t)
+        .sum();
+    cpu.insert(MACHINE.to_owned(), busy / TICKS_PER_SECOND);
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
@@ -483,7 +539,11 @@ async fn apiserver_requests(cp: &ControlPlane) -> BTreeMap<String, u64> {
 /// counted them) repeated as often, on objects like the operator's, prepared beforehand. A
 /// custom resource's status write costs the apiserver several times a small ConfigMap's create
 /// (schema and CEL validation, managed fields), so only the same writes make a fair floor.
-async fn kubernetes_floor(cp: &ControlPlane, writes: &BTreeMap<String, u64>, objects: usize) -> Duration {
+async fn kubernetes_floor(
+    cp: &ControlPlane,
+    writes: &BTreeMap<String, u64>,
+    objects: usize,
+) -> (Duration, f64) {
     let ns = cp.namespace("floor").await;
     let client = cp.admin();
     let keys: Api<TwilioApiKey> = Api::namespaced(client.clone(), &ns);
@@ -507,6 +567,7 @@ async fn kubernetes_floor(cp: &ControlPlane, writes: &BTreeMap<String, u64>, obj
     })
     .await;
     let started = Instant::now();
+    let busy = cpu_seconds()[MACHINE];
     for (kind, (what, &count)) in writes.iter().enumerate() {
         let what = what.as_str();
         concurrently(0..count as usize, |i| {
@@ -555,7 +616,7 @@ async fn kubernetes_floor(cp: &ControlPlane, writes: &BTreeMap<String, u64>, obj
         })
         .await;
     }
-    started.elapsed()
+    (started.elapsed(), cpu_seconds()[MACHINE] - busy)
 }
 
 fn floor_key(i: usize) -> TwilioApiKey {
