@@ -180,6 +180,52 @@ struct Recent {
     since_pruned: usize,
 }
 
+impl Recent {
+    fn wrote(&mut self, uid: &str, read: Option<String>, written: Option<String>) {
+        // Records past STALE_WAIT mean nothing any more: dropped once per as many writes as
+        // there are records, so each write costs O(1) on average.
+        self.since_pruned += 1;
+        if self.since_pruned > self.by_uid.len().max(64) {
+            self.by_uid.retain(|_, w| w.at.elapsed() < STALE_WAIT);
+            self.since_pruned = 0;
+        }
+        let entry = self.by_uid.entry(uid.to_owned()).or_insert_with(|| Writes {
+            at: Instant::now(),
+            superseded: Vec::new(),
+            newest: None,
+        });
+        if let Some(previous) = std::mem::replace(&mut entry.newest, written) {
+            entry.superseded.push(previous);
+        }
+        entry.superseded.extend(read);
+        let newest = entry.newest.clone();
+        entry.superseded.retain(|rv| Some(rv) != newest.as_ref());
+        // Only the latest few matter: a cache is never further behind than a pass or two.
+        let excess = entry.superseded.len().saturating_sub(8);
+        entry.superseded.drain(..excess);
+        entry.at = Instant::now();
+    }
+
+    fn is_stale(&self, uid: &str, version: Option<&str>) -> bool {
+        self.lately(uid, version, |w, v| w.superseded.iter().any(|rv| rv == v))
+    }
+
+    fn acted_on(&self, uid: &str, version: Option<&str>) -> bool {
+        self.lately(uid, version, |w, v| {
+            w.newest.as_deref() == Some(v) || w.superseded.iter().any(|rv| rv == v)
+        })
+    }
+
+    /// Whether `uid` was written within [`STALE_WAIT`] and `version` meets `test` against
+    /// those writes.
+    fn lately(&self, uid: &str, version: Option<&str>, test: impl Fn(&Writes, &str) -> bool) -> bool {
+        let (Some(entry), Some(version)) = (self.by_uid.get(uid), version) else {
+            return false;
+        };
+        entry.at.elapsed() < STALE_WAIT && test(entry, version)
+    }
+}
+
 /// The status writes of the latest pass over one object, to tell a stale cached copy.
 struct Writes {
     /// When the newest was made.
@@ -361,39 +407,23 @@ impl Context {
 
     /// Records that object `uid`, read at resourceVersion `read`, was written to become `written`.
     pub fn wrote(&self, uid: &str, read: Option<String>, written: Option<String>) {
-        let mut recent = self.writes.lock().expect("write memory");
-        // Records past STALE_WAIT mean nothing any more: dropped once per as many writes as
-        // there are records, so each write costs O(1) on average.
-        recent.since_pruned += 1;
-        if recent.since_pruned > recent.by_uid.len().max(64) {
-            recent.by_uid.retain(|_, w| w.at.elapsed() < STALE_WAIT);
-            recent.since_pruned = 0;
-        }
-        let entry = recent.by_uid.entry(uid.to_owned()).or_insert_with(|| Writes {
-            at: Instant::now(),
-            superseded: Vec::new(),
-            newest: None,
-        });
-        if let Some(previous) = std::mem::replace(&mut entry.newest, written) {
-            entry.superseded.push(previous);
-        }
-        entry.superseded.extend(read);
-        let newest = entry.newest.clone();
-        entry.superseded.retain(|rv| Some(rv) != newest.as_ref());
-        // Only the latest few matter: a cache is never further behind than a pass or two.
-        let excess = entry.superseded.len().saturating_sub(8);
-        entry.superseded.drain(..excess);
-        entry.at = Instant::now();
+        self.writes
+            .lock()
+            .expect("write memory")
+            .wrote(uid, read, written);
     }
 
     /// Whether the copy of object `uid` at resourceVersion `version` predates a status this
     /// process wrote since, and the cache can be expected to catch up soon.
     pub fn is_stale(&self, uid: &str, version: Option<&str>) -> bool {
-        let recent = self.writes.lock().expect("write memory");
-        let (Some(entry), Some(version)) = (recent.by_uid.get(uid), version) else {
-            return false;
-        };
-        entry.at.elapsed() < STALE_WAIT && entry.superseded.iter().any(|rv| rv == version)
+        self.writes.lock().expect("write memory").is_stale(uid, version)
+    }
+
+    /// Whether object `uid` at resourceVersion `version` is a state this process has lately
+    /// acted on: one of its own writes made it, or was made over it. A watch event bringing it
+    /// needs no pass, since the pass that wrote knew all it holds.
+    pub fn acted_on(&self, uid: &str, version: Option<&str>) -> bool {
+        self.writes.lock().expect("write memory").acted_on(uid, version)
     }
 
     /// Forgets the writes of object `uid`: it is gone.
@@ -464,4 +494,36 @@ fn rand_fraction(object: &str, attempt: u32) -> f32 {
     use sha2::{Digest, Sha256};
     let hash = Sha256::digest(format!("{object}/{attempt}").as_bytes());
     f32::from(u16::from_be_bytes([hash[0], hash[1]])) / 65536.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_the_process_wrote_or_wrote_over_need_no_pass_and_only_older_ones_are_stale() {
+        let mut recent = Recent::default();
+        let rv = |v: &str| Some(v.to_owned());
+        // A create: the finalizer, the intent, then the final status; "4" is somebody else's.
+        recent.wrote("u", rv("1"), rv("2"));
+        recent.wrote("u", rv("2"), rv("3"));
+        recent.wrote("u", rv("3"), rv("5"));
+        for (version, stale, acted_on) in [
+            ("1", true, true),
+            ("3", true, true),
+            ("4", false, false),
+            ("5", false, true),
+        ] {
+            assert_eq!(recent.is_stale("u", Some(version)), stale, "{version} stale");
+            assert_eq!(
+                recent.acted_on("u", Some(version)),
+                acted_on,
+                "{version} acted on"
+            );
+        }
+        assert!(!recent.acted_on("other", Some("5")) && !recent.acted_on("u", None));
+        // A conflict: the copy read was stale, and nothing new was written.
+        recent.wrote("u", rv("5"), None);
+        assert!(recent.is_stale("u", Some("5")) && recent.acted_on("u", Some("5")));
+    }
 }

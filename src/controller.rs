@@ -7,6 +7,8 @@
 //!   deletions included); the operator's Secrets are watched once, metadata only and by label,
 //!   so the operator never caches a Secret it does not own, and of its own it keeps only their
 //!   resourceVersions;
+//! - no object is woken by a version of itself the operator wrote or wrote over, nor a key by a
+//!   version of its Secret its last pass wrote or read: that pass knew all of it;
 //! - a key wakes the subaccount it names only when it joins or leaves it ([`Membership`]), and
 //!   a subaccount wakes its keys only when what they read of it changes ([`KeyViews`]), so
 //!   status writes do not ripple;
@@ -253,7 +255,8 @@ async fn run_scope(
         });
     let key_events = reconciled_as_listed(key_events)
         .reflect(keys_writer)
-        .touched_objects();
+        .touched_objects()
+        .try_filter(not_acted_on(ctx.clone()));
     // A subaccount wakes its keys when what they read of it changes.
     let (index, wake, mut views) = (membership.clone(), wake_keys.clone(), KeyViews::default());
     let lifecycle = subaccounts.clone();
@@ -268,9 +271,12 @@ async fn run_scope(
             forget_departed(lifecycle.as_ref(), event);
         })
         .reflect(subs_writer)
-        .touched_objects();
-    // An owned Secret that changes or goes wakes its owner, once its version is known.
+        .touched_objects()
+        .try_filter(not_acted_on(ctx.clone()));
+    // An owned Secret that changes or goes wakes its owner, once its version is known, unless
+    // the owner's last pass wrote or read that very version.
     let known = versions;
+    let secret_owners = apikeys.clone();
     let secrets = watcher(
         scoped::<PartialObjectMeta<Secret>>(client, ns),
         watcher::Config::default().any_semantic().labels(MANAGED_SELECTOR),
@@ -291,6 +297,9 @@ async fn run_scope(
                 }
                 // A send fails only once its controller has stopped.
                 match owner.kind.as_str() {
+                    "TwilioApiKey"
+                        if secret_owners
+                            .has_seen_secret(&owner.uid, secret.resource_version().as_deref()) => {}
                     "TwilioApiKey" => drop(wake_keys.send(ObjectRef::new(&owner.name).within(&namespace))),
                     "TwilioSubaccount" => {
                         drop(wake_subs.send(ObjectRef::new(&owner.name).within(&namespace)))
@@ -314,6 +323,16 @@ async fn run_scope(
     tokio::select! {
         _ = async { tokio::join!(keys_done, subs_done) } => {}
         _ = secrets => {}
+    }
+}
+
+/// Whether an object the watch brings is at a version other than those this process wrote or
+/// wrote over: the pass that made such a version knew all of it, so another would only repeat
+/// it (about two passes per created key, before).
+fn not_acted_on<K: Resource>(ctx: Arc<Context>) -> impl FnMut(&K) -> futures::future::Ready<bool> {
+    move |o| {
+        let uid = o.meta().uid.as_deref().unwrap_or_default();
+        futures::future::ready(!ctx.acted_on(uid, o.meta().resource_version.as_deref()))
     }
 }
 

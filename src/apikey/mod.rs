@@ -240,6 +240,21 @@ impl ApiKeys {
     }
 }
 
+impl ApiKeys {
+    /// Whether the last pass over key `uid` read or wrote its Secret at `version`: a watch event
+    /// bringing that version tells the key nothing new.
+    pub fn has_seen_secret(&self, uid: &str, version: Option<&str>) -> bool {
+        self.memory
+            .recall(uid, |r| {
+                r.seen
+                    .as_ref()
+                    .filter(|s| Some(s.version.as_str()) == version)
+                    .map(|_| ())
+            })
+            .is_some()
+    }
+}
+
 impl Lifecycle for ApiKeys {
     type Kind = TwilioApiKey;
     type Status = TwilioApiKeyStatus;
