@@ -121,6 +121,17 @@ pub struct Cluster {
     pub own_namespace: String,
 }
 
+impl Cluster {
+    /// Completes once both caches hold their first full list: policy decisions need them, and
+    /// empty ones would refuse everything.
+    pub async fn ready(&self) {
+        let _ = tokio::join!(
+            self.accounts.wait_until_ready(),
+            self.namespaces.wait_until_ready()
+        );
+    }
+}
+
 /// The clients and state every reconcile shares.
 pub struct Context {
     /// The Kubernetes client, as the operator's identity.

@@ -13,7 +13,8 @@
 //!   a subaccount wakes its keys only when what they read of it changes ([`KeyViews`]), so
 //!   status writes do not ripple;
 //! - TwilioAccounts and Namespace metadata are cached cluster-wide for the life of the process
-//!   ([`shared_caches`]), leader or not, and the controllers start once those caches are full;
+//!   ([`shared_caches`]), leader or not; the namespaced kinds list their objects while those
+//!   caches fill, but no pass starts before they are full;
 //!   a change there wakes the objects that use the account or live in the namespace;
 //! - an object that cannot be read as its kind is reported with a Warning event and left out of
 //!   the caches until it is repaired ([`readable`]), so it never stalls the watch of the others;
@@ -137,11 +138,6 @@ pub async fn run(
     default_account: Option<String>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    // Policy decisions need the caches: deciding from empty ones would refuse everything.
-    let _ = tokio::join!(
-        ctx.cluster.accounts.wait_until_ready(),
-        ctx.cluster.namespaces.wait_until_ready()
-    );
     // Initial lists come in pages: keys are reconciled as their page arrives, and the operator
     // never holds the whole list of ten thousand objects (as text, then parsed) at once, a peak
     // its memory would otherwise keep.
@@ -154,16 +150,18 @@ pub async fn run(
         .scopes
         .iter()
         .map(|scope| run_scope(ctx.clone(), scope.as_deref(), selected.clone(), stop.clone()));
+    // The scopes list their objects meanwhile; each of their passes waits for the caches too.
+    let accounts = async {
+        ctx.cluster.ready().await;
+        run_accounts(ctx.clone(), until(stop.clone())).await;
+    };
     let chart_account = async {
+        ctx.cluster.ready().await;
         if let Some(configmap) = default_account {
             account::keep_applied(ctx.clone(), configmap, until(stop.clone())).await;
         }
     };
-    tokio::join!(
-        futures::future::join_all(namespaced),
-        run_accounts(ctx.clone(), until(stop.clone())),
-        chart_account
-    );
+    tokio::join!(futures::future::join_all(namespaced), accounts, chart_account);
 }
 
 /// Runs the TwilioAccount controller over the shared cache: every account once at start, then
@@ -411,6 +409,9 @@ async fn run_kind<L: Lifecycle>(
             move |obj, lifecycle| {
                 let metrics = metrics.clone();
                 async move {
+                    // Policy decisions need the cluster caches: the scope's lists load while
+                    // they fill, and no pass decides before they are full.
+                    lifecycle.context().cluster.ready().await;
                     let started = std::time::Instant::now();
                     let result = reconcile::reconcile(obj, lifecycle).await;
                     let unreported = result.as_ref().is_err_and(|e| !e.is_reported());

@@ -116,9 +116,13 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let client = Client::try_default().await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in twilio_operator::crds::all() {
-        let name = crd.metadata.name.unwrap_or_default();
-        match crds.get(&name).await {
+    let names: Vec<String> = twilio_operator::crds::all()
+        .into_iter()
+        .map(|crd| crd.metadata.name.unwrap_or_default())
+        .collect();
+    let found = futures::future::join_all(names.iter().map(|name| crds.get(name))).await;
+    for (name, found) in names.iter().zip(found) {
+        match found {
             Ok(_) => {}
             // A namespace-scoped install may not read CRDs; the watches will say if they are missing.
             Err(kube::Error::Api(status)) if status.code == 403 => {
