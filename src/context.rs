@@ -119,16 +119,15 @@ pub struct Cluster {
     pub changes: tokio::sync::broadcast::Sender<Changed>,
     /// The operator's own namespace, where the claims on subaccount SIDs live.
     pub own_namespace: String,
+    /// Turns true once both caches hold their first full list.
+    pub filled: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Cluster {
     /// Completes once both caches hold their first full list: policy decisions need them, and
     /// empty ones would refuse everything.
     pub async fn ready(&self) {
-        let _ = tokio::join!(
-            self.accounts.wait_until_ready(),
-            self.namespaces.wait_until_ready()
-        );
+        let _ = self.filled.clone().wait_for(|filled| *filled).await;
     }
 }
 
@@ -435,6 +434,12 @@ impl Context {
     /// needs no pass, since the pass that wrote knew all it holds.
     pub fn acted_on(&self, uid: &str, version: Option<&str>) -> bool {
         self.writes.lock().expect("write memory").acted_on(uid, version)
+    }
+
+    /// Forgets every write: a new term as leader starts from what the cluster says, and its
+    /// first list must reach every object, whatever the last term wrote.
+    pub fn forget_all_writes(&self) {
+        *self.writes.lock().expect("write memory") = Recent::default();
     }
 
     /// Forgets the writes of object `uid`: it is gone.

@@ -67,12 +67,13 @@ use tokio::sync::{broadcast, mpsc};
 /// one per object); one further behind is told it missed some.
 const CHANGES_BUFFER: usize = 4096;
 
-/// The cluster-wide caches: every TwilioAccount, every Namespace's metadata, and the sender of
-/// what changes in them.
+/// The cluster-wide caches: every TwilioAccount, every Namespace's metadata, the sender of what
+/// changes in them, and whether both hold their first full list yet.
 pub type Caches = (
     Store<TwilioAccount>,
     Store<PartialObjectMeta<Namespace>>,
     broadcast::Sender<Changed>,
+    tokio::sync::watch::Receiver<bool>,
 );
 
 /// The cluster-wide caches, and the future that keeps them current (run it for the life of the
@@ -115,10 +116,34 @@ pub fn shared_caches(
         }
         futures::future::ready(())
     });
+    let (accounts_ready, namespaces_ready) = (accounts.clone(), namespaces.clone());
+    let (filled, announce) = flag_once(async move {
+        let _ = tokio::join!(
+            accounts_ready.wait_until_ready(),
+            namespaces_ready.wait_until_ready()
+        );
+    });
     let run = async move {
-        tokio::join!(accounts_watch, namespaces_watch);
+        tokio::join!(accounts_watch, namespaces_watch, announce);
     };
-    ((accounts, namespaces, changes), run)
+    ((accounts, namespaces, changes, filled), run)
+}
+
+/// A flag that turns true once `done` completes, and the future that turns it (run it). Any
+/// number of tasks can wait on the flag; a Store's own `wait_until_ready` wakes only the last of
+/// several that wait on it at once (kube-runtime keeps a single waker), leaving the others
+/// stuck until something else polls them.
+fn flag_once(
+    done: impl Future<Output = ()> + Send + 'static,
+) -> (
+    tokio::sync::watch::Receiver<bool>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    (rx, async move {
+        done.await;
+        let _ = tx.send(true);
+    })
 }
 
 /// What this operator reconciles of the namespaced kinds.
@@ -201,7 +226,7 @@ async fn run_accounts(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Se
 
 /// The changes of the cluster-wide caches from now on; `None` stands for changes missed by
 /// falling behind.
-fn changes(ctx: &Context) -> impl Stream<Item = Option<Changed>> + Send + 'static {
+fn changes(ctx: &Context) -> impl Stream<Item = Option<Changed>> + Send + 'static + use<> {
     futures::stream::unfold(ctx.cluster.changes.subscribe(), |mut rx| async move {
         match rx.recv().await {
             Ok(change) => Some((Some(change), rx)),
@@ -238,7 +263,15 @@ async fn run_scope(
     let (wake_subs, subs_to_wake) = mpsc::unbounded_channel();
 
     let versions = Arc::new(secret::Versions::default());
-    let apikeys = Arc::new(ApiKeys::new(ctx.clone(), subs.clone(), versions.clone()));
+    let subs_ready = subs.clone();
+    let (subs_listed, announce_listed) = flag_once(async move {
+        let _ = subs_ready.wait_until_ready().await;
+    });
+    let apikeys = Arc::new(ApiKeys::new(
+        ctx.clone(),
+        (subs.clone(), subs_listed),
+        versions.clone(),
+    ));
     let subaccounts = Arc::new(Subaccounts::new(ctx.clone(), membership.clone()));
 
     // A key joining or leaving a subaccount wakes that subaccount, and nothing else does.
@@ -253,8 +286,8 @@ async fn run_scope(
         });
     let key_events = reconciled_as_listed(key_events)
         .reflect(keys_writer)
-        .touched_objects()
-        .try_filter(not_acted_on(ctx.clone()));
+        .try_filter(not_acted_on(ctx.clone()))
+        .touched_objects();
     // A subaccount wakes its keys when what they read of it changes.
     let (index, wake, mut views) = (membership.clone(), wake_keys.clone(), KeyViews::default());
     let lifecycle = subaccounts.clone();
@@ -269,8 +302,8 @@ async fn run_scope(
             forget_departed(lifecycle.as_ref(), event);
         })
         .reflect(subs_writer)
-        .touched_objects()
-        .try_filter(not_acted_on(ctx.clone()));
+        .try_filter(not_acted_on(ctx.clone()))
+        .touched_objects();
     // An owned Secret that changes or goes wakes its owner, once its version is known, unless
     // the owner's last pass wrote or read that very version.
     let known = versions;
@@ -319,18 +352,31 @@ async fn run_scope(
     let subs_done = run_kind(subaccounts, sub_controller, &subs, ns, until(stop.clone()));
     // The Secret watch ends when both controllers have: nobody is woken any more.
     tokio::select! {
-        _ = async { tokio::join!(keys_done, subs_done) } => {}
+        _ = async { tokio::join!(keys_done, subs_done, announce_listed) } => {}
         _ = secrets => {}
     }
 }
 
-/// Whether an object the watch brings is at a version other than those this process wrote or
-/// wrote over: the pass that made such a version knew all of it, so another would only repeat
-/// it (about two passes per created key, before).
-fn not_acted_on<K: Resource>(ctx: Arc<Context>) -> impl FnMut(&K) -> futures::future::Ready<bool> {
-    move |o| {
-        let uid = o.meta().uid.as_deref().unwrap_or_default();
-        futures::future::ready(!ctx.acted_on(uid, o.meta().resource_version.as_deref()))
+/// Whether a watch event is other than a change to a version this process wrote or wrote over:
+/// the pass that made such a version knew all of it, so another would only repeat it (about two
+/// passes per created key, before). Lists always pass: a relist after the watch fell behind may
+/// carry, in the operator's own unconditional write, a change somebody made meanwhile whose own
+/// event it never delivers.
+fn not_acted_on<K: Resource>(
+    ctx: Arc<Context>,
+) -> impl FnMut(&watcher::Event<K>) -> futures::future::Ready<bool> {
+    move |event| futures::future::ready(!own_change(event, |uid, version| ctx.acted_on(uid, version)))
+}
+
+/// Whether `event` reports a change to a version that `acted_on` (by UID and resourceVersion)
+/// knows; a list's objects never count.
+fn own_change<K: Resource>(event: &watcher::Event<K>, acted_on: impl Fn(&str, Option<&str>) -> bool) -> bool {
+    match event {
+        watcher::Event::Apply(o) => acted_on(
+            o.meta().uid.as_deref().unwrap_or_default(),
+            o.meta().resource_version.as_deref(),
+        ),
+        _ => false,
     }
 }
 
@@ -379,7 +425,16 @@ async fn run_kind<L: Lifecycle>(
     let ctx = lifecycle.context();
     let metrics = ctx.metrics.clone();
     let (cache, scope) = (store.clone(), ns.map(str::to_owned));
-    let concerned = changes(ctx).flat_map(move |change| {
+    // Subscribed once the caches are full: their first fill concerns nobody, and each change of
+    // it would scan the scope's objects.
+    let filled = lifecycle.clone();
+    let after_fill = futures::stream::once(async move {
+        let ctx = filled.context();
+        ctx.cluster.ready().await;
+        changes(ctx)
+    })
+    .flatten();
+    let concerned = after_fill.flat_map(move |change| {
         let store = &cache;
         let refs = match change {
             Some(Changed::Account(name)) => {
@@ -677,6 +732,47 @@ async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>
 mod tests {
     use super::*;
     use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+
+    #[tokio::test]
+    async fn every_task_waiting_for_a_first_list_is_woken() {
+        let (store, mut writer) = reflector::store::<TwilioApiKey>();
+        let (listed, announce) = flag_once(async move {
+            let _ = store.wait_until_ready().await;
+        });
+        let announce = tokio::spawn(announce);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let mut listed = listed.clone();
+                tokio::spawn(async move { listed.wait_for(|l| *l).await.is_ok() })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        writer.apply_watcher_event(&Init);
+        writer.apply_watcher_event(&InitDone);
+        for waiter in waiters {
+            let woken = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(woken.expect("woken").expect("joined"));
+        }
+        announce.await.unwrap();
+    }
+
+    #[test]
+    fn only_a_watched_change_to_a_version_the_operator_wrote_is_its_own() {
+        let key = |version: &str| {
+            let mut key = TwilioApiKey::new("k", Default::default());
+            key.metadata.uid = Some("u".into());
+            key.metadata.resource_version = Some(version.into());
+            key
+        };
+        let ours = |uid: &str, version: Option<&str>| uid == "u" && version == Some("5");
+        assert!(own_change(&Apply(key("5")), ours));
+        assert!(!own_change(&Apply(key("6")), ours), "somebody else's change");
+        assert!(
+            !own_change(&InitApply(key("5")), ours),
+            "a relist may hide a change in it"
+        );
+        assert!(!own_change(&Delete(key("5")), ours));
+    }
 
     #[test]
     fn an_object_is_read_as_its_kind_or_else_as_its_metadata_and_the_reason() {

@@ -163,7 +163,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let recorder = Recorder::new(client.clone(), reporter);
     // Read-only caches of TwilioAccounts and Namespaces, kept current for the whole process so a
     // new leader decides from full caches at once.
-    let ((accounts, namespaces, changes), keep_current) =
+    let ((accounts, namespaces, changes, filled), keep_current) =
         twilio_operator::controller::shared_caches(&client, &recorder);
     tokio::spawn(keep_current);
     let ctx = Arc::new(
@@ -179,6 +179,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 namespaces,
                 changes,
                 own_namespace: args.leader_election_namespace.clone(),
+                filled,
             },
         )
         .with_budget_webhook(args.budget_webhook_url.clone()),
@@ -256,6 +257,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             // The new leader reports the objects now; series left here would go stale.
             ctx.metrics.forget_objects();
+            ctx.forget_all_writes();
         }
         // Dropping the receiver makes the lease task release the Lease for a quick handover.
         drop(leading);

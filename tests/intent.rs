@@ -60,6 +60,7 @@ async fn an_intent_written_from_a_stale_read_is_refused() {
             namespaces,
             changes: tokio::sync::broadcast::channel(1).0,
             own_namespace: "default".into(),
+            filled: tokio::sync::watch::channel(true).1,
         },
     );
     let mut status = stale.status.clone().unwrap_or_default();

@@ -57,7 +57,8 @@ const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 /// The TwilioApiKey reconciler.
 pub struct ApiKeys {
     ctx: Arc<Context>,
-    subaccounts: Store<TwilioSubaccount>,
+    /// The scope's subaccounts, and whether their first list is complete.
+    subaccounts: (Store<TwilioSubaccount>, tokio::sync::watch::Receiver<bool>),
     /// The version each of the scope's owned Secrets is at, from their watch.
     secrets: Arc<secret::Versions>,
     memory: Memory,
@@ -228,7 +229,7 @@ impl ApiKeys {
     /// A reconciler acting through `ctx`, remembering nothing yet.
     pub fn new(
         ctx: Arc<Context>,
-        subaccounts: Store<TwilioSubaccount>,
+        subaccounts: (Store<TwilioSubaccount>, tokio::sync::watch::Receiver<bool>),
         secrets: Arc<secret::Versions>,
     ) -> Self {
         Self {
@@ -371,7 +372,7 @@ impl Lifecycle for ApiKeys {
 /// permissions.
 async fn resolve(
     ctx: &Context,
-    subaccounts: &Store<TwilioSubaccount>,
+    (subaccounts, listed): &(Store<TwilioSubaccount>, tokio::sync::watch::Receiver<bool>),
     key: &TwilioApiKey,
     purpose: Use,
 ) -> Result<Target, Problem> {
@@ -381,7 +382,8 @@ async fn resolve(
         // Keys are reconciled as they are listed; the subaccounts must all be known first, or
         // one not listed yet would look missing. A list that never completes holds the pass no
         // longer than this: the subaccount then reads as not ready, with backoff.
-        let _ = tokio::time::timeout(SUBACCOUNT_LIST_WAIT, subaccounts.wait_until_ready()).await;
+        let mut complete = listed.clone();
+        let _ = tokio::time::timeout(SUBACCOUNT_LIST_WAIT, complete.wait_for(|l| *l)).await;
         let found = subaccounts.get(&ObjectRef::new(&sub.name).within(&ns));
         return target::subaccount(ctx, found, &ns, &sub.name, purpose).await;
     }
