@@ -436,10 +436,12 @@ impl Context {
         self.writes.lock().expect("write memory").acted_on(uid, version)
     }
 
-    /// Forgets every write: a new term as leader starts from what the cluster says, and its
-    /// first list must reach every object, whatever the last term wrote.
-    pub fn forget_all_writes(&self) {
+    /// Forgets every write and failure: a new term as leader starts from what the cluster says,
+    /// its first list must reach every object whatever the last term wrote, and backoff starts
+    /// afresh (objects may have gone or come back meanwhile, unseen).
+    pub fn new_term(&self) {
         *self.writes.lock().expect("write memory") = Recent::default();
+        self.failures.lock().expect("failure map").clear();
     }
 
     /// Forgets the writes of object `uid`: it is gone.

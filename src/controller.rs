@@ -7,8 +7,9 @@
 //!   deletions included); the operator's Secrets are watched once, metadata only and by label,
 //!   so the operator never caches a Secret it does not own, and of its own it keeps only their
 //!   resourceVersions;
-//! - no object is woken by a version of itself the operator wrote or wrote over, nor a key by a
-//!   version of its Secret its last pass wrote or read: that pass knew all of it;
+//! - no watched change wakes an object when it brings a version the operator wrote (holding
+//!   nothing else) or wrote over, nor a key when it brings a version of its Secret its last pass
+//!   wrote or read: that pass knew all of it. Lists always wake;
 //! - a key wakes the subaccount it names only when it joins or leaves it ([`Membership`]), and
 //!   a subaccount wakes its keys only when what they read of it changes ([`KeyViews`]), so
 //!   status writes do not ripple;
@@ -502,8 +503,13 @@ fn reconciled_as_listed<K: Send + 'static, E: Send + 'static>(
     events: impl Stream<Item = Result<watcher::Event<K>, E>> + Send,
 ) -> impl Stream<Item = Result<watcher::Event<K>, E>> + Send {
     use watcher::Event::{Apply, Init, InitApply, InitDone};
-    let mut first = true;
+    let (mut first, mut started) = (true, false);
     events.flat_map(move |event| {
+        // A first list that failed part way starts over with another Init: that one is a relist,
+        // which must replace what the cache holds only once it is whole.
+        if matches!(event, Ok(Init)) {
+            first &= !std::mem::replace(&mut started, true);
+        }
         let events = match event {
             Ok(Init) if first => vec![Ok(Init), Ok(InitDone)],
             Ok(InitApply(o)) if first => vec![Ok(Apply(o))],
@@ -824,6 +830,26 @@ mod tests {
             Init,
             InitApply("a"),
             InitDone,
+        ]
+        .map(|e| format!("{e:?}"));
+        assert_eq!(seen, want);
+    }
+
+    #[tokio::test]
+    async fn a_first_list_that_starts_over_is_kept_whole() {
+        let events = vec![Init, InitApply("a"), Init, InitApply("b"), InitDone, Apply("c")];
+        let seen: Vec<_> = reconciled_as_listed(futures::stream::iter(events.into_iter().map(Ok::<_, ()>)))
+            .map(|e| format!("{:?}", e.unwrap()))
+            .collect()
+            .await;
+        let want = [
+            Init,
+            InitDone,
+            Apply("a"),
+            Init,
+            InitApply("b"),
+            InitDone,
+            Apply("c"),
         ]
         .map(|e| format!("{e:?}"));
         assert_eq!(seen, want);

@@ -257,7 +257,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             // The new leader reports the objects now; series left here would go stale.
             ctx.metrics.forget_objects();
-            ctx.forget_all_writes();
+            ctx.new_term();
         }
         // Dropping the receiver makes the lease task release the Lease for a quick handover.
         drop(leading);

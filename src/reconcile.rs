@@ -25,7 +25,7 @@ use crate::failpoint;
 use crate::twilio::{Credentials, Error as TwilioError, ErrorClass};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::object::HasStatus;
@@ -200,14 +200,41 @@ async fn with_finalizer<K: Object>(
 /// Records the outcome of a write made from `read`: the version it wrote supersedes `read`, and
 /// a 409 Conflict says `read` was stale already. Either way a pass that meets `read` again waits
 /// for the watch to bring the newer copy instead of redoing the write or meeting the conflict.
+/// The version written counts as the operator's own only if it carries nothing the pass did not
+/// read: an unconditional write lands on whatever somebody changed meanwhile, and its watch event
+/// must then still wake the object.
 fn noted<K: Object>(ctx: &Context, read: &K, written: Result<K, kube::Error>) -> Result<K, kube::Error> {
     let uid = read.uid().unwrap_or_default();
     match &written {
-        Ok(new) => ctx.wrote(&uid, read.resource_version(), new.resource_version()),
+        Ok(new) => {
+            let own = same_inputs(read.meta(), new.meta())
+                .then(|| new.resource_version())
+                .flatten();
+            ctx.wrote(&uid, read.resource_version(), own)
+        }
         Err(e) if is_conflict(e) => ctx.wrote(&uid, read.resource_version(), None),
         Err(_) => {}
     }
     written
+}
+
+/// Whether two copies of an object agree on all a pass acts on besides its status: the spec (its
+/// generation), labels, annotations (but kubectl's copy of the last applied object, which caches
+/// drop) and deletion.
+fn same_inputs(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+    let annotations = |m: &ObjectMeta| {
+        m.annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    a.generation == b.generation
+        && a.labels == b.labels
+        && a.deletion_timestamp == b.deletion_timestamp
+        && annotations(a) == annotations(b)
 }
 
 /// Whether the apiserver answered 409 Conflict.
@@ -588,4 +615,37 @@ fn namespace_terminating<K: Resource>(ctx: &Context, obj: &K) -> bool {
         .namespaces
         .get(&ObjectRef::new(ns))
         .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_holds_only_what_was_read_unless_labels_annotations_spec_or_deletion_moved() {
+        let meta = |generation: i64, annotation: Option<(&str, &str)>| ObjectMeta {
+            generation: Some(generation),
+            annotations: annotation.map(|(k, v)| [(k.to_owned(), v.to_owned())].into()),
+            ..ObjectMeta::default()
+        };
+        let read = meta(1, None);
+        let mut written = meta(
+            1,
+            Some(("kubectl.kubernetes.io/last-applied-configuration", "{}")),
+        );
+        written.finalizers = Some(vec!["twilio.operator.dev/cleanup".into()]);
+        written.resource_version = Some("9".into());
+        assert!(
+            same_inputs(&read, &written),
+            "the operator's own write, as a cache reads it"
+        );
+        assert!(!same_inputs(&read, &meta(2, None)), "the spec changed");
+        assert!(!same_inputs(
+            &read,
+            &meta(1, Some(("twilio.operator.dev/rotate", "now")))
+        ));
+        let mut deleted = meta(1, None);
+        deleted.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        assert!(!same_inputs(&read, &deleted));
+    }
 }
