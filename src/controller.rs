@@ -803,6 +803,14 @@ mod tests {
         assert!(no_metadata.is_err(), "without metadata nothing can be reported");
     }
 
+    /// What `reconciled_as_listed` makes of `events`, each written out.
+    async fn as_listed(events: Vec<watcher::Event<&'static str>>) -> Vec<String> {
+        reconciled_as_listed(futures::stream::iter(events.into_iter().map(Ok::<_, ()>)))
+            .map(|e| format!("{:?}", e.unwrap()))
+            .collect()
+            .await
+    }
+
     #[tokio::test]
     async fn the_first_list_is_reconciled_as_it_arrives_and_relists_are_kept_whole() {
         let events = vec![
@@ -816,10 +824,7 @@ mod tests {
             InitApply("a"),
             InitDone,
         ];
-        let seen: Vec<_> = reconciled_as_listed(futures::stream::iter(events.into_iter().map(Ok::<_, ()>)))
-            .map(|e| format!("{:?}", e.unwrap()))
-            .collect()
-            .await;
+        let seen = as_listed(events).await;
         let want = [
             Init,
             InitDone,
@@ -838,10 +843,7 @@ mod tests {
     #[tokio::test]
     async fn a_first_list_that_starts_over_is_kept_whole() {
         let events = vec![Init, InitApply("a"), Init, InitApply("b"), InitDone, Apply("c")];
-        let seen: Vec<_> = reconciled_as_listed(futures::stream::iter(events.into_iter().map(Ok::<_, ()>)))
-            .map(|e| format!("{:?}", e.unwrap()))
-            .collect()
-            .await;
+        let seen = as_listed(events).await;
         let want = [
             Init,
             InitDone,
