@@ -488,7 +488,7 @@ fn slim<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        annotations.remove(reconcile::LAST_APPLIED);
         if annotations.is_empty() {
             meta.annotations = None;
         }

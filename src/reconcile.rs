@@ -218,23 +218,23 @@ fn noted<K: Object>(ctx: &Context, read: &K, written: Result<K, kube::Error>) ->
     written
 }
 
+/// The annotation in which `kubectl apply` keeps a copy of the whole object: the caches drop it,
+/// and no pass reads it.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Whether two copies of an object agree on all a pass acts on besides its status: the spec (its
-/// generation), labels, annotations (but kubectl's copy of the last applied object, which caches
-/// drop) and deletion.
+/// generation), labels, annotations (but [`LAST_APPLIED`]) and deletion.
 fn same_inputs(a: &ObjectMeta, b: &ObjectMeta) -> bool {
-    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-    let annotations = |m: &ObjectMeta| {
+    fn annotations(m: &ObjectMeta) -> impl Iterator<Item = (&String, &String)> {
         m.annotations
             .iter()
             .flatten()
             .filter(|(k, _)| k.as_str() != LAST_APPLIED)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<Vec<_>>()
-    };
+    }
     a.generation == b.generation
         && a.labels == b.labels
         && a.deletion_timestamp == b.deletion_timestamp
-        && annotations(a) == annotations(b)
+        && annotations(a).eq(annotations(b))
 }
 
 /// Whether the apiserver answered 409 Conflict.
@@ -629,10 +629,7 @@ mod tests {
             ..ObjectMeta::default()
         };
         let read = meta(1, None);
-        let mut written = meta(
-            1,
-            Some(("kubectl.kubernetes.io/last-applied-configuration", "{}")),
-        );
+        let mut written = meta(1, Some((LAST_APPLIED, "{}")));
         written.finalizers = Some(vec!["twilio.operator.dev/cleanup".into()]);
         written.resource_version = Some("9".into());
         assert!(

@@ -54,11 +54,13 @@ const DRIFT_UNCHECKED_RETRY: Duration = Duration::from_secs(5);
 /// How long this process remembers a key it revoked, to skip repeating the call.
 const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
+/// The scope's subaccounts, and whether their first list is complete.
+pub type ListedSubaccounts = (Store<TwilioSubaccount>, tokio::sync::watch::Receiver<bool>);
+
 /// The TwilioApiKey reconciler.
 pub struct ApiKeys {
     ctx: Arc<Context>,
-    /// The scope's subaccounts, and whether their first list is complete.
-    subaccounts: (Store<TwilioSubaccount>, tokio::sync::watch::Receiver<bool>),
+    subaccounts: ListedSubaccounts,
     /// The version each of the scope's owned Secrets is at, from their watch.
     secrets: Arc<secret::Versions>,
     memory: Memory,
@@ -227,11 +229,7 @@ impl Memory {
 
 impl ApiKeys {
     /// A reconciler acting through `ctx`, remembering nothing yet.
-    pub fn new(
-        ctx: Arc<Context>,
-        subaccounts: (Store<TwilioSubaccount>, tokio::sync::watch::Receiver<bool>),
-        secrets: Arc<secret::Versions>,
-    ) -> Self {
+    pub fn new(ctx: Arc<Context>, subaccounts: ListedSubaccounts, secrets: Arc<secret::Versions>) -> Self {
         Self {
             ctx,
             subaccounts,
@@ -239,9 +237,7 @@ impl ApiKeys {
             memory: Memory::default(),
         }
     }
-}
 
-impl ApiKeys {
     /// Whether the last pass over key `uid` read or wrote its Secret at `version`: a watch event
     /// bringing that version tells the key nothing new.
     pub fn has_seen_secret(&self, uid: &str, version: Option<&str>) -> bool {
@@ -372,7 +368,7 @@ impl Lifecycle for ApiKeys {
 /// permissions.
 async fn resolve(
     ctx: &Context,
-    (subaccounts, listed): &(Store<TwilioSubaccount>, tokio::sync::watch::Receiver<bool>),
+    (subaccounts, listed): &ListedSubaccounts,
     key: &TwilioApiKey,
     purpose: Use,
 ) -> Result<Target, Problem> {
