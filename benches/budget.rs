@@ -1,5 +1,5 @@
 //! The budget's Twilio call budget: budgeted subaccounts over a simulated month, read on the
-//! operator's own schedule (`plan::next_usage_read`, `budget::judge`, `budget::asked_read_at`
+//! operator's own schedule (`budget::reads::next_usage_read`, `budget::judge`, `budget::reads::asked_read_at`
 //! are the functions the reconciler calls), with and without usage triggers at Twilio. Prints
 //! the Twilio calls the budgets cost and how long a crossed limit goes unnoticed.
 //!
@@ -22,7 +22,7 @@ use twilio_operator::api::subaccount::{
     Budget, BudgetAction, BudgetStatus, SubaccountState, SubaccountUsage,
 };
 use twilio_operator::budget;
-use twilio_operator::subaccount::plan::next_usage_read;
+use twilio_operator::budget::reads::next_usage_read;
 
 const MINUTES: i64 = 30 * 24 * 60;
 const MONTHLY: f64 = 100.0;
@@ -112,8 +112,13 @@ fn simulate(n: usize, triggered: bool) -> Tally {
             }
             let rate = status.as_ref().and_then(|s| s.rate_per_hour.as_deref());
             let due = next_usage_read(&known, Some(&(spec.clone(), monthly)), rate, triggered);
-            let callback = budget::asked_read_at(&known, called_back, last_forced, budget::CALLBACK_SPACING);
-            if !budget::read_due(Some(&known), Some(due), callback, now) {
+            let callback = budget::reads::asked_read_at(
+                &known,
+                called_back,
+                last_forced,
+                budget::reads::CALLBACK_SPACING,
+            );
+            if !budget::reads::read_due(Some(&known), Some(due), callback, now) {
                 continue;
             }
             if callback.is_some_and(|c| now >= c) {

@@ -11,7 +11,8 @@
 use crate::api::{TwilioAccount, TwilioAccountStatus};
 use crate::conditions::{self, Problem, Reason};
 use crate::context::{Context, MANAGER};
-use crate::reconcile::{self, Error, object_id};
+use crate::objects::{self, object_id};
+use crate::reconcile::{self, Error};
 use crate::target;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -40,7 +41,7 @@ impl Accounts {
     /// Forgets the account `name`, which is gone: its schedule and its backoff.
     pub fn forget(&self, name: &str) {
         self.due.lock().expect("account checks").remove(name);
-        self.ctx.succeeded(&reconcile::id_of::<TwilioAccount>("", name));
+        self.ctx.succeeded(&objects::id_of::<TwilioAccount>("", name));
     }
 }
 

@@ -168,12 +168,6 @@ impl Problem {
     }
 }
 
-impl From<crate::template::Invalid> for Problem {
-    fn from(e: crate::template::Invalid) -> Self {
-        Problem::new(Reason::TemplateInvalid, e.0)
-    }
-}
-
 /// The duration in spec field `field` (a path such as `spec.rotation.every`); a string the
 /// operator cannot read is an `InvalidSpec` problem naming the field.
 pub fn duration_field(field: &str, text: &str) -> Result<Duration, Problem> {

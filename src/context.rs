@@ -150,36 +150,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
     writes: Mutex<Recent>,
-    /// The public base URL Twilio reaches the operator's usage-trigger endpoint at, if any.
-    budget_webhook: Option<String>,
-    /// Usage-trigger callbacks, by subaccount SID.
-    callbacks: Mutex<HashMap<String, Callbacks>>,
-    /// The TwilioSubaccount `(namespace, name)` whose budget triggers call about each SID.
-    budget_objects: Mutex<HashMap<String, (String, String)>>,
     /// Whether this process runs the controllers (it leads, or no election is held).
     leading: std::sync::atomic::AtomicBool,
-}
-
-/// The usage-trigger callbacks of one subaccount.
-#[derive(Default)]
-struct Callbacks {
-    /// When a verified one last arrived.
-    arrived: Option<Timestamp>,
-    /// When one last woke the object.
-    woke: Option<Timestamp>,
-    /// Whether a wake is already scheduled.
-    pending: bool,
-}
-
-/// When a verified callback wakes its object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wake {
-    /// Now.
-    Now,
-    /// After this long: one woke it less than [`crate::budget::CALLBACK_SPACING`] ago.
-    After(Duration),
-    /// A wake is already scheduled.
-    Pending,
 }
 
 /// The operator's recent status writes, by object UID.
@@ -273,92 +245,8 @@ impl Context {
             failures: Mutex::default(),
             subaccount_tokens: Mutex::default(),
             writes: Mutex::default(),
-            budget_webhook: None,
-            callbacks: Mutex::default(),
-            budget_objects: Mutex::default(),
             leading: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    /// This context, with Twilio reaching the operator's usage-trigger endpoint at `base`.
-    pub fn with_budget_webhook(mut self, base: Option<String>) -> Self {
-        self.budget_webhook = base.map(|b| b.trim_end_matches('/').to_owned());
-        self
-    }
-
-    /// The URL Twilio calls for the budget of TwilioSubaccount `namespace/name`, when the
-    /// operator is reachable from Twilio.
-    pub fn budget_callback_url(&self, namespace: &str, name: &str) -> Option<String> {
-        let base = self.budget_webhook.as_deref()?;
-        Some(format!(
-            "{base}{}",
-            crate::webhook::callback_path(namespace, name)
-        ))
-    }
-
-    /// The public base URL of the usage-trigger endpoint, if there is one.
-    pub fn budget_webhook(&self) -> Option<&str> {
-        self.budget_webhook.as_deref()
-    }
-
-    /// Records a verified usage-trigger callback for subaccount `sid` at `now`, and says when
-    /// it wakes the object: at most once per [`crate::budget::CALLBACK_SPACING`], and a call
-    /// within it is not dropped but wakes the object once that has passed.
-    pub fn note_callback(&self, sid: &str, now: Timestamp) -> Wake {
-        let mut callbacks = self.callbacks.lock().expect("callback memory");
-        let entry = callbacks.entry(sid.to_owned()).or_default();
-        entry.arrived = Some(now);
-        if entry.pending {
-            return Wake::Pending;
-        }
-        let spacing = crate::budget::CALLBACK_SPACING;
-        let since = entry.woke.map(|w| now.duration_since(w).unsigned_abs());
-        match since {
-            Some(since) if since < spacing => {
-                entry.pending = true;
-                Wake::After(spacing - since)
-            }
-            _ => {
-                entry.woke = Some(now);
-                Wake::Now
-            }
-        }
-    }
-
-    /// Records that the wake [`Context::note_callback`] scheduled for `sid` happens at `now`.
-    pub fn woke_late(&self, sid: &str, now: Timestamp) {
-        if let Some(entry) = self.callbacks.lock().expect("callback memory").get_mut(sid) {
-            entry.pending = false;
-            entry.woke = Some(now);
-        }
-    }
-
-    /// When a verified callback for subaccount `sid` last arrived.
-    pub fn called_back(&self, sid: &str) -> Option<Timestamp> {
-        self.callbacks
-            .lock()
-            .expect("callback memory")
-            .get(sid)
-            .and_then(|c| c.arrived)
-    }
-
-    /// Records that the budget triggers of subaccount `sid` call about TwilioSubaccount
-    /// `namespace/name`; `None` forgets it.
-    pub fn budget_object(&self, sid: &str, object: Option<(&str, &str)>) {
-        let mut objects = self.budget_objects.lock().expect("budget objects");
-        match object {
-            Some((ns, name)) => objects.insert(sid.to_owned(), (ns.to_owned(), name.to_owned())),
-            None => objects.remove(sid),
-        };
-    }
-
-    /// The TwilioSubaccount whose budget triggers call about subaccount `sid`, if any.
-    pub fn budget_object_of(&self, sid: &str) -> Option<(String, String)> {
-        self.budget_objects
-            .lock()
-            .expect("budget objects")
-            .get(sid)
-            .cloned()
     }
 
     /// Marks whether this process runs the controllers.
@@ -369,12 +257,6 @@ impl Context {
     /// Whether this process runs the controllers.
     pub fn is_leading(&self) -> bool {
         self.leading.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Forgets the callbacks of subaccount `sid`: its object went.
-    pub fn forget_callbacks(&self, sid: &str) {
-        self.callbacks.lock().expect("callback memory").remove(sid);
-        self.budget_object(sid, None);
     }
 
     /// The labels of `namespace`, as the shared watch last saw them.

@@ -38,9 +38,11 @@
 use crate::account::{self, Accounts};
 use crate::api::{TwilioAccount, TwilioApiKey, TwilioSubaccount};
 use crate::apikey::ApiKeys;
+use crate::budget::callbacks::Callbacks;
 use crate::context::Recorder;
 use crate::context::{Changed, Context, publish};
 use crate::membership::{KeyViews, Membership};
+use crate::objects;
 use crate::reconcile::{self, Lifecycle};
 use crate::secret::{self, MANAGED_SELECTOR};
 use crate::subaccount::Subaccounts;
@@ -160,6 +162,7 @@ pub struct Watch {
 /// namespace), the account the chart describes. In-flight reconciles finish first.
 pub async fn run(
     ctx: Arc<Context>,
+    callbacks: Arc<Callbacks>,
     watch: &Watch,
     default_account: Option<String>,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -172,10 +175,10 @@ pub async fn run(
         .selector
         .as_deref()
         .map_or_else(|| listed.clone(), |s| listed.clone().labels(s));
-    let namespaced = watch
-        .scopes
-        .iter()
-        .map(|scope| run_scope(ctx.clone(), scope.as_deref(), selected.clone(), stop.clone()));
+    let namespaced = watch.scopes.iter().map(|scope| {
+        let (ctx, callbacks) = (ctx.clone(), callbacks.clone());
+        run_scope(ctx, callbacks, scope.as_deref(), selected.clone(), stop.clone())
+    });
     // The scopes list their objects meanwhile; each of their passes waits for the caches too.
     let accounts = async {
         ctx.cluster.ready().await;
@@ -252,6 +255,7 @@ fn bounded(ctx: &Context) -> controller::Config {
 /// would drop those: they hand out what the cache still holds).
 async fn run_scope(
     ctx: Arc<Context>,
+    callbacks: Arc<Callbacks>,
     ns: Option<&str>,
     selected: watcher::Config,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -273,7 +277,7 @@ async fn run_scope(
         (subs.clone(), subs_listed),
         versions.clone(),
     ));
-    let subaccounts = Arc::new(Subaccounts::new(ctx.clone(), membership.clone()));
+    let subaccounts = Arc::new(Subaccounts::new(ctx.clone(), membership.clone(), callbacks));
 
     // A key joining or leaving a subaccount wakes that subaccount, and nothing else does.
     let (index, wake, lifecycle) = (membership.clone(), wake_subs.clone(), apikeys.clone());
@@ -389,14 +393,14 @@ fn forget_departed<L: Lifecycle>(lifecycle: &L, event: &watcher::Event<L::Kind>)
     }
 }
 
-/// A [`reconcile::reference`] to each object of `touched`: the controller keeps one for every
+/// A [`objects::reference`] to each object of `touched`: the controller keeps one for every
 /// object it has scheduled, that is each object until its next deadline, retry or resync.
 fn references<K: Resource<DynamicType = ()> + 'static>(
     touched: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = ObjectRef<K>> + Send + 'static {
     touched.filter_map(|object| {
         let reference = match object {
-            Ok(object) => Some(reconcile::reference(&object)),
+            Ok(object) => Some(objects::reference(&object)),
             Err(e) => {
                 tracing::debug!(error = %e, "watch");
                 None
@@ -590,7 +594,7 @@ where
 async fn report_unreadable<K: Resource<DynamicType = ()>>(bad: &Readable<K>, recorder: &Recorder) {
     let Err(invalid) = &bad.0 else { return };
     let invalid = &invalid.error;
-    let id = reconcile::object_id(bad);
+    let id = objects::object_id(bad);
     tracing::warn!(object = %id, error = %invalid, "cannot read object; it is not reconciled until repaired");
     let note = format!(
         "The operator cannot read this object ({invalid}), so it does not reconcile it; correct the \
@@ -682,7 +686,7 @@ fn objects_where<K: Resource<DynamicType = ()> + Clone>(
         .state()
         .iter()
         .filter(|o| keep(o))
-        .map(|o| reconcile::reference(&**o))
+        .map(|o| objects::reference(&**o))
         .collect()
 }
 
@@ -706,7 +710,7 @@ fn resyncs<L: Lifecycle>(
             let ctx = lifecycle.context();
             let due = objects_where(&store, |o| {
                 hasher.hash_one((&o.meta().namespace, &o.meta().name)) % SLICES == slice
-                    && !ctx.failing(&reconcile::object_id(o))
+                    && !ctx.failing(&objects::object_id(o))
             });
             Some((futures::stream::iter(due), (slice + 1) % SLICES))
         }

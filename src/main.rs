@@ -11,6 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
+use twilio_operator::budget::callbacks::Callbacks;
 use twilio_operator::context::Recorder;
 use twilio_operator::context::{Cluster, Context};
 use twilio_operator::controller::until;
@@ -166,24 +167,22 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let ((accounts, namespaces, changes, filled), keep_current) =
         twilio_operator::controller::shared_caches(&client, &recorder);
     tokio::spawn(keep_current);
-    let ctx = Arc::new(
-        Context::new(
-            client,
-            twilio,
-            default_credentials,
-            recorder,
-            args.resync_interval,
-            metrics,
-            Cluster {
-                accounts,
-                namespaces,
-                changes,
-                own_namespace: args.leader_election_namespace.clone(),
-                filled,
-            },
-        )
-        .with_budget_webhook(args.budget_webhook_url.clone()),
-    );
+    let ctx = Arc::new(Context::new(
+        client,
+        twilio,
+        default_credentials,
+        recorder,
+        args.resync_interval,
+        metrics,
+        Cluster {
+            accounts,
+            namespaces,
+            changes,
+            own_namespace: args.leader_election_namespace.clone(),
+            filled,
+        },
+    ));
+    let callbacks = Arc::new(Callbacks::new(args.budget_webhook_url.clone()));
 
     let readiness = Readiness::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -200,7 +199,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if args.budget_webhook_url.is_some() {
         let listener = tokio::net::TcpListener::bind(args.webhook_address).await?;
         info!(webhook = %listener.local_addr()?, "serving the usage-trigger endpoint");
-        let app = twilio_operator::webhook::router(ctx.clone());
+        let app = twilio_operator::webhook::router(ctx.clone(), callbacks.clone());
         tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(until(stopped.clone()))
@@ -239,7 +238,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             info!(%identity, "leading: starting controllers");
             let (halt, halted) = tokio::sync::watch::channel(false);
             ctx.set_leading(true);
-            let controllers = run_controllers(&ctx, &args, &scopes, halted);
+            let controllers = run_controllers(&ctx, &callbacks, &args, &scopes, halted);
             tokio::pin!(controllers);
             let finished = tokio::select! {
                 _ = &mut controllers => true,
@@ -265,7 +264,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         readiness.set();
         ctx.set_leading(true);
-        run_controllers(&ctx, &args, &scopes, stopped.clone()).await;
+        run_controllers(&ctx, &callbacks, &args, &scopes, stopped.clone()).await;
     }
     let _ = server.await;
     info!("stopped");
@@ -274,6 +273,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run_controllers(
     ctx: &Arc<Context>,
+    callbacks: &Arc<Callbacks>,
     args: &Args,
     scopes: &[Option<String>],
     stop: tokio::sync::watch::Receiver<bool>,
@@ -282,7 +282,14 @@ async fn run_controllers(
         scopes: scopes.to_vec(),
         selector: args.selector.clone().filter(|s| !s.trim().is_empty()),
     };
-    twilio_operator::controller::run(ctx.clone(), &watch, args.default_account_configmap.clone(), stop).await;
+    twilio_operator::controller::run(
+        ctx.clone(),
+        callbacks.clone(),
+        &watch,
+        args.default_account_configmap.clone(),
+        stop,
+    )
+    .await;
 }
 
 fn hostname() -> String {

@@ -15,7 +15,7 @@
 //!   anything else wakes no key.
 
 use crate::api::{TwilioApiKey, TwilioSubaccount};
-use crate::reconcile::reference;
+use crate::objects::{Unlisted, reference};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
@@ -39,38 +39,6 @@ struct Index {
     /// The keys of each subaccount.
     keys: HashMap<Sub, HashSet<Key>>,
     unlisted: Unlisted<Key>,
-}
-
-/// During a relist, the entries known before it that it has not listed yet: whatever is left
-/// when it is done went while the watch was down.
-pub(crate) struct Unlisted<T>(Option<HashSet<T>>);
-
-impl<T> Default for Unlisted<T> {
-    fn default() -> Self {
-        Unlisted(None)
-    }
-}
-
-impl<T: Hash + Eq + Clone> Unlisted<T> {
-    /// A relist starts: everything known so far is unlisted.
-    pub(crate) fn start<'a>(&mut self, known: impl Iterator<Item = &'a T>)
-    where
-        T: 'a,
-    {
-        self.0 = Some(known.cloned().collect());
-    }
-
-    /// The relist listed `id`.
-    pub(crate) fn listed(&mut self, id: &T) {
-        if let Some(unlisted) = self.0.as_mut() {
-            unlisted.remove(id);
-        }
-    }
-
-    /// The relist is done: what it never listed.
-    pub(crate) fn finish(&mut self) -> HashSet<T> {
-        self.0.take().unwrap_or_default()
-    }
 }
 
 impl Membership {

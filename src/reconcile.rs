@@ -22,6 +22,7 @@ use crate::api::{TwilioApiKey, TwilioSubaccount};
 use crate::conditions::{self, LifecycleStatus, Problem, Reason};
 use crate::context::{Context, MANAGER};
 use crate::failpoint;
+use crate::objects::object_id;
 use crate::twilio::{Credentials, Error as TwilioError, ErrorClass};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
@@ -304,27 +305,6 @@ impl From<TwilioError> for Stop {
     fn from(e: TwilioError) -> Self {
         Stop::Problem(e.into())
     }
-}
-
-/// `Kind/namespace/name`, the key of per-object state shared by both kinds.
-pub fn object_id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    id_of::<K>(&obj.namespace().unwrap_or_default(), &obj.name_any())
-}
-
-/// A reference to `obj` by namespace and name only, for what is kept per object: one made by
-/// [`ObjectRef::from_obj`] also carries the object's resourceVersion and UID.
-pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef<K> {
-    let named = ObjectRef::new(&obj.name_any());
-    match obj.namespace() {
-        Some(ns) => named.within(&ns),
-        None => named,
-    }
-}
-
-/// [`object_id`] of the `K` named `name` in `namespace` (empty for a cluster-scoped kind), for
-/// an object no longer at hand.
-pub fn id_of<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String {
-    format!("{}/{namespace}/{name}", K::kind(&()))
 }
 
 /// Writes `status` (which must serialize as the kind's whole status) with server-side apply.

@@ -15,7 +15,8 @@
 //!   is at, so a Secret already read at that version need not be read again; a relist drops the
 //!   Secrets that went while the watch was down.
 
-use crate::membership::Unlisted;
+use crate::fingerprint;
+use crate::objects::Unlisted;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -23,7 +24,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -81,16 +81,6 @@ pub struct Published<'a> {
     pub generation: Option<i64>,
 }
 
-/// A short digest of a secret value: enough to notice an edit, useless to an attacker, since
-/// the value is 32 random characters.
-pub fn digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The Secret to apply for `p`.
 pub fn build(p: &Published<'_>) -> Secret {
     let mut labels = p.labels.clone();
@@ -103,7 +93,7 @@ pub fn build(p: &Published<'_>) -> Secret {
     if let Some(request) = p.request {
         annotations.insert(REQUEST_ANNOTATION.into(), request.into());
     }
-    annotations.insert(DIGEST_ANNOTATION.into(), digest(p.secret_value));
+    annotations.insert(DIGEST_ANNOTATION.into(), fingerprint::digest(p.secret_value));
     if let Some(generation) = p.generation {
         annotations.insert(GENERATION_ANNOTATION.into(), generation.to_string());
     }
@@ -111,7 +101,7 @@ pub fn build(p: &Published<'_>) -> Secret {
         annotations.insert(TEMPLATE_DIGEST_ANNOTATION.into(), template.clone());
         annotations.insert(
             DATA_DIGEST_ANNOTATION.into(),
-            data_digest(p.data.iter().map(|(k, v)| (*k, v.as_bytes()))),
+            fingerprint::data_digest(p.data.iter().map(|(k, v)| (*k, v.as_bytes()))),
         );
     }
     Secret {
@@ -228,25 +218,6 @@ pub enum Expect<'a> {
     Secret,
 }
 
-/// A digest of a Secret's whole data, in key order.
-fn data_digest<'a>(data: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
-    let mut sorted: Vec<_> = data.collect();
-    sorted.sort();
-    let mut hasher = Sha256::new();
-    for (key, value) in sorted {
-        hasher.update((key.len() as u64).to_be_bytes());
-        hasher.update(key.as_bytes());
-        hasher.update((value.len() as u64).to_be_bytes());
-        hasher.update(value);
-    }
-    hasher
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// What a Secret's data must be: the credentials under their keys, or the rendering of a
 /// template (whose digest is given).
 #[derive(Debug, Clone)]
@@ -305,7 +276,9 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str, shape: Shape<'_>) -> Ob
                 && expected.iter().all(|(key, want)| match (text(key), want) {
                     (Some(have), Expect::Equals(want)) => have == *want,
                     (Some(have), Expect::CredentialSid) => credential_sid.as_ref() == Some(&have),
-                    (Some(have), Expect::Secret) => recorded_digest.as_ref() == Some(&digest(&have)),
+                    (Some(have), Expect::Secret) => {
+                        recorded_digest.as_ref() == Some(&fingerprint::digest(&have))
+                    }
                     (None, _) => false,
                 })
         }
@@ -319,7 +292,7 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str, shape: Shape<'_>) -> Ob
                 .collect();
             written_template.map(String::as_str) == Some(template)
                 && written.is_some_and(|w| {
-                    annotations.get(DATA_DIGEST_ANNOTATION) == Some(&data_digest(w.into_iter()))
+                    annotations.get(DATA_DIGEST_ANNOTATION) == Some(&fingerprint::data_digest(w.into_iter()))
                 })
         }
     };

@@ -16,6 +16,7 @@
 //!   anything beyond its variables.
 
 use crate::api::{MergePolicy, SecretTemplate};
+use crate::conditions::{Problem, Reason};
 use base64::Engine;
 use minijinja::machinery::Token;
 use minijinja::{Environment, Error as RenderError, ErrorKind, UndefinedBehavior, Value};
@@ -67,6 +68,12 @@ pub fn data(
 #[error("{0}")]
 pub struct Invalid(pub String);
 
+impl From<Invalid> for Problem {
+    fn from(e: Invalid) -> Self {
+        Problem::new(Reason::TemplateInvalid, e.0)
+    }
+}
+
 /// The values a template may use, by name.
 pub struct Variables<'a> {
     values: Vec<(&'static str, &'a str)>,
@@ -115,7 +122,7 @@ impl Template {
         let template = Self {
             data: spec.data.clone(),
             merge: spec.merge_policy,
-            digest: crate::secret::digest(&text),
+            digest: crate::fingerprint::digest(&text),
         };
         template.render_checked(placeholders, defaults, true)?;
         Ok(template)
@@ -179,33 +186,6 @@ impl Template {
     /// A digest of the template, recorded on the Secret so a template edit is noticed.
     pub fn digest(&self) -> &str {
         &self.digest
-    }
-}
-
-/// The generations whose template failed with the real values, by object UID: such a
-/// generation asks Twilio for no more credentials, which its template could not publish either.
-#[derive(Default)]
-pub struct Refusals(std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, Invalid)>>);
-
-impl Refusals {
-    /// Records that `generation` of object `uid` failed with real values.
-    pub fn note(&self, uid: &str, generation: Option<i64>, why: &Invalid) {
-        let mut refused = self.0.lock().expect("template refusals");
-        refused.insert(uid.to_owned(), (generation, why.clone()));
-    }
-
-    /// Why this generation cannot publish, if it failed with real values.
-    pub fn get(&self, uid: &str, generation: Option<i64>) -> Option<Invalid> {
-        let refused = self.0.lock().expect("template refusals");
-        refused
-            .get(uid)
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, why)| why.clone())
-    }
-
-    /// Forgets an object that is gone.
-    pub fn forget(&self, uid: &str) {
-        self.0.lock().expect("template refusals").remove(uid);
     }
 }
 

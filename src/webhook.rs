@@ -10,14 +10,15 @@
 //!   object, a body over 16 KiB) is refused with 403 or 413, costs no Twilio call and changes
 //!   nothing. A process that does not lead, or has not read the token yet, answers 503;
 //! - a verified call records the callback for that SID and wakes the object, at most once per
-//!   [`crate::budget::CALLBACK_SPACING`] (a call within it wakes the object once it has
+//!   [`crate::budget::reads::CALLBACK_SPACING`] (a call within it wakes the object once it has
 //!   passed); the pass reads spend at once, or when that spacing after the last read a callback
 //!   caused has passed. So a flood, even of replayed genuine calls, costs Twilio at most two
 //!   reads a minute per subaccount and wakes its object as often;
 //! - nothing about a call is trusted beyond what the signature proves: the object acts on the
 //!   spend it reads from Twilio itself.
 
-use crate::context::{Changed, Context, Wake};
+use crate::budget::callbacks::{Callbacks, Wake};
+use crate::context::{Changed, Context};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -33,11 +34,6 @@ type HmacSha1 = hmac::Hmac<sha1::Sha1>;
 
 /// The largest callback body accepted; Twilio's are a few hundred bytes.
 const MAX_BODY: usize = 16 * 1024;
-
-/// The path of the callback URL of TwilioSubaccount `namespace/name`.
-pub fn callback_path(namespace: &str, name: &str) -> String {
-    format!("/usage-triggers/{namespace}/{name}")
-}
 
 /// `X-Twilio-Signature` of a call to `url` with form `params`, signed with `token`.
 pub fn signature(token: &str, url: &str, params: &[(String, String)]) -> String {
@@ -65,22 +61,29 @@ pub fn verify(token: &str, url: &str, params: &[(String, String)], given: &str) 
     mac(token, url, params).verify_slice(&given).is_ok()
 }
 
-/// The usage-trigger endpoint, acting through `ctx`.
-pub fn router(ctx: Arc<Context>) -> Router {
+/// What the endpoint acts through.
+#[derive(Clone)]
+struct Endpoint {
+    ctx: Arc<Context>,
+    callbacks: Arc<Callbacks>,
+}
+
+/// The usage-trigger endpoint, acting through `ctx` and recording calls in `callbacks`.
+pub fn router(ctx: Arc<Context>, callbacks: Arc<Callbacks>) -> Router {
     Router::new()
         .route("/usage-triggers/{namespace}/{name}", post(callback))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(ctx)
+        .with_state(Endpoint { ctx, callbacks })
 }
 
 async fn callback(
-    State(ctx): State<Arc<Context>>,
+    State(Endpoint { ctx, callbacks }): State<Endpoint>,
     Path((namespace, name)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let Some(base) = ctx.budget_webhook() else {
+    let Some(base) = callbacks.base() else {
         return StatusCode::NOT_FOUND;
     };
     if !ctx.is_leading() {
@@ -95,7 +98,7 @@ async fn callback(
         .unwrap_or_default();
     // Only the object whose triggers call about this SID may be woken by it: a tenant signing
     // with its own subaccount's token cannot wake another's object.
-    let object = ctx.budget_object_of(sid);
+    let object = callbacks.object_of(sid);
     if object.as_ref() != Some(&(namespace.clone(), name.clone())) {
         tracing::info!(
             ?namespace,
@@ -127,16 +130,16 @@ async fn callback(
         return StatusCode::FORBIDDEN;
     }
     let wake = Changed::Spend(namespace, name);
-    match ctx.note_callback(sid, Timestamp::now()) {
+    match callbacks.arrived(sid, Timestamp::now()) {
         Wake::Now => {
             tracing::info!(?sid, "usage trigger called; reading spend again");
             let _ = ctx.cluster.changes.send(wake);
         }
         Wake::After(delay) => {
-            let (ctx, sid) = (ctx.clone(), sid.to_owned());
+            let (ctx, callbacks, sid) = (ctx.clone(), callbacks.clone(), sid.to_owned());
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                ctx.woke_late(&sid, Timestamp::now());
+                callbacks.woke_late(&sid, Timestamp::now());
                 let _ = ctx.cluster.changes.send(wake);
             });
         }

@@ -22,7 +22,8 @@ use crate::api::apikey::{KeyDeletionPolicy, KeyType, TwilioApiKey, TwilioApiKeyS
 use crate::api::{duration, schedule};
 use crate::conditions::{Problem, Reason, is_ready};
 use crate::context::Context;
-use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop, object_id};
+use crate::objects::{self, object_id};
+use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop};
 use crate::secret::{self, Observed};
 use crate::target::{self, Target, Use};
 use crate::twilio::{Busy, Credentials, Error as TwilioError, ErrorClass, Inventories};
@@ -39,8 +40,7 @@ use kube::{Resource, ResourceExt};
 use plan::{Cause, Change, Observation, Plan, Settings};
 use secrecy::ExposeSecret;
 use serde_json::json;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use plan::ROTATE_ANNOTATION;
@@ -70,14 +70,10 @@ pub struct ApiKeys {
 /// repeat a Twilio call this process already made.
 #[derive(Default)]
 struct Memory {
-    /// Each account's keys at Twilio.
+    /// Each account's keys at Twilio, shared by every key of that account.
     inventories: Inventories,
-    /// Keys revoked lately, by SID; entries expire after [`REVOKED_MEMORY`].
-    revoked: Mutex<HashMap<String, Instant>>,
-    /// What is remembered of each object, by UID: one record each, however much it holds.
-    objects: Mutex<HashMap<String, Remembered>>,
-    /// Generations whose template failed with real values: they ask Twilio for no more keys.
-    refusals: template::Refusals,
+    /// What is remembered of each object: one record each, however much it holds.
+    objects: objects::Memory<Remembered>,
 }
 
 /// What is remembered of one object.
@@ -90,11 +86,15 @@ struct Remembered {
     verdict: Option<(Option<i64>, bool)>,
     /// The Secret as last read or written: while the watch says it is still at that version, a
     /// pass need not read it again.
-    seen: Option<Seen>,
+    secret: Option<SecretSeen>,
+    /// Keys of this object revoked lately, with when; entries expire after [`REVOKED_MEMORY`].
+    revoked: Vec<(String, Instant)>,
+    /// A generation whose template failed with real values: it asks Twilio for no more keys.
+    refused: Option<(Option<i64>, template::Invalid)>,
 }
 
 /// An object's Secret as a pass observed it, and what the observation depended on.
-struct Seen {
+struct SecretSeen {
     /// The Secret's resourceVersion.
     version: String,
     /// The object's generation, which decides the Secret's expected shape.
@@ -139,36 +139,41 @@ impl Issued {
 }
 
 impl Memory {
-    fn note_revoked(&self, sid: &str) {
-        let mut revoked = self.revoked.lock().expect("revoked keys");
-        revoked.retain(|_, at| at.elapsed() < REVOKED_MEMORY);
-        revoked.insert(sid.to_owned(), Instant::now());
+    fn note_revoked(&self, uid: &str, sid: &str) {
+        self.note(uid, |r| {
+            r.revoked.retain(|(_, at)| at.elapsed() < REVOKED_MEMORY);
+            r.revoked.push((sid.to_owned(), Instant::now()));
+        });
     }
 
-    fn revoked_recently(&self, sid: &str) -> bool {
-        self.revoked
-            .lock()
-            .expect("revoked keys")
-            .get(sid)
-            .is_some_and(|at| at.elapsed() < REVOKED_MEMORY)
+    fn revoked_recently(&self, uid: &str, sid: &str) -> bool {
+        let lately = |(revoked, at): &(String, Instant)| revoked == sid && at.elapsed() < REVOKED_MEMORY;
+        self.recall(uid, |r| r.revoked.iter().any(lately).then_some(()))
+            .is_some()
+    }
+
+    fn note_refused(&self, uid: &str, generation: Option<i64>, why: &template::Invalid) {
+        self.note(uid, |r| r.refused = Some((generation, why.clone())));
+    }
+
+    /// Why this generation cannot publish, if it failed with real values.
+    fn refused(&self, uid: &str, generation: Option<i64>) -> Option<template::Invalid> {
+        self.recall(uid, |r| {
+            r.refused
+                .clone()
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, why)| why)
+        })
     }
 
     /// Changes what is remembered of object `uid`.
     fn note(&self, uid: &str, change: impl FnOnce(&mut Remembered)) {
-        let mut objects = self.objects.lock().expect("object memory");
-        match objects.get_mut(uid) {
-            Some(remembered) => change(remembered),
-            None => change(objects.entry(uid.to_owned()).or_default()),
-        }
+        self.objects.note(uid, change);
     }
 
     /// What `read` makes of what is remembered of object `uid`, if anything is.
     fn recall<T>(&self, uid: &str, read: impl FnOnce(&Remembered) -> Option<T>) -> Option<T> {
-        self.objects
-            .lock()
-            .expect("object memory")
-            .get(uid)
-            .and_then(read)
+        self.objects.recall(uid, read)
     }
 
     fn note_applied(&self, uid: &str, generation: Option<i64>) {
@@ -208,7 +213,7 @@ impl Memory {
         max_age: Duration,
     ) -> Option<Observed> {
         self.recall(uid, |r| {
-            r.seen
+            r.secret
                 .as_ref()
                 .filter(|s| Some(s.version.as_str()) == current && s.at.elapsed() < max_age)
                 .filter(|s| s.generation == generation && s.account_sid == account_sid)
@@ -216,14 +221,13 @@ impl Memory {
         })
     }
 
-    fn note_seen(&self, uid: &str, secret: Option<&Secret>, seen: impl FnOnce(String) -> Seen) {
+    fn note_seen(&self, uid: &str, secret: Option<&Secret>, seen: impl FnOnce(String) -> SecretSeen) {
         let version = secret.and_then(|s| s.metadata.resource_version.clone());
-        self.note(uid, |r| r.seen = version.map(seen));
+        self.note(uid, |r| r.secret = version.map(seen));
     }
 
     fn forget(&self, uid: &str) {
-        self.objects.lock().expect("object memory").remove(uid);
-        self.refusals.forget(uid);
+        self.objects.forget(uid);
     }
 }
 
@@ -243,7 +247,7 @@ impl ApiKeys {
     pub fn has_seen_secret(&self, uid: &str, version: Option<&str>) -> bool {
         self.memory
             .recall(uid, |r| {
-                r.seen
+                r.secret
                     .as_ref()
                     .filter(|s| Some(s.version.as_str()) == version)
                     .map(|_| ())
@@ -521,7 +525,7 @@ impl ApiKeys {
     fn judge_secret(&self, settings: &Settings, account_sid: &str, found: Option<&Secret>) -> Observed {
         let expected = settings.expected_data(account_sid);
         let observed = secret::observe(found, &settings.uid, settings.shape(&expected));
-        self.memory.note_seen(&settings.uid, found, |version| Seen {
+        self.memory.note_seen(&settings.uid, found, |version| SecretSeen {
             version,
             generation: settings.generation,
             account_sid: account_sid.to_owned(),
@@ -568,9 +572,13 @@ impl ApiKeys {
         retired?;
         // A key this process revoked lately still shows in a list read before that: it was
         // published and retired, not left over, and is gone already.
-        let leftovers = plan.sweep.iter().filter(|sid| !self.memory.revoked_recently(sid));
+        let uid = &settings.uid;
+        let leftovers = plan
+            .sweep
+            .iter()
+            .filter(|sid| !self.memory.revoked_recently(uid, sid));
         for orphan in leftovers {
-            self.revoke(target, orphan).await?;
+            self.revoke(uid, target, orphan).await?;
             let note = format!("Revoked key {orphan}, created before an interruption and never published");
             self.ctx
                 .event(key, EventType::Normal, "LeftoverRevoked", "Revoke", note)
@@ -624,14 +632,14 @@ impl ApiKeys {
     }
 
     /// Revokes a key at Twilio; a key already gone counts as revoked.
-    async fn revoke(&self, target: &Target, sid: &str) -> Result<(), TwilioError> {
+    async fn revoke(&self, uid: &str, target: &Target, sid: &str) -> Result<(), TwilioError> {
         // A pass that read an older status may list a key this process already revoked.
-        if !self.memory.revoked_recently(sid) {
+        if !self.memory.revoked_recently(uid, sid) {
             self.ctx
                 .twilio
                 .delete_key(&target.creds, &target.account_sid, sid)
                 .await?;
-            self.memory.note_revoked(sid);
+            self.memory.note_revoked(uid, sid);
         }
         Ok(())
     }
@@ -663,7 +671,7 @@ impl ApiKeys {
                         .await;
                 }
                 None => {
-                    self.revoke(target, sid).await?;
+                    self.revoke(&key.uid().unwrap_or_default(), target, sid).await?;
                     failpoint::hit("apikey-mid-revoke");
                     tracing::info!(key = %sid, "revoked retiring key");
                     revoked.push(sid.clone());
@@ -688,7 +696,7 @@ impl ApiKeys {
         now: Timestamp,
     ) -> Result<Issued, Stop> {
         let ctx = &self.ctx;
-        if let Some(why) = self.memory.refusals.get(&settings.uid, settings.generation) {
+        if let Some(why) = self.memory.refused(&settings.uid, settings.generation) {
             return Err(Problem::from(why).into());
         }
         let spec_secret = key.spec.secret.as_deref().cloned().unwrap_or_default();
@@ -749,7 +757,7 @@ impl ApiKeys {
         // The template passed with placeholders; should it fail with the real values, this
         // generation creates no more keys (the one made is swept as never published).
         let secret = published(&new.sid, new.secret.expose_secret())
-            .inspect_err(|why| self.memory.refusals.note(&settings.uid, settings.generation, why))
+            .inspect_err(|why| self.memory.note_refused(&settings.uid, settings.generation, why))
             .map_err(Problem::from)?;
         let written = reconcile::write_secret(ctx, &secret, ours, false).await;
         // After a refusal the next pass asks Kubernetes first again, so it never costs another key.

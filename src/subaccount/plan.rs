@@ -7,11 +7,11 @@
 //!   one (and never adopt an account that is not a subaccount of the credentials' account);
 //! - [`account_update`]: the rename and status change to ask Twilio for, never reopening a
 //!   closed account;
-//! - [`usage_due`]: whether usage is stale;
+//! - [`StatusChange::announcement`]: the event naming why the status changed;
 //! - [`token_plan`] and [`token_stepped`]: where the auth token rotation stands (publish,
 //!   start, promote, or wait until when), including after an interruption at any step.
 
-use crate::api::subaccount::{AuthTokenStatus, Budget, SubaccountState, SubaccountUsage, TwilioSubaccount};
+use crate::api::subaccount::{AuthTokenStatus, Budget, SubaccountState, TwilioSubaccount};
 use crate::api::{SecretForm, schedule};
 use crate::budget;
 use crate::conditions::{Problem, Reason, duration_field};
@@ -22,11 +22,9 @@ use crate::twilio::types::{Account, AccountStatus, AccountUpdate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::runtime::events::EventType;
 use rust_decimal::Decimal;
 use std::time::Duration;
-
-/// Usage is read from Twilio at most this often.
-pub const USAGE_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 
 /// The spec, validated, with its defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,9 +92,8 @@ impl Settings {
     }
 }
 
-/// The spec as far as the budget needs it (names and the budget), validated: enough to hold the
-/// subaccount to its budget while the rest of the spec cannot be used.
-pub fn budget_settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
+/// Validates `sub`'s spec.
+pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
     let namespace = sub.namespace().unwrap_or_default();
     let display_name = tagging::display_name(sub.spec.friendly_name.as_deref(), &namespace, &sub.name_any());
     let secret = sub.spec.secret.as_ref();
@@ -109,24 +106,8 @@ pub fn budget_settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
         name: sub.name_any(),
         secret_type: secret.map_or_else(|| SecretForm::default().type_, |s| s.form.type_.clone()),
         template: None,
-        budget: None,
+        budget: budget::limit(sub.spec.budget.as_ref())?,
     };
-    if let Some(budget) = &sub.spec.budget {
-        let monthly = budget::amount("spec.budget.monthly", &budget.monthly)?;
-        if monthly <= Decimal::ZERO {
-            return Err(Problem::new(
-                Reason::InvalidSpec,
-                "spec.budget.monthly must be more than zero, such as \"50.00\"",
-            ));
-        }
-        settings.budget = Some((budget.clone(), monthly));
-    }
-    Ok(settings)
-}
-
-/// Validates `sub`'s spec.
-pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
-    let mut settings = budget_settings(sub)?;
     settings.token_rotation = match &sub.spec.auth_token_rotation {
         Some(r) => Some((
             duration_field("spec.authTokenRotation.every", &r.every)?,
@@ -134,7 +115,6 @@ pub fn settings(sub: &TwilioSubaccount) -> Result<Settings, Problem> {
         )),
         None => None,
     };
-    let secret = sub.spec.secret.as_ref();
     // Checked with placeholders before anything is asked of Twilio.
     if let Some(spec) = secret.and_then(|s| s.form.template.as_ref()) {
         let checked = Template::compile(
@@ -249,29 +229,57 @@ pub fn account_update(
     )
 }
 
-/// The newer of two usage reads.
-pub fn newest_usage(a: Option<SubaccountUsage>, b: Option<SubaccountUsage>) -> Option<SubaccountUsage> {
-    [a, b].into_iter().flatten().max_by_key(|u| u.observed_at.0)
+/// A change of the subaccount's status at Twilio that a pass made, to announce.
+pub struct StatusChange<'a> {
+    /// The subaccount.
+    pub sid: &'a str,
+    /// Its status before.
+    pub was: AccountStatus,
+    /// Its status now.
+    pub now: AccountStatus,
+    /// Whether the budget suspends it.
+    pub by_budget: bool,
+    /// What spec.state says.
+    pub spec: SubaccountState,
+    /// Whether the last pass recorded a budget suspension.
+    pub budget_lifted: bool,
+    /// Whether the spec changed since the last pass, so the change is the spec's, not drift.
+    pub spec_changed: bool,
 }
 
-/// When `usage` is read again: after [`USAGE_MAX_AGE`], or sooner as the budget's schedule
-/// says ([`budget::read_interval`], from the spend `rate` per hour; `triggered` says Twilio
-/// calls back at each threshold).
-pub fn next_usage_read(
-    usage: &SubaccountUsage,
-    budget: Option<&(Budget, Decimal)>,
-    rate: Option<&str>,
-    triggered: bool,
-) -> Timestamp {
-    let observed = usage.observed_at.0;
-    let spent = Decimal::from_str_exact(usage.month_to_date.trim()).ok();
-    let rate = rate.and_then(|r| Decimal::from_str_exact(r).ok());
-    match (budget, spent) {
-        (Some((budget, monthly)), Some(spent)) => budget::next_read(
-            observed,
-            budget::read_interval(budget, *monthly, spent, rate, triggered),
-        ),
-        _ => schedule::after(observed, USAGE_MAX_AGE),
+impl StatusChange<'_> {
+    /// The event announcing the change: its type, reason and note, naming the cause.
+    pub fn announcement(&self) -> (EventType, &'static str, String) {
+        let sid = self.sid;
+        match self.now {
+            AccountStatus::Suspended if self.by_budget && self.spec == SubaccountState::Active => (
+                EventType::Warning,
+                "BudgetSuspended",
+                format!(
+                    "Suspended subaccount {sid} at Twilio: its spend reached spec.budget.monthly and spec.budget.action is Suspend"
+                ),
+            ),
+            AccountStatus::Active if self.budget_lifted => (
+                EventType::Normal,
+                "BudgetReactivated",
+                format!(
+                    "Reactivated subaccount {sid}: its spend is below spec.budget.monthly again (a new month, or a higher limit)"
+                ),
+            ),
+            now => {
+                let (type_, reason) = if self.spec_changed {
+                    (EventType::Normal, "StatusChanged")
+                } else {
+                    (EventType::Warning, "StatusDrift")
+                };
+                let note = format!(
+                    "Subaccount {sid} was {} at Twilio; set to {} as spec.state says",
+                    self.was.as_str(),
+                    now.as_str()
+                );
+                (type_, reason, note)
+            }
+        }
     }
 }
 
@@ -511,27 +519,6 @@ mod tests {
             (restored.friendly_name, restored.status),
             (None, Some(AccountStatus::Active))
         );
-    }
-
-    #[test]
-    fn usage_is_read_at_most_every_15_minutes() {
-        let read = |t: &str| SubaccountUsage {
-            month_to_date: "1".into(),
-            currency: "usd".into(),
-            observed_at: Time(at(t)),
-            period: None,
-        };
-        let usage = read(T0);
-        assert_eq!(
-            next_usage_read(&usage, None, None, false),
-            at("2026-01-01T00:15:00Z")
-        );
-        let newer = read("2026-01-01T00:10:00Z");
-        assert_eq!(
-            newest_usage(Some(usage.clone()), Some(newer.clone())),
-            Some(newer.clone())
-        );
-        assert_eq!(newest_usage(None, Some(usage.clone())), Some(usage));
     }
 
     #[test]

@@ -1,0 +1,366 @@
+//! The subaccount's own lifecycle at Twilio: claim its SID, find it or create it, bring it to
+//! the wanted state and name, and apply the deletion policy.
+//!
+//! A create is never duplicated: the intent (`status.pendingSince`) is written first, the
+//! subaccount is created under a name derived from the object's UID alone and recorded at once,
+//! and an interrupted create is found by that name. A closed subaccount is never reopened; one
+//! changed outside Kubernetes is brought back with a Warning event.
+
+use super::plan::{self, Existence, Found};
+use super::spend::Spend;
+use super::{Fetched, Resolved, Subaccounts, look};
+use crate::api::subaccount::{SubaccountDeletionPolicy, TwilioSubaccount, TwilioSubaccountStatus};
+use crate::conditions::{Problem, Reason};
+use crate::reconcile::{self, Candidates, Note, Stop, write_status};
+use crate::target::{self, Use};
+use crate::twilio::types::{Account, AccountFilter, AccountStatus, AccountUpdate};
+use crate::twilio::{Credentials, ErrorClass};
+use crate::{claims, tagging, tenancy};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use std::time::Instant;
+
+impl Subaccounts {
+    /// Holds the claim on the SID the spec adopts or the status records: it comes before any
+    /// Twilio call about that SID.
+    pub(super) async fn claim_known(
+        &self,
+        sub: &TwilioSubaccount,
+        st: &TwilioSubaccountStatus,
+    ) -> Result<(), Stop> {
+        match sub.spec.sid.as_deref().or(st.sid.as_deref()) {
+            Some(sid) => self.claim(sid, sub).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The subaccount at Twilio, found or created, recorded in `st`.
+    pub(super) async fn ensure_account(
+        &self,
+        sub: &TwilioSubaccount,
+        resolved: &Resolved,
+        st: &mut TwilioSubaccountStatus,
+        now: Timestamp,
+    ) -> Result<Account, Stop> {
+        let ctx = &self.ctx;
+        let parent = &resolved.parent;
+        let found = self.observe(sub, resolved, st).await?;
+        let account = match plan::existence(found, parent.account_sid())? {
+            Existence::Exists(account) => account,
+            Existence::Recover(account) => {
+                self.claim(&account.sid, sub).await?;
+                st.sid = Some(account.sid.clone());
+                st.pending_since = None;
+                write_status(ctx, sub, st).await?;
+                let note = format!(
+                    "Found subaccount {} created before an interruption; no second one was made",
+                    account.sid
+                );
+                ctx.event(sub, EventType::Normal, "Recovered", "Create", note)
+                    .await;
+                account
+            }
+            Existence::Create => {
+                if let Some(policy) = &resolved.policy {
+                    tenancy::check_create(policy)?;
+                }
+                let name = &resolved.settings.creation_name;
+                let create = ctx.twilio.create_account(parent, Some(name));
+                let account =
+                    reconcile::create_with_intent(ctx, sub, st, now, "subaccount-after-create", create)
+                        .await?;
+                st.sid = Some(account.sid.clone());
+                st.pending_since = None;
+                write_status(ctx, sub, st).await?;
+                self.claim(&account.sid, sub).await?;
+                let note = format!("Created subaccount {}", account.sid);
+                ctx.event(sub, EventType::Normal, "Created", "Create", note).await;
+                account
+            }
+        };
+        copy_to_status(st, &account);
+        if let Some(token) = &account.auth_token {
+            // The usage-trigger endpoint verifies Twilio's calls with it.
+            ctx.remember_subaccount_token(&account.sid, token.clone());
+        }
+        Ok(account)
+    }
+
+    /// Brings the subaccount to the state the spend step wants and the spec's name, announcing
+    /// a change of state with its cause.
+    pub(super) async fn enforce(
+        &self,
+        sub: &TwilioSubaccount,
+        resolved: &Resolved,
+        account: Account,
+        spend: &Spend,
+        st: &mut TwilioSubaccountStatus,
+    ) -> Result<Account, Stop> {
+        let name = &resolved.settings.display_name;
+        let Some(update) = plan::account_update(spend.wanted, name, &account)? else {
+            return Ok(account);
+        };
+        let updated = self
+            .update(sub, &resolved.parent, &account.sid, &update, st)
+            .await?;
+        if let Some(status) = update.status {
+            let change = plan::StatusChange {
+                sid: &account.sid,
+                was: account.status.unwrap_or(AccountStatus::Unknown),
+                now: status,
+                by_budget: spend.suspends(),
+                spec: sub.spec.state,
+                budget_lifted: spend.previous.as_ref().is_some_and(|b| b.suspended_by_budget),
+                spec_changed: st.observed_generation != sub.metadata.generation,
+            };
+            let (type_, reason, note) = change.announcement();
+            self.ctx.event(sub, type_, reason, "Update", note).await;
+        }
+        Ok(updated)
+    }
+
+    /// Suspends subaccount `sid` if it is active, for a budget that holds although the spec
+    /// cannot be used; nothing else is changed, and nothing is reactivated.
+    pub(super) async fn suspend_for_budget(
+        &self,
+        sub: &TwilioSubaccount,
+        parent: &Credentials,
+        sid: &str,
+        st: &mut TwilioSubaccountStatus,
+    ) -> Result<(), Stop> {
+        let gone = format!("Subaccount {sid} recorded in status no longer exists at Twilio");
+        let account = self.fetch(sub, parent, sid, gone).await?;
+        if account.status != Some(AccountStatus::Active) {
+            return Ok(());
+        }
+        let update = AccountUpdate {
+            friendly_name: None,
+            status: Some(AccountStatus::Suspended),
+        };
+        self.update(sub, parent, sid, &update, st).await?;
+        let note = format!(
+            "Suspended subaccount {sid} at Twilio: its spend reached its budget, which holds although the spec cannot be used"
+        );
+        self.ctx
+            .event(sub, EventType::Warning, "BudgetSuspended", "Update", note)
+            .await;
+        Ok(())
+    }
+
+    /// Asks Twilio for `update`, records the outcome in `st` and remembers it.
+    async fn update(
+        &self,
+        sub: &TwilioSubaccount,
+        parent: &Credentials,
+        sid: &str,
+        update: &AccountUpdate,
+        st: &mut TwilioSubaccountStatus,
+    ) -> Result<Account, Stop> {
+        let updated = self.ctx.twilio.update_account(parent, sid, update).await?;
+        copy_to_status(st, &updated);
+        self.remember_fetched(sub, &updated);
+        Ok(updated)
+    }
+
+    /// Applies deletionPolicy to the subaccount the status recorded (or an interrupted create
+    /// made), with credentials of the parent the status recorded, and only as far as the
+    /// TwilioAccount still allows: a policy it no longer allows is Retain, with a Warning.
+    pub(super) async fn apply_deletion_policy(
+        &self,
+        sub: &TwilioSubaccount,
+        st: &TwilioSubaccountStatus,
+    ) -> Result<Action, Stop> {
+        let ctx = &self.ctx;
+        let kept = st.sid.as_deref().unwrap_or("no subaccount");
+        let wanted = match sub.spec.deletion_policy {
+            SubaccountDeletionPolicy::Retain => return Ok(reconcile::retained(ctx, sub, kept).await),
+            SubaccountDeletionPolicy::Suspend => AccountStatus::Suspended,
+            SubaccountDeletionPolicy::Close => AccountStatus::Closed,
+        };
+        if st.sid.is_none() && st.pending_since.is_none() {
+            // Nothing was ever asked of Twilio for this object.
+            return Ok(Action::await_change());
+        }
+        let ns = sub.namespace().unwrap_or_default();
+        let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
+        let parent = target::parent(ctx, &ns, refs.0, refs.1, Use::Cleanup).await.ok();
+        let allowed = match parent.as_ref().map(|p| &p.account) {
+            Some(Some(policy)) => tenancy::check_deletion_policy(policy, sub.spec.deletion_policy),
+            Some(None) => Ok(()),
+            None if sub.spec.credentials_ref.is_some() => Ok(()),
+            None => Err(Problem::new(
+                Reason::NotPermitted,
+                "its TwilioAccount cannot be read, so whether the policy is allowed is unknown",
+            )),
+        };
+        if let Err(refusal) = allowed {
+            let note = format!(
+                "deletionPolicy {:?} is not applied: {}; {kept} is retained",
+                sub.spec.deletion_policy, refusal.message
+            );
+            ctx.event(
+                sub,
+                EventType::Warning,
+                "DeletionPolicyNotPermitted",
+                "Delete",
+                note,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        let candidates = self.candidates(parent.map(|p| p.creds), st);
+        let recorded = st.sid.clone();
+        // From the UID alone: a spec that no longer validates must not hide an interrupted create.
+        let creation_name = Some(tagging::creation_name(&sub.uid().unwrap_or_default()));
+        let apply_policy = |creds: Credentials| {
+            let (recorded, creation_name) = (recorded.clone(), creation_name.clone());
+            async move {
+                let sid = match (recorded, creation_name) {
+                    (Some(sid), _) => sid,
+                    (None, Some(name)) => match self.find_created(&creds, &name).await? {
+                        Some(account) => account.sid,
+                        None => return Ok(None),
+                    },
+                    _ => return Ok(None),
+                };
+                let update = AccountUpdate {
+                    friendly_name: None,
+                    status: Some(wanted),
+                };
+                match ctx.twilio.update_account(&creds, &sid, &update).await {
+                    Ok(_) => Ok(Some(Note {
+                        reason: "DeletionPolicyApplied",
+                        text: format!("Subaccount {sid} is now {}", wanted.as_str()),
+                    })),
+                    // Already closed: nothing more can happen to it.
+                    Err(e) if e.code() == Some(21479) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let failed = |why: &str| Note {
+            reason: "DeletionPolicyFailed",
+            text: format!(
+                "Could not make {kept} {} at Twilio ({why}); do it in the Twilio Console",
+                wanted.as_str()
+            ),
+        };
+        let work = format!("Making {kept} {} at Twilio", wanted.as_str());
+        reconcile::release(ctx, sub, candidates, &work, apply_policy, failed).await
+    }
+
+    /// The credentials a deletion step may use: the object's own (`own`) and the operator's, but
+    /// only those of the parent the status recorded, which alone may act on what it recorded.
+    pub(super) fn candidates(&self, own: Option<Credentials>, st: &TwilioSubaccountStatus) -> Candidates {
+        let owner = st.owner_account_sid.as_deref();
+        let of_owner = |c: &Credentials| owner.is_none_or(|o| o == c.account_sid());
+        Candidates {
+            own: own.filter(of_owner),
+            operator: self.ctx.default_credentials.clone().filter(of_owner),
+        }
+    }
+
+    /// Looks for the subaccount at Twilio: the one spec.sid adopts, the one status records, or
+    /// the one an interrupted create may have made.
+    async fn observe(
+        &self,
+        sub: &TwilioSubaccount,
+        resolved: &Resolved,
+        st: &TwilioSubaccountStatus,
+    ) -> Result<Found, Stop> {
+        let parent = &resolved.parent;
+        if let Some(sid) = sub.spec.sid.as_deref() {
+            let missing = format!(
+                "spec.sid {sid} does not exist at Twilio, or account {} cannot see it: check the SID and spec.credentialsRef",
+                parent.account_sid()
+            );
+            return Ok(Found::Adopted(self.fetch(sub, parent, sid, missing).await?));
+        }
+        if let Some(sid) = st.sid.as_deref() {
+            let missing = format!(
+                "Subaccount {sid} recorded in status no longer exists at Twilio (Twilio deletes closed subaccounts after 30 days)"
+            );
+            return Ok(Found::Recorded(self.fetch(sub, parent, sid, missing).await?));
+        }
+        if st.pending_since.is_some() {
+            let name = &resolved.settings.creation_name;
+            return Ok(Found::Interrupted(self.find_created(parent, name).await?));
+        }
+        Ok(Found::Nothing)
+    }
+
+    /// Subaccount `sid`: as this process fetched it lately for `sub` as it now is, or fetched
+    /// now; a subaccount Twilio does not have is a `NotFound` problem saying `missing`.
+    async fn fetch(
+        &self,
+        sub: &TwilioSubaccount,
+        parent: &Credentials,
+        sid: &str,
+        missing: String,
+    ) -> Result<Account, Stop> {
+        let (looked, fresh_for) = (look(sub), self.ctx.fresh_for());
+        let lately = self.memory.recall(&sub.uid().unwrap_or_default(), |r| {
+            let fetched = r.fetched.as_ref()?;
+            let fresh = fetched.at.elapsed() < fresh_for && fetched.look == looked;
+            (fresh && fetched.account.sid == sid).then(|| fetched.account.clone())
+        });
+        if let Some(account) = lately {
+            return Ok(account);
+        }
+        let fetched = self.ctx.twilio.fetch_account(parent, sid).await;
+        let account = fetched.map_err(|e| match e.class() {
+            ErrorClass::NotFound => Problem::new(Reason::NotFound, missing),
+            _ => e.into(),
+        })?;
+        self.remember_fetched(sub, &account);
+        Ok(account)
+    }
+
+    /// Holds the claim on `sid` for `sub`, asking the apiserver only until it has been seen held.
+    async fn claim(&self, sid: &str, sub: &TwilioSubaccount) -> Result<(), Stop> {
+        let uid = sub.uid().unwrap_or_default();
+        let held = self
+            .memory
+            .recall(&uid, |r| r.claimed.as_deref().map(|c| c == sid));
+        if held != Some(true) {
+            claims::claim(&self.ctx, sid, sub).await?;
+            self.memory.note(&uid, |r| r.claimed = Some(sid.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Remembers the subaccount as Twilio just described it, for `sub` as it now is.
+    fn remember_fetched(&self, sub: &TwilioSubaccount, account: &Account) {
+        let fetched = Fetched {
+            at: Instant::now(),
+            look: look(sub),
+            account: account.clone(),
+        };
+        self.memory
+            .note(&sub.uid().unwrap_or_default(), |r| r.fetched = Some(fetched));
+    }
+
+    /// The subaccount created under `creation_name`, if an interrupted create made one.
+    pub(super) async fn find_created(
+        &self,
+        parent: &Credentials,
+        creation_name: &str,
+    ) -> Result<Option<Account>, crate::twilio::Error> {
+        let filter = AccountFilter {
+            friendly_name: Some(creation_name.to_owned()),
+            status: None,
+        };
+        let found = self.ctx.twilio.list_accounts(parent, &filter).await?;
+        Ok(found.into_iter().find(|a| a.sid != parent.account_sid()))
+    }
+}
+
+/// Copies what Twilio says of the account into the status.
+fn copy_to_status(st: &mut TwilioSubaccountStatus, account: &Account) {
+    st.sid = Some(account.sid.clone());
+    st.owner_account_sid = account.owner_account_sid.clone();
+    st.friendly_name = account.friendly_name.clone();
+    st.twilio_status = account.status.map(|s| s.as_str().to_owned());
+}
