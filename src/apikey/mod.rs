@@ -1,45 +1,36 @@
-//! The TwilioApiKey reconciler: one lifecycle for one Twilio key and its Secret.
-//!
-//! A pass reads as: validate the spec ([`plan::settings`]) → resolve the account and
-//! credentials → observe the Secret and the account's keys → [`plan::plan`] (pure) → act →
-//! record the outcome in status with the Ready condition.
-//!
-//! Contract:
-//! - create is crash-safe: the intent (`status.pendingSince`) is written before Twilio is asked,
-//!   the new key carries the object's tag, its credentials reach the Secret before the status,
-//!   and whatever a crash leaves behind is either adopted from the Secret or swept at Twilio;
-//! - a retiring key lives until its revokeAt, whatever happens: a rotation waits for a grace
-//!   period in progress (so rotations never make more than two live keys), and a lost or
-//!   edited Secret is replaced at once without cutting a retiring key short;
-//! - failures become a condition reason and an event, and back off exponentially;
-//! - no secret value is ever logged, put in status, or put in an event;
-//! - what this reconciler remembers between passes ([`Memory`]) is forgotten with its object.
+//! The TwilioApiKey reconciler: one lifecycle for one Twilio key and its Secret. A pass reads
+//! validate ([`plan::settings`]) → resolve the account and credentials → observe the Secret and
+//! the account's keys → [`plan::plan`] (pure) → act → record the outcome in status. Create is
+//! crash-safe (intent first, tag on the key, Secret before status); a retiring key lives until
+//! its revokeAt; no secret value reaches a log, status or event. What it remembers ([`memory`])
+//! is forgotten with the object. ARCHITECTURE.md tells the story.
 
+mod memory;
 pub mod plan;
+mod rollout;
 
 use crate::api::TwilioSubaccount;
-use crate::api::apikey::{KeyDeletionPolicy, KeyType, TwilioApiKey, TwilioApiKeyStatus, WorkloadKind};
+use crate::api::apikey::{KeyDeletionPolicy, KeyType, TwilioApiKey, TwilioApiKeyStatus};
 use crate::api::{duration, schedule};
 use crate::conditions::{Problem, Reason, is_ready};
 use crate::context::Context;
-use crate::objects::{self, object_id};
+use crate::objects::object_id;
 use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop};
 use crate::secret::{self, Observed};
 use crate::target::{self, Target, Use};
-use crate::twilio::{Busy, Credentials, Error as TwilioError, ErrorClass, Inventories};
+use crate::twilio::{Busy, Credentials, Error as TwilioError, ErrorClass};
 use crate::{failpoint, tagging, template, tenancy};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use memory::{Memory, SecretSeen};
 use plan::{Cause, Change, Observation, Plan, Settings};
 use secrecy::ExposeSecret;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,8 +42,6 @@ const SUBACCOUNT_LIST_WAIT: Duration = Duration::from_secs(30);
 /// When a pass that could not look at the account's keys (another pass was listing them) looks
 /// again.
 const DRIFT_UNCHECKED_RETRY: Duration = Duration::from_secs(5);
-/// How long this process remembers a key it revoked, to skip repeating the call.
-const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
 /// The scope's subaccounts, and whether their first list is complete.
 pub type ListedSubaccounts = (Store<TwilioSubaccount>, tokio::sync::watch::Receiver<bool>);
@@ -64,46 +53,6 @@ pub struct ApiKeys {
     /// The version each of the scope's owned Secrets is at, from their watch.
     secrets: Arc<secret::Versions>,
     memory: Memory,
-}
-
-/// What this reconciler remembers between passes, so a pass that read an older status does not
-/// repeat a Twilio call this process already made.
-#[derive(Default)]
-struct Memory {
-    /// Each account's keys at Twilio, shared by every key of that account.
-    inventories: Inventories,
-    /// What is remembered of each object: one record each, however much it holds.
-    objects: objects::Memory<Remembered>,
-}
-
-/// What is remembered of one object.
-#[derive(Default)]
-struct Remembered {
-    /// The generation last applied at Twilio.
-    applied: Option<Option<i64>>,
-    /// Whether Kubernetes took (`true`) or refused the last Secret written, and for which
-    /// generation.
-    verdict: Option<(Option<i64>, bool)>,
-    /// The Secret as last read or written: while the watch says it is still at that version, a
-    /// pass need not read it again.
-    secret: Option<SecretSeen>,
-    /// Keys of this object revoked lately, with when; entries expire after [`REVOKED_MEMORY`].
-    revoked: Vec<(String, Instant)>,
-    /// A generation whose template failed with real values: it asks Twilio for no more keys.
-    refused: Option<(Option<i64>, template::Invalid)>,
-}
-
-/// An object's Secret as a pass observed it, and what the observation depended on.
-struct SecretSeen {
-    /// The Secret's resourceVersion.
-    version: String,
-    /// The object's generation, which decides the Secret's expected shape.
-    generation: Option<i64>,
-    /// The account whose SID the Secret's data must carry.
-    account_sid: String,
-    observed: Observed,
-    /// When it was read or written.
-    at: Instant,
 }
 
 /// A key a pass issued, to announce.
@@ -138,99 +87,6 @@ impl Issued {
     }
 }
 
-impl Memory {
-    fn note_revoked(&self, uid: &str, sid: &str) {
-        self.note(uid, |r| {
-            r.revoked.retain(|(_, at)| at.elapsed() < REVOKED_MEMORY);
-            r.revoked.push((sid.to_owned(), Instant::now()));
-        });
-    }
-
-    fn revoked_recently(&self, uid: &str, sid: &str) -> bool {
-        let lately = |(revoked, at): &(String, Instant)| revoked == sid && at.elapsed() < REVOKED_MEMORY;
-        self.recall(uid, |r| r.revoked.iter().any(lately).then_some(()))
-            .is_some()
-    }
-
-    fn note_refused(&self, uid: &str, generation: Option<i64>, why: &template::Invalid) {
-        self.note(uid, |r| r.refused = Some((generation, why.clone())));
-    }
-
-    /// Why this generation cannot publish, if it failed with real values.
-    fn refused(&self, uid: &str, generation: Option<i64>) -> Option<template::Invalid> {
-        self.recall(uid, |r| {
-            r.refused
-                .clone()
-                .filter(|(g, _)| *g == generation)
-                .map(|(_, why)| why)
-        })
-    }
-
-    /// Changes what is remembered of object `uid`.
-    fn note(&self, uid: &str, change: impl FnOnce(&mut Remembered)) {
-        self.objects.note(uid, change);
-    }
-
-    /// What `read` makes of what is remembered of object `uid`, if anything is.
-    fn recall<T>(&self, uid: &str, read: impl FnOnce(&Remembered) -> Option<T>) -> Option<T> {
-        self.objects.recall(uid, read)
-    }
-
-    fn note_applied(&self, uid: &str, generation: Option<i64>) {
-        self.note(uid, |r| r.applied = Some(generation));
-    }
-
-    fn applied(&self, uid: &str, generation: Option<i64>) -> bool {
-        self.recall(uid, |r| r.applied) == Some(generation)
-    }
-
-    fn note_verdict(&self, uid: &str, generation: Option<i64>, accepted: bool) {
-        self.note(uid, |r| r.verdict = Some((generation, accepted)));
-    }
-
-    /// Whether the Secret of `generation` is known to pass Kubernetes' checks, so a key can be
-    /// asked of Twilio without a dry run first: Kubernetes took it from this process; or, with
-    /// nothing known here (after a restart), `secret` is intact and records this generation, and
-    /// the object's status says the last pass over this generation succeeded (`settled`). The
-    /// record alone proves nothing, since whoever can edit the Secret can write it; the status
-    /// they cannot write, and a refused write leaves it not Ready until a write is taken.
-    fn secret_proven(&self, uid: &str, generation: Option<i64>, secret: &Observed, settled: bool) -> bool {
-        let written = matches!(secret, Observed::Ours(r) if r.intact && r.generation == generation);
-        match self.recall(uid, |r| r.verdict) {
-            Some((judged, accepted)) if judged == generation => accepted,
-            _ => generation.is_some() && written && settled,
-        }
-    }
-
-    /// What the Secret held when last seen, if it is still at that version (`current`), was
-    /// judged for this generation and account, and was read within `max_age` (by then a watch
-    /// that missed a change is caught up with).
-    fn seen(
-        &self,
-        uid: &str,
-        current: Option<&str>,
-        (generation, account_sid): (Option<i64>, &str),
-        max_age: Duration,
-    ) -> Option<Observed> {
-        self.recall(uid, |r| {
-            r.secret
-                .as_ref()
-                .filter(|s| Some(s.version.as_str()) == current && s.at.elapsed() < max_age)
-                .filter(|s| s.generation == generation && s.account_sid == account_sid)
-                .map(|s| s.observed.clone())
-        })
-    }
-
-    fn note_seen(&self, uid: &str, secret: Option<&Secret>, seen: impl FnOnce(String) -> SecretSeen) {
-        let version = secret.and_then(|s| s.metadata.resource_version.clone());
-        self.note(uid, |r| r.secret = version.map(seen));
-    }
-
-    fn forget(&self, uid: &str) {
-        self.objects.forget(uid);
-    }
-}
-
 impl ApiKeys {
     /// A reconciler acting through `ctx`, remembering nothing yet.
     pub fn new(ctx: Arc<Context>, subaccounts: ListedSubaccounts, secrets: Arc<secret::Versions>) -> Self {
@@ -245,14 +101,7 @@ impl ApiKeys {
     /// Whether the last pass over key `uid` read or wrote its Secret at `version`: a watch event
     /// bringing that version tells the key nothing new.
     pub fn has_seen_secret(&self, uid: &str, version: Option<&str>) -> bool {
-        self.memory
-            .recall(uid, |r| {
-                r.secret
-                    .as_ref()
-                    .filter(|s| Some(s.version.as_str()) == version)
-                    .map(|_| ())
-            })
-            .is_some()
+        self.memory.has_seen_secret(uid, version)
     }
 }
 
@@ -815,56 +664,6 @@ impl ApiKeys {
             }
         }
         self.memory.note_applied(&settings.uid, settings.generation);
-        Ok(())
-    }
-
-    /// Rolls each restartWorkloads entry by setting a pod-template annotation to the current key
-    /// SID: the same value twice changes nothing, so each workload rolls once per key.
-    async fn roll_workloads(
-        &self,
-        key: &TwilioApiKey,
-        settings: &Settings,
-        st: &mut TwilioApiKeyStatus,
-    ) -> Result<(), Stop> {
-        let Some(sid) = st.key_sid.clone() else {
-            return Ok(());
-        };
-        let patch = Patch::Merge(
-            json!({"spec": {"template": {"metadata": {"annotations": {ROLLOUT_ANNOTATION: sid}}}}}),
-        );
-        let params = PatchParams::default();
-        let (client, ns) = (self.ctx.client.clone(), settings.namespace.as_str());
-        for workload in &key.spec.restart_workloads {
-            let name = workload.name.as_str();
-            let result = match workload.kind {
-                WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
-                    .patch(name, &params, &patch)
-                    .await
-                    .map(drop),
-                WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
-                    .patch(name, &params, &patch)
-                    .await
-                    .map(drop),
-                WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
-                    .patch(name, &params, &patch)
-                    .await
-                    .map(drop),
-            };
-            match result {
-                Ok(()) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    let note = format!(
-                        "{:?} {name} in restartWorkloads does not exist; it was not restarted for key {sid}",
-                        workload.kind
-                    );
-                    self.ctx
-                        .event(key, EventType::Warning, "WorkloadMissing", "Restart", note)
-                        .await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        st.workloads_rolled_for = Some(sid);
         Ok(())
     }
 
