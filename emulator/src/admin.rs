@@ -5,7 +5,7 @@
 //! Contract: the state dump never contains a key secret or an auth token; the bootstrap calls
 //! return the credentials they create, since that is their purpose.
 
-use crate::model::{AccountStatus, ApiError, KeyKind, Rules};
+use crate::world::{AccountStatus, ApiError, KeyKind, Rules};
 use crate::{App, faults::Knobs, http::error_response};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};

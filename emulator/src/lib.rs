@@ -13,15 +13,15 @@ pub mod contract;
 pub mod faults;
 pub mod http;
 pub mod ids;
-pub mod model;
 pub mod routes;
+pub mod world;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Shared state of a running emulator.
 pub struct App {
-    pub world: Mutex<model::World>,
+    pub world: Mutex<world::World>,
     pub knobs: RwLock<faults::Knobs>,
     pub contract: Option<contract::Contract>,
     pub stats: Mutex<Stats>,
@@ -43,8 +43,8 @@ pub struct Stats {
 }
 
 impl App {
-    pub fn new(knobs: faults::Knobs, rules: model::Rules, contract: Option<contract::Contract>) -> Self {
-        let mut world = model::World::default();
+    pub fn new(knobs: faults::Knobs, rules: world::Rules, contract: Option<contract::Contract>) -> Self {
+        let mut world = world::World::default();
         world.rules = rules;
         Self {
             world: Mutex::new(world),
@@ -58,7 +58,7 @@ impl App {
     }
 
     /// Makes trigger callbacks in the background, as Twilio does, counting their answers.
-    pub fn deliver(&self, calls: Vec<model::Callback>) {
+    pub fn deliver(&self, calls: Vec<world::Callback>) {
         for call in calls {
             let (http, answers) = (self.http.clone(), self.callbacks.clone());
             tokio::spawn(async move {

@@ -4,7 +4,7 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use twilio_emulator::{App, contract::Contract, faults::Knobs, model::Rules};
+use twilio_emulator::{App, contract::Contract, faults::Knobs, world::Rules};
 
 /// A stateful, in-memory emulator of Twilio's Accounts, Keys, IAM Keys, AuthTokens, Balance and
 /// Usage APIs, on one port. Its controls are under /_emulator/.

@@ -5,7 +5,7 @@
 //! malformed SID in a path is a 400/70002, as Twilio answers.
 
 use crate::ids;
-use crate::model::ApiError;
+use crate::world::ApiError;
 use axum::http::Method;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,49 @@ pub enum Route {
     CreateSecondaryAuthToken,
     DeleteSecondaryAuthToken,
     PromoteAuthToken,
+}
+
+/// The Twilio domain whose operations a route names; each is served by its own module of `http`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// Accounts, subaccounts, their balance and auth tokens.
+    Accounts,
+    /// API keys, in v2010 and IAM.
+    Keys,
+    /// Usage records and usage triggers.
+    Usage,
+}
+
+impl Route {
+    /// The domain this route belongs to.
+    pub fn domain(&self) -> Domain {
+        match self {
+            Route::CreateAccount
+            | Route::ListAccount
+            | Route::FetchAccount(_)
+            | Route::UpdateAccount(_)
+            | Route::FetchBalance(_)
+            | Route::CreateSecondaryAuthToken
+            | Route::DeleteSecondaryAuthToken
+            | Route::PromoteAuthToken => Domain::Accounts,
+            Route::CreateKey(_)
+            | Route::ListKey(_)
+            | Route::FetchKey(..)
+            | Route::UpdateKey(..)
+            | Route::DeleteKey(..)
+            | Route::IamCreateKey
+            | Route::IamListKeys
+            | Route::IamFetchKey(_)
+            | Route::IamUpdateKey(_)
+            | Route::IamDeleteKey(_) => Domain::Keys,
+            Route::ListUsageRecord(..)
+            | Route::CreateUsageTrigger(_)
+            | Route::ListUsageTrigger(_)
+            | Route::FetchUsageTrigger(..)
+            | Route::UpdateUsageTrigger(..)
+            | Route::DeleteUsageTrigger(..) => Domain::Usage,
+        }
+    }
 }
 
 const USAGE_PERIODS: [(&str, &str); 8] = [

@@ -336,7 +336,7 @@ fn real_twilio() -> Result<Twilio, Error> {
 
 /// Serves the emulator from this process, with a fresh main account.
 async fn emulator() -> Result<Twilio, Error> {
-    use twilio_emulator::{App, faults::Knobs, model::Rules};
+    use twilio_emulator::{App, faults::Knobs, world::Rules};
     let app = Arc::new(App::new(Knobs::default(), Rules::default(), None));
     let (account_sid, auth_token) = app
         .world
