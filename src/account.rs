@@ -1,12 +1,8 @@
-//! The TwilioAccount reconciler: whether an account's credentials authenticate at Twilio.
-//!
-//! Contract:
-//! - `status.accountSid` is the SID the credentials belong to, and Ready says whether Twilio
-//!   accepts them (one FetchAccount of the account itself);
-//! - an account is checked once per generation and then once per resync interval, and a failing
-//!   one no sooner than its backoff: its own status writes never cause another Twilio call;
-//! - the policy itself is enforced where objects use the account ([`crate::tenancy`]), never here;
-//! - [`keep_applied`] keeps the account the Helm chart's values describe applied.
+//! The TwilioAccount reconciler: whether an account's credentials authenticate at Twilio (one
+//! FetchAccount of the account itself), recorded as `status.accountSid` and Ready. An account is
+//! checked once per generation and then once per resync interval, a failing one no sooner than its
+//! backoff. The policy is enforced where objects use the account ([`crate::tenancy`]), never here;
+//! [`keep_applied`] keeps the account the Helm chart's values describe applied.
 
 use crate::api::{TwilioAccount, TwilioAccountStatus};
 use crate::conditions::{self, Problem, Reason};

@@ -1,12 +1,8 @@
-//! One object per subaccount SID in the whole cluster.
-//!
-//! Contract:
-//! - before a TwilioSubaccount acts on a SID it holds that SID's claim: a Lease named after the
-//!   SID in the operator's claims namespace, whose holder is the object's UID;
-//! - creating a Lease is atomic at the apiserver, so of two objects racing for one SID exactly one
-//!   wins; the other gets `SidInUse`, naming the holder;
-//! - a claim whose holder no longer exists (deleted without its finalizer) is taken over; a claim
-//!   is released when its object goes.
+//! One object per subaccount SID in the whole cluster. Before a TwilioSubaccount acts on a SID it
+//! holds that SID's claim: a Lease named after the SID in the operator's namespace, held by the
+//! object's UID. Creating a Lease is atomic, so of two objects racing for one SID exactly one wins
+//! and the other gets `SidInUse`, naming the holder. A claim whose holder no longer exists is taken
+//! over; a claim is released when its object goes.
 
 use crate::api::TwilioSubaccount;
 use crate::conditions::{Problem, Reason};

@@ -1,13 +1,8 @@
-//! The condition vocabulary: the `Ready` condition, its reasons, and the [`Problem`] that says
-//! why an object is not Ready.
-//!
-//! Contract:
-//! - [`ready`] returns the conditions list with `Ready` set; `lastTransitionTime` moves only when
-//!   the status value changes, so a condition that keeps failing does not churn;
-//! - a [`Problem`] made from a Twilio error carries the matching reason and a hint a person can
-//!   act on; no problem message ever holds a secret, because Twilio errors never do;
-//! - [`LifecycleStatus`] is what the shared lifecycle steps (intent, finish) may touch in either
-//!   kind's status.
+//! The condition vocabulary: the `Ready` condition and its reasons, and the [`Problem`] that says
+//! why an object is not Ready, with a hint a person can act on and never a secret.
+//! `lastTransitionTime` moves only when a condition's status changes, so a condition that keeps
+//! failing does not churn; [`LifecycleStatus`] is what the shared lifecycle steps may touch in
+//! either kind's status.
 
 use crate::api::duration;
 use crate::api::{TwilioApiKeyStatus, TwilioSubaccountStatus};

@@ -1,14 +1,9 @@
-//! What every reconciler shares: the Kubernetes and Twilio clients, the operator's own
-//! credentials, the event recorder, the metrics, the caches of TwilioAccounts and Namespace
-//! labels, per-object backoff and the subaccount tokens.
-//!
-//! Contract:
-//! - [`Context::backoff`] grows exponentially per object (5 s doubling to 10 min, with jitter)
-//!   until [`Context::succeeded`] resets it, so no failure is retried in a hot loop;
-//! - subaccount auth tokens are read once with the parent's credentials and kept until the
-//!   subaccount rotates its token, Twilio refuses it, or its object goes; both kinds act with
-//!   them, which is why they live here and not in one reconciler's memory;
-//! - what only one reconciler needs lives in that reconciler, not here.
+//! What both reconcilers share, and nothing else: the Kubernetes and Twilio clients, the
+//! operator's own credentials, the event recorder, the metrics, the cluster caches of TwilioAccounts
+//! and Namespaces, per-object backoff (5 s doubling to 10 min, with jitter, so nothing retries in a
+//! hot loop), the operator's own recent writes, and the subaccount auth tokens both kinds act with
+//! (kept until the token rotates, is refused, or its object goes). What one reconciler needs lives
+//! in that reconciler.
 
 use crate::api::TwilioAccount;
 use crate::metrics::Metrics;

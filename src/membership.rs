@@ -1,18 +1,8 @@
-//! Which TwilioApiKeys live in which TwilioSubaccount, and what they read of it, kept from the
-//! watches of both kinds. Pure.
-//!
-//! Contract:
-//! - [`Membership::observe`] takes every event of the key watch, in order, and answers the
-//!   subaccounts whose set of keys changed, so a key wakes only the subaccount it names, and
-//!   only when it joins or leaves it (a key's status write wakes nothing);
-//! - a key being deleted has left its subaccount;
-//! - a relist (the watch's `Init` … `InitDone`) replaces the whole index, so keys deleted while
-//!   the watch was down leave too;
-//! - counts and lookups cost O(1) and O(keys of that subaccount), whatever the cluster holds;
-//! - [`KeyViews::observe`] takes every event of the subaccount watch and answers the subaccounts
-//!   whose keys must look again: those whose SID, state at Twilio, Ready condition or deletion
-//!   changed, or that went (deleted, or missing from a relist). A status write that changes
-//!   anything else wakes no key.
+//! Which TwilioApiKeys live in which TwilioSubaccount ([`Membership`], from the key watch), and
+//! what keys read of their subaccount ([`KeyViews`], from the subaccount watch). Pure. A key wakes
+//! its subaccount only when it joins or leaves it, and a subaccount its keys only when their SID,
+//! state at Twilio, Ready condition or deletion changed; a relist replaces the whole index. Counts
+//! and lookups cost O(1) and O(keys of that subaccount), whatever the cluster holds.
 
 use crate::api::{TwilioApiKey, TwilioSubaccount};
 use crate::objects::{Unlisted, reference};

@@ -1,22 +1,9 @@
-//! The lifecycle both reconcilers follow, and the I/O steps they share.
-//!
-//! Contract:
-//! - a kind implements [`Lifecycle`]: `converge` while the object lives, `cleanup` once it is
-//!   being deleted; [`reconcile`] holds the operator's finalizer in between, so Twilio is always
-//!   cleaned up before the object goes;
-//! - a pass ends Ready, with a [`Problem`] (reported in the Ready condition, with a Warning event
-//!   when the reason changes, and retried with backoff), or with a Kubernetes API error (retried
-//!   with backoff by the controller): see [`finish`];
-//! - status is written with server-side apply under the operator's field manager, whole, so a
-//!   field the operator stops setting disappears;
-//! - a create at Twilio is announced in status first ([`create_with_intent`]), so a crash after
-//!   Twilio acted leaves a trace the next pass follows;
-//! - at deletion, the object's own credentials are tried first and the operator's next
-//!   ([`release`]). A deletion that cannot finish yet (Twilio busy or failing, the object's own
-//!   credentials refused) keeps the finalizer and says why in Ready, with an event, retrying
-//!   after the backoff ([`hold`]); refused credentials are waited for only while the namespace
-//!   lives. When nothing can reach Twilio a Warning names what was left behind and the object
-//!   goes anyway, so namespaces always finish deleting.
+//! The lifecycle both reconcilers follow ([`Lifecycle`]), and the I/O steps they share: the
+//! finalizer around a pass ([`reconcile`]), its end in status, condition, event and backoff
+//! ([`finish`]), the intent before a create ([`create_with_intent`]), the Secret write, and the
+//! deletion steps ([`release`], [`hold`]). Status is written whole with server-side apply, so a
+//! field the operator stops setting disappears. ARCHITECTURE.md ("One object's path") tells the
+//! story.
 
 use crate::api::{TwilioApiKey, TwilioSubaccount};
 use crate::conditions::{self, LifecycleStatus, Problem, Reason};
@@ -96,6 +83,12 @@ impl Object for TwilioSubaccount {
 }
 
 /// One kind's reconciler: its own memory, and the shared [`Context`] it acts through.
+///
+/// A kind's lifecycle: `converge` while the object lives, `cleanup` once it is being deleted;
+/// [`reconcile`] holds the operator's finalizer in between, so Twilio is always cleaned up before
+/// the object goes. A pass ends Ready, with a [`Problem`] (in the Ready condition, with a Warning
+/// event when the reason changes, retried with backoff), or with a Kubernetes API error (retried
+/// with backoff by the controller).
 pub trait Lifecycle: Send + Sync + 'static {
     /// The kind it reconciles.
     type Kind: Object + HasStatus<Status = Self::Status>;
@@ -535,6 +528,12 @@ pub struct Candidates {
 /// credentials refused while its namespace lives (somebody can still correct them), stops the
 /// deletion until the next try; when nothing else reaches Twilio, `failed(why)` becomes a Warning
 /// event and the object is let go.
+///
+/// At deletion the object's own credentials are tried first and the operator's next. A deletion
+/// that cannot finish yet (Twilio busy or failing, the object's own credentials refused) keeps the
+/// finalizer and says why in Ready, with an event, retrying after the backoff ([`hold`]); refused
+/// credentials are waited for only while the namespace lives. When nothing can reach Twilio a
+/// Warning names what was left behind and the object goes anyway, so namespaces finish deleting.
 pub async fn release<K, F, Fut>(
     ctx: &Context,
     obj: &K,

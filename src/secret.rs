@@ -1,19 +1,9 @@
-//! The Secrets the operator publishes credentials in: pure builders and readers.
-//!
-//! Contract:
-//! - a published Secret has the spec's type (Opaque by default), is labelled `app.kubernetes.io/managed-by: twilio-operator`,
-//!   controlled (ownerReference) by its object, and annotated with what it holds (key SID,
-//!   creation time, a short SHA-256 of the secret value, the owner's generation it was built
-//!   for, on a key's Secret) so the operator can tell, without reading Twilio, whether the data
-//!   is intact and which key it carries, and can claim that Kubernetes took a Secret of this
-//!   shape before (a claim anybody who edits the Secret can forge, so it is weighed, not trusted);
-//!   A templated Secret also records a digest of its template and of all its data, since its
-//!   keys hold rendered text rather than the credentials themselves;
-//! - [`observe`] classifies an existing Secret: ours and intact, ours but edited, or somebody
-//!   else's (a conflict the operator never overwrites);
-//! - [`Versions`] knows, from the watch of the operator's Secrets, the resourceVersion each one
-//!   is at, so a Secret already read at that version need not be read again; a relist drops the
-//!   Secrets that went while the watch was down.
+//! The Secrets the operator publishes credentials in: pure builders ([`build`]) and readers
+//! ([`observe`]: ours and intact, ours but edited, or somebody else's, which is never
+//! overwritten), and the resourceVersion of each owned Secret from their watch ([`Versions`]). A
+//! published Secret carries annotations saying what it holds, so the operator can tell without
+//! Twilio whether it is intact; whoever edits the Secret can forge them, so they are weighed,
+//! never trusted.
 
 use crate::fingerprint;
 use crate::objects::Unlisted;
@@ -82,6 +72,12 @@ pub struct Published<'a> {
 }
 
 /// The Secret to apply for `p`.
+///
+/// The Secret has the spec's type (Opaque by default), is labelled
+/// `app.kubernetes.io/managed-by: twilio-operator`, controlled (ownerReference) by its object, and
+/// annotated with the key SID, creation time, a short digest of the secret value and, on a key's
+/// Secret, the owner's generation it was built for. A templated Secret also records digests of its
+/// template and of all its data, since its keys hold rendered text.
 pub fn build(p: &Published<'_>) -> Secret {
     let mut labels = p.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());

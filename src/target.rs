@@ -1,16 +1,10 @@
-//! Which Twilio account an object acts on, and the credentials to act with.
-//!
-//! Contract:
-//! - an object acts in its own account, named by `spec.credentialsRef` (a Secret in its own
-//!   namespace, read directly and never cached), or in a TwilioAccount: `spec.accountRef`, or the
-//!   one named `default`. There is no implicit use of the operator's environment: only a
-//!   TwilioAccount with `credentials.fromEnvironment` reaches it;
-//! - a TwilioAccount is used only from a namespace it admits ([`Use::Act`]); a missing account,
-//!   Secret or environment is a `CredentialsMissing` problem saying how to fix it;
-//! - a key with `subaccountRef` acts as that subaccount, with the subaccount's own auth token
-//!   (read once with the parent's credentials, then cached), reading the subaccount object
-//!   from the shared cache, and waits with
-//!   `SubaccountNotReady`, `SubaccountSuspended` or `SubaccountClosed` until it can.
+//! Which Twilio account an object acts on, and the credentials to act with: its own
+//! (`spec.credentialsRef`, a Secret in its namespace, read directly and never cached), or a
+//! TwilioAccount's (`spec.accountRef`, or the one named `default`), used only from a namespace it
+//! admits. The operator's environment is reached only through a TwilioAccount with
+//! `credentials.fromEnvironment`. A key with `subaccountRef` acts with that subaccount's own auth
+//! token, and waits until the subaccount is ready. What is missing is a `CredentialsMissing`
+//! problem saying how to fix it.
 
 use crate::api::account::AccountCredentials;
 use crate::api::{AccountRef, LocalRef, TwilioAccount, TwilioSubaccount};

@@ -1,19 +1,8 @@
-//! Secret templates: the data of a published Secret in the shape the application reads (a
-//! `.env` file, a JSON config, a URL), rendered with MiniJinja, a Jinja2 dialect.
-//!
-//! Contract:
-//! - [`Template::compile`] checks every template before anything is asked of Twilio: syntax,
-//!   the blocks and operators offered, unknown variables and filters, the rendered data keys and
-//!   sizes, by rendering once with placeholder values as long as the real ones. Its errors name
-//!   the template key, line and column, and carry no credential: placeholders are not secrets.
-//! - [`Template::render`] renders with the real values. Should that still fail (a template whose
-//!   behaviour depends on the secret's characters), the error keeps the position and the kind
-//!   of failure but never MiniJinja's message, which could quote a value.
-//! - Rendering is bounded whatever the template: no block but `if` and `for` (so no variable
-//!   grows in a loop), no `*` or `**` (string repetition), filters that refuse long input, a
-//!   fuel limit on instructions, and one output budget for all keys together, the size of a
-//!   Secret. A hostile template costs at most a few MiB and a few milliseconds, and never reaches
-//!   anything beyond its variables.
+//! Secret templates: the data of a published Secret in the shape the application reads (a `.env`
+//! file, a JSON config, a URL), rendered with MiniJinja, a Jinja2 dialect. Every template is checked
+//! with placeholder values before anything is asked of Twilio ([`Template::compile`]), and
+//! rendering is bounded whatever the template, so a hostile one costs at most a few MiB and a few
+//! milliseconds. No error ever quotes a credential.
 
 use crate::api::{MergePolicy, SecretTemplate};
 use crate::conditions::{Problem, Reason};
@@ -33,6 +22,14 @@ const FUEL: u64 = 20_000;
 const BLOCKS: [&str; 6] = ["if", "elif", "else", "endif", "for", "endfor"];
 
 /// A checked template for one Secret.
+///
+/// Checked before anything is asked of Twilio: syntax, the blocks and operators offered, unknown
+/// variables and filters, the rendered data keys and sizes, by rendering once with placeholder
+/// values as long as the real ones. Errors name the template key, line and column, and carry no
+/// credential. Rendering with the real values ([`Template::render`]) that still fails keeps the
+/// position and the kind of failure but never MiniJinja's message, which could quote a value.
+/// Bounds: no block but `if` and `for`, no `*` or `**`, filters that refuse long input, a fuel
+/// limit on instructions, and one output budget for all keys together, the size of a Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     data: BTreeMap<String, String>,

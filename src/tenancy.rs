@@ -1,12 +1,8 @@
 //! Who may use a TwilioAccount for what. Pure: decided from the account's spec, the object's
-//! namespace and its labels, and what the object asks.
-//!
-//! Contract:
-//! - a namespace is admitted when `spec.namespaces.names` lists it or `spec.namespaces.selector`
-//!   matches its labels; absent or empty admits none;
-//! - every refusal is a `NotPermitted` [`Problem`] whose message names the TwilioAccount and the
-//!   rule, and says what a cluster admin would change;
-//! - the checks run before any Twilio call, so a refused object costs Twilio nothing.
+//! namespace and its labels, and what the object asks. A namespace is admitted when
+//! `spec.namespaces.names` lists it or `spec.namespaces.selector` matches its labels (absent or
+//! empty admits none). Every refusal is a `NotPermitted` [`Problem`] naming the TwilioAccount and
+//! the rule, made before any Twilio call.
 
 use crate::api::TwilioAccount;
 use crate::api::apikey::KeyType;

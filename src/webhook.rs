@@ -1,21 +1,9 @@
 //! The endpoint Twilio's usage triggers call when a subaccount's spend crosses a budget
-//! threshold: `POST /usage-triggers/{namespace}/{name}` on the webhook address.
-//!
-//! Contract:
-//! - a call counts only when it names (`AccountSid`) a subaccount whose budget triggers call
-//!   the path's object, and its `X-Twilio-Signature` is what Twilio computes with that
-//!   subaccount's auth token: HMAC-SHA1 over the exact URL the operator registered (its public
-//!   base URL and the request's path and query) followed by each form parameter's name and
-//!   value, sorted by name, base64-encoded. Anything else (unsigned, mis-signed, about another
-//!   object, a body over 16 KiB) is refused with 403 or 413, costs no Twilio call and changes
-//!   nothing. A process that does not lead, or has not read the token yet, answers 503;
-//! - a verified call records the callback for that SID and wakes the object, at most once per
-//!   [`crate::budget::reads::CALLBACK_SPACING`] (a call within it wakes the object once it has
-//!   passed); the pass reads spend at once, or when that spacing after the last read a callback
-//!   caused has passed. So a flood, even of replayed genuine calls, costs Twilio at most two
-//!   reads a minute per subaccount and wakes its object as often;
-//! - nothing about a call is trusted beyond what the signature proves: the object acts on the
-//!   spend it reads from Twilio itself.
+//! threshold: `POST /usage-triggers/{namespace}/{name}` on the webhook address. A call counts only
+//! when its `X-Twilio-Signature` verifies with the auth token of a subaccount whose triggers call
+//! that very object; anything else costs no Twilio call and changes nothing. A verified call wakes
+//! its object, spaced as [`crate::budget::callbacks`] says. Nothing about a call is trusted beyond
+//! what the signature proves: the object acts on the spend it reads from Twilio itself.
 
 use crate::budget::callbacks::{Callbacks, Wake};
 use crate::context::{Changed, Context};
@@ -69,6 +57,17 @@ struct Endpoint {
 }
 
 /// The usage-trigger endpoint, acting through `ctx` and recording calls in `callbacks`.
+///
+/// A call counts only when it names (`AccountSid`) a subaccount whose budget triggers call the
+/// path's object, and its `X-Twilio-Signature` is what Twilio computes with that subaccount's auth
+/// token: HMAC-SHA1 over the exact URL the operator registered (its public base URL and the
+/// request's path and query) followed by each form parameter's name and value, sorted by name,
+/// base64-encoded. Anything else (unsigned, mis-signed, about another object, a body over 16 KiB)
+/// is refused with 403 or 413. A process that does not lead, or has not read the token yet,
+/// answers 503. A verified call wakes the object at most once per
+/// [`crate::budget::reads::CALLBACK_SPACING`] (a call within it wakes the object once it has
+/// passed), so a flood, even of replayed genuine calls, costs Twilio at most two reads a minute
+/// per subaccount.
 pub fn router(ctx: Arc<Context>, callbacks: Arc<Callbacks>) -> Router {
     Router::new()
         .route("/usage-triggers/{namespace}/{name}", post(callback))

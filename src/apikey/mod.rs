@@ -2,7 +2,7 @@
 //! validate ([`plan::settings`]) → resolve the account and credentials → observe the Secret and
 //! the account's keys → [`plan::plan`] (pure) → act → record the outcome in status. Create is
 //! crash-safe (intent first, tag on the key, Secret before status); a retiring key lives until
-//! its revokeAt; no secret value reaches a log, status or event. What it remembers ([`memory`])
+//! its revokeAt; no secret value reaches a log, status or event. What it remembers (`memory`)
 //! is forgotten with the object. ARCHITECTURE.md tells the story.
 
 mod memory;

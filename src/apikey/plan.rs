@@ -1,15 +1,9 @@
-//! What a TwilioApiKey needs, decided from what was observed. Pure: no I/O, no clock.
-//!
-//! Contract:
-//! - [`settings`] validates the spec and fills in its defaults, or says which field is wrong;
-//! - [`plan`] turns the status (the operator's record), the Secret as found, the account's keys
-//!   at Twilio and the time into a [`Plan`]: the record brought up to date with what the Secret
-//!   proves (adoption after a crash), which retiring keys are due, which tagged keys nobody
-//!   records (crash leftovers) are swept, and whether to issue a new key, update the current
-//!   one, or do nothing;
-//! - [`issued`] is the record after a new key reached the Secret;
-//! - a restarted operator computes the same plan from the same facts, so a restart alone never
-//!   rotates anything.
+//! What a TwilioApiKey needs, decided from what was observed. Pure: no I/O, no clock. [`settings`]
+//! validates the spec; [`plan`] turns the status, the Secret, the account's keys and the time into
+//! a [`Plan`]: the record brought up to date with what the Secret proves (adoption after a crash),
+//! the retiring keys due, the tagged keys nobody records (swept), and whether to issue, update or
+//! do nothing; [`issued`] is the record after a new key reached the Secret. A restarted operator
+//! computes the same plan from the same facts, so a restart alone never rotates anything.
 
 use crate::api::apikey::{RetiringKey, SecretKeys, TwilioApiKey, TwilioApiKeyStatus};
 use crate::api::schedule;

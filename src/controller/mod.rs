@@ -2,7 +2,7 @@
 //! the whole cluster), and the cluster-wide caches of TwilioAccounts and Namespaces. Each kind is
 //! watched and cached once per scope; a key wakes its subaccount only when it joins or leaves it,
 //! a subaccount its keys only when what they read of it changes, an owned Secret its owner, and a
-//! change the operator itself wrote nobody. [`decode`] reads watched objects, [`streams`] holds
+//! change the operator itself wrote nobody. `decode` reads watched objects, `streams` holds
 //! the stream plumbing. ARCHITECTURE.md ("One object's path") tells the story.
 
 mod decode;

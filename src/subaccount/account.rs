@@ -8,7 +8,7 @@
 
 use super::plan::{self, Existence, Found};
 use super::spend::Spend;
-use super::{Fetched, Resolved, Subaccounts, look};
+use super::{Fetched, Resolved, Subaccounts, edits_hash};
 use crate::api::subaccount::{SubaccountDeletionPolicy, TwilioSubaccount, TwilioSubaccountStatus};
 use crate::conditions::{Problem, Reason};
 use crate::reconcile::{self, Candidates, Note, Stop, write_status};
@@ -300,10 +300,10 @@ impl Subaccounts {
         sid: &str,
         missing: String,
     ) -> Result<Account, Stop> {
-        let (looked, fresh_for) = (look(sub), self.ctx.fresh_for());
+        let (edits, fresh_for) = (edits_hash(sub), self.ctx.fresh_for());
         let lately = self.memory.recall(&sub.uid().unwrap_or_default(), |r| {
             let fetched = r.fetched.as_ref()?;
-            let fresh = fetched.at.elapsed() < fresh_for && fetched.look == looked;
+            let fresh = fetched.at.elapsed() < fresh_for && fetched.edits == edits;
             (fresh && fetched.account.sid == sid).then(|| fetched.account.clone())
         });
         if let Some(account) = lately {
@@ -335,7 +335,7 @@ impl Subaccounts {
     fn remember_fetched(&self, sub: &TwilioSubaccount, account: &Account) {
         let fetched = Fetched {
             at: Instant::now(),
-            look: look(sub),
+            edits: edits_hash(sub),
             account: account.clone(),
         };
         self.memory

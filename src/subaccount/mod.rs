@@ -1,9 +1,9 @@
 //! The TwilioSubaccount reconciler: a driver over steps for one Twilio subaccount. A pass reads
-//! validate → resolve → claim → [`account`] (find or create) → [`spend`] (read and judge spend) →
-//! [`account`] (bring it to the wanted state) → [`spend`] (report the budget, keep its triggers)
-//! → [`token`] (publish the Secret, rotate the auth token) → done. [`plan`] decides, purely;
-//! each step hands the next a typed value ([`Resolved`], `Account`, [`spend::Spend`]).
-//! What the reconciler remembers ([`Remembered`], one record per object) is forgotten with it.
+//! validate → resolve → claim → `account` (find or create) → `spend` (read and judge spend) →
+//! `account` (bring it to the wanted state) → `spend` (report the budget, keep its triggers)
+//! → `token` (publish the Secret, rotate the auth token) → done. [`plan`] decides, purely;
+//! each step hands the next a typed value (`Resolved`, `Account`, `spend::Spend`).
+//! What the reconciler remembers (`Remembered`, one record per object) is forgotten with it.
 //! ARCHITECTURE.md tells the story, with crash safety and tenancy.
 
 mod account;
@@ -47,10 +47,10 @@ struct Remembered {
     /// namespace, which tenants cannot write, so a claim seen held stays held until released.
     claimed: Option<String>,
     /// The subaccount as last fetched or updated: while fresh ([`Context::fresh_for`]) and
-    /// with the object's [`look`] unchanged, a pass reads this instead of asking Twilio again.
+    /// with the object's [`edits_hash`] unchanged, a pass reads this instead of asking Twilio again.
     fetched: Option<Fetched>,
     /// The last usage read of subaccount `.0`, whatever a (possibly stale) status says, with the
-    /// [`look`] it was read for, so a spec change or an annotation reads it again.
+    /// [`edits_hash`] it was read for, so a spec change or an annotation reads it again.
     usage: Option<(String, SubaccountUsage, u64)>,
     /// When a trigger callback last caused a usage read.
     callback_read: Option<Timestamp>,
@@ -62,10 +62,10 @@ struct Remembered {
     refused: Option<(Option<i64>, template::Invalid)>,
 }
 
-/// A subaccount as Twilio described it, when, and for which [`look`] of its object.
+/// A subaccount as Twilio described it, when, and for which [`edits_hash`] of its object.
 struct Fetched {
     at: Instant,
-    look: u64,
+    edits: u64,
     account: Account,
 }
 
@@ -83,10 +83,10 @@ struct Resolved {
     imposed: Option<String>,
 }
 
-/// What a person changes to make the operator look again: the spec (its generation) and the
-/// annotations (`kubectl annotate` to force a look at Twilio). Status writes and keys coming and
-/// going leave it as it is.
-fn look(sub: &TwilioSubaccount) -> u64 {
+/// A hash of what a person changes to make the operator look again: the spec (its generation)
+/// and the annotations (`kubectl annotate` to force a look at Twilio). Status writes and keys
+/// coming and going leave it as it is.
+fn edits_hash(sub: &TwilioSubaccount) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hash = DefaultHasher::new();
     (sub.metadata.generation, &sub.metadata.annotations).hash(&mut hash);

@@ -1,15 +1,8 @@
-//! What a TwilioSubaccount needs, decided from what was observed. Pure: no I/O, no clock.
-//!
-//! Contract: the functions here turn spec, status and what Twilio and the Secret showed into
-//! the next step:
-//! - [`settings`]: the spec, validated, or the field at fault;
-//! - [`existence`]: use the subaccount found, record one an interrupted create left, or create
-//!   one (and never adopt an account that is not a subaccount of the credentials' account);
-//! - [`account_update`]: the rename and status change to ask Twilio for, never reopening a
-//!   closed account;
-//! - [`StatusChange::announcement`]: the event naming why the status changed;
-//! - [`token_plan`] and [`token_stepped`]: where the auth token rotation stands (publish,
-//!   start, promote, or wait until when), including after an interruption at any step.
+//! What a TwilioSubaccount needs, decided from what was observed. Pure: no I/O, no clock. From
+//! spec, status and what Twilio and the Secret showed: the spec validated ([`settings`]); whether to
+//! use, recover or create the subaccount ([`existence`]); the update to ask for, never reopening a
+//! closed account ([`account_update`]) and how to announce it ([`StatusChange`]); where the auth
+//! token rotation stands, after an interruption at any step too ([`token_plan`]).
 
 use crate::api::subaccount::{AuthTokenStatus, Budget, SubaccountState, TwilioSubaccount};
 use crate::api::{SecretForm, schedule};

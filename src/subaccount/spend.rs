@@ -7,7 +7,7 @@
 //! found by name before any is made, and removed with the budget, the webhook URL or the object.
 //! A spec that cannot be used still holds a recorded subaccount to its budget.
 
-use super::{Resolved, Subaccounts, look};
+use super::{Resolved, Subaccounts, edits_hash};
 use crate::api::schedule;
 use crate::api::subaccount::{
     BudgetStatus, BudgetTrigger, SubaccountState, SubaccountUsage, TwilioSubaccount, TwilioSubaccountStatus,
@@ -89,7 +89,7 @@ impl Subaccounts {
             .unwrap_or_default();
         // With a budget, what a person changes (a new limit, an annotation to force a look) is
         // judged against fresh spend, read at most every few seconds however often it changes.
-        let touched = limit.is_some() && remembered.as_ref().is_some_and(|(_, l)| *l != look(sub));
+        let touched = limit.is_some() && remembered.as_ref().is_some_and(|(_, l)| *l != edits_hash(sub));
         let mut usage = reads::newest_usage(st.usage.clone(), remembered.map(|(u, _)| u));
         let triggered = previous.as_ref().is_some_and(|b| !b.triggers.is_empty());
         let rate = |b: Option<&BudgetStatus>| b.and_then(|b| b.rate_per_hour.clone());
@@ -175,7 +175,7 @@ impl Subaccounts {
                 now,
             )),
         };
-        let remembered = (sid.to_owned(), usage.clone(), look(sub));
+        let remembered = (sid.to_owned(), usage.clone(), edits_hash(sub));
         self.memory
             .note(&sub.uid().unwrap_or_default(), |r| r.usage = Some(remembered));
         if let Ok(amount) = usage.month_to_date.parse::<f64>() {

@@ -1,14 +1,8 @@
-//! The transport under every Twilio call: hosts, Basic auth, form bodies, per-account
-//! concurrency and rate limits, bounded retries with backoff, and pagination.
-//!
-//! Contract:
-//! - every call waits for a slot of its account's concurrency limit (Twilio limits concurrent
-//!   requests per account) and, when configured, for its account's requests-per-second budget;
-//! - retryable failures (429/20429, 5xx, transport) are retried with exponential backoff and
-//!   jitter, at most `max_retries` times, honouring Retry-After (capped) when Twilio sends it;
-//! - a create is repeated only when Twilio surely did not act on it (429, no connection), so a
-//!   retry never makes a second subaccount or key;
-//! - request and response bodies are never logged; logs carry operation, status and timing.
+//! The transport under every Twilio call: hosts, Basic auth, form bodies, pagination, and per
+//! account a concurrency limit and an optional requests-per-second budget. Retryable failures
+//! (429/20429, 5xx, transport) are retried with exponential backoff and jitter, at most
+//! `max_retries` times, honouring Retry-After; a create is repeated only when Twilio surely did not
+//! act on it, so a retry never makes a second subaccount or key. Bodies are never logged.
 
 use super::credentials::Credentials;
 use super::error::Error;

@@ -1,16 +1,9 @@
-//! Each account's keys at Twilio, read once and shared by every object in that account.
-//!
-//! Contract:
-//! - [`Inventories::read`] lists an account's keys at most once per `max_age`, however many
-//!   objects ask (one paged list per account per resync interval: drift detection costs
-//!   O(accounts), not O(keys)), and concurrent askers wait for one read instead of each making
-//!   their own, unless they would rather not wait ([`Busy::Skip`]): they get an
-//!   [`Inventory::unknown`] meanwhile;
-//! - a reader gets a shared snapshot ([`Arc`]), never a copy of the list, and finds its own keys
-//!   through the snapshot's index by tag, without looking at anybody else's;
-//! - a key created after a snapshot was read is simply not in it: readers compare with
-//!   [`Inventory::read_at`] instead of adding to a snapshot others hold, and a key found missing
-//!   but then fetched is [`Inventory::confirm`]ed, so it is fetched once per snapshot at most.
+//! Each account's keys at Twilio, read once and shared by every object in that account: one paged
+//! list per account per resync interval, so drift detection costs O(accounts), not O(keys).
+//! Concurrent askers wait for one read ([`Busy::Wait`]) or go on without it ([`Busy::Skip`]);
+//! readers get a shared snapshot, find their own keys through its index by tag, and compare with
+//! [`Inventory::read_at`] instead of adding to a snapshot others hold; a key found missing but then
+//! fetched is [`Inventory::confirm`]ed, so it is fetched once per snapshot at most.
 
 use super::{Credentials, Error, TwilioClient};
 use crate::tagging;
