@@ -1,12 +1,10 @@
-//! Holds every request and response to Twilio's own OpenAPI description of the operation.
-//!
-//! Contract: given the directory holding `twilio_api_v2010.json`, `twilio_iam_v1.json` and
-//! `twilio_accounts_v1.json` (as shipped in Twilio's npm package), [`Contract::check_request`]
-//! reports each way a request departs from the spec (path, method, parameter names, required
-//! parameters, enum values, content type) and [`Contract::check_response`] each way a 2xx
-//! response departs from the operation's response schema. Reports are plain strings; the
-//! emulator keeps them for tests to assert on. Error responses are not checked: the spec does
-//! not describe them.
+//! Holds every request and response to Twilio's own OpenAPI description of the operation. Given
+//! the directory of Twilio's OpenAPI files (as its npm package ships them),
+//! [`Contract::check_request`] reports each way a request departs from the spec (path, method,
+//! parameter names, required parameters, enum values, content type) and
+//! [`Contract::check_response`] each way a 2xx response departs from its schema. Reports are plain
+//! strings the emulator keeps for tests to assert on; error responses, which the spec does not
+//! describe, are not checked.
 
 use axum::http::Method;
 use regex::Regex;

@@ -1,12 +1,9 @@
-//! twilio-emulator: a stateful, in-memory stand-in for the Twilio REST APIs that twilio-operator
-//! uses (api.twilio.com v2010 Accounts, Keys, Balance and Usage; iam.twilio.com v1 Keys;
-//! accounts.twilio.com v1 AuthTokens), all served on one listener.
-//!
-//! Contract: the emulator answers as Twilio does (status codes, error bodies, pagination
-//! envelopes, SID and date formats, auth and scope rules, the account status machine), injects
-//! the faults it is told to, counts every call by operation and status, and, when given Twilio's
-//! OpenAPI files, records every request or response that departs from them. Its own controls
-//! live under `/_emulator/`, a prefix Twilio does not have.
+//! twilio-emulator: a stateful, in-memory stand-in for the Twilio REST APIs twilio-operator uses
+//! (api v2010 Accounts, Keys, Balance and Usage; iam v1 Keys; accounts v1 AuthTokens), all on one
+//! listener. It answers as Twilio does (status codes, error bodies, pagination, SID and date
+//! formats, auth and scope rules, the account status machine), injects the faults it is told to,
+//! counts every call, and, given Twilio's OpenAPI files, records every departure from them. Its own
+//! controls live under `/_emulator/`, a prefix Twilio does not have.
 
 pub mod admin;
 pub mod contract;

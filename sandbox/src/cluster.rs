@@ -1,16 +1,9 @@
-//! A local Kubernetes cluster from pinned binaries: etcd, kube-apiserver (RBAC, a static admin
-//! token), kube-controller-manager, kube-scheduler and kwok simulating one node, so that
-//! Deployments get pods that are scheduled, become Running and are replaced in rollouts. The
-//! project's CRDs are installed and Established.
-//!
-//! Contract:
-//! - [`Cluster::start`] returns once every process is up, the CRDs are Established and the node is
-//!   Ready; it never panics, it reports which process failed with the tail of its log;
-//! - every process runs in its own process group and gets SIGKILL from the kernel when the thread
-//!   that started it ends (`PR_SET_PDEATHSIG`), so start it from a thread that lives as long as
-//!   the cluster should;
-//! - [`Cluster::stop`] (also on drop) stops every process and removes the directory, unless
-//!   asked to keep it; it is idempotent and callable from an `atexit` handler.
+//! A local Kubernetes cluster from pinned binaries: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler and a kwok node whose pods are scheduled, run and roll, with the project's CRDs
+//! Established. [`Cluster::start`] returns once all is up and reports which process failed, with
+//! its log's tail; every process gets SIGKILL when the thread that started it ends
+//! (`PR_SET_PDEATHSIG`), so start it from a thread that lives as long as the cluster should.
+//! [`Cluster::stop`] (also on drop) is idempotent and removes the directory unless asked to keep it.
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
