@@ -1,21 +1,21 @@
 //! The accounts domain's operations: v2010 Accounts (create, list, fetch, update), the
 //! balance billed to an account, and IAM's secondary auth token and its promotion.
 
-use super::{Request, v2010_page};
+use super::{Call, Reply, created, ok, v2010_page};
 use crate::ids;
 use crate::routes::Route;
-use crate::world::{self, AccountUpdate, ApiError, PERMISSION_BALANCE, Principal, Scope, World};
+use crate::world::{self, AccountUpdate, ApiError, PERMISSION_BALANCE, Scope, World};
 use serde_json::{Value, json};
 
 /// Runs `route`, one of this domain's operations ([`Route::domain`]).
 pub(super) fn execute(
     world: &mut World,
-    principal: &Principal,
-    route: &Route,
-    req: &Request<'_>,
-) -> Result<(u16, Option<Value>), ApiError> {
-    let ok = |v: Value| Ok((200, Some(v)));
-    let created = |v: Value| Ok((201, Some(v)));
+    Call {
+        principal,
+        route,
+        req,
+    }: Call<'_>,
+) -> Reply {
     match route {
         Route::CreateAccount => {
             world.authorize(

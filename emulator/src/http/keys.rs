@@ -1,21 +1,21 @@
 //! The keys domain's operations: v2010 Keys (always Standard) and IAM v1 Keys (Standard or
 //! Restricted, with a policy), each rendered in its API's own shape.
 
-use super::{Request, page_query, paginate, v2010_page};
+use super::{Call, Reply, Request, created, ok, page_query, paginate, v2010_page};
 use crate::ids;
 use crate::routes::Route;
-use crate::world::{self, ApiError, KeyKind, Principal, Scope, World, parse_policy};
+use crate::world::{self, ApiError, KeyKind, Scope, World, parse_policy};
 use serde_json::{Value, json};
 
 /// Runs `route`, one of this domain's operations ([`Route::domain`]).
 pub(super) fn execute(
     world: &mut World,
-    principal: &Principal,
-    route: &Route,
-    req: &Request<'_>,
-) -> Result<(u16, Option<Value>), ApiError> {
-    let ok = |v: Value| Ok((200, Some(v)));
-    let created = |v: Value| Ok((201, Some(v)));
+    Call {
+        principal,
+        route,
+        req,
+    }: Call<'_>,
+) -> Reply {
     match route {
         Route::CreateKey(account) => {
             world.authorize(principal, account, Scope::Management, None, req.path)?;

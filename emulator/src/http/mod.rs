@@ -214,17 +214,38 @@ fn credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> {
 }
 
 /// Runs the operation `route` names as `principal`, in the domain that owns it.
-fn execute(
-    world: &mut World,
-    principal: &Principal,
-    route: &Route,
-    req: &Request<'_>,
-) -> Result<(u16, Option<Value>), ApiError> {
+fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Request<'_>) -> Reply {
+    let call = Call {
+        principal,
+        route,
+        req,
+    };
     match route.domain() {
-        Domain::Accounts => accounts::execute(world, principal, route, req),
-        Domain::Keys => keys::execute(world, principal, route, req),
-        Domain::Usage => usage::execute(world, principal, route, req),
+        Domain::Accounts => accounts::execute(world, call),
+        Domain::Keys => keys::execute(world, call),
+        Domain::Usage => usage::execute(world, call),
     }
+}
+
+/// One operation to run: who asks, which route, and the request.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    principal: &'a Principal,
+    route: &'a Route,
+    req: &'a Request<'a>,
+}
+
+/// What an operation answers: a status and its JSON body, or the error Twilio would give.
+type Reply = Result<(u16, Option<Value>), ApiError>;
+
+/// 200 with `body`.
+fn ok(body: Value) -> Reply {
+    Ok((200, Some(body)))
+}
+
+/// 201 with `body`.
+fn created(body: Value) -> Reply {
+    Ok((201, Some(body)))
 }
 
 /// One page of `items`: `(page number, page size, items on it, token of the next page)`.

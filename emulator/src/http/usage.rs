@@ -1,21 +1,21 @@
 //! The usage domain's operations: this month's usage records and usage triggers (create,
 //! list, fetch, update, delete), priced on the emulated clock.
 
-use super::{Request, v2010_page};
+use super::{Call, Reply, created, ok, v2010_page};
 use crate::ids;
 use crate::routes::Route;
-use crate::world::{self, ApiError, NewTrigger, PERMISSION_USAGE, Principal, Scope, World};
+use crate::world::{self, ApiError, NewTrigger, PERMISSION_USAGE, Scope, World};
 use serde_json::{Value, json};
 
 /// Runs `route`, one of this domain's operations ([`Route::domain`]).
 pub(super) fn execute(
     world: &mut World,
-    principal: &Principal,
-    route: &Route,
-    req: &Request<'_>,
-) -> Result<(u16, Option<Value>), ApiError> {
-    let ok = |v: Value| Ok((200, Some(v)));
-    let created = |v: Value| Ok((201, Some(v)));
+    Call {
+        principal,
+        route,
+        req,
+    }: Call<'_>,
+) -> Reply {
     match route {
         Route::ListUsageRecord(account, _) => {
             world.authorize(
