@@ -8,14 +8,12 @@ use crate::world::{self, AccountUpdate, ApiError, PERMISSION_BALANCE, Scope, Wor
 use serde_json::{Value, json};
 
 /// Runs `route`, one of this domain's operations ([`Route::domain`]).
-pub(super) fn execute(
-    world: &mut World,
-    Call {
+pub(super) fn execute(world: &mut World, call: Call<'_>) -> Reply {
+    let Call {
         principal,
         route,
         req,
-    }: Call<'_>,
-) -> Reply {
+    } = call;
     match route {
         Route::CreateAccount => {
             world.authorize(

@@ -8,14 +8,12 @@ use crate::world::{self, ApiError, KeyKind, Scope, World, parse_policy};
 use serde_json::{Value, json};
 
 /// Runs `route`, one of this domain's operations ([`Route::domain`]).
-pub(super) fn execute(
-    world: &mut World,
-    Call {
+pub(super) fn execute(world: &mut World, call: Call<'_>) -> Reply {
+    let Call {
         principal,
         route,
         req,
-    }: Call<'_>,
-) -> Reply {
+    } = call;
     match route {
         Route::CreateKey(account) => {
             world.authorize(principal, account, Scope::Management, None, req.path)?;
