@@ -9,32 +9,17 @@ use serde_json::{Value, json};
 
 /// Runs `route`, one of this domain's operations ([`Route::domain`]).
 pub(super) fn execute(world: &mut World, call: Call<'_>) -> Reply {
-    let Call {
-        principal,
-        route,
-        req,
-    } = call;
+    let (principal, route, req) = (call.principal, call.route, call.req);
+    let own = principal.account_sid.as_str();
     match route {
         Route::CreateAccount => {
-            world.authorize(
-                principal,
-                &principal.account_sid,
-                Scope::Management,
-                None,
-                req.path,
-            )?;
+            world.authorize(principal, own, Scope::Management, None, req.path)?;
             created(account_json(
                 &world.create_subaccount(principal, req.form_owned("FriendlyName"))?,
             ))
         }
         Route::ListAccount => {
-            world.authorize(
-                principal,
-                &principal.account_sid,
-                Scope::Management,
-                None,
-                req.path,
-            )?;
+            world.authorize(principal, own, Scope::Management, None, req.path)?;
             let status = req.query("Status");
             if let Some(s) = status.filter(|s| world::AccountStatus::parse(s).is_none()) {
                 return Err(ApiError::new(400, 20001, format!("Invalid Status {s}")));

@@ -46,12 +46,15 @@ impl Request<'_> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
     fn form(&self, name: &str) -> Option<&str> {
         self.form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
+
     fn form_owned(&self, name: &str) -> Option<String> {
         self.form(name).map(str::to_owned)
     }
+
     fn required(&self, name: &str) -> Result<String, ApiError> {
         self.form_owned(name).ok_or_else(|| ApiError::missing(name))
     }

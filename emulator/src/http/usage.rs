@@ -9,11 +9,7 @@ use serde_json::{Value, json};
 
 /// Runs `route`, one of this domain's operations ([`Route::domain`]).
 pub(super) fn execute(world: &mut World, call: Call<'_>) -> Reply {
-    let Call {
-        principal,
-        route,
-        req,
-    } = call;
+    let (principal, route, req) = (call.principal, call.route, call.req);
     match route {
         Route::ListUsageRecord(account, _) => {
             world.authorize(

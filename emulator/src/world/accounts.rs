@@ -24,6 +24,7 @@ impl AccountStatus {
             _ => None,
         }
     }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -59,6 +60,35 @@ pub struct AccountUpdate {
     pub status: Option<String>,
 }
 
+impl Account {
+    /// An active account, just opened, with no spend and no secondary token.
+    pub(super) fn opened(
+        seq: u64,
+        sid: String,
+        owner: Option<String>,
+        friendly_name: String,
+        auth_token: String,
+        now: Timestamp,
+        balance: String,
+    ) -> Self {
+        Self {
+            seq,
+            sid,
+            owner,
+            friendly_name,
+            status: AccountStatus::Active,
+            auth_token,
+            secondary_token: None,
+            secondary_created: None,
+            created: now,
+            updated: now,
+            usage_total: 0.0,
+            usage_period: String::new(),
+            balance,
+        }
+    }
+}
+
 impl World {
     /// The status that governs an account: a suspended or closed parent suspends its children.
     pub fn effective_status(&self, account: &Account) -> AccountStatus {
@@ -70,6 +100,7 @@ impl World {
             (own, _) => own,
         }
     }
+
     pub fn create_subaccount(
         &mut self,
         principal: &Principal,
@@ -97,24 +128,20 @@ impl World {
             None => format!("SubAccount Created at {}", now.strftime("%Y-%m-%d %I:%M %P")),
         };
         let seq = self.next_seq();
-        let account = Account {
+        let owner = Some(caller.sid.clone());
+        let account = Account::opened(
             seq,
-            sid: ids::sid("AC"),
-            owner: Some(caller.sid.clone()),
-            friendly_name: name,
-            status: AccountStatus::Active,
-            auth_token: ids::auth_token(),
-            secondary_token: None,
-            secondary_created: None,
-            created: now,
-            updated: now,
-            usage_total: 0.0,
-            usage_period: String::new(),
-            balance: caller.balance.clone(),
-        };
+            ids::sid("AC"),
+            owner,
+            name,
+            ids::auth_token(),
+            now,
+            caller.balance.clone(),
+        );
         self.accounts.insert(account.sid.clone(), account.clone());
         Ok(account)
     }
+
     /// The caller's own account and, for a main account, its subaccounts, in creation order.
     pub fn visible_accounts(&self, principal: &Principal) -> Vec<Account> {
         let mut visible: Vec<Account> = self
@@ -126,15 +153,18 @@ impl World {
         visible.sort_by_key(|a| a.seq);
         visible
     }
+
     fn with_effective_status(&self, account: &Account) -> Account {
         Account {
             status: self.effective_status(account),
             ..account.clone()
         }
     }
+
     pub fn fetch_account(&self, sid: &str) -> Account {
         self.with_effective_status(&self.accounts[sid])
     }
+
     pub fn update_account(
         &mut self,
         principal: &Principal,
@@ -189,6 +219,7 @@ impl World {
         }
         Ok(self.fetch_account(sid))
     }
+
     pub fn create_secondary_token(&mut self, account_sid: &str) -> Result<Account, ApiError> {
         let account = self
             .accounts
@@ -205,6 +236,7 @@ impl World {
         account.secondary_created = Some(Timestamp::now());
         Ok(account.clone())
     }
+
     pub fn delete_secondary_token(&mut self, account_sid: &str) -> Result<(), ApiError> {
         let account = self
             .accounts
@@ -216,6 +248,7 @@ impl World {
             .map(|_| ())
             .ok_or_else(|| ApiError::not_found("/AuthTokens/Secondary"))
     }
+
     pub fn promote_secondary_token(&mut self, account_sid: &str) -> Result<Account, ApiError> {
         let account = self
             .accounts
@@ -261,6 +294,7 @@ mod tests {
             20003
         );
     }
+
     #[test]
     fn secondary_token_flow() {
         let (mut world, main) = world();

@@ -109,6 +109,7 @@ impl World {
         }
         Ok(Principal { account_sid, via })
     }
+
     /// Checks that `principal` may act on `target`'s resources in `scope`; `path` names the
     /// resource in a 404. `permission` is what a Restricted key would need.
     pub fn authorize(
@@ -165,6 +166,7 @@ impl World {
             Err(ApiError::not_found(path))
         }
     }
+
     /// Refuses work on the resources of an account that is not active.
     pub fn require_active(&self, account_sid: &str) -> Result<(), ApiError> {
         match self.accounts.get(account_sid).map(|a| self.effective_status(a)) {
@@ -221,6 +223,7 @@ mod tests {
         let nested = world.create_subaccount(&as_a, None).unwrap_err();
         assert_eq!((nested.status, nested.code), (400, 21101));
     }
+
     #[test]
     fn standard_keys_cannot_manage_and_deleted_keys_stop_working() {
         let (mut world, main) = world();
@@ -243,6 +246,7 @@ mod tests {
             20003
         );
     }
+
     #[test]
     fn policies_are_checked() {
         assert_eq!(

@@ -65,6 +65,7 @@ impl World {
         *self.keys_held.entry(key.account_sid.clone()).or_default() += 1;
         Ok(NewKey { key, secret })
     }
+
     pub fn account_keys(&self, account_sid: &str) -> Vec<Key> {
         let mut keys: Vec<Key> = self
             .keys
@@ -75,6 +76,7 @@ impl World {
         keys.sort_by_key(|k| k.seq);
         keys
     }
+
     /// The key `sid` if it belongs to `account_sid`, else 404 naming `path`.
     pub fn key_in(&self, account_sid: &str, sid: &str, path: &str) -> Result<Key, ApiError> {
         self.keys
@@ -83,6 +85,7 @@ impl World {
             .cloned()
             .ok_or_else(|| ApiError::not_found(path))
     }
+
     pub fn update_key(
         &mut self,
         sid: &str,
@@ -109,6 +112,7 @@ impl World {
         key.updated = Timestamp::now();
         Ok(key.clone())
     }
+
     pub fn delete_key(&mut self, sid: &str) {
         if let Some(key) = self.keys.remove(sid)
             && let Some(held) = self.keys_held.get_mut(&key.account_sid)

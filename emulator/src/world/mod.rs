@@ -36,12 +36,15 @@ impl ApiError {
             message: message.into(),
         }
     }
+
     pub fn authenticate() -> Self {
         Self::new(401, 20003, "Authenticate")
     }
+
     pub fn not_found(path: &str) -> Self {
         Self::new(404, 20404, format!("The requested resource {path} was not found"))
     }
+
     pub fn missing(param: &str) -> Self {
         Self::new(
             400,
@@ -144,24 +147,9 @@ impl World {
         let token = token.unwrap_or_else(ids::auth_token);
         let now = Timestamp::now();
         let seq = self.next_seq();
-        self.accounts.insert(
-            sid.clone(),
-            Account {
-                seq,
-                sid: sid.clone(),
-                owner: None,
-                friendly_name: name.unwrap_or_else(|| "emulator@example.com".into()),
-                status: AccountStatus::Active,
-                auth_token: token.clone(),
-                secondary_token: None,
-                secondary_created: None,
-                created: now,
-                updated: now,
-                usage_total: 0.0,
-                usage_period: String::new(),
-                balance: "20.00".into(),
-            },
-        );
+        let name = name.unwrap_or_else(|| "emulator@example.com".into());
+        let account = Account::opened(seq, sid.clone(), None, name, token.clone(), now, "20.00".into());
+        self.accounts.insert(sid.clone(), account);
         (sid, token)
     }
 

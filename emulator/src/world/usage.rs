@@ -82,6 +82,7 @@ impl World {
         self.triggers.insert(trigger.sid.clone(), trigger.clone());
         Ok(trigger)
     }
+
     /// Points trigger `sid` of `account_sid` elsewhere or renames it; value, category and
     /// recurrence cannot change, as at Twilio.
     pub fn update_trigger(
@@ -114,6 +115,7 @@ impl World {
         trigger.updated = now;
         Ok(trigger.clone())
     }
+
     /// Month-to-date spend of `account_sid`: nothing yet in a month it recorded nothing for.
     pub fn spend(&self, account_sid: &str) -> f64 {
         let account = &self.accounts[account_sid];
@@ -123,6 +125,7 @@ impl World {
             0.0
         }
     }
+
     /// Sets the month-to-date spend of `account_sid`.
     pub fn set_spend(&mut self, account_sid: &str, total: f64) {
         let period = self.period();
@@ -131,6 +134,7 @@ impl World {
             account.usage_period = period;
         }
     }
+
     /// Fires every price trigger on total price whose value this month's spend has reached and
     /// that has not fired in its period yet; returns the calls to make.
     pub fn fire_triggers(&mut self) -> Vec<Callback> {
@@ -195,6 +199,7 @@ impl World {
         }
         calls
     }
+
     pub fn account_triggers(&self, account_sid: &str) -> Vec<Trigger> {
         let mut triggers: Vec<Trigger> = self
             .triggers
