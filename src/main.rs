@@ -1,6 +1,7 @@
 //! The twilio-operator process: wires the clients and runs the controllers until SIGTERM or
 //! Ctrl-C, letting in-flight reconciles finish.
 
+use backon::{ExponentialBuilder, Retryable};
 use clap::Parser;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::events::Reporter;
@@ -15,6 +16,8 @@ use twilio_operator::budget::callbacks::Callbacks;
 use twilio_operator::context::Recorder;
 use twilio_operator::context::{Cluster, Context};
 use twilio_operator::controller::until;
+use twilio_operator::fence::Fence;
+use twilio_operator::leadership::{Timing, keep_fence};
 use twilio_operator::metrics::Metrics;
 use twilio_operator::server::Readiness;
 use twilio_operator::twilio::{BaseUrls, ClientConfig, Credentials, TwilioClient};
@@ -82,6 +85,14 @@ struct Args {
     /// Seconds a leader holds the Lease without renewing it; a standby takes over after that.
     #[arg(long, env = "LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
     leader_election_lease_seconds: u64,
+    /// How long a leader goes on acting after its last renewal it has seen, such as "10s";
+    /// shorter than the Lease. Default: two thirds of the Lease (10s of 15s).
+    #[arg(long, env = "LEADER_ELECTION_RENEW_DEADLINE", value_parser = parse_duration)]
+    leader_election_renew_deadline: Option<Duration>,
+    /// How often the Lease is renewed and read back, such as "2s"; shorter than the renew
+    /// deadline. Default: two fifteenths of the Lease (2s of 15s).
+    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", value_parser = parse_duration)]
+    leader_election_retry_period: Option<Duration>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -114,29 +125,22 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .install_default()
         .map_err(|_| "a rustls crypto provider was already installed")?;
     init_tracing(&args.log_format);
+    let timing = Timing::new(
+        Duration::from_secs(args.leader_election_lease_seconds),
+        args.leader_election_renew_deadline,
+        args.leader_election_retry_period,
+    )?;
+    let identity =
+        std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    // With an election, nothing is sent to Twilio before this replica has seen its own renewal.
+    let fence = if args.leader_elect {
+        Fence::closed()
+    } else {
+        Fence::always_open()
+    };
 
     let client = Client::try_default().await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let names: Vec<String> = twilio_operator::crds::all()
-        .into_iter()
-        .map(|crd| crd.metadata.name.unwrap_or_default())
-        .collect();
-    let found = futures::future::join_all(names.iter().map(|name| crds.get(name))).await;
-    for (name, found) in names.iter().zip(found) {
-        match found {
-            Ok(_) => {}
-            // A namespace-scoped install may not read CRDs; the watches will say if they are missing.
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                warn!(crd = %name, "cannot check that the CRD is installed (forbidden)")
-            }
-            Err(e) => {
-                return Err(format!(
-                    "CRD {name} is not installed ({e}); apply crds/ first: kubectl apply -f crds/"
-                )
-                .into());
-            }
-        }
-    }
+    check_crds(&client).await?;
 
     let urls = args
         .twilio_base_url
@@ -145,11 +149,14 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ClientConfig::new(urls);
     config.max_concurrency = args.twilio_max_concurrency;
     config.requests_per_second = args.twilio_requests_per_second;
+    config.instance = Some(identity.clone());
     let metrics = Arc::new(Metrics::default());
     let observer = metrics.clone();
-    let twilio = TwilioClient::new(config)?.observed_by(Arc::new(move |operation, status| {
-        observer.twilio_request(operation, status)
-    }));
+    let twilio = TwilioClient::new(config)?
+        .observed_by(Arc::new(move |operation, status| {
+            observer.twilio_request(operation, status)
+        }))
+        .fenced_by(fence.clone());
     let default_credentials = match Credentials::from_env() {
         Ok(creds) => Some(creds),
         Err(e) => {
@@ -219,41 +226,63 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     info!(namespaces = ?args.namespaces, selector = ?args.selector, leader_elect = args.leader_elect, "starting");
     if args.leader_elect {
-        let identity =
-            std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-        let manager = LeaseManagerBuilder::new(ctx.client.clone(), &args.leader_election_lease)
-            .with_namespace(&args.leader_election_namespace)
-            .with_identity(&identity)
-            .with_duration(args.leader_election_lease_seconds)
-            .with_grace(args.leader_election_lease_seconds.div_ceil(3).max(1))
-            .build()
+        let namespace = &args.leader_election_namespace;
+        let build = || {
+            LeaseManagerBuilder::new(ctx.client.clone(), &args.leader_election_lease)
+                .with_namespace(namespace)
+                .with_identity(&identity)
+                .with_duration(timing.lease_seconds())
+                .with_grace(timing.renew_grace_seconds())
+                .build()
+        };
+        let manager = build
+            .retry(startup_backoff())
+            .notify(|e, delay| warn!(error = %e, retry_in = ?delay, "cannot set up the leader Lease yet"))
             .await?;
         let (mut leading, lease_task) = manager.watch().await;
+        let leases = Api::namespaced(ctx.client.clone(), namespace);
+        let lease_name = args.leader_election_lease.clone();
+        tokio::spawn(keep_fence(
+            leases,
+            lease_name,
+            identity.clone(),
+            timing,
+            fence.clone(),
+        ));
         readiness.set();
+        info!(%identity, lease = ?timing.lease, renew_deadline = ?timing.renew_deadline, retry = ?timing.retry, "standing for election");
         loop {
+            // A term starts once the Lease is this replica's and a renewal of it has been seen.
+            let elected = async {
+                let _ = leading.wait_for(|l| *l).await;
+                fence.opened().await;
+            };
             tokio::select! {
-                _ = leading.wait_for(|l| *l) => {}
+                _ = elected => {}
                 _ = shutdown() => break,
             }
             info!(%identity, "leading: starting controllers");
             let (halt, halted) = tokio::sync::watch::channel(false);
             ctx.set_leading(true);
-            let controllers = run_controllers(&ctx, &callbacks, &args, &scopes, halted);
-            tokio::pin!(controllers);
-            let finished = tokio::select! {
-                _ = &mut controllers => true,
-                _ = leading.wait_for(|l| !*l) => {
-                    warn!(%identity, "lost the lease: stopping controllers");
-                    false
-                }
-                _ = shutdown() => true,
+            let mut controllers = Box::pin(run_controllers(&ctx, &callbacks, &args, &scopes, halted));
+            let lost = tokio::select! {
+                _ = &mut controllers => None,
+                _ = shutdown() => None,
+                _ = leading.wait_for(|l| !*l) => Some("the Lease is held by another replica"),
+                _ = fence.lapsed() => Some("no renewal of the Lease was seen within the renew deadline"),
             };
-            let _ = halt.send(true);
             ctx.set_leading(false);
-            controllers.await;
-            if finished {
+            let Some(why) = lost else {
+                let _ = halt.send(true);
+                controllers.await;
+                info!(%identity, "stopped leading: shutting down");
                 break;
-            }
+            };
+            // Not a graceful stop: in-flight passes are dropped where they stand, as in a crash,
+            // which every step survives, so nothing is sent once the fence has closed.
+            fence.close();
+            drop(controllers);
+            warn!(%identity, reason = why, "stopped leading: controllers stopped, standing by");
             // The new leader reports the objects now; series left here would go stale.
             ctx.metrics.forget_objects();
             ctx.new_term();
@@ -268,6 +297,52 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let _ = server.await;
     info!("stopped");
+    Ok(())
+}
+
+/// Retries at startup while the apiserver cannot be reached (as after a node restart), with
+/// backoff and without end; only an answer the apiserver gives ends the wait.
+fn startup_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+}
+
+/// Whether `e` is the apiserver answering, not failing to be reached.
+fn answered(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(_))
+}
+
+/// Checks that the CRDs are installed, all at once: only a CRD the apiserver says is missing
+/// stops the process.
+async fn check_crds(client: &Client) -> Result<(), String> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let names: Vec<String> = twilio_operator::crds::all()
+        .into_iter()
+        .map(|crd| crd.metadata.name.unwrap_or_default())
+        .collect();
+    let found = futures::future::join_all(names.iter().map(|name| {
+        (|| crds.get(name))
+            .retry(startup_backoff())
+            .when(|e| !answered(e))
+            .notify(|e, delay| warn!(error = %e, retry_in = ?delay, "cannot reach the apiserver yet"))
+    }))
+    .await;
+    for (name, found) in names.iter().zip(found) {
+        match found {
+            Ok(_) => {}
+            // A namespace-scoped install may not read CRDs; the watches will say if they are missing.
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                warn!(crd = %name, "cannot check that the CRD is installed (forbidden)")
+            }
+            Err(e) => {
+                return Err(format!(
+                    "CRD {name} is not installed ({e}); apply crds/ first: kubectl apply -f crds/"
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

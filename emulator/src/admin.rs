@@ -24,6 +24,13 @@ pub fn router() -> Router<Arc<App>> {
         .route("/config", put(configure).get(config))
         .route("/reset-stats", post(reset_stats))
         .route("/clock", post(travel))
+        .route("/requests", get(requests))
+}
+
+/// The request log: when each routed request arrived, what it asked, and from which client.
+async fn requests(State(app): State<Arc<App>>) -> Json<Value> {
+    let stats = app.stats.lock().expect("stats");
+    Json(json!({ "requests": stats.requests }))
 }
 
 async fn state(State(app): State<Arc<App>>) -> Json<Value> {

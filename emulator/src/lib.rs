@@ -37,6 +37,25 @@ pub struct Stats {
     pub calls: BTreeMap<String, BTreeMap<u16, u64>>,
     /// Departures from Twilio's OpenAPI files, in arrival order (the first 1000).
     pub violations: Vec<String>,
+    /// Every routed request in arrival order (the first [`REQUEST_LOG_LIMIT`]), so a test can
+    /// tell which client called when.
+    pub requests: Vec<Arrival>,
+}
+
+/// How many requests the request log keeps.
+pub const REQUEST_LOG_LIMIT: usize = 200_000;
+
+/// One request as it arrived.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Arrival {
+    /// Milliseconds since the Unix epoch, on arrival.
+    pub at_ms: u64,
+    /// The operation, as the call counters name it.
+    pub operation: String,
+    /// The request's path.
+    pub path: String,
+    /// The client's User-Agent.
+    pub user_agent: String,
 }
 
 impl App {
@@ -77,14 +96,20 @@ impl App {
         }
     }
 
-    fn arrived(&self, operation: &str) {
-        *self
-            .stats
-            .lock()
-            .expect("stats")
-            .received
-            .entry(operation.to_owned())
-            .or_default() += 1;
+    fn arrived(&self, operation: &str, path: &str, user_agent: &str) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut stats = self.stats.lock().expect("stats");
+        *stats.received.entry(operation.to_owned()).or_default() += 1;
+        if stats.requests.len() < REQUEST_LOG_LIMIT {
+            stats.requests.push(Arrival {
+                at_ms,
+                operation: operation.to_owned(),
+                path: path.to_owned(),
+                user_agent: user_agent.to_owned(),
+            });
+        }
     }
 
     fn count(&self, operation: &str, status: u16) {

@@ -552,9 +552,10 @@ impl ApiKeys {
         let owner = key
             .controller_owner_ref(&())
             .expect("a stored object has a name and a UID");
-        let created_at = template::created_at(now);
-        let published = |sid: &str, value: &str| -> Result<Secret, template::Invalid> {
-            let data = settings.data(&target.account_sid, sid, value, &created_at)?;
+        // Stamped when the Secret is built, just before it is written: a Secret adopted after a
+        // crash retires the key it replaces for the grace period from then.
+        let published = |sid: &str, value: &str, at: Timestamp| -> Result<Secret, template::Invalid> {
+            let data = settings.data(&target.account_sid, sid, value, &template::created_at(at))?;
             Ok(secret::build(&secret::Published {
                 name: &settings.secret_name,
                 namespace: &settings.namespace,
@@ -562,7 +563,7 @@ impl ApiKeys {
                 labels: &spec_secret.labels,
                 annotations: &spec_secret.annotations,
                 credential_sid: sid,
-                created_at: now,
+                created_at: at,
                 request: settings.rotate_request.as_deref(),
                 type_: &settings.secret_type,
                 data: data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
@@ -583,7 +584,7 @@ impl ApiKeys {
             .secret_proven(&settings.uid, settings.generation, secret, settled)
         {
             let placeholder = format!("SK{}", "0".repeat(32));
-            let checked = published(&placeholder, &"0".repeat(32)).map_err(Problem::from)?;
+            let checked = published(&placeholder, &"0".repeat(32), now).map_err(Problem::from)?;
             reconcile::write_secret(ctx, &checked, ours, true).await?;
         }
 
@@ -605,7 +606,7 @@ impl ApiKeys {
         let new = reconcile::create_with_intent(ctx, key, st, now, "apikey-after-create", create).await?;
         // The template passed with placeholders; should it fail with the real values, this
         // generation creates no more keys (the one made is swept as never published).
-        let secret = published(&new.sid, new.secret.expose_secret())
+        let secret = published(&new.sid, new.secret.expose_secret(), Timestamp::now())
             .inspect_err(|why| self.memory.note_refused(&settings.uid, settings.generation, why))
             .map_err(Problem::from)?;
         let written = reconcile::write_secret(ctx, &secret, ours, false).await;

@@ -6,6 +6,7 @@
 
 use super::credentials::Credentials;
 use super::error::Error;
+use crate::fence::Fence;
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use reqwest::Method;
@@ -93,6 +94,8 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// PageSize asked of list operations (1..=1000); larger pages mean fewer calls.
     pub page_size: u32,
+    /// Which replica sends, added to the User-Agent so Twilio's request logs tell replicas apart.
+    pub instance: Option<String>,
 }
 
 impl ClientConfig {
@@ -107,6 +110,7 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             page_size: 1000,
+            instance: None,
         }
     }
 }
@@ -178,6 +182,8 @@ struct Inner {
     observer: Option<Observer>,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     rate: Option<DefaultKeyedRateLimiter<String>>,
+    /// Until when this process may call Twilio.
+    fence: Fence,
 }
 
 impl TwilioClient {
@@ -186,7 +192,10 @@ impl TwilioClient {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(5).min(config.timeout))
-            .user_agent(concat!("twilio-operator/", env!("CARGO_PKG_VERSION")))
+            .user_agent(match &config.instance {
+                Some(instance) => format!("twilio-operator/{} ({instance})", env!("CARGO_PKG_VERSION")),
+                None => format!("twilio-operator/{}", env!("CARGO_PKG_VERSION")),
+            })
             .build()?;
         let rate = config
             .requests_per_second
@@ -198,6 +207,7 @@ impl TwilioClient {
                 observer: None,
                 slots: Mutex::default(),
                 rate,
+                fence: Fence::always_open(),
             }),
         })
     }
@@ -211,6 +221,14 @@ impl TwilioClient {
     pub fn observed_by(mut self, observer: Observer) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.observer = Some(observer);
+        }
+        self
+    }
+
+    /// The same client, sending nothing once `fence` closes.
+    pub fn fenced_by(mut self, fence: Fence) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.fence = fence;
         }
         self
     }
@@ -277,6 +295,11 @@ impl TwilioClient {
         }
         if !call.form.is_empty() {
             request = request.form(&call.form);
+        }
+        // Checked last, after any wait for a slot: a replica that stopped leading meanwhile
+        // sends nothing.
+        if !self.inner.fence.is_open() {
+            return Err(Error::Fenced { operation });
         }
         let started = Instant::now();
         let response = request.send().await.map_err(|e| {

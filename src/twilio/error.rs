@@ -64,6 +64,12 @@ pub enum Error {
         /// What went wrong, without the request's credentials.
         detail: String,
     },
+    /// This process no longer leads (its renew deadline passed), so no request was sent.
+    #[error("Twilio {operation} was not sent: this replica no longer holds the leader Lease")]
+    Fenced {
+        /// The operation.
+        operation: &'static str,
+    },
     /// A SID was malformed, so no request was sent.
     #[error("{what} {value:?} is not a valid Twilio SID ({prefix} followed by 32 hex digits)")]
     InvalidSid {
@@ -87,7 +93,7 @@ impl Error {
                 (500..=599, _) => ErrorClass::Transient,
                 _ => ErrorClass::Permanent,
             },
-            Error::Transport { .. } | Error::Connect { .. } => ErrorClass::Transient,
+            Error::Transport { .. } | Error::Connect { .. } | Error::Fenced { .. } => ErrorClass::Transient,
             Error::Decode { .. } | Error::InvalidSid { .. } => ErrorClass::Permanent,
         }
     }
@@ -102,12 +108,15 @@ impl Error {
 
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.class(), ErrorClass::RateLimited | ErrorClass::Transient)
+        // A fenced call waits for the next term, not for a retry.
+        !matches!(self, Error::Fenced { .. })
+            && matches!(self.class(), ErrorClass::RateLimited | ErrorClass::Transient)
     }
 
     /// Whether Twilio surely did not act on the request, so even a create may be sent again.
     pub fn surely_unprocessed(&self) -> bool {
-        matches!(self, Error::Connect { .. }) || self.class() == ErrorClass::RateLimited
+        matches!(self, Error::Connect { .. } | Error::Fenced { .. })
+            || self.class() == ErrorClass::RateLimited
     }
 
     pub(crate) fn retry_after(&self) -> Option<Duration> {

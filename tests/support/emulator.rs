@@ -198,6 +198,20 @@ impl Emulator {
         }
     }
 
+    /// Every routed request in arrival order: `at_ms`, `operation` and `user_agent` each.
+    pub async fn requests(&self) -> Vec<Value> {
+        let log: Value = self
+            .http
+            .get(format!("{}/_emulator/requests", self.url))
+            .send()
+            .await
+            .expect("requests")
+            .json()
+            .await
+            .expect("requests JSON");
+        log["requests"].as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn reset_stats(&self) {
         self.http
             .post(format!("{}/_emulator/reset-stats", self.url))

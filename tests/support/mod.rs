@@ -16,6 +16,7 @@
 pub mod emulator;
 pub mod fixture;
 pub mod operator;
+pub mod proxy;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};

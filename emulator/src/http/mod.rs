@@ -100,7 +100,8 @@ async fn handle(
             return error_response(&error, None);
         }
     };
-    app.arrived(route.operation());
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    app.arrived(route.operation(), &path, user_agent.unwrap_or_default());
     if let Some(contract) = &app.contract {
         app.violations(contract.check_request(
             &method,
