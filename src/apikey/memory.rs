@@ -4,6 +4,7 @@
 //! older status or a wake-up does not repeat a call this process already made. Correctness never
 //! depends on it, and an object's record is forgotten with it.
 
+use crate::api::apikey::RetiringKey;
 use crate::objects;
 use crate::secret::Observed;
 use crate::template;
@@ -11,7 +12,8 @@ use crate::twilio::Inventories;
 use k8s_openapi::api::core::v1::Secret;
 use std::time::{Duration, Instant};
 
-/// How long this process remembers a key it revoked, to skip repeating the call.
+/// How long this process remembers a key it revoked once its status no longer lists it: a key
+/// list read before the revocation may still show it until then.
 const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
 /// What this reconciler remembers between passes, so a pass that read an older status does not
@@ -35,7 +37,9 @@ struct Remembered {
     /// The Secret as last read or written: while the watch says it is still at that version, a
     /// pass need not read it again.
     secret: Option<SecretSeen>,
-    /// Keys of this object revoked lately, with when; entries expire after [`REVOKED_MEMORY`].
+    /// Keys of this object revoked, with when: kept while its status may still list them (its
+    /// write may have failed), and [`REVOKED_MEMORY`] after, so nothing is revoked or announced
+    /// twice.
     revoked: Vec<(String, Instant)>,
     /// A generation whose template failed with real values: it asks Twilio for no more keys.
     refused: Option<(Option<i64>, template::Invalid)>,
@@ -56,16 +60,26 @@ pub(super) struct SecretSeen {
 
 impl Memory {
     pub(super) fn note_revoked(&self, uid: &str, sid: &str) {
-        self.note(uid, |r| {
-            r.revoked.retain(|(_, at)| at.elapsed() < REVOKED_MEMORY);
-            r.revoked.push((sid.to_owned(), Instant::now()));
-        });
+        self.note(uid, |r| r.revoked.push((sid.to_owned(), Instant::now())));
     }
 
-    pub(super) fn revoked_recently(&self, uid: &str, sid: &str) -> bool {
-        let lately = |(revoked, at): &(String, Instant)| revoked == sid && at.elapsed() < REVOKED_MEMORY;
-        self.recall(uid, |r| r.revoked.iter().any(lately).then_some(()))
-            .is_some()
+    /// Whether this process revoked key `sid` of object `uid`.
+    pub(super) fn was_revoked(&self, uid: &str, sid: &str) -> bool {
+        self.recall(uid, |r| {
+            r.revoked.iter().any(|(revoked, _)| revoked == sid).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Forgets the revoked keys that `recorded` (the status as a pass read it) no longer lists
+    /// as retiring and that were revoked over [`REVOKED_MEMORY`] ago: their revocation was
+    /// written, and any key list is newer by now.
+    pub(super) fn settle_revoked(&self, uid: &str, recorded: &[RetiringKey]) {
+        let listed = |sid: &str| recorded.iter().any(|r| r.sid == sid);
+        self.note(uid, |r| {
+            r.revoked
+                .retain(|(sid, at)| listed(sid) || at.elapsed() < REVOKED_MEMORY)
+        });
     }
 
     pub(super) fn note_refused(&self, uid: &str, generation: Option<i64>, why: &template::Invalid) {

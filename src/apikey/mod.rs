@@ -268,6 +268,7 @@ impl ApiKeys {
         now: Timestamp,
     ) -> Result<Done, Stop> {
         let settings = plan::settings(key)?;
+        self.memory.settle_revoked(&settings.uid, &st.retiring_keys);
         let target = resolve(&self.ctx, &self.subaccounts, key, Use::Act).await?;
         st.account_sid = Some(target.account_sid.clone());
         let seen = self.observe(&settings, &target, st).await?;
@@ -422,10 +423,7 @@ impl ApiKeys {
         // A key this process revoked lately still shows in a list read before that: it was
         // published and retired, not left over, and is gone already.
         let uid = &settings.uid;
-        let leftovers = plan
-            .sweep
-            .iter()
-            .filter(|sid| !self.memory.revoked_recently(uid, sid));
+        let leftovers = plan.sweep.iter().filter(|sid| !self.memory.was_revoked(uid, sid));
         for orphan in leftovers {
             self.revoke(uid, target, orphan).await?;
             let note = format!("Revoked key {orphan}, created before an interruption and never published");
@@ -481,16 +479,19 @@ impl ApiKeys {
     }
 
     /// Revokes a key at Twilio; a key already gone counts as revoked.
-    async fn revoke(&self, uid: &str, target: &Target, sid: &str) -> Result<(), TwilioError> {
-        // A pass that read an older status may list a key this process already revoked.
-        if !self.memory.revoked_recently(uid, sid) {
-            self.ctx
-                .twilio
-                .delete_key(&target.creds, &target.account_sid, sid)
-                .await?;
-            self.memory.note_revoked(uid, sid);
+    /// Answers whether this call revoked it: a pass that read an older status, or whose status
+    /// write failed, may list a key this process already revoked, which is neither revoked nor
+    /// announced again.
+    async fn revoke(&self, uid: &str, target: &Target, sid: &str) -> Result<bool, TwilioError> {
+        if self.memory.was_revoked(uid, sid) {
+            return Ok(false);
         }
-        Ok(())
+        self.ctx
+            .twilio
+            .delete_key(&target.creds, &target.account_sid, sid)
+            .await?;
+        self.memory.note_revoked(uid, sid);
+        Ok(true)
     }
 
     /// Revokes the retiring keys `sids`, dropping each from the status once it is gone and
@@ -520,10 +521,11 @@ impl ApiKeys {
                         .await;
                 }
                 None => {
-                    self.revoke(&key.uid().unwrap_or_default(), target, sid).await?;
-                    failpoint::hit("apikey-mid-revoke");
-                    tracing::info!(key = %sid, "revoked retiring key");
-                    revoked.push(sid.clone());
+                    if self.revoke(&key.uid().unwrap_or_default(), target, sid).await? {
+                        failpoint::hit("apikey-mid-revoke");
+                        tracing::info!(key = %sid, "revoked retiring key");
+                        revoked.push(sid.clone());
+                    }
                 }
             }
             st.retiring_keys.retain(|r| &r.sid != sid);
