@@ -247,6 +247,7 @@ impl Context {
     /// Marks whether this process runs the controllers.
     pub fn set_leading(&self, leading: bool) {
         self.leading.store(leading, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.leading(leading);
     }
 
     /// Whether this process runs the controllers.

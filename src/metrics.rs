@@ -176,6 +176,7 @@ pub struct Metrics {
     rotations: Family<RotationLabels, Counter>,
     usage: Family<UsageLabels, FloatGauge>,
     budget_ratio: Family<ObjectLabels, FloatGauge>,
+    leader: Gauge,
     /// The currency of each subaccount's usage series, to find the series again.
     usage_currency: Mutex<BTreeMap<(String, String), String>>,
 }
@@ -236,8 +237,15 @@ impl Default for Metrics {
             "Month-to-date spend of each TwilioSubaccount with spec.budget, as a fraction of spec.budget.monthly (1 is the limit)",
             budget_ratio.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controllers (it leads, or no election is held), else 0",
+            leader.clone(),
+        );
         Self {
             budget_ratio,
+            leader,
             registry,
             reconciles,
             objects,
@@ -252,6 +260,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records whether this replica runs the controllers.
+    pub fn leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
     /// Times one reconcile of `kind`, counting it when it failed on a Kubernetes call before it
     /// could set the Ready condition (the passes that set it are counted by [`Metrics::outcome`]).
     pub fn reconciled(&self, kind: &'static str, failed: bool, took: Duration) {
