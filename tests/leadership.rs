@@ -695,3 +695,25 @@ async fn a_key_revoked_while_status_writes_fail_is_revoked_and_announced_once() 
         "still one call to revoke {old}"
     );
 }
+
+#[tokio::test]
+async fn a_renew_deadline_not_shorter_than_the_lease_is_refused_at_start() {
+    let cp = cluster();
+    let ns = cp.tenant_namespace("deadline").await;
+    let emu = Emulator::start(&[]);
+    let env = [
+        ("WATCH_NAMESPACES", ns.as_str()),
+        ("POD_NAMESPACE", ns.as_str()),
+        ("LEADER_ELECT", "true"),
+        ("LEADER_ELECTION_LEASE_SECONDS", "15"),
+        ("LEADER_ELECTION_RENEW_DEADLINE", "15s"),
+    ];
+    let mut operator = Operator::start_as(cp, &emu, &cp.kubeconfig, &env);
+    let status = operator.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "the operator refused to start");
+    let log = std::fs::read_to_string(&operator.log).unwrap();
+    assert!(
+        log.contains("the renew deadline (15s) must be shorter than the leader-election Lease (15s)"),
+        "{log}"
+    );
+}
