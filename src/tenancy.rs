@@ -131,6 +131,29 @@ pub fn check_deletion_policy(
     ))
 }
 
+/// The deletion policy to apply for an object that asks for `asked`: that one when `account`
+/// allows it, else the mildest it allows (Retain, then Suspend, then Close) with the reason, so
+/// what is applied at deletion is always a policy the account allows, Retain included. An
+/// account that allows none leaves the subaccount as it is.
+pub fn effective_deletion_policy(
+    account: &TwilioAccount,
+    asked: SubaccountDeletionPolicy,
+) -> (SubaccountDeletionPolicy, Option<Problem>) {
+    let Err(refusal) = check_deletion_policy(account, asked) else {
+        return (asked, None);
+    };
+    let allowed = &account.spec.subaccounts.deletion_policies;
+    let mildest = [
+        SubaccountDeletionPolicy::Retain,
+        SubaccountDeletionPolicy::Suspend,
+        SubaccountDeletionPolicy::Close,
+    ]
+    .into_iter()
+    .find(|p| allowed.contains(p))
+    .unwrap_or(SubaccountDeletionPolicy::Retain);
+    (mildest, Some(refusal))
+}
+
 /// Refuses a budget the account does not allow: none where one is required, a monthly above
 /// the cap, or an action not allowed.
 pub fn check_budget(account: &TwilioAccount, budget: Option<&Budget>) -> Result<(), Problem> {
@@ -226,6 +249,31 @@ mod tests {
             .collect()
     }
     const ENV: &str = r#"{"fromEnvironment": true}"#;
+
+    #[test]
+    fn the_deletion_policy_applied_is_always_one_the_account_allows() {
+        use SubaccountDeletionPolicy::{Close, Retain, Suspend};
+        let allowing = |policies: &[&str]| {
+            account(
+                serde_json::json!({"credentials": {"fromEnvironment": true}, "subaccounts": {"deletionPolicies": policies}}),
+            )
+        };
+        for (allowed, asked, applied, replaced) in [
+            (&["Retain", "Suspend", "Close"][..], Retain, Retain, false),
+            (&["Suspend"][..], Retain, Suspend, true),
+            (&["Suspend", "Close"][..], Retain, Suspend, true),
+            (&["Close"][..], Suspend, Close, true),
+            (&["Retain", "Suspend"][..], Close, Retain, true),
+            (&[][..], Close, Retain, true),
+        ] {
+            let (policy, refusal) = effective_deletion_policy(&allowing(allowed), asked);
+            assert_eq!(
+                (policy, refusal.is_some()),
+                (applied, replaced),
+                "{asked:?} with {allowed:?}"
+            );
+        }
+    }
 
     #[test]
     fn no_namespace_is_admitted_by_default() {

@@ -396,3 +396,65 @@ async fn account_edits_take_effect_without_a_restart() {
     );
     assert!(keys.get("live").await.unwrap().name_any() == "live");
 }
+
+/// With only Suspend allowed, a tenant who switches its subaccount to Retain just before
+/// deleting it still gets it suspended, and is told so: the effective policy is the mildest one
+/// the account allows.
+#[tokio::test]
+async fn a_tenant_cannot_retain_a_subaccount_the_account_says_to_suspend() {
+    let cp = cluster();
+    let ns = cp.namespace("retain").await;
+    let account = format!("suspend-only-{ns}");
+    let policy = json!({
+        "credentials": {"fromEnvironment": true},
+        "namespaces": {"names": [ns]},
+        "subaccounts": {"deletionPolicies": ["Suspend"]},
+    });
+    cp.apply_account(&account, policy).await;
+    let emu = Emulator::start(&[]);
+    let _operator = Operator::start(cp, &emu, &ns, &[]);
+    let subs: Api<TwilioSubaccount> = Api::namespaced(cp.tenant(&ns).await, &ns);
+    let spec = json!({"accountRef": {"name": account}, "deletionPolicy": "Suspend"});
+    create(
+        &subs,
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "team"}, "spec": spec}),
+    )
+    .await;
+    let sub = wait_for(&subs, "team", WAIT, "Ready", ready_sub).await;
+    let sid = sub.status.unwrap().sid.unwrap();
+
+    let retain = json!({"spec": {"deletionPolicy": "Retain"}});
+    subs.patch("team", &PatchParams::default(), &Patch::Merge(&retain))
+        .await
+        .unwrap();
+    subs.delete("team", &DeleteParams::default()).await.unwrap();
+    wait_gone(&subs, "team", WAIT).await;
+
+    let state = emu.state().await;
+    let at_twilio = state["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["sid"] == sid)
+        .cloned();
+    assert_eq!(
+        at_twilio.map(|a| a["status"].clone()),
+        Some(json!("suspended")),
+        "the subaccount is suspended whatever the tenant asked"
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(cp.admin(), &ns);
+    let told = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("DeletionPolicyReplaced"))
+        .expect("a DeletionPolicyReplaced event");
+    assert_eq!(told.type_.as_deref(), Some("Warning"));
+    let message = told.message.unwrap_or_default();
+    assert!(
+        message.contains("Retain") && message.contains("Suspend") && message.contains(&account),
+        "{message}"
+    );
+}

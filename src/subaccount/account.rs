@@ -165,8 +165,8 @@ impl Subaccounts {
     }
 
     /// Applies deletionPolicy to the subaccount the status recorded (or an interrupted create
-    /// made), with credentials of the parent the status recorded, and only as far as the
-    /// TwilioAccount still allows: a policy it no longer allows is Retain, with a Warning.
+    /// made), with credentials of the parent the status recorded: the policy the TwilioAccount
+    /// allows, or else the mildest one it does allow, with a Warning.
     pub(super) async fn apply_deletion_policy(
         &self,
         sub: &TwilioSubaccount,
@@ -174,42 +174,55 @@ impl Subaccounts {
     ) -> Result<Action, Stop> {
         let ctx = &self.ctx;
         let kept = st.sid.as_deref().unwrap_or("no subaccount");
-        let wanted = match sub.spec.deletion_policy {
-            SubaccountDeletionPolicy::Retain => return Ok(reconcile::retained(ctx, sub, kept).await),
-            SubaccountDeletionPolicy::Suspend => AccountStatus::Suspended,
-            SubaccountDeletionPolicy::Close => AccountStatus::Closed,
+        let ns = sub.namespace().unwrap_or_default();
+        let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
+        let parent = target::parent(ctx, &ns, refs.0, refs.1, Use::Cleanup).await.ok();
+        let asked = sub.spec.deletion_policy;
+        // Whatever the spec says by now (a tenant may switch it just before deleting), what is
+        // applied is a policy the TwilioAccount allows.
+        let policy = match parent.as_ref().map(|p| &p.account) {
+            Some(Some(account)) => {
+                let (policy, refusal) = tenancy::effective_deletion_policy(account, asked);
+                if let Some(refusal) = refusal {
+                    let note = format!(
+                        "deletionPolicy {asked:?} is not applied: {}; {policy:?}, the mildest policy it allows, is applied to {kept} instead",
+                        refusal.message
+                    );
+                    ctx.event(sub, EventType::Warning, "DeletionPolicyReplaced", "Delete", note)
+                        .await;
+                }
+                Some(policy)
+            }
+            Some(None) => Some(asked),
+            None if sub.spec.credentials_ref.is_some() => Some(asked),
+            None => None,
         };
+        let retained = policy.unwrap_or(asked) == SubaccountDeletionPolicy::Retain;
+        if retained {
+            return Ok(reconcile::retained(ctx, sub, kept).await);
+        }
         if st.sid.is_none() && st.pending_since.is_none() {
             // Nothing was ever asked of Twilio for this object.
             return Ok(Action::await_change());
         }
-        let ns = sub.namespace().unwrap_or_default();
-        let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
-        let parent = target::parent(ctx, &ns, refs.0, refs.1, Use::Cleanup).await.ok();
-        let allowed = match parent.as_ref().map(|p| &p.account) {
-            Some(Some(policy)) => tenancy::check_deletion_policy(policy, sub.spec.deletion_policy),
-            Some(None) => Ok(()),
-            None if sub.spec.credentials_ref.is_some() => Ok(()),
-            None => Err(Problem::new(
-                Reason::NotPermitted,
-                "its TwilioAccount cannot be read, so whether the policy is allowed is unknown",
-            )),
+        let wanted = match policy {
+            Some(SubaccountDeletionPolicy::Close) => AccountStatus::Closed,
+            Some(_) => AccountStatus::Suspended,
+            None => {
+                let note = format!(
+                    "deletionPolicy {asked:?} is not applied: its TwilioAccount cannot be read, so whether the policy is allowed is unknown; {kept} is retained"
+                );
+                ctx.event(
+                    sub,
+                    EventType::Warning,
+                    "DeletionPolicyNotPermitted",
+                    "Delete",
+                    note,
+                )
+                .await;
+                return Ok(Action::await_change());
+            }
         };
-        if let Err(refusal) = allowed {
-            let note = format!(
-                "deletionPolicy {:?} is not applied: {}; {kept} is retained",
-                sub.spec.deletion_policy, refusal.message
-            );
-            ctx.event(
-                sub,
-                EventType::Warning,
-                "DeletionPolicyNotPermitted",
-                "Delete",
-                note,
-            )
-            .await;
-            return Ok(Action::await_change());
-        }
         let candidates = self.candidates(parent.map(|p| p.creds), st);
         let recorded = st.sid.clone();
         // From the UID alone: a spec that no longer validates must not hide an interrupted create.
