@@ -25,7 +25,7 @@ pub struct Timing {
 impl Timing {
     /// The timing for a Lease of `lease`, with the deadline and retry period asked for, or
     /// client-go's proportions (15 s, 10 s, 2 s) of it. Refuses a deadline not shorter than the
-    /// Lease, a retry period not shorter than the deadline, or a Lease under 2 seconds.
+    /// Lease, a retry period too long for the deadline, or a Lease under 2 seconds.
     pub fn new(
         lease: Duration,
         renew_deadline: Option<Duration>,
@@ -43,9 +43,12 @@ impl Timing {
                 "the renew deadline ({renew_deadline:?}) must be shorter than the leader-election Lease ({lease:?}): a leader must stop before its Lease can expire"
             ));
         }
-        if retry >= renew_deadline {
+        // The Lease is renewed every whole retry period and read back every retry period: a
+        // shorter deadline would lapse between two renewals of a healthy leader.
+        let renewal_seen_within = Duration::from_secs(retry.as_secs_f64().ceil() as u64) + retry;
+        if renewal_seen_within >= renew_deadline {
             return Err(format!(
-                "the retry period ({retry:?}) must be shorter than the renew deadline ({renew_deadline:?})"
+                "the renew deadline ({renew_deadline:?}) must be longer than the retry period ({retry:?}) rounded up to whole seconds plus the retry period again, or a healthy leader would lapse between renewals"
             ));
         }
         Ok(Self {
@@ -96,8 +99,10 @@ pub async fn keep_fence(leases: Api<Lease>, name: String, identity: String, timi
         match (holder, renewed) {
             (Some(holder), Some(renewed)) if holder == identity => {
                 let renewed = SystemTime::from(renewed.0);
-                if let Some(until) = acting_until(renewed, SystemTime::now(), Instant::now(), timing) {
-                    fence.open_until(until);
+                match acting_until(renewed, SystemTime::now(), Instant::now(), timing) {
+                    Some(until) => fence.open_until(until),
+                    // Renewed longer ago than the deadline, or rewound by a delayed write.
+                    None => fence.close(),
                 }
             }
             _ => fence.close(),

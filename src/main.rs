@@ -254,27 +254,45 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         loop {
             // A term starts once the Lease is this replica's and a renewal of it has been seen.
             let elected = async {
-                let _ = leading.wait_for(|l| *l).await;
+                leading.wait_for(|l| *l).await.map(drop)?;
                 fence.opened().await;
+                Ok::<(), tokio::sync::watch::error::RecvError>(())
             };
             tokio::select! {
-                _ = elected => {}
+                elected = elected => elected.map_err(|_| "the leader-election task ended")?,
                 _ = shutdown() => break,
             }
             info!(%identity, "leading: starting controllers");
             let (halt, halted) = tokio::sync::watch::channel(false);
             ctx.set_leading(true);
             let mut controllers = Box::pin(run_controllers(&ctx, &callbacks, &args, &scopes, halted));
-            let lost = tokio::select! {
+            // Leadership ends when the Lease is another's (or its task ended), or when no renewal
+            // was seen within the renew deadline.
+            let lost = async {
+                tokio::select! {
+                    _ = leading.wait_for(|l| !*l) => "the Lease is held by another replica",
+                    _ = fence.lapsed() => "no renewal of the Lease was seen within the renew deadline",
+                }
+            };
+            tokio::pin!(lost);
+            // Biased, leadership first: after a stall the fence is looked at before any pass
+            // is polled again, so none goes on once it has lapsed.
+            let why = tokio::select! {
+                biased;
+                why = &mut lost => Some(why),
+                // A graceful stop lets in-flight passes finish, unless leadership ends meanwhile.
+                _ = shutdown() => {
+                    let _ = halt.send(true);
+                    tokio::select! {
+                        biased;
+                        why = &mut lost => Some(why),
+                        _ = &mut controllers => None,
+                    }
+                }
                 _ = &mut controllers => None,
-                _ = shutdown() => None,
-                _ = leading.wait_for(|l| !*l) => Some("the Lease is held by another replica"),
-                _ = fence.lapsed() => Some("no renewal of the Lease was seen within the renew deadline"),
             };
             ctx.set_leading(false);
-            let Some(why) = lost else {
-                let _ = halt.send(true);
-                controllers.await;
+            let Some(why) = why else {
                 info!(%identity, "stopped leading: shutting down");
                 break;
             };
@@ -283,6 +301,9 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             fence.close();
             drop(controllers);
             warn!(%identity, reason = why, "stopped leading: controllers stopped, standing by");
+            if shutdown_requested(&stopped) {
+                break;
+            }
             // The new leader reports the objects now; series left here would go stale.
             ctx.metrics.forget_objects();
             ctx.new_term();
@@ -344,6 +365,11 @@ async fn check_crds(client: &Client) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether SIGTERM or Ctrl-C has asked the process to stop.
+fn shutdown_requested(stopped: &tokio::sync::watch::Receiver<bool>) -> bool {
+    *stopped.borrow()
 }
 
 async fn run_controllers(
