@@ -58,6 +58,8 @@ struct Process {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// What it was started with, to start it again.
+    args: Vec<String>,
 }
 
 impl Cluster {
@@ -236,7 +238,8 @@ impl Cluster {
 
     fn spawn(&self, name: &'static str, args: &[String]) -> Result<(), Error> {
         let log = self.dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log)?;
+        // Appended to: a process started again keeps the log of its earlier run.
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let bin = self.bin_dir.join(name);
         let child = tethered(&bin)
             .args(args)
@@ -250,7 +253,48 @@ impl Cluster {
         self.processes
             .lock()
             .map_err(|_| "process list poisoned")?
-            .push(Process { name, child, log });
+            .push(Process {
+                name,
+                child,
+                log,
+                args: args.to_vec(),
+            });
+        Ok(())
+    }
+
+    /// Kills process `name` (its whole process group, SIGKILL), as a crash or a machine restart
+    /// would, keeping what it was started with for [`Cluster::start_again`].
+    pub fn kill_process(&self, name: &str) -> Result<(), Error> {
+        let mut procs = self.processes.lock().map_err(|_| "process list poisoned")?;
+        let process = procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| format!("no process {name}"))?;
+        // SAFETY: signalling a process group we created; a stale id at worst gets ESRCH.
+        unsafe { libc::kill(-(process.child.id() as i32), libc::SIGKILL) };
+        process.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts process `name` again, as it was started first, after [`Cluster::kill_process`];
+    /// for the apiserver, returns once it answers again. The process is tied to the calling
+    /// thread (see [`tethered`]).
+    pub async fn start_again(&self, name: &str) -> Result<(), Error> {
+        let (name, args) = {
+            let mut procs = self.processes.lock().map_err(|_| "process list poisoned")?;
+            let at = procs
+                .iter()
+                .position(|p| p.name == name)
+                .ok_or_else(|| format!("no process {name}"))?;
+            let old = procs.remove(at);
+            (old.name, old.args)
+        };
+        self.spawn(name, &args)?;
+        if name == "kube-apiserver" {
+            let client = self.admin()?;
+            self.wait_ready(name, || async { client.apiserver_version().await.is_ok() })
+                .await?;
+        }
         Ok(())
     }
 
