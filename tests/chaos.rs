@@ -449,7 +449,8 @@ async fn one_replica_acts_at_a_time_through_kills_partitions_and_outages() {
     let grace_ms = GRACE_SECS * 1000;
     // A replaced key must live its grace period from when its successor reached the Secret:
     // the first request to delete it, from the emulator's log, against when the Secret was seen
-    // changing (at most a tenth of a second after the write). Deleting the object revokes at once.
+    // changing (a list every tenth of a second; half a second is allowed for a slow list on a busy
+    // machine). Deleting the object revokes at once.
     let first_delete = |sid: &str| {
         requests
             .iter()
@@ -464,7 +465,7 @@ async fn one_replica_acts_at_a_time_through_kills_partitions_and_outages() {
         .filter(|(_, (_, _, secret))| !probes.deleted_secrets.contains(secret))
         .filter_map(|(sid, (replaced, ..))| {
             let revoked = first_delete(sid)?;
-            (revoked.saturating_sub(*replaced) + 200 < grace_ms).then(|| {
+            (revoked.saturating_sub(*replaced) + 500 < grace_ms).then(|| {
                 format!(
                     "{sid}: deleted {} ms after it was replaced at {replaced}",
                     revoked.saturating_sub(*replaced)
