@@ -86,16 +86,7 @@ impl World {
 
     /// The subaccount's status at Twilio.
     async fn status_at_twilio(&self, sid: &str) -> String {
-        let state = self.emu.state().await;
-        let account = state["accounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["sid"] == sid)
-            .cloned();
-        account
-            .map(|a| a["status"].as_str().unwrap_or_default().to_owned())
-            .unwrap_or_default()
+        status_at_twilio(&self.emu, sid).await
     }
 
     /// How many requests of `operation` reached Twilio.
@@ -104,6 +95,20 @@ impl World {
             .as_u64()
             .unwrap_or(0)
     }
+}
+
+/// Subaccount `sid`'s status at the emulated Twilio; empty when it has none.
+async fn status_at_twilio(emu: &Emulator, sid: &str) -> String {
+    let state = emu.state().await;
+    let account = state["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["sid"] == sid)
+        .cloned();
+    account
+        .map(|a| a["status"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
 }
 
 async fn create<K: Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug>(
@@ -430,16 +435,9 @@ async fn a_tenant_cannot_retain_a_subaccount_the_account_says_to_suspend() {
     subs.delete("team", &DeleteParams::default()).await.unwrap();
     wait_gone(&subs, "team", WAIT).await;
 
-    let state = emu.state().await;
-    let at_twilio = state["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["sid"] == sid)
-        .cloned();
     assert_eq!(
-        at_twilio.map(|a| a["status"].clone()),
-        Some(json!("suspended")),
+        status_at_twilio(&emu, &sid).await,
+        "suspended",
         "the subaccount is suspended whatever the tenant asked"
     );
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(cp.admin(), &ns);
