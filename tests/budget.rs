@@ -622,3 +622,34 @@ async fn a_spec_that_cannot_be_used_still_holds_the_subaccount_to_its_budget() {
     assert_eq!(twilio_status(&f, &sid).await, "suspended");
     f.wait_event("team", "BudgetSuspended").await;
 }
+
+#[tokio::test]
+async fn a_spec_that_cannot_be_used_suspends_nothing_its_budget_does_not() {
+    let f = Fixture::new("budget-broken-state", &[]).await;
+    create(
+        &f,
+        "team",
+        json!({"secret": {"name": "team-twilio"}, "budget": {"monthly": "20", "action": "Suspend"}}),
+    )
+    .await;
+    let sid = sid(&budget_where(&f, "team", "budget Ok", |b| b.state == BudgetState::Ok).await);
+    // Both at once: a template the operator cannot render, and spec.state Suspended. Only the
+    // budget holds while the spec cannot be used, and this one is far from its limit.
+    edit(
+        &f,
+        "team",
+        json!({"state": "Suspended", "secret": {"template": {"data": {"X": "{{ nope }}"}}}}),
+    )
+    .await;
+    // The hold runs before the pass reports the spec, so once it does, the hold is over.
+    let judged_broken = |s: &TwilioSubaccount| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == "TemplateInvalid")
+        })
+    };
+    wait_for(&subs(&f), "team", WAIT, "TemplateInvalid", judged_broken).await;
+    assert_eq!(twilio_status(&f, &sid).await, "active");
+    assert_eq!(count_events(&f, "team", "BudgetSuspended").await, 0);
+}

@@ -151,7 +151,7 @@ pub struct SubaccountPolicy {
 
     /// The deletionPolicies TwilioSubaccounts may use. Defaults to [Retain, Suspend]; list Close
     /// to allow closing subaccounts, which is irreversible. An object deleted with a policy that
-    /// is no longer allowed is treated as Retain.
+    /// is not allowed gets the mildest allowed one (Retain, then Suspend, then Close).
     #[serde(default = "safe_deletion_policies")]
     pub deletion_policies: Vec<SubaccountDeletionPolicy>,
 

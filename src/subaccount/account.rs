@@ -178,14 +178,15 @@ impl Subaccounts {
         let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
         let parent = target::parent(ctx, &ns, refs.0, refs.1, Use::Cleanup).await.ok();
         let asked = sub.spec.deletion_policy;
+        let nothing_made = st.sid.is_none() && st.pending_since.is_none();
         // Whatever the spec says by now (a tenant may switch it just before deleting), what is
         // applied is a policy the TwilioAccount allows.
         let policy = match parent.as_ref().map(|p| &p.account) {
             Some(Some(account)) => {
                 let (policy, refusal) = tenancy::effective_deletion_policy(account, asked);
-                if let Some(refusal) = refusal {
+                if let Some(refusal) = refusal.filter(|_| !nothing_made) {
                     let note = format!(
-                        "deletionPolicy {asked:?} is not applied: {}; {policy:?}, the mildest policy it allows, is applied to {kept} instead",
+                        "deletionPolicy {asked:?} is not applied: {}; {policy:?}, the mildest policy it allows (Retain when it allows none), is applied to {kept} instead",
                         refusal.message
                     );
                     ctx.event(sub, EventType::Warning, "DeletionPolicyReplaced", "Delete", note)
@@ -201,7 +202,7 @@ impl Subaccounts {
         if retained {
             return Ok(reconcile::retained(ctx, sub, kept).await);
         }
-        if st.sid.is_none() && st.pending_since.is_none() {
+        if nothing_made {
             // Nothing was ever asked of Twilio for this object.
             return Ok(Action::await_change());
         }

@@ -254,7 +254,7 @@ impl Subaccounts {
         let spend = self
             .judge_spend(sub, limit.as_ref(), &parent, &sid, st, now)
             .await?;
-        if spend.wanted == SubaccountState::Suspended {
+        if spend.suspends() {
             self.suspend_for_budget(sub, &parent, &sid, st).await?;
         }
         self.report_budget(sub, limit.as_ref(), st, &sid, &spend, now)
