@@ -1,6 +1,6 @@
-//! Until when this process may act: call Twilio, run its controllers. A leader's fence is moved
-//! forward only by a Lease renewal it has seen succeed, and closes by itself when the renew
-//! deadline passes, whatever the cause (the apiserver down, the network cut, its own stall), so
+//! Until when this process may act: call Twilio, run its controllers. A leader's fence is set
+//! only from a Lease renewal it has read back, and closes by itself when the renew deadline
+//! passes, whatever the cause (the apiserver down, the network cut, its own stall), so
 //! a leader stops before its Lease can expire and a standby can take over. Without leader
 //! election the fence stays open. No I/O; `leadership` moves it, and the Twilio client and the
 //! controllers obey it.

@@ -1,6 +1,6 @@
 //! Leader election with a renew deadline, as client-go's: the Lease is held and renewed by
-//! kube-lease-manager, and the [`Fence`] is moved forward only when this process reads the
-//! Lease back holding its own renewal. A leader that has not seen a renewal within the renew
+//! kube-lease-manager, and the [`Fence`] follows what this process reads back of the Lease: its
+//! own renewal plus the renew deadline. A leader that has not seen a renewal within the renew
 //! deadline (shorter than the Lease) stops acting before its Lease can expire, so a standby,
 //! which takes over only once the Lease has expired, never acts at the same time. A replica
 //! that stops leading steps down to standby and stands for election again.
@@ -45,7 +45,7 @@ impl Timing {
         }
         // The Lease is renewed every whole retry period and read back every retry period: a
         // shorter deadline would lapse between two renewals of a healthy leader.
-        let renewal_seen_within = Duration::from_secs(retry.as_secs_f64().ceil() as u64) + retry;
+        let renewal_seen_within = Duration::from_secs(whole_seconds(retry)) + retry;
         if renewal_seen_within >= renew_deadline {
             return Err(format!(
                 "the renew deadline ({renew_deadline:?}) must be longer than the retry period ({retry:?}) rounded up to whole seconds plus the retry period again, or a healthy leader would lapse between renewals"
@@ -66,15 +66,23 @@ impl Timing {
     /// How long before the Lease expires kube-lease-manager renews it: one retry period after
     /// the last renewal, in whole seconds.
     pub fn renew_grace_seconds(&self) -> u64 {
-        let retry = self.retry.as_secs_f64().ceil() as u64;
-        self.lease_seconds().saturating_sub(retry.max(1)).max(1)
+        self.lease_seconds()
+            .saturating_sub(whole_seconds(self.retry))
+            .max(1)
     }
+}
+
+/// `period` rounded up to whole seconds, at least one: how often kube-lease-manager, which
+/// counts in seconds, renews when asked to every `period`.
+fn whole_seconds(period: Duration) -> u64 {
+    (period.as_secs_f64().ceil() as u64).max(1)
 }
 
 /// Keeps `fence` open while this process (`identity`) is seen holding Lease `name`: every retry
 /// period it reads the Lease, and while it shows this process's renewal at `renewTime`, allows
-/// acting until `renewTime` plus the renew deadline. A read that fails or times out moves
-/// nothing, so the fence lapses on its own; a Lease held by another closes it at once. Runs
+/// acting until `renewTime` plus the renew deadline, earlier than before too. A read that fails
+/// or times out moves nothing, so the fence lapses on its own; a Lease held by another closes
+/// it at once. Runs
 /// until the process ends.
 pub async fn keep_fence(leases: Api<Lease>, name: String, identity: String, timing: Timing, fence: Fence) {
     let mut tick = tokio::time::interval(timing.retry);

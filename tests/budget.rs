@@ -577,31 +577,40 @@ async fn the_account_policy_can_require_a_budget_cap_it_and_insist_on_suspend() 
     wait_gone(&api, "team", WAIT).await;
 }
 
-#[tokio::test]
-async fn a_spec_that_cannot_be_used_still_holds_the_subaccount_to_its_budget() {
-    let f = Fixture::new("budget-broken", &[]).await;
+/// Whether the Ready condition reports a template the operator cannot render.
+fn template_invalid(s: &TwilioSubaccount) -> bool {
+    s.status.as_ref().is_some_and(|st| {
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "TemplateInvalid")
+    })
+}
+
+/// A subaccount "team" with a budget of 20 (action Suspend), Ready and within it, then edited
+/// to a template the schema admits but the operator cannot render, plus `also` in its spec;
+/// returns its SID once the operator reports the template. The hold to the budget runs before
+/// a pass reports the spec, so by then that pass's hold is over.
+async fn budgeted_then_unusable(f: &Fixture, also: Value) -> String {
     create(
-        &f,
+        f,
         "team",
         json!({"secret": {"name": "team-twilio"}, "budget": {"monthly": "20", "action": "Suspend"}}),
     )
     .await;
-    let sid = sid(&budget_where(&f, "team", "budget Ok", |b| b.state == BudgetState::Ok).await);
-    // A template the schema admits but the operator cannot render stops every other step.
-    edit(
-        &f,
-        "team",
-        json!({"secret": {"template": {"data": {"X": "{{ nope }}"}}}}),
-    )
-    .await;
-    let broken = |s: &TwilioSubaccount| {
-        s.status.as_ref().is_some_and(|st| {
-            st.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.reason == "TemplateInvalid")
-        })
-    };
-    wait_for(&subs(&f), "team", WAIT, "TemplateInvalid", broken).await;
+    let sid = sid(&budget_where(f, "team", "budget Ok", |b| b.state == BudgetState::Ok).await);
+    let mut spec = json!({"secret": {"template": {"data": {"X": "{{ nope }}"}}}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(also.as_object().cloned().unwrap_or_default());
+    edit(f, "team", spec).await;
+    wait_for(&subs(f), "team", WAIT, "TemplateInvalid", template_invalid).await;
+    sid
+}
+
+#[tokio::test]
+async fn a_spec_that_cannot_be_used_still_holds_the_subaccount_to_its_budget() {
+    let f = Fixture::new("budget-broken", &[]).await;
+    let sid = budgeted_then_unusable(&f, json!({})).await;
     f.emu.change_account(&sid, json!({"usage_total": 25})).await;
     look(&f, "team").await;
     let held = wait_for(
@@ -610,7 +619,7 @@ async fn a_spec_that_cannot_be_used_still_holds_the_subaccount_to_its_budget() {
         WAIT,
         "suspended by its budget",
         |s: &TwilioSubaccount| {
-            broken(s)
+            template_invalid(s)
                 && s.status
                     .as_ref()
                     .and_then(|st| st.budget.as_ref())
@@ -626,30 +635,9 @@ async fn a_spec_that_cannot_be_used_still_holds_the_subaccount_to_its_budget() {
 #[tokio::test]
 async fn a_spec_that_cannot_be_used_suspends_nothing_its_budget_does_not() {
     let f = Fixture::new("budget-broken-state", &[]).await;
-    create(
-        &f,
-        "team",
-        json!({"secret": {"name": "team-twilio"}, "budget": {"monthly": "20", "action": "Suspend"}}),
-    )
-    .await;
-    let sid = sid(&budget_where(&f, "team", "budget Ok", |b| b.state == BudgetState::Ok).await);
-    // Both at once: a template the operator cannot render, and spec.state Suspended. Only the
-    // budget holds while the spec cannot be used, and this one is far from its limit.
-    edit(
-        &f,
-        "team",
-        json!({"state": "Suspended", "secret": {"template": {"data": {"X": "{{ nope }}"}}}}),
-    )
-    .await;
-    // The hold runs before the pass reports the spec, so once it does, the hold is over.
-    let judged_broken = |s: &TwilioSubaccount| {
-        s.status.as_ref().is_some_and(|st| {
-            st.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.reason == "TemplateInvalid")
-        })
-    };
-    wait_for(&subs(&f), "team", WAIT, "TemplateInvalid", judged_broken).await;
+    // Only the budget holds while the spec cannot be used, and this one is far from its limit:
+    // spec.state Suspended, edited at the same time, is not applied.
+    let sid = budgeted_then_unusable(&f, json!({"state": "Suspended"})).await;
     assert_eq!(twilio_status(&f, &sid).await, "active");
     assert_eq!(count_events(&f, "team", "BudgetSuspended").await, 0);
 }
