@@ -58,6 +58,8 @@ pub enum Reason {
     LimitReached,
     /// Subaccount credentials were given where a parent's are needed (21101).
     CredentialsNotParent,
+    /// A per-tenant bound: the TwilioAccount's maxPerNamespace, or a key's live keys.
+    QuotaExceeded,
 }
 
 impl Reason {
@@ -84,6 +86,7 @@ impl Reason {
             Reason::NotASubaccount => "NotASubaccount",
             Reason::LimitReached => "LimitReached",
             Reason::CredentialsNotParent => "CredentialsNotParent",
+            Reason::QuotaExceeded => "QuotaExceeded",
         }
     }
 }

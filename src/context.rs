@@ -144,6 +144,8 @@ pub struct Context {
     pub cluster: Cluster,
     failures: Mutex<HashMap<String, u32>>,
     subaccount_tokens: Mutex<HashMap<String, SecretString>>,
+    /// When each tenant's credentials (by [`Credentials::identity`]) last authenticated.
+    proven: Mutex<HashMap<String, Instant>>,
     writes: Mutex<Recent>,
     /// Whether this process runs the controllers (it leads, or no election is held).
     leading: std::sync::atomic::AtomicBool,
@@ -239,6 +241,7 @@ impl Context {
             cluster,
             failures: Mutex::default(),
             subaccount_tokens: Mutex::default(),
+            proven: Mutex::default(),
             writes: Mutex::default(),
             leading: std::sync::atomic::AtomicBool::new(false),
         }
@@ -347,6 +350,22 @@ impl Context {
     /// Drops the auth token of subaccount `sid`: it changed, was refused, or its object went.
     pub fn forget_subaccount_token(&self, sid: &str) {
         self.subaccount_tokens.lock().expect("token cache").remove(sid);
+    }
+
+    /// Whether `creds` authenticated at Twilio within [`Context::fresh_for`].
+    pub fn is_proven(&self, creds: &Credentials) -> bool {
+        let proven = self.proven.lock().expect("proof cache");
+        proven
+            .get(&creds.identity())
+            .is_some_and(|at| at.elapsed() < self.fresh_for())
+    }
+
+    /// Records that `creds` just authenticated at Twilio.
+    pub fn proved(&self, creds: &Credentials) {
+        let mut proven = self.proven.lock().expect("proof cache");
+        let fresh_for = self.fresh_for();
+        proven.retain(|_, at| at.elapsed() < fresh_for);
+        proven.insert(creds.identity(), Instant::now());
     }
 
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.

@@ -21,6 +21,7 @@ pub mod leadership;
 pub mod membership;
 pub mod metrics;
 pub mod objects;
+pub mod quota;
 pub mod reconcile;
 pub mod secret;
 pub mod server;

@@ -1,7 +1,8 @@
 //! Which Twilio account an object acts on, and the credentials to act with: its own
 //! (`spec.credentialsRef`, a Secret in its namespace, read directly and never cached), or a
 //! TwilioAccount's (`spec.accountRef`, or the one named `default`), used only from a namespace it
-//! admits. The operator's environment is reached only through a TwilioAccount with
+//! admits. A tenant's own credentials count only once they have authenticated at Twilio, and
+//! only for the account they authenticate as. The operator's environment is reached only through a TwilioAccount with
 //! `credentials.fromEnvironment`. A key with `subaccountRef` acts with that subaccount's own auth
 //! token, and waits until the subaccount is ready. What is missing is a `CredentialsMissing`
 //! problem saying how to fix it.
@@ -56,10 +57,11 @@ pub async fn parent(
     purpose: Use,
 ) -> Result<Parent, Problem> {
     if let Some(reference) = credentials_ref {
-        return Ok(Parent {
-            creds: own_credentials(ctx, namespace, reference).await?,
-            account: None,
-        });
+        let creds = own_credentials(ctx, namespace, reference).await?;
+        if purpose == Use::Act {
+            prove(ctx, &creds).await?;
+        }
+        return Ok(Parent { creds, account: None });
     }
     let name = account_ref.map_or(tenancy::DEFAULT_ACCOUNT, |r| r.name.as_str());
     let account = ctx.cluster.accounts.get(&ObjectRef::new(name)).ok_or_else(|| {
@@ -96,6 +98,18 @@ pub async fn account_credentials(ctx: &Context, account: &TwilioAccount) -> Resu
             )
         }),
     }
+}
+
+/// Makes a tenant's credentials authenticate as the account they name before they count for
+/// anything: until they have, no claim is taken, no intent written, no cache keyed by that
+/// account. A proof holds for [`Context::fresh_for`], so a pass costs no extra call.
+async fn prove(ctx: &Context, creds: &Credentials) -> Result<(), Problem> {
+    if ctx.is_proven(creds) {
+        return Ok(());
+    }
+    ctx.twilio.fetch_account(creds, creds.account_sid()).await?;
+    ctx.proved(creds);
+    Ok(())
 }
 
 /// The credentials in the Secret spec.credentialsRef names, in the object's own namespace.

@@ -86,6 +86,17 @@ pub fn permits(pattern: &str, permission: &str) -> bool {
     }
 }
 
+/// The refusal of an object of `kind` past the account's `field` limit of `max` per namespace.
+pub fn over_quota(account: &TwilioAccount, kind: &str, field: &str, namespace: &str, max: u32) -> Problem {
+    Problem::new(
+        Reason::QuotaExceeded,
+        format!(
+            "TwilioAccount {} allows {max} {kind}s per namespace ({field}), and namespace {namespace} has as many created before this one: delete one of them (this object then proceeds), or a cluster admin raises the limit",
+            account.name_any()
+        ),
+    )
+}
+
 /// Refuses creating a subaccount when the account does not allow it.
 pub fn check_create(account: &TwilioAccount) -> Result<(), Problem> {
     if account.spec.subaccounts.create {

@@ -34,6 +34,11 @@ struct World {
 
 impl World {
     async fn new(prefix: &str, attacker_admitted: bool) -> Self {
+        Self::with_env(prefix, attacker_admitted, &[]).await
+    }
+
+    /// As [`World::new`], with the operator started with extra environment.
+    async fn with_env(prefix: &str, attacker_admitted: bool, env: &[(&str, &str)]) -> Self {
         let cp = cluster();
         let victim = cp.tenant_namespace(&format!("{prefix}-v")).await;
         let attacker = if attacker_admitted {
@@ -42,7 +47,7 @@ impl World {
             cp.namespace(&format!("{prefix}-a")).await
         };
         let emu = Emulator::start(&[]);
-        let operator = Operator::start(cp, &emu, &format!("{victim},{attacker}"), &[]);
+        let operator = Operator::start(cp, &emu, &format!("{victim},{attacker}"), env);
         let tenant = cp.tenant(&attacker).await;
         Self {
             cp,
@@ -455,4 +460,274 @@ async fn a_tenant_cannot_retain_a_subaccount_the_account_says_to_suspend() {
         message.contains("Retain") && message.contains("Suspend") && message.contains(&account),
         "{message}"
     );
+}
+
+/// A Secret in the tenant's namespace holding credentials that name `sid` with a token Twilio
+/// never issued.
+async fn bogus_credentials(w: &World, name: &str, sid: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"TWILIO_ACCOUNT_SID": sid, "TWILIO_AUTH_TOKEN": "0123456789abcdef0123456789abcdef"},
+    }))
+    .unwrap();
+    w.tenant::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// Credentials that have not authenticated take no claim: a namespace no account admits cannot
+/// block another team's granted adoption by naming its SID with a bogus credentialsRef.
+#[tokio::test]
+async fn unproven_credentials_take_no_claim() {
+    let w = World::new("squat", false).await;
+    let main = w.emu.main_credentials();
+    let sid = w
+        .emu
+        .client()
+        .create_account(&main, Some("team-b"))
+        .await
+        .unwrap()
+        .sid;
+    let account = format!("adopt-{}", w.victim);
+    let policy = json!({
+        "credentials": {"fromEnvironment": true},
+        "namespaces": {"names": [w.victim]},
+        "subaccounts": {"adopt": [{"sid": sid, "namespace": w.victim}], "deletionPolicies": ["Retain"]},
+    });
+    w.cp.apply_account(&account, policy).await;
+    bogus_credentials(&w, "fake", main.account_sid()).await;
+    let subs = w.tenant::<TwilioSubaccount>();
+    let spec = json!({"sid": sid, "credentialsRef": {"name": "fake"}, "deletionPolicy": "Retain"});
+    create(
+        &subs,
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "squat"}, "spec": spec}),
+    )
+    .await;
+    reason(&subs, "squat", "AuthenticationFailed").await;
+
+    let spec = json!({"sid": sid, "accountRef": {"name": account}, "deletionPolicy": "Retain"});
+    create(
+        &w.admin::<TwilioSubaccount>(),
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "granted"}, "spec": spec}),
+    )
+    .await;
+    let adopted = wait_for(&w.admin(), "granted", WAIT, "Ready", ready_sub).await;
+    assert_eq!(adopted.status.unwrap().sid.as_deref(), Some(sid.as_str()));
+}
+
+/// A credentialsRef whose create failed leaves nothing to act on: after the tenant renames its
+/// own subaccount to that object's creation name and deletes the object, no subaccount is
+/// closed, neither with the tenant's credentials nor with the operator's.
+#[tokio::test]
+async fn a_failed_create_never_closes_a_subaccount_found_by_name() {
+    let w = World::new("rename", false).await;
+    let account = format!("suspend-{}", w.attacker);
+    let policy = json!({
+        "credentials": {"fromEnvironment": true},
+        "namespaces": {"names": [w.attacker]},
+        "subaccounts": {"deletionPolicies": ["Retain", "Suspend"]},
+    });
+    w.cp.apply_account(&account, policy).await;
+    let subs = w.tenant::<TwilioSubaccount>();
+    let spec =
+        json!({"accountRef": {"name": account}, "secret": {"name": "mine"}, "deletionPolicy": "Retain"});
+    create(
+        &subs,
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "mine"}, "spec": spec}),
+    )
+    .await;
+    let mine = wait_for(&subs, "mine", WAIT, "Ready", ready_sub).await;
+    let mine_sid = mine.status.unwrap().sid.unwrap();
+
+    bogus_credentials(&w, "fake", w.emu.main_credentials().account_sid()).await;
+    let spec = json!({"credentialsRef": {"name": "fake"}, "deletionPolicy": "Close"});
+    let decoy = create(
+        &subs,
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "decoy"}, "spec": spec}),
+    )
+    .await;
+    reason(&subs, "decoy", "AuthenticationFailed").await;
+
+    // The tenant holds its subaccount's token, so it can rename it at Twilio directly.
+    let secret: Secret = w.tenant().get("mine").await.unwrap();
+    let token = String::from_utf8(secret.data.unwrap()["TWILIO_AUTH_TOKEN"].0.clone()).unwrap();
+    let own = Credentials::with_auth_token(&mine_sid, SecretString::from(token)).unwrap();
+    let rename = twilio_operator::twilio::types::AccountUpdate {
+        friendly_name: Some(twilio_operator::tagging::creation_name(&decoy.uid().unwrap())),
+        status: None,
+    };
+    w.emu
+        .client()
+        .update_account(&own, &mine_sid, &rename)
+        .await
+        .unwrap();
+    subs.delete("decoy", &DeleteParams::default()).await.unwrap();
+    wait_gone(&subs, "decoy", WAIT).await;
+    assert_eq!(w.status_at_twilio(&mine_sid).await, "active");
+}
+
+/// A key whose credentialsRef names another team's subaccount with a bogus token fails alone:
+/// the victim's budget callbacks are still verified and acted on.
+#[tokio::test]
+async fn a_bogus_token_for_a_foreign_sid_leaves_its_callbacks_working() {
+    let port = support::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let webhook = [
+        ("BUDGET_WEBHOOK_URL", url.as_str()),
+        ("WEBHOOK_ADDRESS", &url[7..]),
+    ];
+    let w = World::with_env("callbacks", false, &webhook).await;
+    let spec = json!({"secret": {"name": "team-twilio"}, "budget": {"monthly": "10", "action": "Suspend"}});
+    create(
+        &w.admin::<TwilioSubaccount>(),
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "team"}, "spec": spec}),
+    )
+    .await;
+    let sub: TwilioSubaccount = wait_for(
+        &w.admin(),
+        "team",
+        WAIT,
+        "triggers set",
+        |s: &TwilioSubaccount| {
+            ready_sub(s)
+                && s.status
+                    .as_ref()
+                    .and_then(|st| st.budget.as_ref())
+                    .is_some_and(|b| !b.triggers.is_empty())
+        },
+    )
+    .await;
+    let sid = sub.status.unwrap().sid.unwrap();
+
+    bogus_credentials(&w, "fake", &sid).await;
+    let keys = w.tenant::<TwilioApiKey>();
+    create(&keys, json!({"kind": "TwilioApiKey", "metadata": {"name": "probe"}, "spec": {"credentialsRef": {"name": "fake"}, "secret": {"name": "probe"}}})).await;
+    reason(&keys, "probe", "AuthenticationFailed").await;
+
+    w.emu.change_account(&sid, json!({"usage_total": 50})).await;
+    wait_for(
+        &w.admin(),
+        "team",
+        Duration::from_secs(15),
+        "suspended by the budget",
+        |s: &TwilioSubaccount| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.budget.as_ref())
+                .is_some_and(|b| b.suspended_by_budget)
+        },
+    )
+    .await;
+    let answered = w.emu.state().await["callbacks"].clone();
+    assert_eq!(answered["503"].as_u64().unwrap_or(0), 0, "{answered}");
+    assert_eq!(w.status_at_twilio(&sid).await, "suspended");
+}
+
+/// Deleting a key's Secret again and again never leaves more than three live keys for the
+/// object: the third reissue waits, and says why in its condition and an event.
+#[tokio::test]
+async fn deleting_a_keys_secret_again_and_again_leaves_at_most_three_live_keys() {
+    let w = World::new("churn", true).await;
+    let keys = w.tenant::<TwilioApiKey>();
+    let spec = json!({"secret": {"name": "churn"}});
+    let key = create(
+        &keys,
+        json!({"kind": "TwilioApiKey", "metadata": {"name": "churn"}, "spec": spec}),
+    )
+    .await;
+    let mut current = wait_for(&keys, "churn", WAIT, "Ready", ready_key).await;
+    let secrets = w.tenant::<Secret>();
+    for round in 0..6 {
+        let before = current.status.as_ref().and_then(|st| st.key_sid.clone());
+        secrets.delete("churn", &DeleteParams::default()).await.unwrap();
+        current = wait_for(&keys, "churn", WAIT, "reissued or held", |k: &TwilioApiKey| {
+            let reissued = ready_key(k) && k.status.as_ref().and_then(|st| st.key_sid.clone()) != before;
+            reissued || ready_of(k).is_some_and(|(r, _)| r == "QuotaExceeded")
+        })
+        .await;
+        if ready_of(&current).is_some_and(|(r, _)| r == "QuotaExceeded") {
+            assert_eq!(round, 2, "two reissues fit: the published key and two retiring");
+            break;
+        }
+    }
+    let (_, message) = ready_of(&current).unwrap();
+    assert!(
+        message.contains("3 keys") && message.contains("waits"),
+        "{message}"
+    );
+    let tag = twilio_operator::tagging::tag(&key.uid().unwrap());
+    let live = w.emu.state().await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["friendly_name"].as_str().is_some_and(|n| n.ends_with(&tag)))
+        .count();
+    assert_eq!(live, 3);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(w.cp.admin(), &w.attacker);
+    let told = events.list(&Default::default()).await.unwrap().items;
+    assert!(
+        told.iter().any(|e| e.reason.as_deref() == Some("QuotaExceeded")),
+        "{told:?}"
+    );
+}
+
+/// One namespace cannot take what the account's tenants share: past maxPerNamespace an object
+/// gets QuotaExceeded before any Twilio call, and proceeds once an older one goes.
+#[tokio::test]
+async fn a_namespace_gets_no_more_keys_or_subaccounts_than_its_quota() {
+    let w = World::new("quota", false).await;
+    let account = format!("quota-{}", w.attacker);
+    let policy = json!({
+        "credentials": {"fromEnvironment": true},
+        "namespaces": {"names": [w.attacker]},
+        "apiKeys": {"maxPerNamespace": 2},
+        "subaccounts": {"maxPerNamespace": 1},
+    });
+    w.cp.apply_account(&account, policy).await;
+    let keys = w.tenant::<TwilioApiKey>();
+    // Objects count in creation order; within one second (what creationTimestamp keeps), by name.
+    for name in ["k1", "k2", "k3"] {
+        let spec = json!({"accountRef": {"name": account}});
+        create(
+            &keys,
+            json!({"kind": "TwilioApiKey", "metadata": {"name": name}, "spec": spec}),
+        )
+        .await;
+    }
+    for name in ["k1", "k2"] {
+        wait_for(&keys, name, WAIT, "Ready", ready_key).await;
+    }
+    let message = reason(&keys, "k3", "QuotaExceeded").await;
+    assert!(
+        message.contains(&account)
+            && message.contains("spec.apiKeys.maxPerNamespace")
+            && message.contains('2'),
+        "{message}"
+    );
+    assert_eq!(
+        w.received("api.CreateNewKey").await,
+        2,
+        "no Twilio call for the third"
+    );
+
+    let subs = w.tenant::<TwilioSubaccount>();
+    for name in ["s1", "s2"] {
+        let spec = json!({"accountRef": {"name": account}});
+        create(
+            &subs,
+            json!({"kind": "TwilioSubaccount", "metadata": {"name": name}, "spec": spec}),
+        )
+        .await;
+    }
+    wait_for(&subs, "s1", WAIT, "Ready", ready_sub).await;
+    let message = reason(&subs, "s2", "QuotaExceeded").await;
+    assert!(message.contains("spec.subaccounts.maxPerNamespace"), "{message}");
+    assert_eq!(w.received("api.CreateAccount").await, 1);
+
+    // A place freed is taken by the first one waiting, without waiting out a backoff.
+    keys.delete("k1", &DeleteParams::default()).await.unwrap();
+    wait_for(&keys, "k3", Duration::from_secs(15), "Ready", ready_key).await;
+    subs.delete("s1", &DeleteParams::default()).await.unwrap();
+    wait_for(&subs, "s2", Duration::from_secs(15), "Ready", ready_sub).await;
 }

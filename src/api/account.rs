@@ -121,6 +121,13 @@ pub struct ApiKeyPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("items" = {"type": "string", "maxLength": 256, "pattern": PERMISSION_PATTERN}))]
     pub permissions: Option<Vec<String>>,
+
+    /// The most TwilioApiKeys one namespace may keep in the account itself (those with
+    /// accountRef, or none, naming it); the ones created after get reason QuotaExceeded before
+    /// any Twilio call. Keys in a TwilioSubaccount count against that subaccount. Absent: no
+    /// limit. With sharding, each shard counts its own objects: a ResourceQuota bounds the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_namespace: Option<u32>,
 }
 
 impl Default for ApiKeyPolicy {
@@ -128,6 +135,7 @@ impl Default for ApiKeyPolicy {
         Self {
             key_types: all_key_types(),
             permissions: None,
+            max_per_namespace: None,
         }
     }
 }
@@ -159,6 +167,12 @@ pub struct SubaccountPolicy {
     /// unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetPolicy>,
+
+    /// The most TwilioSubaccounts one namespace may keep under the account; the ones created
+    /// after get reason QuotaExceeded before any Twilio call. Absent: no limit. With sharding,
+    /// each shard counts its own objects: a ResourceQuota bounds the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_namespace: Option<u32>,
 }
 
 /// What the budgets of an account's subaccounts must say.
@@ -192,6 +206,7 @@ impl Default for SubaccountPolicy {
             adopt: Vec::new(),
             deletion_policies: safe_deletion_policies(),
             budget: None,
+            max_per_namespace: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::api::{duration, schedule};
 use crate::conditions::{Problem, Reason, is_ready};
 use crate::context::Context;
 use crate::objects::object_id;
+use crate::quota::Quota;
 use crate::reconcile::{self, Candidates, Done, Lifecycle, Note, Stop};
 use crate::secret::{self, Observed};
 use crate::target::{self, Target, Use};
@@ -52,6 +53,8 @@ pub struct ApiKeys {
     subaccounts: ListedSubaccounts,
     /// The version each of the scope's owned Secrets is at, from their watch.
     secrets: Arc<secret::Versions>,
+    /// The scope's keys by TwilioAccount and namespace, for spec.apiKeys.maxPerNamespace.
+    quota: Arc<Quota<TwilioApiKey>>,
     memory: Memory,
 }
 
@@ -89,11 +92,17 @@ impl Issued {
 
 impl ApiKeys {
     /// A reconciler acting through `ctx`, remembering nothing yet.
-    pub fn new(ctx: Arc<Context>, subaccounts: ListedSubaccounts, secrets: Arc<secret::Versions>) -> Self {
+    pub fn new(
+        ctx: Arc<Context>,
+        subaccounts: ListedSubaccounts,
+        secrets: Arc<secret::Versions>,
+        quota: Arc<Quota<TwilioApiKey>>,
+    ) -> Self {
         Self {
             ctx,
             subaccounts,
             secrets,
+            quota,
             memory: Memory::default(),
         }
     }
@@ -132,8 +141,10 @@ impl Lifecycle for ApiKeys {
         let outcome = self.pass(key, st, now).await;
         if let (Err(Stop::Problem(p)), Some(account)) = (&outcome, &st.account_sid)
             && p.reason == Reason::AuthenticationFailed
+            && key.spec.subaccount_ref.is_some()
         {
-            // A cached subaccount token may be what Twilio refused: read it afresh next time.
+            // The cached subaccount token is what Twilio refused: read it afresh next time. Other
+            // credentials that fail (a tenant's own, naming any SID) leave the cache alone.
             self.ctx.forget_subaccount_token(account);
         }
         if let Some(created) = &st.key_created_at {
@@ -168,9 +179,11 @@ impl Lifecycle for ApiKeys {
         }
         // The object's own credentials first; if they are gone (a namespace being deleted takes
         // its Secrets with it) or refused, the operator's own, which reach subaccounts as their
-        // parent. Either way only the account the status recorded is touched, and in it only the
+        // parent, unless the object brought its own (credentialsRef). Either way only the account the status recorded is touched, and in it only the
         // keys that carry this object's tag.
-        let own = resolve(ctx, &self.subaccounts, key, Use::Cleanup).await.ok();
+        let own = resolve(ctx, &self.subaccounts, key, Use::Cleanup, None)
+            .await
+            .ok();
         let Some(account) = st
             .account_sid
             .clone()
@@ -202,7 +215,11 @@ impl Lifecycle for ApiKeys {
         let work = format!("Revoking {recorded} in account {account}");
         let candidates = Candidates {
             own: own.map(|t| t.creds),
-            operator: ctx.default_credentials.clone(),
+            // A tenant's own credentials never borrow the operator's, not even to clean up.
+            operator: ctx
+                .default_credentials
+                .clone()
+                .filter(|_| key.spec.credentials_ref.is_none()),
         };
         let released = reconcile::release(ctx, key, candidates, &work, revoked, failed).await;
         if let Err(Stop::Problem(held)) = &released
@@ -218,12 +235,13 @@ impl Lifecycle for ApiKeys {
 
 /// The account a key lives in and the credentials to act there with (a subaccount as
 /// `subaccounts` holds it); to act, its TwilioAccount must also allow the key's type and
-/// permissions.
+/// permissions, and, when `quota` is given, one more key in its namespace.
 async fn resolve(
     ctx: &Context,
     (subaccounts, listed): &ListedSubaccounts,
     key: &TwilioApiKey,
     purpose: Use,
+    quota: Option<&Quota<TwilioApiKey>>,
 ) -> Result<Target, Problem> {
     let ns = key.namespace().unwrap_or_default();
     let spec = &key.spec;
@@ -252,6 +270,12 @@ async fn resolve(
             spec.key_type,
             spec.permissions.as_deref().unwrap_or_default(),
         )?;
+        if let (Some(quota), Some(max)) = (quota, account.spec.api_keys.max_per_namespace)
+            && !quota.admits(key, &account.name_any(), max)
+        {
+            let field = "spec.apiKeys.maxPerNamespace";
+            return Err(tenancy::over_quota(account, "TwilioApiKey", field, &ns, max));
+        }
     }
     Ok(Target {
         account_sid: parent.creds.account_sid().to_owned(),
@@ -269,7 +293,9 @@ impl ApiKeys {
     ) -> Result<Done, Stop> {
         let settings = plan::settings(key)?;
         self.memory.settle_revoked(&settings.uid, &st.retiring_keys);
-        let target = resolve(&self.ctx, &self.subaccounts, key, Use::Act).await?;
+        // An object that may already hold keys is past admission: the limit never strands them.
+        let quota = (!plan::may_hold_keys(st)).then_some(self.quota.as_ref());
+        let target = resolve(&self.ctx, &self.subaccounts, key, Use::Act, quota).await?;
         st.account_sid = Some(target.account_sid.clone());
         let seen = self.observe(&settings, &target, st).await?;
         let applied_here = self.memory.applied(&settings.uid, settings.generation);
@@ -439,6 +465,14 @@ impl ApiKeys {
                 None
             }
             Change::None => None,
+            Change::Wait { cause, until } => {
+                let message = format!(
+                    "A new key ({}) waits until {until}: {} keys of this object are live (the published one and two retiring), the most a TwilioApiKey may have. The first retiring key is revoked then, and the new key published",
+                    cause.describe(),
+                    plan::MAX_LIVE_KEYS
+                );
+                return Err(Problem::new(Reason::QuotaExceeded, message).into());
+            }
         };
         let mut revoked = Vec::new();
         let finished = async {

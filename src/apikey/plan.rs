@@ -263,7 +263,18 @@ pub enum Change {
     Issue(Cause),
     /// The spec changed (friendlyName, permissions): update the key in place.
     Update,
+    /// A reissue would make more than [`MAX_LIVE_KEYS`] live: it waits.
+    Wait {
+        /// Why the key would be reissued.
+        cause: Cause,
+        /// When the first retiring key is revoked, and the reissue may proceed.
+        until: Timestamp,
+    },
 }
+
+/// The most keys one TwilioApiKey has live at Twilio at any moment: the published one and two
+/// retiring. Each deleted Secret would otherwise leave one more key behind for its grace period.
+pub const MAX_LIVE_KEYS: usize = 3;
 
 /// The steps of one pass, in the order they run.
 #[derive(Debug, Clone, PartialEq)]
@@ -316,7 +327,17 @@ pub fn plan(
         {
             Change::None
         }
-        // A lost or edited Secret is replaced at once; keys still retiring keep their grace.
+        // A lost or edited Secret is replaced at once, keys still retiring keep their grace, and
+        // no more than MAX_LIVE_KEYS are live: past that the reissue waits for the first to go.
+        Some(cause) if cause.retires_current() && st.key_sid.is_some() => {
+            let retiring: Vec<&RetiringKey> = (st.retiring_keys.iter())
+                .filter(|r| !revoke.contains(&r.sid))
+                .collect();
+            match retiring.iter().map(|r| r.revoke_at.0).min() {
+                Some(until) if retiring.len() + 2 > MAX_LIVE_KEYS => Change::Wait { cause, until },
+                _ => Change::Issue(cause),
+            }
+        }
         Some(cause) => Change::Issue(cause),
         // A changed spec, unless this process already applied it (a pass may read an older status).
         None if st.observed_generation != settings.generation && !applied_here => Change::Update,
@@ -996,6 +1017,49 @@ mod tests {
             account_sid: None,
         });
         assert_eq!(recorded_keys(&st), vec!["SK1", "SK0"]);
+    }
+
+    #[test]
+    fn a_lost_secret_is_reissued_only_while_at_most_three_keys_are_live() {
+        let retiring = |sid: &str, when: &str| RetiringKey {
+            sid: sid.into(),
+            revoke_at: Time(at(when)),
+            account_sid: Some("AC1".into()),
+        };
+        let later = "2026-01-01T03:00:00Z";
+        let mut st = live("SK3");
+        st.retiring_keys = vec![retiring("SK2", later)];
+        let lost = seen(Observed::Missing, vec![tagged("SK2"), tagged("SK3")], T2);
+        let p = plan(&settings(), &st, &lost, false, at(T2));
+        assert_eq!(
+            p.change,
+            issue(Cause::SecretLost),
+            "one retiring: a third key may go live"
+        );
+
+        st.retiring_keys.push(retiring("SK1", "2026-01-01T04:00:00Z"));
+        let lost = seen(
+            Observed::Missing,
+            vec![tagged("SK1"), tagged("SK2"), tagged("SK3")],
+            T2,
+        );
+        let p = plan(&settings(), &st, &lost, false, at(T2));
+        let wait = Change::Wait {
+            cause: Cause::SecretLost,
+            until: at(later),
+        };
+        assert_eq!(
+            p.change, wait,
+            "two retiring: the reissue waits for the first to go"
+        );
+
+        let p = plan(&settings(), &st, &lost, false, at(later));
+        assert_eq!(p.revoke, vec!["SK2".to_owned()]);
+        assert_eq!(
+            p.change,
+            issue(Cause::SecretLost),
+            "once it goes, the reissue proceeds"
+        );
     }
 
     #[test]

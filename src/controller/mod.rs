@@ -14,6 +14,7 @@ use crate::apikey::ApiKeys;
 use crate::budget::callbacks::Callbacks;
 use crate::context::{Changed, Context, Recorder};
 use crate::membership::{KeyViews, Membership};
+use crate::quota::Quota;
 use crate::reconcile::{self, Lifecycle};
 use crate::secret::{self, MANAGED_SELECTOR};
 use crate::subaccount::Subaccounts;
@@ -203,20 +204,32 @@ async fn run_scope(
     let (subs_listed, announce_listed) = flag_once(async move {
         let _ = subs_ready.wait_until_ready().await;
     });
+    let (key_quota, sub_quota) = (Arc::new(Quota::default()), Arc::new(Quota::default()));
     let apikeys = Arc::new(ApiKeys::new(
         ctx.clone(),
         (subs.clone(), subs_listed),
         versions.clone(),
+        key_quota.clone(),
     ));
-    let subaccounts = Arc::new(Subaccounts::new(ctx.clone(), membership.clone(), callbacks));
+    let subaccounts = Arc::new(Subaccounts::new(
+        ctx.clone(),
+        membership.clone(),
+        callbacks,
+        sub_quota.clone(),
+    ));
 
-    // A key joining or leaving a subaccount wakes that subaccount, and nothing else does.
+    // A key joining or leaving a subaccount wakes that subaccount, and nothing else does; a key
+    // leaving its namespace's quota wakes the first key waiting for a place.
     let (index, wake, lifecycle) = (membership.clone(), wake_subs.clone(), apikeys.clone());
+    let wake_waiting = wake_keys.clone();
     let key_events = readable(scoped(client, ns), selected.clone(), &keys, &ctx.recorder)
         .modify(slim)
         .inspect_ok(move |event| {
             for sub in index.observe(event) {
                 let _ = wake.send(sub);
+            }
+            if let Some(key) = key_quota.observe(event, ApiKeys::account_name) {
+                let _ = wake_waiting.send(key);
             }
             forget_departed(lifecycle.as_ref(), event);
         });
@@ -226,7 +239,7 @@ async fn run_scope(
         .touched_objects();
     // A subaccount wakes its keys when what they read of it changes.
     let (index, wake, mut views) = (membership.clone(), wake_keys.clone(), KeyViews::default());
-    let lifecycle = subaccounts.clone();
+    let (lifecycle, wake_waiting) = (subaccounts.clone(), wake_subs.clone());
     let sub_events = readable(scoped(client, ns), selected, &subs, &ctx.recorder)
         .modify(slim)
         .inspect_ok(move |event| {
@@ -234,6 +247,9 @@ async fn run_scope(
                 for key in index.keys_of(&sub) {
                     let _ = wake.send(key);
                 }
+            }
+            if let Some(sub) = sub_quota.observe(event, Subaccounts::account_name) {
+                let _ = wake_waiting.send(sub);
             }
             forget_departed(lifecycle.as_ref(), event);
         })

@@ -23,14 +23,18 @@ use kube::runtime::events::EventType;
 use std::time::Instant;
 
 impl Subaccounts {
-    /// Holds the claim on the SID the spec adopts or the status records: it comes before any
-    /// Twilio call about that SID.
+    /// Holds the claim on the SID the status records or the TwilioAccount grants for adoption:
+    /// it comes before any Twilio call about that SID. A SID only the object's own credentials
+    /// vouch for is claimed once they have reached it ([`Subaccounts::ensure_account`]), so
+    /// credentials that do not authenticate, or cannot see it, take no claim.
     pub(super) async fn claim_known(
         &self,
         sub: &TwilioSubaccount,
+        resolved: &Resolved,
         st: &TwilioSubaccountStatus,
     ) -> Result<(), Stop> {
-        match sub.spec.sid.as_deref().or(st.sid.as_deref()) {
+        let granted = sub.spec.sid.as_deref().filter(|_| resolved.policy.is_some());
+        match granted.or(st.sid.as_deref()) {
             Some(sid) => self.claim(sid, sub).await,
             None => Ok(()),
         }
@@ -48,7 +52,10 @@ impl Subaccounts {
         let parent = &resolved.parent;
         let found = self.observe(sub, resolved, st).await?;
         let account = match plan::existence(found, parent.account_sid())? {
-            Existence::Exists(account) => account,
+            Existence::Exists(account) => {
+                self.claim(&account.sid, sub).await?;
+                account
+            }
             Existence::Recover(account) => {
                 self.claim(&account.sid, sub).await?;
                 st.sid = Some(account.sid.clone());
@@ -67,6 +74,9 @@ impl Subaccounts {
                     tenancy::check_create(policy)?;
                 }
                 let name = &resolved.settings.creation_name;
+                // The intent names the parent, so only that parent's subaccounts can be found
+                // under the creation name later.
+                st.owner_account_sid = Some(parent.account_sid().to_owned());
                 let create = ctx.twilio.create_account(parent, Some(name));
                 let account =
                     reconcile::create_with_intent(ctx, sub, st, now, "subaccount-after-create", create)
@@ -224,7 +234,7 @@ impl Subaccounts {
                 return Ok(Action::await_change());
             }
         };
-        let candidates = self.candidates(parent.map(|p| p.creds), st);
+        let candidates = self.candidates(sub, parent.map(|p| p.creds), st);
         let recorded = st.sid.clone();
         // From the UID alone: a spec that no longer validates must not hide an interrupted create.
         let creation_name = Some(tagging::creation_name(&sub.uid().unwrap_or_default()));
@@ -233,17 +243,41 @@ impl Subaccounts {
             async move {
                 let sid = match (recorded, creation_name) {
                     (Some(sid), _) => sid,
-                    (None, Some(name)) => match self.find_created(&creds, &name).await? {
-                        Some(account) => account.sid,
-                        None => return Ok(None),
-                    },
+                    (None, Some(name)) => {
+                        let owner = st.owner_account_sid.as_deref().unwrap_or(creds.account_sid());
+                        let Some(found) = self.find_created(&creds, &name, owner).await? else {
+                            return Ok(None);
+                        };
+                        // Its name alone proves nothing (a tenant can rename a subaccount it
+                        // holds the token of): acting needs this object's claim on it too.
+                        if let Err(stop) = claims::claim(ctx, &found.sid, sub).await {
+                            let why = match stop {
+                                Stop::Problem(p) => p.message,
+                                Stop::Kube(e) => e.to_string(),
+                            };
+                            return Ok(Some(Note {
+                                reason: "DeletionPolicySkipped",
+                                text: format!(
+                                    "Subaccount {} carries this object's creation name but is not proven its own ({}); it is left as it is",
+                                    found.sid, why
+                                ),
+                            }));
+                        }
+                        found.sid
+                    }
                     _ => return Ok(None),
                 };
                 let update = AccountUpdate {
                     friendly_name: None,
                     status: Some(wanted),
                 };
-                match ctx.twilio.update_account(&creds, &sid, &update).await {
+                let applied = ctx.twilio.update_account(&creds, &sid, &update).await;
+                if st.sid.is_none() {
+                    // The claim taken above for a subaccount found by name; the recorded one is
+                    // released with the object.
+                    let _ = claims::release(ctx, &sid, &sub.uid().unwrap_or_default()).await;
+                }
+                match applied {
                     Ok(_) => Ok(Some(Note {
                         reason: "DeletionPolicyApplied",
                         text: format!("Subaccount {sid} is now {}", wanted.as_str()),
@@ -265,14 +299,24 @@ impl Subaccounts {
         reconcile::release(ctx, sub, candidates, &work, apply_policy, failed).await
     }
 
-    /// The credentials a deletion step may use: the object's own (`own`) and the operator's, but
-    /// only those of the parent the status recorded, which alone may act on what it recorded.
-    pub(super) fn candidates(&self, own: Option<Credentials>, st: &TwilioSubaccountStatus) -> Candidates {
+    /// The credentials a deletion step may use: the object's own (`own`) and, unless they come
+    /// from its credentialsRef, the operator's; only those of the parent the status recorded,
+    /// which alone may act on what it recorded.
+    pub(super) fn candidates(
+        &self,
+        sub: &TwilioSubaccount,
+        own: Option<Credentials>,
+        st: &TwilioSubaccountStatus,
+    ) -> Candidates {
         let owner = st.owner_account_sid.as_deref();
         let of_owner = |c: &Credentials| owner.is_none_or(|o| o == c.account_sid());
+        let operator = self.ctx.default_credentials.clone();
         Candidates {
             own: own.filter(of_owner),
-            operator: self.ctx.default_credentials.clone().filter(of_owner),
+            // A tenant's own credentials never borrow the operator's, not even to clean up.
+            operator: operator
+                .filter(|_| sub.spec.credentials_ref.is_none())
+                .filter(of_owner),
         }
     }
 
@@ -300,7 +344,8 @@ impl Subaccounts {
         }
         if st.pending_since.is_some() {
             let name = &resolved.settings.creation_name;
-            return Ok(Found::Interrupted(self.find_created(parent, name).await?));
+            let owner = st.owner_account_sid.as_deref().unwrap_or(parent.account_sid());
+            return Ok(Found::Interrupted(self.find_created(parent, name, owner).await?));
         }
         Ok(Found::Nothing)
     }
@@ -356,18 +401,21 @@ impl Subaccounts {
             .note(&sub.uid().unwrap_or_default(), |r| r.fetched = Some(fetched));
     }
 
-    /// The subaccount created under `creation_name`, if an interrupted create made one.
+    /// The subaccount of `owner` created under `creation_name`, if an interrupted create made one.
     pub(super) async fn find_created(
         &self,
         parent: &Credentials,
         creation_name: &str,
+        owner: &str,
     ) -> Result<Option<Account>, crate::twilio::Error> {
         let filter = AccountFilter {
             friendly_name: Some(creation_name.to_owned()),
             status: None,
         };
         let found = self.ctx.twilio.list_accounts(parent, &filter).await?;
-        Ok(found.into_iter().find(|a| a.sid != parent.account_sid()))
+        Ok(found
+            .into_iter()
+            .find(|a| a.sid != parent.account_sid() && a.owner_account_sid.as_deref() == Some(owner)))
     }
 }
 

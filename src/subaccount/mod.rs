@@ -18,6 +18,7 @@ use crate::conditions::{Problem, Reason};
 use crate::context::Context;
 use crate::membership::Membership;
 use crate::objects::Memory;
+use crate::quota::Quota;
 use crate::reconcile::{Done, Lifecycle, Stop};
 use crate::target::{self, Parent, Use};
 use crate::twilio::Credentials;
@@ -36,6 +37,9 @@ pub struct Subaccounts {
     ctx: Arc<Context>,
     membership: Arc<Membership>,
     callbacks: Arc<Callbacks>,
+    /// The scope's subaccounts by TwilioAccount and namespace, for
+    /// spec.subaccounts.maxPerNamespace.
+    quota: Arc<Quota<TwilioSubaccount>>,
     memory: Memory<Remembered>,
 }
 
@@ -95,12 +99,18 @@ fn edits_hash(sub: &TwilioSubaccount) -> u64 {
 
 impl Subaccounts {
     /// A reconciler acting through `ctx`, counting keys in `membership`, routing budget trigger
-    /// calls through `callbacks`, remembering nothing yet.
-    pub fn new(ctx: Arc<Context>, membership: Arc<Membership>, callbacks: Arc<Callbacks>) -> Self {
+    /// calls through `callbacks`, judging maxPerNamespace with `quota`, remembering nothing yet.
+    pub fn new(
+        ctx: Arc<Context>,
+        membership: Arc<Membership>,
+        callbacks: Arc<Callbacks>,
+        quota: Arc<Quota<TwilioSubaccount>>,
+    ) -> Self {
         Self {
             ctx,
             membership,
             callbacks,
+            quota,
             memory: Memory::default(),
         }
     }
@@ -120,6 +130,15 @@ impl Subaccounts {
         let mut imposed = None;
         if let Some(policy) = &account {
             tenancy::check_deletion_policy(policy, sub.spec.deletion_policy)?;
+            // A subaccount already made is past admission: the limit never strands its budget.
+            let made = st.sid.is_some() || st.pending_since.is_some();
+            if let Some(max) = policy.spec.subaccounts.max_per_namespace
+                && !made
+                && !self.quota.admits(sub, &policy.name_any(), max)
+            {
+                let field = "spec.subaccounts.maxPerNamespace";
+                return Err(tenancy::over_quota(policy, "TwilioSubaccount", field, &ns, max).into());
+            }
             if let Some(sid) = &sub.spec.sid {
                 tenancy::check_adopt(policy, sid, &ns)?;
             }
@@ -176,7 +195,7 @@ impl Lifecycle for Subaccounts {
             }
         };
         let resolved = self.resolve(sub, settings, st).await?;
-        self.claim_known(sub, st).await?;
+        self.claim_known(sub, &resolved, st).await?;
         let keys = self.membership.count(&ObjectRef::from_obj(sub));
         st.api_keys = Some(i32::try_from(keys).unwrap_or(i32::MAX));
         let account = self.ensure_account(sub, &resolved, st, now).await?;

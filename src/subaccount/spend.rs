@@ -434,7 +434,7 @@ impl Subaccounts {
         let ns = sub.namespace().unwrap_or_default();
         let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
         let parent = target::parent(ctx, &ns, refs.0, refs.1, Use::Cleanup).await.ok();
-        let candidates = self.candidates(parent.map(|p| p.creds), st);
+        let candidates = self.candidates(sub, parent.map(|p| p.creds), st);
         let uid = sub.uid().unwrap_or_default();
         let sids: Vec<&str> = recorded.iter().map(|t| t.sid.as_str()).collect();
         let work = format!("Removing the budget's usage triggers of {sid}");

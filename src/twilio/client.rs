@@ -1,5 +1,7 @@
 //! The transport under every Twilio call: hosts, Basic auth, form bodies, pagination, and per
-//! account a concurrency limit and an optional requests-per-second budget. Retryable failures
+//! caller (the exact credentials, [`Credentials::identity`]) a concurrency limit and an optional
+//! requests-per-second budget: credentials that merely name an account share nothing with the
+//! ones that authenticate for it. Retryable failures
 //! (429/20429, 5xx, transport) are retried with exponential backoff and jitter, at most
 //! `max_retries` times, honouring Retry-After; a create is repeated only when Twilio surely did not
 //! act on it, so a retry never makes a second subaccount or key. Bodies are never logged.
@@ -167,6 +169,9 @@ impl Call {
     }
 }
 
+/// How many callers' slots are kept before the idle ones are dropped.
+const MAX_IDLE_CALLERS: usize = 1024;
+
 /// A Twilio REST client; cheap to clone, limits shared between clones.
 #[derive(Clone)]
 pub struct TwilioClient {
@@ -244,10 +249,17 @@ impl TwilioClient {
         &self.inner.config
     }
 
-    fn slot(&self, account: &str) -> Arc<Semaphore> {
+    fn slot(&self, caller: &str) -> Arc<Semaphore> {
         let mut slots = self.inner.slots.lock().expect("slot map lock");
+        if slots.len() >= MAX_IDLE_CALLERS {
+            // Credentials come and go (a tenant may cycle bogus ones): an idle slot holds nothing.
+            slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+            if let Some(rate) = &self.inner.rate {
+                rate.retain_recent();
+            }
+        }
         slots
-            .entry(account.to_owned())
+            .entry(caller.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.inner.config.max_concurrency.max(1))))
             .clone()
     }
@@ -279,10 +291,11 @@ impl TwilioClient {
 
     async fn attempt(&self, creds: &Credentials, call: &Call) -> Result<bytes::Bytes, Error> {
         let operation = call.operation;
-        let slot = self.slot(creds.account_sid());
+        let caller = creds.identity();
+        let slot = self.slot(&caller);
         let _permit = slot.acquire().await.expect("semaphores are never closed");
         if let Some(rate) = &self.inner.rate {
-            rate.until_key_ready(&creds.account_sid().to_owned()).await;
+            rate.until_key_ready(&caller).await;
         }
         let url = format!("{}{}", self.base(call.host), call.path);
         let mut request = self

@@ -5,7 +5,7 @@
 //! Contract: secret halves are [`SecretString`]s, so `Debug` and logs show `[REDACTED]`; SIDs
 //! are checked for shape before they are used, so a typo fails with the variable's name.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 pub const ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
 pub const AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
@@ -126,6 +126,15 @@ impl Credentials {
             Auth::AuthToken(_) => &self.account_sid,
             Auth::ApiKey { sid, .. } => sid,
         }
+    }
+
+    /// Names these exact credentials without revealing them: the account and a digest of the
+    /// username and secret. What the client keeps per caller (concurrency slots, rate budget, key
+    /// inventory) is keyed by it, so credentials that fail cannot touch what others rely on,
+    /// even when they name the same account.
+    pub fn identity(&self) -> String {
+        let secret = format!("{}:{}", self.username(), self.password().expose_secret());
+        format!("{}/{}", self.account_sid, crate::fingerprint::digest(&secret))
     }
 
     pub(crate) fn password(&self) -> &SecretString {

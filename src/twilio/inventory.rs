@@ -138,18 +138,27 @@ pub enum Busy {
     Skip,
 }
 
-/// The last inventory of every account the operator acts in.
+/// How many slots are kept before those never read successfully are dropped.
+const MAX_UNREAD_SLOTS: usize = 1024;
+
+/// The last inventory of every account the operator acts in, per credentials acting there.
 #[derive(Default)]
 pub struct Inventories {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl Inventories {
-    fn slot(&self, account: &str) -> Arc<Slot> {
-        self.slots
-            .lock()
-            .expect("inventory map")
-            .entry(account.to_owned())
+    /// The slot of `account` as `creds` read it: a failing read with other credentials that
+    /// name the account holds no lock and no snapshot the others use.
+    fn slot(&self, account: &str, creds: &Credentials) -> Arc<Slot> {
+        let mut slots = self.slots.lock().expect("inventory map");
+        if slots.len() >= MAX_UNREAD_SLOTS {
+            slots.retain(|_, slot| {
+                Arc::strong_count(slot) > 1 || slot.last.lock().expect("inventory snapshot").is_some()
+            });
+        }
+        slots
+            .entry(format!("{account} {}", creds.identity()))
             .or_default()
             .clone()
     }
@@ -164,7 +173,7 @@ impl Inventories {
         max_age: Duration,
         busy: Busy,
     ) -> Result<Arc<Inventory>, Error> {
-        let slot = self.slot(account);
+        let slot = self.slot(account, creds);
         if let Some(inventory) = slot.fresh(max_age) {
             return Ok(inventory);
         }
