@@ -225,6 +225,14 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.namespaces.iter().cloned().map(Some).collect()
     };
     info!(namespaces = ?args.namespaces, selector = ?args.selector, leader_elect = args.leader_elect, "starting");
+    if let Some(selector) = &args.selector
+        && !shard_keys_are_guarded(selector)
+    {
+        tracing::warn!(
+            selector,
+            "the shard selector uses label keys outside twilio.operator.dev/, which the chart's admission policy does not guard: a namespace editor can relabel an object out of this shard and escape its budget and deletionPolicy"
+        );
+    }
     if args.leader_elect {
         let namespace = &args.leader_election_namespace;
         let build = || {
@@ -416,5 +424,41 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Whether every label key `selector` names is under twilio.operator.dev/, the prefix only the
+/// operator and cluster admins may change once an object exists.
+fn shard_keys_are_guarded(selector: &str) -> bool {
+    // Values of `key in (a,b)` are no keys.
+    let mut depth = 0;
+    let keys: String = selector
+        .chars()
+        .filter(|c| {
+            depth += i32::from(*c == '(') - i32::from(*c == ')');
+            depth == 0 && *c != ')'
+        })
+        .collect();
+    keys.split(',')
+        .map(|term| term.trim().trim_start_matches('!'))
+        .map(|term| term.split(['=', '!', ' ']).next().unwrap_or_default())
+        .all(|key| key.starts_with("twilio.operator.dev/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_keys_are_guarded;
+
+    #[test]
+    fn shard_selectors_are_guarded_only_under_the_operators_prefix() {
+        assert!(shard_keys_are_guarded("twilio.operator.dev/shard=a"));
+        assert!(shard_keys_are_guarded(
+            "twilio.operator.dev/shard in (a,b),!twilio.operator.dev/paused"
+        ));
+        assert!(shard_keys_are_guarded("twilio.operator.dev/shard!=b"));
+        assert!(!shard_keys_are_guarded("team=a"));
+        assert!(!shard_keys_are_guarded(
+            "twilio.operator.dev/shard=a,team notin (x)"
+        ));
     }
 }

@@ -731,3 +731,62 @@ async fn a_namespace_gets_no_more_keys_or_subaccounts_than_its_quota() {
     subs.delete("s1", &DeleteParams::default()).await.unwrap();
     wait_for(&subs, "s2", Duration::from_secs(15), "Ready", ready_sub).await;
 }
+
+/// Hiding a subaccount from the operator does not escape its policy: an editor may neither
+/// strip the finalizer nor move it out of its shard, and deleting it while its passes back off
+/// still gets the policy applied once Twilio answers again.
+#[tokio::test]
+async fn hiding_a_subaccount_does_not_escape_its_deletion_policy() {
+    let cp = cluster();
+    let ns = cp.namespace("hide").await;
+    let account = format!("suspend-only-{ns}");
+    let policy = json!({
+        "credentials": {"fromEnvironment": true},
+        "namespaces": {"names": [ns]},
+        "subaccounts": {"deletionPolicies": ["Suspend"]},
+    });
+    cp.apply_account(&account, policy).await;
+    let emu = Emulator::start(&[]);
+    let shard = [("WATCH_LABEL_SELECTOR", "twilio.operator.dev/shard=a")];
+    let _operator = Operator::start(cp, &emu, &ns, &shard);
+    let subs: Api<TwilioSubaccount> = Api::namespaced(cp.tenant(&ns).await, &ns);
+    let labels = json!({"twilio.operator.dev/shard": "a"});
+    let spec = json!({"accountRef": {"name": account}, "deletionPolicy": "Suspend", "budget": {"monthly": "10", "action": "Suspend"}});
+    create(
+        &subs,
+        json!({"kind": "TwilioSubaccount", "metadata": {"name": "team", "labels": labels}, "spec": spec}),
+    )
+    .await;
+    let sub = wait_for(&subs, "team", WAIT, "Ready", ready_sub).await;
+    let sid = sub.status.unwrap().sid.unwrap();
+
+    let refused = |patch: Value| {
+        let subs = subs.clone();
+        async move {
+            match subs
+                .patch("team", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{e:?}"),
+                other => panic!("{patch} was accepted: {other:?}"),
+            }
+        }
+    };
+    refused(json!({"metadata": {"finalizers": null}})).await;
+    refused(json!({"metadata": {"labels": {"twilio.operator.dev/shard": "elsewhere"}}})).await;
+    refused(json!({"metadata": {"labels": {"twilio.operator.dev/shard": null}}})).await;
+    refused(json!({"metadata": {"labels": {"twilio.operator.dev/other": "x"}}})).await;
+    let other = json!({"metadata": {"labels": {"team": "blue"}}});
+    subs.patch("team", &PatchParams::default(), &Patch::Merge(&other))
+        .await
+        .expect("other labels stay the tenant's");
+
+    // Twilio fails every call: the deletion backs off, then goes on once Twilio answers.
+    emu.configure(json!({"knobs": {"fault_5xx": 1.0}})).await;
+    subs.delete("team", &DeleteParams::default()).await.unwrap();
+    reason(&subs, "team", "Revoking").await;
+    refused(json!({"metadata": {"finalizers": null}})).await;
+    emu.configure(json!({"knobs": {"fault_5xx": 0.0}})).await;
+    wait_gone(&subs, "team", Duration::from_secs(120)).await;
+    assert_eq!(status_at_twilio(&emu, &sid).await, "suspended");
+}

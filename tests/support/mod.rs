@@ -162,9 +162,7 @@ impl ControlPlane {
     /// a namespace editor holds once the chart is installed.
     pub async fn tenant(&self, namespace: &str) -> Client {
         static CHART_ROLES: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-        CHART_ROLES
-            .get_or_init(|| self.apply_chart_aggregated_roles())
-            .await;
+        CHART_ROLES.get_or_init(|| self.apply_chart_tenancy()).await;
         let binding: RoleBinding = serde_json::from_value(serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": "tenant-edit"},
@@ -189,6 +187,89 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tenant
+    }
+
+    /// Applies the chart's ClusterRoles that aggregate into the built-in view and edit roles, and
+    /// its admission policy, as installing the chart would; waits until the policy is enforced.
+    async fn apply_chart_tenancy(&self) {
+        self.apply_chart_aggregated_roles().await;
+        let chart = repo_root().join("charts/twilio-operator");
+        let rendered = self.run_tool(
+            "helm",
+            &[
+                "template",
+                "tw",
+                chart.to_str().unwrap(),
+                "--show-only",
+                "templates/admission-policy.yaml",
+            ],
+        );
+        let path = self.dir.join("admission-policy.yaml");
+        std::fs::write(&path, rendered).expect("write the admission policy");
+        self.run_tool(
+            "kubectl",
+            &["apply", "--server-side", "-f", path.to_str().unwrap()],
+        );
+        self.wait_policy_enforced().await;
+    }
+
+    /// Waits until the admission policy refuses an editor's finalizer removal: policies take
+    /// effect a moment after they are created.
+    async fn wait_policy_enforced(&self) {
+        let ns = self.namespace("policy-probe").await;
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "probe-edit"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": "probe", "namespace": ns}],
+        }))
+        .expect("a RoleBinding");
+        Api::<RoleBinding>::namespaced(self.admin(), &ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("bind the probe to edit");
+        let admin: Api<twilio_operator::api::TwilioApiKey> = Api::namespaced(self.admin(), &ns);
+        let probe: twilio_operator::api::TwilioApiKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
+            "metadata": {"name": "probe", "finalizers": [twilio_operator::FINALIZER]}, "spec": {},
+        }))
+        .expect("a TwilioApiKey");
+        admin
+            .create(&PostParams::default(), &probe)
+            .await
+            .expect("create the probe");
+        let editor: Api<twilio_operator::api::TwilioApiKey> =
+            Api::namespaced(self.as_service_account(&ns, "probe"), &ns);
+        let strip = serde_json::json!({"metadata": {"finalizers": null}});
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match editor
+                .patch("probe", &PatchParams::default(), &Patch::Merge(&strip))
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("finalizer") => break,
+                outcome => {
+                    if outcome.is_ok() {
+                        let back =
+                            serde_json::json!({"metadata": {"finalizers": [twilio_operator::FINALIZER]}});
+                        admin
+                            .patch("probe", &PatchParams::default(), &Patch::Merge(&back))
+                            .await
+                            .expect("put the finalizer back");
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the admission policy never took effect: {outcome:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let strip = serde_json::json!({"metadata": {"finalizers": null}});
+        admin
+            .patch("probe", &PatchParams::default(), &Patch::Merge(&strip))
+            .await
+            .expect("an admin may remove the finalizer");
     }
 
     /// Applies the chart's ClusterRoles that aggregate into the built-in view and edit roles.

@@ -58,7 +58,9 @@ namespace is deleted with it, possibly before the objects whose finalizers need 
 {{- define "twilio-operator.objectRules" -}}
 - apiGroups: ["twilio.operator.dev"]
   resources: ["twilioapikeys", "twiliosubaccounts"]
-  verbs: ["get", "list", "watch", "patch"]
+  # finalize: the custom verb the chart's admission policy asks for before the finalizer or a
+  # twilio.operator.dev/ label may be removed or changed.
+  verbs: ["get", "list", "watch", "patch", "finalize"]
 - apiGroups: ["twilio.operator.dev"]
   resources: ["twilioapikeys/status", "twiliosubaccounts/status"]
   verbs: ["patch"]
