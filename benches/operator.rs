@@ -418,7 +418,10 @@ async fn first_reconcile(operator: &Operator) -> Duration {
     let started = Instant::now();
     let http = reqwest::Client::new();
     loop {
-        let text = match http.get(format!("{}/metrics", operator.metrics_url)).send().await {
+        let scrape = http
+            .get(format!("{}/metrics", operator.metrics_url))
+            .bearer_auth(twilio_sandbox::cluster::ADMIN_TOKEN);
+        let text = match scrape.send().await {
             Ok(response) => response.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };

@@ -198,6 +198,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.metrics_address,
         args.health_address,
         ctx.metrics.clone(),
+        ctx.client.clone(),
         readiness.clone(),
         stopped.clone(),
     )
@@ -207,11 +208,11 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(args.webhook_address).await?;
         info!(webhook = %listener.local_addr()?, "serving the usage-trigger endpoint");
         let app = twilio_operator::webhook::router(ctx.clone(), callbacks.clone());
-        tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(until(stopped.clone()))
-                .into_future(),
-        );
+        tokio::spawn(twilio_operator::server::listener::serve(
+            listener,
+            app,
+            stopped.clone(),
+        ));
     }
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -65,6 +65,8 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
             "networkPolicy.enabled=true",
             "--set",
             "metrics.serviceMonitor.enabled=true",
+            "--set-json",
+            r#"networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#,
             "--set",
             "metrics.prometheusRule.enabled=true",
             "--set",
@@ -88,6 +90,16 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
         );
     };
     refused(&["logFormat=yaml"], "logFormat");
+    // The NetworkPolicy admits only what is configured: a scraper or webhook caller left unnamed
+    // is refused at install, not silently cut off.
+    refused(
+        &["metrics.serviceMonitor.enabled=true"],
+        "networkPolicy.metricsFrom",
+    );
+    refused(
+        &["budget.webhookURL=https://twilio-operator.example.com"],
+        "budget.webhookFrom",
+    );
     refused(&["budget.webhookURL=twilio-operator.example.com"], "webhookURL");
     // The usage-trigger endpoint exists only with a public URL, on its own Service and port.
     let webhook = |set: &[&str]| {
@@ -105,6 +117,7 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
     let public = webhook(&[
         "networkPolicy.enabled=true",
         "budget.webhookURL=https://twilio-operator.example.com",
+        "budget.webhookFrom[0].namespaceSelector.matchLabels.team=ingress",
     ]);
     for expected in [
         "name: BUDGET_WEBHOOK_URL",
@@ -151,11 +164,17 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
             &chart(),
             "--set",
             "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "networkPolicy.enabled=false",
             "--show-only",
             "templates/servicemonitor.yaml",
         ],
     );
     assert!(monitor.contains("honorLabels: true"), "{monitor}");
+    assert!(
+        monitor.contains("bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token"),
+        "{monitor}"
+    );
     let deployment = cp.run_tool(
         "helm",
         &[
@@ -763,14 +782,7 @@ async fn metrics_health_and_graceful_shutdown() {
             .status(),
         200
     );
-    let text = http
-        .get(format!("{}/metrics", operator.metrics_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = operator.metrics().await;
     let value = |series: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(series))

@@ -26,7 +26,7 @@ const WAIT: Duration = Duration::from_secs(60);
 struct World {
     cp: &'static ControlPlane,
     emu: Emulator,
-    _operator: Operator,
+    operator: Operator,
     victim: String,
     attacker: String,
     tenant: Client,
@@ -52,7 +52,7 @@ impl World {
         Self {
             cp,
             emu,
-            _operator: operator,
+            operator,
             victim,
             attacker,
             tenant,
@@ -789,4 +789,81 @@ async fn hiding_a_subaccount_does_not_escape_its_deletion_policy() {
     emu.configure(json!({"knobs": {"fault_5xx": 0.0}})).await;
     wait_gone(&subs, "team", Duration::from_secs(120)).await;
     assert_eq!(status_at_twilio(&emu, &sid).await, "suspended");
+}
+
+/// A pod in a tenant namespace reads no metrics (they name every namespace's spend), and cannot
+/// starve the operator by holding its metrics and usage-trigger ports open.
+#[tokio::test]
+async fn a_tenant_pod_reads_no_metrics_and_cannot_starve_the_operator() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = support::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let webhook = [
+        ("BUDGET_WEBHOOK_URL", url.as_str()),
+        ("WEBHOOK_ADDRESS", &url[7..]),
+    ];
+    let w = World::with_env("scrape", true, &webhook).await;
+    w.victim_subaccount().await;
+
+    assert_eq!(w.operator.scrape(None).await.status(), 401);
+    assert_eq!(w.operator.scrape(Some("not-a-token")).await.status(), 401);
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(w.cp.admin(), &w.attacker);
+    let account = serde_json::from_value(json!({"metadata": {"name": "tenant"}})).unwrap();
+    accounts.create(&PostParams::default(), &account).await.unwrap();
+    let token = accounts
+        .create_token_request("tenant", &PostParams::default(), &Default::default())
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+        .unwrap();
+    let refused = w.operator.scrape(Some(&token)).await;
+    assert_eq!(refused.status(), 403);
+    assert!(!refused.text().await.unwrap().contains(&w.victim));
+    assert!(
+        w.operator.metrics().await.contains(&w.victim),
+        "the admin reads them"
+    );
+
+    // Hundreds of connections that never finish their headers, on both ports.
+    let metrics_address = w.operator.metrics_url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for address in [metrics_address.as_str(), &url[7..]] {
+        for _ in 0..300 {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            let _ = stream
+                .write_all(b"POST /usage-triggers/x/y HTTP/1.1\r\nHost: x\r\n")
+                .await;
+            held.push(stream);
+        }
+    }
+    // The operator goes on meanwhile.
+    let keys = w.tenant::<TwilioApiKey>();
+    create(
+        &keys,
+        json!({"kind": "TwilioApiKey", "metadata": {"name": "meanwhile"}, "spec": {}}),
+    )
+    .await;
+    wait_for(&keys, "meanwhile", WAIT, "Ready", ready_key).await;
+    // Past the bound each port closed them at once; the rest go when their headers time out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for stream in &mut held {
+        let mut byte = [0u8; 1];
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let closed = tokio::time::timeout(left, stream.read(&mut byte)).await;
+        // Closed, or answered before closing: either way the server let go of it.
+        assert!(
+            closed.is_ok(),
+            "a slow connection was held past the header timeout"
+        );
+    }
+    assert_eq!(
+        w.operator
+            .scrape(Some(twilio_sandbox::cluster::ADMIN_TOKEN))
+            .await
+            .status(),
+        200
+    );
 }

@@ -122,14 +122,20 @@ impl Operator {
         false
     }
 
-    /// The operator's /metrics text.
+    /// The operator's /metrics text, scraped as the cluster admin.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.metrics_url))
-            .await
-            .expect("scrape /metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        let scraped = self.scrape(Some(twilio_sandbox::cluster::ADMIN_TOKEN)).await;
+        assert_eq!(scraped.status(), 200, "scrape /metrics as the admin");
+        scraped.text().await.expect("metrics text")
+    }
+
+    /// GET /metrics with bearer `token`, if any.
+    pub async fn scrape(&self, token: Option<&str>) -> reqwest::Response {
+        let mut request = reqwest::Client::new().get(format!("{}/metrics", self.metrics_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("scrape /metrics")
     }
 
     pub fn log_tail(&self) -> String {
