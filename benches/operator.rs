@@ -39,6 +39,8 @@ const CLIENT_CONCURRENCY: usize = 64;
 
 struct Params {
     sizes: Vec<usize>,
+    /// How many keys of the largest spec admission allows.
+    maximal: usize,
     foreign_secrets: usize,
     latency_ms: u64,
     concurrency: usize,
@@ -60,6 +62,7 @@ impl Params {
             .unwrap_or_else(|| if full { vec![1000, 10000] } else { vec![100] });
         Params {
             sizes,
+            maximal: number("BENCH_MAXIMAL", 2000, 20) as usize,
             foreign_secrets: number("BENCH_FOREIGN_SECRETS", 30000, 500) as usize,
             latency_ms: number("BENCH_LATENCY_MS", 150, 20),
             concurrency: number("BENCH_CONCURRENCY", 25, 25) as usize,
@@ -97,6 +100,113 @@ async fn run() {
     for &keys in &params.sizes {
         bench_size(cp, &params, keys).await;
     }
+    if params.maximal > 0 {
+        bench_maximal(cp, &params, params.maximal).await;
+    }
+}
+
+/// The chart's default memory limit, which the largest objects must fit in at the documented
+/// maximum count.
+const CHART_MEMORY_LIMIT_MIB: f64 = 128.0;
+
+/// A key whose spec is as large as admission allows: every size cap of the CRD filled, and
+/// 200 KiB of annotations on the object, which the operator folds into a digest.
+fn maximal_key(name: &str) -> TwilioApiKey {
+    let template = format!("{{{{ apiKey }}}}:{{{{ apiSecret }}}}{}", "t".repeat(8192 - 40));
+    let permissions: Vec<String> = (0..100)
+        .map(|i| format!("/twilio/messaging/p{i:02}/{}", "x".repeat(60)))
+        .collect();
+    let annotations: serde_json::Map<String, Value> = (0..15)
+        .map(|i| (format!("example.com/a{i:02}"), json!("a".repeat(250))))
+        .collect();
+    let labels: serde_json::Map<String, Value> = (0..32)
+        .map(|i| (format!("example.com/l{i:02}"), json!("l".repeat(48))))
+        .collect();
+    let workloads: Vec<Value> = (0..32)
+        .map(|i| json!({"kind": "Deployment", "name": format!("w{i:02}{}", "w".repeat(240))}))
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
+        "metadata": {"name": name, "annotations": {"example.com/bulk": "b".repeat(200 * 1024)}},
+        "spec": {
+            "friendlyName": "f".repeat(64),
+            "keyType": "Restricted",
+            "permissions": permissions[..permissions.len().min(8192 / 82)],
+            "restartWorkloads": workloads,
+            "rotation": {"every": "720h", "gracePeriod": "0s"},
+            "secret": {
+                "annotations": annotations,
+                "labels": labels,
+                "template": {"data": {"config": template}},
+            },
+        }
+    }))
+    .unwrap()
+}
+
+/// The worst case per object: `n` keys of the largest spec admission allows, Ready, then as
+/// many again in a namespace no account admits. Prints the operator's memory after each,
+/// against the chart's limit.
+async fn bench_maximal(cp: &ControlPlane, params: &Params, n: usize) {
+    let admitted = cp.tenant_namespace("bench-max").await;
+    let refused = cp.namespace("bench-max-refused").await;
+    let (latency, limit) = (params.latency_ms.to_string(), params.concurrency.to_string());
+    let max_keys = (3 * n).max(1000).to_string();
+    let emu = Emulator::start(&[
+        "--max-keys",
+        &max_keys,
+        "--latency-ms",
+        &latency,
+        "--concurrency-limit",
+        &limit,
+    ]);
+    let env = [("RUST_LOG", "warn"), ("TWILIO_MAX_CONCURRENCY", limit.as_str())];
+    let client = cp.admin();
+    let (keys, strays): (Api<TwilioApiKey>, Api<TwilioApiKey>) = (
+        Api::namespaced(client.clone(), &admitted),
+        Api::namespaced(client, &refused),
+    );
+    for api in [&keys, &strays] {
+        concurrently(0..n, |i| {
+            let api = api.clone();
+            async move {
+                let key = maximal_key(&format!("m{i:05}"));
+                api.create(&PostParams::default(), &key).await.unwrap();
+            }
+        })
+        .await;
+    }
+    let reason = |k: &TwilioApiKey, wanted: &str| {
+        k.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == wanted)
+        })
+    };
+    let started = Instant::now();
+    let operator = Operator::start(cp, &emu, &admitted, &env);
+    wait_all(&keys, n, |k| reason(k, "Ready"), started).await;
+    let alone = settled_memory(&operator).await;
+    let took = started.elapsed();
+    drop(operator);
+    let operator = Operator::start(cp, &emu, &format!("{admitted},{refused}"), &env);
+    wait_all(&strays, n, |k| reason(k, "NotPermitted"), Instant::now()).await;
+    wait_all(&keys, n, |k| reason(k, "Ready"), Instant::now()).await;
+    let both = settled_memory(&operator).await;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "largest specs: {n} keys Ready in {:.1} s, operator RSS {:.1} MiB; with {n} more from a namespace no account admits, {:.1} MiB ({:.1} KiB per refused object); peak {:.1} MiB; chart limit {CHART_MEMORY_LIMIT_MIB} MiB: {}",
+        took.as_secs_f64(),
+        mib(alone.total),
+        mib(both.total),
+        both.total.saturating_sub(alone.total) as f64 / n as f64,
+        mib(both.peak),
+        if mib(both.peak) < CHART_MEMORY_LIMIT_MIB {
+            "holds"
+        } else {
+            "EXCEEDED"
+        }
+    );
 }
 
 /// The measurements of one piece of work by the operator.

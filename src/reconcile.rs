@@ -9,7 +9,7 @@ use crate::api::{TwilioApiKey, TwilioSubaccount};
 use crate::conditions::{self, LifecycleStatus, Problem, Reason};
 use crate::context::{Context, MANAGER};
 use crate::failpoint;
-use crate::objects::object_id;
+use crate::objects::{object_id, slim_tenant_meta};
 use crate::twilio::{Credentials, Error as TwilioError, ErrorClass};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
@@ -212,23 +212,19 @@ fn noted<K: Object>(ctx: &Context, read: &K, written: Result<K, kube::Error>) ->
     written
 }
 
-/// The annotation in which `kubectl apply` keeps a copy of the whole object: the caches drop it,
-/// and no pass reads it.
-pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// Whether two copies of an object agree on all a pass acts on besides its status: the spec (its
-/// generation), labels, annotations (but [`LAST_APPLIED`]) and deletion.
+/// generation), labels, annotations and deletion, as the caches keep them ([`slim_tenant_meta`]).
 fn same_inputs(a: &ObjectMeta, b: &ObjectMeta) -> bool {
-    fn annotations(m: &ObjectMeta) -> impl Iterator<Item = (&String, &String)> {
-        m.annotations
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.as_str() != LAST_APPLIED)
-    }
-    a.generation == b.generation
-        && a.labels == b.labels
-        && a.deletion_timestamp == b.deletion_timestamp
-        && annotations(a).eq(annotations(b))
+    let slimmed = |m: &ObjectMeta| {
+        let mut m = ObjectMeta {
+            labels: m.labels.clone(),
+            annotations: m.annotations.clone(),
+            ..ObjectMeta::default()
+        };
+        slim_tenant_meta(&mut m);
+        (m.labels, m.annotations)
+    };
+    a.generation == b.generation && a.deletion_timestamp == b.deletion_timestamp && slimmed(a) == slimmed(b)
 }
 
 /// Whether the apiserver answered 409 Conflict.
@@ -608,7 +604,7 @@ mod tests {
             ..ObjectMeta::default()
         };
         let read = meta(1, None);
-        let mut written = meta(1, Some((LAST_APPLIED, "{}")));
+        let mut written = meta(1, Some((crate::objects::LAST_APPLIED, "{}")));
         written.finalizers = Some(vec!["twilio.operator.dev/cleanup".into()]);
         written.resource_version = Some("9".into());
         assert!(

@@ -867,3 +867,94 @@ async fn a_tenant_pod_reads_no_metrics_and_cannot_starve_the_operator() {
         200
     );
 }
+
+/// A namespace no account admits cannot grow the operator's memory with large objects: the CRD
+/// caps a template at 8192 characters in all, and annotations beyond those a pass reads are
+/// cached as a digest. Thirty objects at the caps, each with 200 KiB of annotations, cost the
+/// operator little (30 objects with 512 KiB templates used to cost it 24 MiB).
+#[tokio::test]
+async fn large_objects_from_a_namespace_no_account_admits_cost_little() {
+    let w = World::new("bulk", false).await;
+    let keys = w.tenant::<TwilioApiKey>();
+    let huge = json!({"secret": {"template": {"data": {"a": "x".repeat(8000), "b": "x".repeat(8000)}}}});
+    let refused = keys
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": "huge"}, "spec": huge})).unwrap(),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("8192 characters in all")),
+        "{refused:?}"
+    );
+
+    create(
+        &keys,
+        json!({"kind": "TwilioApiKey", "metadata": {"name": "first"}, "spec": {}}),
+    )
+    .await;
+    reason(&keys, "first", "NotPermitted").await;
+    let before = w.operator.memory_kib().total;
+    let bulk = "b".repeat(200 * 1024);
+    let template = format!("{{{{ apiKey }}}}{}", "t".repeat(8100));
+    for i in 0..30 {
+        let spec = json!({"secret": {"template": {"data": {"config": template}}}});
+        let metadata = json!({"name": format!("bulk-{i}"), "annotations": {"example.com/bulk": bulk}});
+        create(
+            &keys,
+            json!({"kind": "TwilioApiKey", "metadata": metadata, "spec": spec}),
+        )
+        .await;
+    }
+    for i in 0..30 {
+        reason(&keys, &format!("bulk-{i}"), "NotPermitted").await;
+    }
+    // Decoding each object briefly holds its annotations: the allocator hands those pages back
+    // within seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let grown_kib = w.operator.memory_kib().total.saturating_sub(before);
+        if grown_kib < 8 * 1024 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the operator grew by {grown_kib} KiB"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The README's ResourceQuota, applied as it says, caps a namespace's objects at creation.
+#[tokio::test]
+async fn the_readme_resource_quota_caps_a_namespace_at_creation() {
+    let w = World::new("quota-count", false).await;
+    let file = support::repo_root().join("examples/resourcequota.yaml");
+    w.cp.run_tool(
+        "kubectl",
+        &["-n", &w.attacker, "apply", "-f", file.to_str().unwrap()],
+    );
+    let subs = w.tenant::<TwilioSubaccount>();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut made = 0;
+    loop {
+        let object = json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioSubaccount", "metadata": {"name": format!("s{made}")}, "spec": {}});
+        match subs
+            .create(&PostParams::default(), &serde_json::from_value(object).unwrap())
+            .await
+        {
+            Ok(_) => made += 1,
+            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => break,
+            // The quota controller has not counted the namespace yet.
+            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("status unknown") => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused after {made}"
+        );
+        assert!(made <= 5, "a sixth subaccount was admitted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(made, 5);
+}

@@ -152,7 +152,8 @@ impl Cluster {
             &[
                 kubeconfig_flag.clone(),
                 "--controllers=garbage-collector-controller,namespace-controller,\
-                 clusterrole-aggregation-controller,deployment-controller,replicaset-controller"
+                 clusterrole-aggregation-controller,deployment-controller,replicaset-controller,\
+                 resourcequota-controller"
                     .into(),
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),

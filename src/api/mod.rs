@@ -51,6 +51,9 @@ pub(crate) fn metadata_keys_rule(field: &str) -> kube::core::Rule {
     )
 }
 
+/// The most characters a Secret template holds, keys and templates together.
+pub const MAX_TEMPLATE_CHARS: usize = 8192;
+
 /// A published Secret's type and, if templated, how its data is rendered.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, kube::KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -85,12 +88,15 @@ impl Default for SecretForm {
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
     /// Data key -> template, in MiniJinja (a Jinja2 dialect): `{{ apiKey }}`, filters such as
-    /// `{{ apiSecret | urlencode }}`, `if` and `for` blocks. At most 32 keys of at most 16384
-    /// characters each; keys are Secret data keys. The variables and filters are listed in the
-    /// README (Secret templates).
-    #[schemars(extend("minProperties" = 1, "maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 16384}))]
+    /// `{{ apiSecret | urlencode }}`, `if` and `for` blocks. At most 32 keys, and 8192
+    /// characters in all, keys and templates together; keys are Secret data keys. The variables
+    /// and filters are listed in the README (Secret templates).
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": MAX_TEMPLATE_CHARS}))]
     #[x_kube(validation = kube::core::Rule::new("self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && k != '..')")
         .message("secret.template.data keys must be Secret data keys: letters, digits, '-', '_' and '.', at most 253 characters"))]
+    // Every object is cached whole, so this bounds what one object costs the operator.
+    #[x_kube(validation = kube::core::Rule::new(format!("self.map(k, size(k) + size(self[k])).sum() <= {MAX_TEMPLATE_CHARS}"))
+        .message(kube::core::Message::Message(format!("secret.template.data holds at most {MAX_TEMPLATE_CHARS} characters in all, keys and templates together: shorten the templates"))))]
     pub data: std::collections::BTreeMap<String, String>,
     /// Replace (default): the Secret holds only the template's keys. Merge: the keys the Secret
     /// holds without a template, plus the template's (which win on a clash).

@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 use streams::{
     bounded, changes, drain, flag_once, forget_departed, not_acted_on, objects_where, receiver_stream,
-    reconciled_as_listed, references, resyncs, scoped, slim,
+    reconciled_as_listed, references, resyncs, scoped, slim, slim_tenant,
 };
 use tokio::sync::{broadcast, mpsc};
 
@@ -223,7 +223,7 @@ async fn run_scope(
     let (index, wake, lifecycle) = (membership.clone(), wake_subs.clone(), apikeys.clone());
     let wake_waiting = wake_keys.clone();
     let key_events = readable(scoped(client, ns), selected.clone(), &keys, &ctx.recorder)
-        .modify(slim)
+        .modify(slim_tenant)
         .inspect_ok(move |event| {
             for sub in index.observe(event) {
                 let _ = wake.send(sub);
@@ -241,7 +241,7 @@ async fn run_scope(
     let (index, wake, mut views) = (membership.clone(), wake_keys.clone(), KeyViews::default());
     let (lifecycle, wake_waiting) = (subaccounts.clone(), wake_subs.clone());
     let sub_events = readable(scoped(client, ns), selected, &subs, &ctx.recorder)
-        .modify(slim)
+        .modify(slim_tenant)
         .inspect_ok(move |event| {
             for sub in views.observe(event) {
                 for key in index.keys_of(&sub) {

@@ -113,18 +113,15 @@ pub(super) fn receiver_stream<T: Send + 'static>(
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
 
-/// What a cached object needs of its metadata: not its managedFields, nor the copy of the whole
-/// object `kubectl apply` keeps in an annotation, which together are most of a small object.
-/// Both go with their allocations: a cleared list keeps its room, and a map left empty its node.
+/// What a cached object needs of its metadata ([`objects::slim_meta`]).
 pub(super) fn slim<K: Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove(reconcile::LAST_APPLIED);
-        if annotations.is_empty() {
-            meta.annotations = None;
-        }
-    }
+    objects::slim_meta(object.meta_mut());
+}
+
+/// What a cached tenant's object needs of its metadata ([`objects::slim_tenant_meta`]): what a
+/// tenant adds as annotations or labels could be far more than its spec.
+pub(super) fn slim_tenant<K: Resource>(object: &mut K) {
+    objects::slim_tenant_meta(object.meta_mut());
 }
 
 /// The watch's first list as it arrives: the cache it feeds counts as filled at once, and each
