@@ -110,7 +110,7 @@ async fn run() {
 const CHART_MEMORY_LIMIT_MIB: f64 = 128.0;
 
 /// A key whose spec is as large as admission allows: every size cap of the CRD filled, and
-/// 200 KiB of annotations on the object, which the operator folds into a digest.
+/// 16 KiB of annotations on the object, which the operator folds into a digest.
 fn maximal_key(name: &str) -> TwilioApiKey {
     let template = format!("{{{{ apiKey }}}}:{{{{ apiSecret }}}}{}", "t".repeat(8192 - 40));
     let permissions: Vec<String> = (0..100)
@@ -127,7 +127,7 @@ fn maximal_key(name: &str) -> TwilioApiKey {
         .collect();
     serde_json::from_value(json!({
         "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
-        "metadata": {"name": name, "annotations": {"example.com/bulk": "b".repeat(200 * 1024)}},
+        "metadata": {"name": name, "annotations": {"example.com/bulk": "b".repeat(16 * 1024)}},
         "spec": {
             "friendlyName": "f".repeat(64),
             "keyType": "Restricted",

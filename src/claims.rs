@@ -75,10 +75,16 @@ pub async fn claim(ctx: &Context, sid: &str, sub: &TwilioSubaccount) -> Result<(
             .cloned()
             .unwrap_or_default();
         if holder_alive(ctx, &holder, &holder_uid).await? {
+            // Another namespace's object is named to nobody outside it.
+            let ns = sub.namespace().unwrap_or_default();
+            let named = match holder.split_once('/') {
+                Some((theirs, name)) if theirs == ns => format!("TwilioSubaccount {name} of this namespace"),
+                _ => "an object in another namespace".to_owned(),
+            };
             return Err(Problem::new(
                 Reason::SidInUse,
                 format!(
-                    "Subaccount {sid} is already managed by TwilioSubaccount {holder}: one object per subaccount. Delete one of the two"
+                    "Subaccount {sid} is already managed by {named}: one object per subaccount. Delete one of the two"
                 ),
             )
             .into());

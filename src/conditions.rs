@@ -98,6 +98,9 @@ pub struct Problem {
     pub reason: Reason,
     /// What went wrong and what to do about it, for a person.
     pub message: String,
+    /// When the problem is known to end (a wait for a deadline), so the next pass comes then
+    /// instead of after a growing backoff.
+    pub until: Option<Timestamp>,
 }
 
 impl Problem {
@@ -106,6 +109,15 @@ impl Problem {
         Self {
             reason,
             message: message.into(),
+            until: None,
+        }
+    }
+
+    /// This problem, known to end at `until`.
+    pub fn until(self, until: Timestamp) -> Self {
+        Self {
+            until: Some(until),
+            ..self
         }
     }
 

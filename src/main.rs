@@ -211,6 +211,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(twilio_operator::server::listener::serve(
             listener,
             app,
+            twilio_operator::server::listener::MAX_CONNECTIONS,
             stopped.clone(),
         ));
     }

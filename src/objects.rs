@@ -65,6 +65,8 @@ pub fn slim_meta(meta: &mut ObjectMeta) {
 /// forces a look). Namespaces and TwilioAccounts keep theirs: policies read their labels.
 pub fn slim_tenant_meta(meta: &mut ObjectMeta) {
     slim_meta(meta);
+    // No pass reads them.
+    meta.owner_references = None;
     for (map, keep) in [(&mut meta.annotations, true), (&mut meta.labels, false)] {
         let Some(entries) = map.as_mut() else { continue };
         let read = |k: &str, v: &str| keep && READ_ANNOTATIONS.contains(&k) && v.len() <= MAX_READ_VALUE;

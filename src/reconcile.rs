@@ -464,9 +464,13 @@ where
             until.filter(|d| *d < ctx.resync)
         }
         Err(Stop::Problem(problem)) => {
+            let until = problem.until;
             let reported = report(ctx, obj, st.conditions_mut(), problem, now).await;
             *st.conditions_mut() = reported;
-            Some(ctx.backoff(&id))
+            // A wait with a known end looks again then, not after a backoff that grows past it.
+            let left =
+                until.map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default());
+            Some(left.map_or_else(|| ctx.backoff(&id), |d| d + Duration::from_millis(100)))
         }
         // The object changed since this pass read it: look again once the watch brings it.
         Err(Stop::Kube(e)) if is_conflict(&e) => return Ok(Action::requeue(STALE_RETRY)),

@@ -227,6 +227,8 @@ async fn the_chart_lints_and_renders_what_the_apiserver_accepts() {
                 "--set".into(),
                 "networkPolicy.enabled=true".into(),
                 "--set".into(),
+                "networkPolicy.restrictEgress=true".into(),
+                "--set".into(),
                 "metrics.grafanaDashboard.enabled=true".into(),
             ],
         ),

@@ -688,16 +688,17 @@ async fn a_namespace_gets_no_more_keys_or_subaccounts_than_its_quota() {
     let keys = w.tenant::<TwilioApiKey>();
     // Objects count in creation order; within one second (what creationTimestamp keeps), by name.
     for name in ["k1", "k2", "k3"] {
-        let spec = json!({"accountRef": {"name": account}});
+        // Retain would let a namespace create, retain and delete its way past the limit.
+        let spec = json!({"accountRef": {"name": account}, "deletionPolicy": "Retain"});
         create(
             &keys,
             json!({"kind": "TwilioApiKey", "metadata": {"name": name}, "spec": spec}),
         )
         .await;
     }
-    for name in ["k1", "k2"] {
-        wait_for(&keys, name, WAIT, "Ready", ready_key).await;
-    }
+    let first = wait_for(&keys, "k1", WAIT, "Ready", ready_key).await;
+    let first_sid = first.status.unwrap().key_sid.unwrap();
+    wait_for(&keys, "k2", WAIT, "Ready", ready_key).await;
     let message = reason(&keys, "k3", "QuotaExceeded").await;
     assert!(
         message.contains(&account)
@@ -728,6 +729,11 @@ async fn a_namespace_gets_no_more_keys_or_subaccounts_than_its_quota() {
     // A place freed is taken by the first one waiting, without waiting out a backoff.
     keys.delete("k1", &DeleteParams::default()).await.unwrap();
     wait_for(&keys, "k3", Duration::from_secs(15), "Ready", ready_key).await;
+    wait_gone(&keys, "k1", WAIT).await;
+    assert!(
+        !w.emu.key_sids().await.contains(&first_sid),
+        "a deleted key under a limit is revoked, Retain or not"
+    );
     subs.delete("s1", &DeleteParams::default()).await.unwrap();
     wait_for(&subs, "s2", Duration::from_secs(15), "Ready", ready_sub).await;
 }
@@ -776,6 +782,10 @@ async fn hiding_a_subaccount_does_not_escape_its_deletion_policy() {
     refused(json!({"metadata": {"labels": {"twilio.operator.dev/shard": "elsewhere"}}})).await;
     refused(json!({"metadata": {"labels": {"twilio.operator.dev/shard": null}}})).await;
     refused(json!({"metadata": {"labels": {"twilio.operator.dev/other": "x"}}})).await;
+    let hoard: Vec<String> = std::iter::once(twilio_operator::FINALIZER.to_owned())
+        .chain((0..8).map(|i| format!("example.com/f{i}")))
+        .collect();
+    refused(json!({"metadata": {"finalizers": hoard}})).await;
     let other = json!({"metadata": {"labels": {"team": "blue"}}});
     subs.patch("team", &PatchParams::default(), &Patch::Merge(&other))
         .await

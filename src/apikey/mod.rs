@@ -171,7 +171,25 @@ impl Lifecycle for ApiKeys {
         let ctx = &self.ctx;
         let st = key.status.clone().unwrap_or_default();
         if key.spec.deletion_policy == KeyDeletionPolicy::Retain {
-            return Ok(reconcile::retained(ctx, key, st.key_sid.as_deref().unwrap_or("no key")).await);
+            let limited = Self::account_name(key)
+                .and_then(|name| ctx.cluster.accounts.get(&ObjectRef::new(name)))
+                .filter(|account| account.spec.api_keys.max_per_namespace.is_some());
+            match limited {
+                Some(account) if plan::may_hold_keys(&st) => {
+                    // A retained key would outlive the object the limit counts: a namespace could
+                    // create, retain and delete its way past it.
+                    let note = format!(
+                        "deletionPolicy Retain is not applied: TwilioAccount {} limits keys per namespace (spec.apiKeys.maxPerNamespace), which counts only keys that have an object, so this object's keys are revoked instead",
+                        account.name_any()
+                    );
+                    ctx.event(key, EventType::Warning, "DeletionPolicyReplaced", "Delete", note)
+                        .await;
+                }
+                _ => {
+                    let kept = st.key_sid.as_deref().unwrap_or("no key");
+                    return Ok(reconcile::retained(ctx, key, kept).await);
+                }
+            }
         }
         if !plan::may_hold_keys(&st) {
             // Nothing was ever asked of Twilio for this object: nothing to revoke, no call.
@@ -471,7 +489,7 @@ impl ApiKeys {
                     cause.describe(),
                     plan::MAX_LIVE_KEYS
                 );
-                return Err(Problem::new(Reason::QuotaExceeded, message).into());
+                return Err(Problem::new(Reason::QuotaExceeded, message).until(until).into());
             }
         };
         let mut revoked = Vec::new();

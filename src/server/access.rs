@@ -43,6 +43,13 @@ pub enum Verdict {
     Unavailable,
 }
 
+/// What the gate remembers of a token.
+enum Recalled {
+    Fresh(Verdict),
+    Expired(Verdict),
+    Unknown,
+}
+
 /// The gate in front of `/metrics`.
 pub struct MetricsAccess {
     client: kube::Client,
@@ -71,10 +78,14 @@ impl MetricsAccess {
             return Verdict::Unauthenticated;
         };
         let id = digest(token);
-        if let Some(verdict) = self.recall(&id) {
-            return verdict;
-        }
-        if self.reviews.check().is_err() {
+        let known = match self.recall(&id) {
+            Recalled::Fresh(verdict) => return verdict,
+            Recalled::Expired(verdict) => verdict == Verdict::Allowed,
+            Recalled::Unknown => false,
+        };
+        // A flood of unknown tokens waits its turn; a scraper allowed before is asked about
+        // again at once, so the flood cannot lock it out.
+        if !known && self.reviews.check().is_err() {
             return Verdict::Unavailable;
         }
         let verdict = match self.review(token).await {
@@ -88,21 +99,28 @@ impl MetricsAccess {
         verdict
     }
 
-    fn recall(&self, id: &str) -> Option<Verdict> {
+    fn recall(&self, id: &str) -> Recalled {
         let decisions = self.decisions.lock().expect("metrics decisions");
-        let (at, verdict) = decisions.get(id)?;
+        let Some((at, verdict)) = decisions.get(id) else {
+            return Recalled::Unknown;
+        };
         let lasts = if *verdict == Verdict::Allowed {
             ALLOWED_FOR
         } else {
             REFUSED_FOR
         };
-        (at.elapsed() < lasts).then_some(*verdict)
+        if at.elapsed() < lasts {
+            Recalled::Fresh(*verdict)
+        } else {
+            Recalled::Expired(*verdict)
+        }
     }
 
     fn remember(&self, id: String, verdict: Verdict) {
         let mut decisions = self.decisions.lock().expect("metrics decisions");
         if decisions.len() >= MAX_DECISIONS {
-            decisions.retain(|_, (at, _)| at.elapsed() < ALLOWED_FOR);
+            // Allowed callers are remembered longest: they skip the queue when asked again.
+            decisions.retain(|_, (at, verdict)| *verdict == Verdict::Allowed || at.elapsed() < REFUSED_FOR);
         }
         if decisions.len() < MAX_DECISIONS {
             decisions.insert(id, (Instant::now(), verdict));

@@ -1,6 +1,6 @@
 //! Serving a port that pods in tenant namespaces may reach (metrics, the usage-trigger
-//! endpoint) within bounds: at most [`MAX_CONNECTIONS`] at once (one more is closed as soon as it
-//! is accepted), request headers within [`HEADER_TIMEOUT`], and no connection longer than
+//! endpoint, health) within bounds: at most so many connections at once (one more is closed as
+//! soon as it is accepted), request headers within [`HEADER_TIMEOUT`], and no connection longer than
 //! [`CONNECTION_LIFETIME`]. Slow or idle clients are dropped, so whatever a pod does to these
 //! ports costs the process bounded memory and tasks, and the controllers go on.
 
@@ -14,17 +14,26 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Connections served at once on one port.
+/// Connections served at once on the metrics or the usage-trigger port.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once on the health port: more, so kubelet probes still find room
+/// while slow clients wait out the header timeout.
+pub const MAX_HEALTH_CONNECTIONS: usize = 512;
 /// How long a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one connection is served at most, requests and bodies included; a scraper simply
 /// connects again.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` within the bounds until `stop` turns true.
-pub async fn serve(listener: TcpListener, app: Router, stop: tokio::sync::watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// Serves `app` on `listener`, at most `connections` at once and within the timeouts, until
+/// `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    connections: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(connections));
     let stopped = until(stop);
     tokio::pin!(stopped);
     loop {

@@ -4,14 +4,13 @@
 //! Contract: `/healthz` answers 200 while the process runs; `/readyz` answers 200 once the
 //! operator has started (as leader or as a standby ready to take over), 503 before. `/metrics`
 //! answers only a caller [`access`] allows: 401 without a token the apiserver authenticates,
-//! 403 for a user RBAC does not allow `get` on `/metrics`, 503 while reviews are throttled. The
-//! metrics port is served within [`listener`]'s bounds; the health port as plainly as kubelet
-//! probes need.
+//! 403 for a user RBAC does not allow `get` on `/metrics`, 503 while reviews are throttled. Both
+//! ports are served within [`listener`]'s bounds, the health port with room to spare for kubelet
+//! probes.
 
 pub mod access;
 pub mod listener;
 
-use crate::controller::until;
 use crate::metrics::Metrics;
 use access::{MetricsAccess, Verdict};
 use axum::Router;
@@ -104,10 +103,20 @@ pub async fn serve(
     let metrics_listener = tokio::net::TcpListener::bind(metrics_address).await?;
     let health_listener = tokio::net::TcpListener::bind(health_address).await?;
     tracing::info!(metrics = %metrics_listener.local_addr()?, health = %health_listener.local_addr()?, "serving HTTP");
-    let a = listener::serve(metrics_listener, metrics_app, stop.clone());
-    let b = axum::serve(health_listener, health_app).with_graceful_shutdown(until(stop));
+    let a = listener::serve(
+        metrics_listener,
+        metrics_app,
+        listener::MAX_CONNECTIONS,
+        stop.clone(),
+    );
+    let b = listener::serve(
+        health_listener,
+        health_app,
+        listener::MAX_HEALTH_CONNECTIONS,
+        stop,
+    );
     Ok(async move {
-        let ((), b) = tokio::join!(a, b.into_future());
-        b
+        tokio::join!(a, b);
+        Ok(())
     })
 }

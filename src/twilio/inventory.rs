@@ -138,8 +138,8 @@ pub enum Busy {
     Skip,
 }
 
-/// How many slots are kept before those never read successfully are dropped.
-const MAX_UNREAD_SLOTS: usize = 1024;
+/// How long a slot whose credentials nobody uses keeps its snapshot.
+const KEEP_UNUSED: Duration = Duration::from_secs(3600);
 
 /// The last inventory of every account the operator acts in, per credentials acting there.
 #[derive(Default)]
@@ -152,15 +152,14 @@ impl Inventories {
     /// name the account holds no lock and no snapshot the others use.
     fn slot(&self, account: &str, creds: &Credentials) -> Arc<Slot> {
         let mut slots = self.slots.lock().expect("inventory map");
-        if slots.len() >= MAX_UNREAD_SLOTS {
-            slots.retain(|_, slot| {
-                Arc::strong_count(slot) > 1 || slot.last.lock().expect("inventory snapshot").is_some()
-            });
+        let id = format!("{account} {}", creds.identity());
+        if let Some(slot) = slots.get(&id) {
+            return slot.clone();
         }
-        slots
-            .entry(format!("{account} {}", creds.identity()))
-            .or_default()
-            .clone()
+        // New credentials (a rotated token, a tenant's attempt): the slots of credentials no
+        // longer in use go, with their snapshots, so this costs O(credentials in use).
+        slots.retain(|_, slot| Arc::strong_count(slot) > 1 || slot.fresh(KEEP_UNUSED).is_some());
+        slots.entry(id).or_default().clone()
     }
 
     /// The keys of `account`, read at most `max_age` ago. While another pass lists them, `busy`
