@@ -16,7 +16,8 @@
 //! `BENCH_LATENCY_MS` (added by the emulator to every call; default 150) and
 //! `BENCH_CONCURRENCY` (the emulator's per-account limit, and the operator's; default 25);
 //! `BENCH_OPERATOR_LOG` is the operator's `RUST_LOG` (default `warn`; its log is kept in the
-//! control plane's directory).
+//! control plane's directory); `BENCH_MAXIMAL` (default 1000) keys at every size cap, Ready, then
+//! as many from a namespace no account admits, with the operator's memory against the chart's.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -62,11 +63,25 @@ impl Params {
             .unwrap_or_else(|| if full { vec![1000, 10000] } else { vec![100] });
         Params {
             sizes,
-            maximal: number("BENCH_MAXIMAL", 2000, 20) as usize,
+            maximal: number("BENCH_MAXIMAL", 1000, 20) as usize,
             foreign_secrets: number("BENCH_FOREIGN_SECRETS", 30000, 500) as usize,
             latency_ms: number("BENCH_LATENCY_MS", 150, 20),
             concurrency: number("BENCH_CONCURRENCY", 25, 25) as usize,
         }
+    }
+
+    /// An emulator with this latency and concurrency, with room for `n` objects' keys.
+    fn emulator(&self, n: usize) -> Emulator {
+        let max_keys = (3 * n).max(1000).to_string();
+        let (latency, limit) = (self.latency_ms.to_string(), self.concurrency.to_string());
+        Emulator::start(&[
+            "--max-keys",
+            &max_keys,
+            "--latency-ms",
+            &latency,
+            "--concurrency-limit",
+            &limit,
+        ])
     }
 
     /// The least time `calls` Twilio calls can take at this latency and concurrency.
@@ -112,18 +127,18 @@ const CHART_MEMORY_LIMIT_MIB: f64 = 128.0;
 /// A key whose spec is as large as admission allows: every size cap of the CRD filled, and
 /// 16 KiB of annotations on the object, which the operator folds into a digest.
 fn maximal_key(name: &str) -> TwilioApiKey {
-    let template = format!("{{{{ apiKey }}}}:{{{{ apiSecret }}}}{}", "t".repeat(8192 - 40));
+    let template = format!("{{{{ apiKey }}}}:{{{{ apiSecret }}}}{}", "t".repeat(4096 - 40));
     let permissions: Vec<String> = (0..100)
         .map(|i| format!("/twilio/messaging/p{i:02}/{}", "x".repeat(60)))
         .collect();
-    let annotations: serde_json::Map<String, Value> = (0..15)
+    let annotations: serde_json::Map<String, Value> = (0..7)
         .map(|i| (format!("example.com/a{i:02}"), json!("a".repeat(250))))
         .collect();
-    let labels: serde_json::Map<String, Value> = (0..32)
+    let labels: serde_json::Map<String, Value> = (0..16)
         .map(|i| (format!("example.com/l{i:02}"), json!("l".repeat(48))))
         .collect();
     let workloads: Vec<Value> = (0..32)
-        .map(|i| json!({"kind": "Deployment", "name": format!("w{i:02}{}", "w".repeat(240))}))
+        .map(|i| json!({"kind": "Deployment", "name": format!("w{i:02}{}", "w".repeat(61))}))
         .collect();
     serde_json::from_value(json!({
         "apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey",
@@ -131,7 +146,7 @@ fn maximal_key(name: &str) -> TwilioApiKey {
         "spec": {
             "friendlyName": "f".repeat(64),
             "keyType": "Restricted",
-            "permissions": permissions[..permissions.len().min(8192 / 82)],
+            "permissions": permissions[..4096 / 82],
             "restartWorkloads": workloads,
             "rotation": {"every": "720h", "gracePeriod": "0s"},
             "secret": {
@@ -150,16 +165,8 @@ fn maximal_key(name: &str) -> TwilioApiKey {
 async fn bench_maximal(cp: &ControlPlane, params: &Params, n: usize) {
     let admitted = cp.tenant_namespace("bench-max").await;
     let refused = cp.namespace("bench-max-refused").await;
-    let (latency, limit) = (params.latency_ms.to_string(), params.concurrency.to_string());
-    let max_keys = (3 * n).max(1000).to_string();
-    let emu = Emulator::start(&[
-        "--max-keys",
-        &max_keys,
-        "--latency-ms",
-        &latency,
-        "--concurrency-limit",
-        &limit,
-    ]);
+    let emu = params.emulator(n);
+    let limit = params.concurrency.to_string();
     let env = [("RUST_LOG", "warn"), ("TWILIO_MAX_CONCURRENCY", limit.as_str())];
     let client = cp.admin();
     let (keys, strays): (Api<TwilioApiKey>, Api<TwilioApiKey>) = (
@@ -304,17 +311,8 @@ async fn bench_size(cp: &ControlPlane, params: &Params, n: usize) {
         }
     })
     .await;
-    let max_keys = (3 * n).max(1000).to_string();
-    let latency = params.latency_ms.to_string();
+    let emu = params.emulator(n);
     let limit = params.concurrency.to_string();
-    let emu = Emulator::start(&[
-        "--max-keys",
-        &max_keys,
-        "--latency-ms",
-        &latency,
-        "--concurrency-limit",
-        &limit,
-    ]);
     let log = std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into());
     let env = [
         ("RUST_LOG", log.as_str()),

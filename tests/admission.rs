@@ -856,16 +856,16 @@ async fn secret_templates_are_checked_at_admission() {
         rejects_create(
             &ns,
             kind,
-            with(json!({"data": {"a": "x".repeat(8193)}})),
-            &["spec.secret.template.data.a", "8192"],
+            with(json!({"data": {"a": "x".repeat(4097)}})),
+            &["spec.secret.template.data.a", "4096"],
         )
         .await;
         // Each under the cap, together over it: what one object costs the operator is bounded.
         rejects_create(
             &ns,
             kind,
-            with(json!({"data": {"a": "x".repeat(5000), "b": "x".repeat(5000)}})),
-            &["spec.secret.template.data", "8192 characters in all"],
+            with(json!({"data": {"a": "x".repeat(3000), "b": "x".repeat(3000)}})),
+            &["spec.secret.template.data", "4096 characters in all"],
         )
         .await;
         rejects_create(

@@ -564,12 +564,7 @@ async fn the_account_policy_can_require_a_budget_cap_it_and_insist_on_suspend() 
         "team",
         WAIT,
         "suspended by the imposed budget",
-        |s: &TwilioSubaccount| {
-            s.status
-                .as_ref()
-                .and_then(|st| st.budget.as_ref())
-                .is_some_and(|b| b.suspended_by_budget)
-        },
+        support::operator::suspended_by_budget,
     )
     .await;
     assert_eq!(held.status.unwrap().twilio_status.as_deref(), Some("suspended"));

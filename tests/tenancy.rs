@@ -407,23 +407,55 @@ async fn account_edits_take_effect_without_a_restart() {
     assert!(keys.get("live").await.unwrap().name_any() == "live");
 }
 
+/// A tenant's namespace admitted by a TwilioAccount of its own that allows only the Suspend
+/// deletionPolicy, with an operator (started with `env`) watching it.
+struct SuspendOnly {
+    cp: &'static ControlPlane,
+    ns: String,
+    account: String,
+    emu: Emulator,
+    _operator: Operator,
+    subs: Api<TwilioSubaccount>,
+}
+
+impl SuspendOnly {
+    async fn new(prefix: &str, env: &[(&str, &str)]) -> Self {
+        let cp = cluster();
+        let ns = cp.namespace(prefix).await;
+        let account = format!("suspend-only-{ns}");
+        let policy = json!({
+            "credentials": {"fromEnvironment": true},
+            "namespaces": {"names": [ns]},
+            "subaccounts": {"deletionPolicies": ["Suspend"]},
+        });
+        cp.apply_account(&account, policy).await;
+        let emu = Emulator::start(&[]);
+        let operator = Operator::start(cp, &emu, &ns, env);
+        let subs = Api::namespaced(cp.tenant(&ns).await, &ns);
+        Self {
+            cp,
+            ns,
+            account,
+            emu,
+            _operator: operator,
+            subs,
+        }
+    }
+}
+
 /// With only Suspend allowed, a tenant who switches its subaccount to Retain just before
 /// deleting it still gets it suspended, and is told so: the effective policy is the mildest one
 /// the account allows.
 #[tokio::test]
 async fn a_tenant_cannot_retain_a_subaccount_the_account_says_to_suspend() {
-    let cp = cluster();
-    let ns = cp.namespace("retain").await;
-    let account = format!("suspend-only-{ns}");
-    let policy = json!({
-        "credentials": {"fromEnvironment": true},
-        "namespaces": {"names": [ns]},
-        "subaccounts": {"deletionPolicies": ["Suspend"]},
-    });
-    cp.apply_account(&account, policy).await;
-    let emu = Emulator::start(&[]);
-    let _operator = Operator::start(cp, &emu, &ns, &[]);
-    let subs: Api<TwilioSubaccount> = Api::namespaced(cp.tenant(&ns).await, &ns);
+    let SuspendOnly {
+        cp,
+        ns,
+        account,
+        emu,
+        _operator,
+        subs,
+    } = SuspendOnly::new("retain", &[]).await;
     let spec = json!({"accountRef": {"name": account}, "deletionPolicy": "Suspend"});
     create(
         &subs,
@@ -611,12 +643,7 @@ async fn a_bogus_token_for_a_foreign_sid_leaves_its_callbacks_working() {
         "team",
         Duration::from_secs(15),
         "suspended by the budget",
-        |s: &TwilioSubaccount| {
-            s.status
-                .as_ref()
-                .and_then(|st| st.budget.as_ref())
-                .is_some_and(|b| b.suspended_by_budget)
-        },
+        support::operator::suspended_by_budget,
     )
     .await;
     let answered = w.emu.state().await["callbacks"].clone();
@@ -743,19 +770,15 @@ async fn a_namespace_gets_no_more_keys_or_subaccounts_than_its_quota() {
 /// still gets the policy applied once Twilio answers again.
 #[tokio::test]
 async fn hiding_a_subaccount_does_not_escape_its_deletion_policy() {
-    let cp = cluster();
-    let ns = cp.namespace("hide").await;
-    let account = format!("suspend-only-{ns}");
-    let policy = json!({
-        "credentials": {"fromEnvironment": true},
-        "namespaces": {"names": [ns]},
-        "subaccounts": {"deletionPolicies": ["Suspend"]},
-    });
-    cp.apply_account(&account, policy).await;
-    let emu = Emulator::start(&[]);
     let shard = [("WATCH_LABEL_SELECTOR", "twilio.operator.dev/shard=a")];
-    let _operator = Operator::start(cp, &emu, &ns, &shard);
-    let subs: Api<TwilioSubaccount> = Api::namespaced(cp.tenant(&ns).await, &ns);
+    let SuspendOnly {
+        ns: _,
+        account,
+        emu,
+        _operator,
+        subs,
+        ..
+    } = SuspendOnly::new("hide", &shard).await;
     let labels = json!({"twilio.operator.dev/shard": "a"});
     let spec = json!({"accountRef": {"name": account}, "deletionPolicy": "Suspend", "budget": {"monthly": "10", "action": "Suspend"}});
     create(
@@ -879,7 +902,7 @@ async fn a_tenant_pod_reads_no_metrics_and_cannot_starve_the_operator() {
 }
 
 /// A namespace no account admits cannot grow the operator's memory with large objects: the CRD
-/// caps a template at 8192 characters in all, and annotations beyond those a pass reads are
+/// caps a template at 4096 characters in all, and annotations beyond those a pass reads are
 /// cached as a digest. Thirty objects at the caps, each with 200 KiB of annotations, cost the
 /// operator little (30 objects with 512 KiB templates used to cost it 24 MiB).
 #[tokio::test]
@@ -894,7 +917,7 @@ async fn large_objects_from_a_namespace_no_account_admits_cost_little() {
         )
         .await;
     assert!(
-        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("8192 characters in all")),
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("4096 characters in all")),
         "{refused:?}"
     );
 
@@ -906,7 +929,7 @@ async fn large_objects_from_a_namespace_no_account_admits_cost_little() {
     reason(&keys, "first", "NotPermitted").await;
     let before = w.operator.memory_kib().total;
     let bulk = "b".repeat(200 * 1024);
-    let template = format!("{{{{ apiKey }}}}{}", "t".repeat(8100));
+    let template = format!("{{{{ apiKey }}}}{}", "t".repeat(4000));
     for i in 0..30 {
         let spec = json!({"secret": {"template": {"data": {"config": template}}}});
         let metadata = json!({"name": format!("bulk-{i}"), "annotations": {"example.com/bulk": bulk}});

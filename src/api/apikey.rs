@@ -90,15 +90,15 @@ pub struct TwilioApiKeySpec {
     pub key_type: KeyType,
 
     /// Twilio permissions of a Restricted key, such as /twilio/messaging/messages/create. Required
-    /// (1 to 100 entries, 8192 characters in all) when keyType is Restricted, forbidden otherwise. Changing the list
+    /// (1 to 100 entries, 4096 characters in all) when keyType is Restricted, forbidden otherwise. Changing the list
     /// updates the key's policy in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 100),
         inner(length(min = 8, max = 256), pattern(r"^/twilio/[^\s]+$"))
     )]
-    #[x_kube(validation = Rule::new("self.map(p, size(p)).sum() <= 8192")
-        .message("spec.permissions holds at most 8192 characters in all"))]
+    #[x_kube(validation = Rule::new("self.map(p, size(p)).sum() <= 4096")
+        .message("spec.permissions holds at most 4096 characters in all"))]
     pub permissions: Option<Vec<String>>,
 
     /// The Secret the key's credentials are written to. Defaults to a Secret named after this
@@ -116,6 +116,8 @@ pub struct TwilioApiKeySpec {
     /// Secret through environment variables pick up the new key. Each rolls once per new key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "name"]))]
+    #[x_kube(validation = Rule::new("self.map(w, size(w.name)).sum() <= 2048")
+        .message("spec.restartWorkloads names hold at most 2048 characters in all"))]
     pub restart_workloads: Vec<WorkloadRef>,
 
     /// What happens at Twilio when this object is deleted. Delete (default) revokes the current
@@ -154,7 +156,7 @@ pub struct ApiKeySecret {
     #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
     pub name: Option<String>,
 
-    /// Labels copied onto the Secret, at most 64 and 2048 characters in all, with Kubernetes
+    /// Labels copied onto the Secret, at most 64 and 1024 characters in all, with Kubernetes
     /// label syntax (keys like "team" or "example.com/team", values of at most 63 characters). app.kubernetes.io/managed-by
     /// is always set by the operator.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -162,17 +164,17 @@ pub struct ApiKeySecret {
     #[x_kube(validation = Rule::new("!('app.kubernetes.io/managed-by' in self)")
         .message("secret.labels must not set app.kubernetes.io/managed-by: the operator sets it to mark the Secrets it owns"))]
     #[x_kube(validation = super::metadata_keys_rule("secret.labels"))]
-    #[x_kube(validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 2048")
-        .message("secret.labels hold at most 2048 characters in all, keys and values together"))]
+    #[x_kube(validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 1024")
+        .message("secret.labels hold at most 1024 characters in all, keys and values together"))]
     pub labels: BTreeMap<String, String>,
 
-    /// Annotations copied onto the Secret, at most 64 and 4096 characters in all, keys with
+    /// Annotations copied onto the Secret, at most 64 and 2048 characters in all, keys with
     /// Kubernetes annotation syntax.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     #[x_kube(validation = super::metadata_keys_rule("secret.annotations"))]
-    #[x_kube(validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 4096")
-        .message("secret.annotations hold at most 4096 characters in all, keys and values together"))]
+    #[x_kube(validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 2048")
+        .message("secret.annotations hold at most 2048 characters in all, keys and values together"))]
     #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('twilio.operator.dev/'))")
         .message("secret.annotations must not use the twilio.operator.dev/ prefix: the operator records what the Secret holds there"))]
     pub annotations: BTreeMap<String, String>,

@@ -52,7 +52,7 @@ pub(crate) fn metadata_keys_rule(field: &str) -> kube::core::Rule {
 }
 
 /// The most characters a Secret template holds, keys and templates together.
-pub const MAX_TEMPLATE_CHARS: usize = 8192;
+pub const MAX_TEMPLATE_CHARS: usize = 4096;
 
 /// A published Secret's type and, if templated, how its data is rendered.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, kube::KubeSchema)]
@@ -88,7 +88,7 @@ impl Default for SecretForm {
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
     /// Data key -> template, in MiniJinja (a Jinja2 dialect): `{{ apiKey }}`, filters such as
-    /// `{{ apiSecret | urlencode }}`, `if` and `for` blocks. At most 32 keys, and 8192
+    /// `{{ apiSecret | urlencode }}`, `if` and `for` blocks. At most 32 keys, and 4096
     /// characters in all, keys and templates together; keys are Secret data keys. The variables
     /// and filters are listed in the README (Secret templates).
     #[schemars(extend("minProperties" = 1, "maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": MAX_TEMPLATE_CHARS}))]

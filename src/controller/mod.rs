@@ -122,8 +122,9 @@ pub async fn run(
 ) {
     // Initial lists come in pages: keys are reconciled as their page arrives, and the operator
     // never holds the whole list of ten thousand objects (as text, then parsed) at once, a peak
-    // its memory would otherwise keep.
-    let listed = watcher::Config::default();
+    // its memory would otherwise keep. Pages of 100 bound that peak with the largest objects
+    // admission allows (each may carry 256 KiB of annotations before they are folded).
+    let listed = watcher::Config::default().page_size(100);
     let selected = watch
         .selector
         .as_deref()

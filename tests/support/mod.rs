@@ -193,17 +193,7 @@ impl ControlPlane {
     /// its admission policy, as installing the chart would; waits until the policy is enforced.
     async fn apply_chart_tenancy(&self) {
         self.apply_chart_aggregated_roles().await;
-        let chart = repo_root().join("charts/twilio-operator");
-        let rendered = self.run_tool(
-            "helm",
-            &[
-                "template",
-                "tw",
-                chart.to_str().unwrap(),
-                "--show-only",
-                "templates/admission-policy.yaml",
-            ],
-        );
+        let rendered = self.render_chart("templates/admission-policy.yaml");
         let path = self.dir.join("admission-policy.yaml");
         std::fs::write(&path, rendered).expect("write the admission policy");
         self.run_tool(
@@ -272,19 +262,16 @@ impl ControlPlane {
             .expect("an admin may remove the finalizer");
     }
 
+    /// The chart's `template` as `helm template` renders it with the default values.
+    fn render_chart(&self, template: &str) -> String {
+        let chart = repo_root().join("charts/twilio-operator");
+        let chart = chart.to_str().unwrap();
+        self.run_tool("helm", &["template", "tw", chart, "--show-only", template])
+    }
+
     /// Applies the chart's ClusterRoles that aggregate into the built-in view and edit roles.
     async fn apply_chart_aggregated_roles(&self) {
-        let chart = repo_root().join("charts/twilio-operator");
-        let rendered = self.run_tool(
-            "helm",
-            &[
-                "template",
-                "tw",
-                chart.to_str().unwrap(),
-                "--show-only",
-                "templates/rbac.yaml",
-            ],
-        );
+        let rendered = self.render_chart("templates/rbac.yaml");
         let roles = Api::<ClusterRole>::all(self.admin());
         for doc in rendered.split("\n---").filter(|d| d.contains("aggregate-to-")) {
             let role: ClusterRole = serde_saphyr::from_str(doc).expect("a rendered ClusterRole");

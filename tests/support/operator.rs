@@ -162,6 +162,14 @@ pub struct Resident {
     pub file: u64,
 }
 
+/// Whether the subaccount's status says its budget suspended it.
+pub fn suspended_by_budget(s: &twilio_operator::api::TwilioSubaccount) -> bool {
+    s.status
+        .as_ref()
+        .and_then(|st| st.budget.as_ref())
+        .is_some_and(|b| b.suspended_by_budget)
+}
+
 /// The value of `series` (a metric name with its labels, as the operator writes them) in a
 /// /metrics text.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
