@@ -415,7 +415,7 @@ async fn trigger_callbacks_act_within_seconds_and_forged_ones_change_nothing() {
         };
         post(signature, form.clone())
     });
-    // At most 32 at once: the endpoint serves 64 connections and closes any beyond at once.
+    // 32 at once, as a busy Twilio might; the endpoint serves 64 and queues the rest.
     let answers: Vec<_> = futures::stream::iter(flood).buffer_unordered(32).collect().await;
     let (accepted, refused) =
         answers

@@ -1,6 +1,6 @@
 //! Serving a port that pods in tenant namespaces may reach (metrics, the usage-trigger
-//! endpoint, health) within bounds: at most so many connections at once (one more is closed as
-//! soon as it is accepted), request headers within [`HEADER_TIMEOUT`], and no connection longer than
+//! endpoint, health) within bounds: at most so many connections at once (more wait in the
+//! kernel's backlog until one ends), request headers within [`HEADER_TIMEOUT`], and no connection longer than
 //! [`CONNECTION_LIFETIME`]. Slow or idle clients are dropped, so whatever a pod does to these
 //! ports costs the process bounded memory and tasks, and the controllers go on.
 
@@ -37,6 +37,12 @@ pub async fn serve(
     let stopped = until(stop);
     tokio::pin!(stopped);
     loop {
+        // At the bound, nothing more is accepted until a connection ends: newcomers wait in the
+        // kernel's backlog (costing this process nothing) instead of being refused.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            _ = &mut stopped => return,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -48,10 +54,6 @@ pub async fn serve(
                 }
             },
             _ = &mut stopped => return,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
         };
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
