@@ -63,6 +63,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Whether the reason is a normal wait that ends by itself (a create in flight, a subaccount
+    /// still being made, keys being revoked), told as a Normal event rather than a Warning.
+    pub fn is_wait(self) -> bool {
+        matches!(
+            self,
+            Reason::Pending | Reason::SubaccountNotReady | Reason::Revoking
+        )
+    }
+
     /// The reason as the condition spells it.
     pub fn as_str(self) -> &'static str {
         match self {

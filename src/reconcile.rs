@@ -406,8 +406,12 @@ pub async fn report<K: Resource<DynamicType = ()>>(
         .is_none_or(|c| c.reason != problem.reason.as_str());
     if changed {
         let (reason, note) = (problem.reason.as_str(), problem.message.clone());
-        ctx.event(obj, EventType::Warning, reason, "Reconcile", note)
-            .await;
+        let type_ = if problem.reason.is_wait() {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        ctx.event(obj, type_, reason, "Reconcile", note).await;
     }
     tracing::info!(object = %object_id(obj), reason = problem.reason.as_str(), message = %problem.message, "not ready");
     conditions::ready(

@@ -164,9 +164,15 @@ pub async fn subaccount(
             ));
         }
         Some("suspended") => {
+            let by_budget = status.budget.as_ref().is_some_and(|b| b.suspended_by_budget);
+            let remedy = if by_budget {
+                " because its monthly budget is spent: raise its spec.budget.monthly above the spend, or wait for the next month"
+            } else {
+                "; set its spec.state to Active"
+            };
             return Err(Problem::new(
                 Reason::SubaccountSuspended,
-                format!("TwilioSubaccount {name} is suspended at Twilio; set its spec.state to Active"),
+                format!("TwilioSubaccount {name} is suspended at Twilio{remedy}"),
             ));
         }
         _ => {}

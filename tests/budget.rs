@@ -232,6 +232,17 @@ async fn suspend_stops_the_spend_until_a_higher_limit_or_the_next_month_and_neve
     assert!(ready.message.contains("budget"), "{}", ready.message);
     let note = f.wait_event("team", "BudgetSuspended").await;
     assert!(note.contains(&sid), "{note}");
+    // A key living in it is told what to change: the limit, or the month; not spec.state.
+    f.create("inside", json!({"subaccountRef": {"name": "team"}}))
+        .await;
+    let key = f.reason("inside", "SubaccountSuspended").await;
+    let message = &key.status.unwrap().conditions[0].message;
+    assert!(
+        message.contains("budget")
+            && message.contains("spec.budget.monthly")
+            && !message.contains("spec.state"),
+        "{message}"
+    );
 
     // Raising the limit above the spend lifts the suspension.
     edit(&f, "team", json!({"budget": {"monthly": "30"}})).await;

@@ -60,13 +60,26 @@ fn the_sandbox_check_goes_from_nothing_to_a_rotation_that_rolls_the_pods_once() 
     );
 }
 
-/// Credentials exported for real Twilio are not taken for the emulator's own: it generates and
-/// prints fresh ones, so the sandbox and the tests never act with (or show) a real token.
+/// The README's `cargo run -p twilio-emulator -- --listen …` starts the emulator on its own, and
+/// it answers with the credentials it prints. Credentials exported for real Twilio are not taken
+/// for its own: it generates and prints fresh ones, so the sandbox and the tests never act with
+/// (or show) a real token.
 #[test]
-fn the_emulator_ignores_exported_twilio_credentials() {
-    let emulator = workspace_binary("twilio-emulator", "twilio-emulator");
-    let mut child = tethered(&emulator)
-        .args(["--listen", "127.0.0.1:0"])
+fn the_readme_emulator_command_starts_it_alone_and_ignores_exported_credentials() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let port = support::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = tethered(std::path::Path::new(&cargo))
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "twilio-emulator",
+            "--",
+            "--listen",
+            &listen,
+        ])
+        .current_dir(support::repo_root())
         .env("TWILIO_ACCOUNT_SID", "ACffffffffffffffffffffffffffffffff")
         .env("TWILIO_AUTH_TOKEN", "exported-real-token")
         .stdin(Stdio::null())
@@ -84,13 +97,35 @@ fn the_emulator_ignores_exported_twilio_credentials() {
             }
         }
     });
-    // The banner's lines, as many as come within a few seconds (the token line only when generated).
-    let mut banner = String::new();
+    // The banner's lines, as many as come within a few seconds of the first (cargo may build it
+    // first; the token line only when generated).
+    let mut banner = rx.recv_timeout(Duration::from_secs(300)).unwrap_or_default();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
         banner.push_str(&line);
     }
+    let printed = |name: &str| {
+        banner
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (sid, token) = (printed("TWILIO_ACCOUNT_SID"), printed("TWILIO_AUTH_TOKEN"));
+    let answered = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = format!("http://{listen}");
+        let client = twilio_operator::twilio::TwilioClient::new(twilio_operator::twilio::ClientConfig::new(
+            twilio_operator::twilio::BaseUrls::single(&url),
+        ))
+        .expect("a client");
+        let creds = twilio_operator::twilio::Credentials::with_auth_token(&sid, token.clone().into());
+        client
+            .fetch_account(&creds.expect("printed credentials"), &sid)
+            .await
+    });
     let _ = child.kill();
     let _ = child.wait();
+    assert!(answered.is_ok(), "{answered:?}: {banner}");
     assert!(banner.contains("TWILIO_ACCOUNT_SID=AC"), "{banner}");
     assert!(
         banner.contains("TWILIO_AUTH_TOKEN="),

@@ -522,6 +522,15 @@ async fn keys_wait_for_their_subaccount_then_live_inside_it() {
             .message
             .contains("home")
     );
+    // Waiting for a subaccount being made is normal: told, but not as a Warning.
+    let told = f.wait_event("inside", "SubaccountNotReady").await;
+    let waits = f.events("inside").await;
+    assert!(
+        waits
+            .iter()
+            .all(|(type_, reason, _)| reason != "SubaccountNotReady" || type_ == "Normal"),
+        "{told}: {waits:?}"
+    );
     create(&f, "home", json!({})).await;
     let sid = ready(&f, "home").await.sid.unwrap();
     let key = f.ready("inside").await;
