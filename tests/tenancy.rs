@@ -910,7 +910,7 @@ async fn a_tenant_pod_reads_no_metrics_and_cannot_starve_the_operator() {
 async fn large_objects_from_a_namespace_no_account_admits_cost_little() {
     let w = World::new("bulk", false).await;
     let keys = w.tenant::<TwilioApiKey>();
-    let huge = json!({"secret": {"template": {"data": {"a": "x".repeat(8000), "b": "x".repeat(8000)}}}});
+    let huge = json!({"secret": {"template": {"data": {"a": "x".repeat(3000), "b": "x".repeat(3000)}}}});
     let refused = keys
         .create(
             &PostParams::default(),
@@ -968,6 +968,21 @@ async fn the_readme_resource_quota_caps_a_namespace_at_creation() {
         "kubectl",
         &["-n", &w.attacker, "apply", "-f", file.to_str().unwrap()],
     );
+    // Admission enforces a quota once the quota controller has counted the namespace.
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> = Api::namespaced(w.cp.admin(), &w.attacker);
+    wait_for(
+        &quotas,
+        "twilio",
+        WAIT,
+        "counted",
+        |q: &k8s_openapi::api::core::v1::ResourceQuota| {
+            q.status
+                .as_ref()
+                .and_then(|st| st.used.as_ref())
+                .is_some_and(|used| used.contains_key("count/twiliosubaccounts.twilio.operator.dev"))
+        },
+    )
+    .await;
     let subs = w.tenant::<TwilioSubaccount>();
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut made = 0;
