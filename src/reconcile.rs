@@ -526,6 +526,17 @@ pub struct Candidates {
     pub operator: Option<Credentials>,
 }
 
+impl Candidates {
+    /// The object's own credentials, then the operator's, unless the object brings its own
+    /// (`brings_own`: a credentialsRef), which never borrow the operator's, not even to clean up.
+    pub fn new(ctx: &Context, own: Option<Credentials>, brings_own: bool) -> Self {
+        Self {
+            own,
+            operator: ctx.default_credentials.clone().filter(|_| !brings_own),
+        }
+    }
+}
+
 /// Runs the deletion step `act`, described by `work` ("Revoking SK…"), with the object's own
 /// credentials and then the operator's, until one works. `act` answers `Some(note)` for a Normal
 /// event, or `None` when there was nothing to do. A retryable failure, or the object's own

@@ -197,8 +197,8 @@ impl Lifecycle for ApiKeys {
         }
         // The object's own credentials first; if they are gone (a namespace being deleted takes
         // its Secrets with it) or refused, the operator's own, which reach subaccounts as their
-        // parent, unless the object brought its own (credentialsRef). Either way only the account the status recorded is touched, and in it only the
-        // keys that carry this object's tag.
+        // parent, unless the object brought its own (credentialsRef). Either way only the account
+        // the status recorded is touched, and in it only the keys that carry this object's tag.
         let own = resolve(ctx, &self.subaccounts, key, Use::Cleanup, None)
             .await
             .ok();
@@ -231,14 +231,8 @@ impl Lifecycle for ApiKeys {
             ),
         };
         let work = format!("Revoking {recorded} in account {account}");
-        let candidates = Candidates {
-            own: own.map(|t| t.creds),
-            // A tenant's own credentials never borrow the operator's, not even to clean up.
-            operator: ctx
-                .default_credentials
-                .clone()
-                .filter(|_| key.spec.credentials_ref.is_none()),
-        };
+        let brings_own = key.spec.credentials_ref.is_some();
+        let candidates = Candidates::new(ctx, own.map(|t| t.creds), brings_own);
         let released = reconcile::release(ctx, key, candidates, &work, revoked, failed).await;
         if let Err(Stop::Problem(held)) = &released
             && held.reason == Reason::AuthenticationFailed

@@ -244,7 +244,7 @@ impl Subaccounts {
                 let sid = match (recorded, creation_name) {
                     (Some(sid), _) => sid,
                     (None, Some(name)) => {
-                        let owner = st.owner_account_sid.as_deref().unwrap_or(creds.account_sid());
+                        let owner = st.owner_account_sid.as_deref();
                         let Some(found) = self.find_created(&creds, &name, owner).await? else {
                             return Ok(None);
                         };
@@ -310,13 +310,10 @@ impl Subaccounts {
     ) -> Candidates {
         let owner = st.owner_account_sid.as_deref();
         let of_owner = |c: &Credentials| owner.is_none_or(|o| o == c.account_sid());
-        let operator = self.ctx.default_credentials.clone();
+        let all = Candidates::new(&self.ctx, own, sub.spec.credentials_ref.is_some());
         Candidates {
-            own: own.filter(of_owner),
-            // A tenant's own credentials never borrow the operator's, not even to clean up.
-            operator: operator
-                .filter(|_| sub.spec.credentials_ref.is_none())
-                .filter(of_owner),
+            own: all.own.filter(of_owner),
+            operator: all.operator.filter(of_owner),
         }
     }
 
@@ -344,7 +341,7 @@ impl Subaccounts {
         }
         if st.pending_since.is_some() {
             let name = &resolved.settings.creation_name;
-            let owner = st.owner_account_sid.as_deref().unwrap_or(parent.account_sid());
+            let owner = st.owner_account_sid.as_deref();
             return Ok(Found::Interrupted(self.find_created(parent, name, owner).await?));
         }
         Ok(Found::Nothing)
@@ -401,13 +398,16 @@ impl Subaccounts {
             .note(&sub.uid().unwrap_or_default(), |r| r.fetched = Some(fetched));
     }
 
-    /// The subaccount of `owner` created under `creation_name`, if an interrupted create made one.
+    /// The subaccount created under `creation_name`, if an interrupted create made one, of the
+    /// owner its intent recorded (`recorded`; else of `parent`, for intents written before owners
+    /// were recorded).
     pub(super) async fn find_created(
         &self,
         parent: &Credentials,
         creation_name: &str,
-        owner: &str,
+        recorded: Option<&str>,
     ) -> Result<Option<Account>, crate::twilio::Error> {
+        let owner = recorded.unwrap_or(parent.account_sid());
         let filter = AccountFilter {
             friendly_name: Some(creation_name.to_owned()),
             status: None,
