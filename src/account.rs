@@ -56,7 +56,17 @@ pub async fn reconcile(account: Arc<TwilioAccount>, this: Arc<Accounts>) -> Resu
     let now = Timestamp::now();
     let outcome: Result<String, Problem> = async {
         let creds = target::account_credentials(ctx, &account).await?;
-        ctx.twilio.fetch_account(&creds, creds.account_sid()).await?;
+        let fetched = ctx.twilio.fetch_account(&creds, creds.account_sid()).await;
+        fetched.map_err(|e| {
+            let said = e.to_string();
+            match Problem::from(e) {
+                p if p.reason == Reason::AuthenticationFailed => Problem::new(
+                    p.reason,
+                    format!("{said}. Check spec.credentials: they must hold an account SID with its auth token, or a Main API key."),
+                ),
+                p => p,
+            }
+        })?;
         Ok(creds.account_sid().to_owned())
     }
     .await;
@@ -66,9 +76,8 @@ pub async fn reconcile(account: Arc<TwilioAccount>, this: Arc<Accounts>) -> Resu
         Ok(sid) => {
             ctx.succeeded(&id);
             let message = format!("The credentials of {sid} authenticate at Twilio");
-            st.conditions = conditions::ready(&st.conditions, Reason::Ready, message, generation, now);
+            st.conditions = conditions::ready(&st.conditions, message, generation, now);
             st.account_sid = Some(sid);
-            st.observed_generation = generation;
             ctx.resync
         }
         Err(problem) => {
@@ -76,6 +85,7 @@ pub async fn reconcile(account: Arc<TwilioAccount>, this: Arc<Accounts>) -> Resu
             ctx.backoff(&id)
         }
     };
+    st.observed_generation = generation;
     this.due
         .lock()
         .expect("account checks")

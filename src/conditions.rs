@@ -62,7 +62,32 @@ pub enum Reason {
     QuotaExceeded,
 }
 
+/// What kstatus (Flux, kpt, cli-utils) reads of a reason that is not Ready: `Reconciling` while
+/// the operator is getting there by itself, `Stalled` while it needs a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The object is on its way: a wait, or a failure retried with backoff.
+    Reconciling,
+    /// The object cannot get there until somebody changes something.
+    Stalled,
+}
+
 impl Reason {
+    /// How kstatus should read this reason; `None` for Ready.
+    pub fn progress(self) -> Option<Progress> {
+        use Reason::*;
+        match self {
+            Ready => None,
+            Pending | SubaccountNotReady | Revoking | RateLimited | TwilioError => {
+                Some(Progress::Reconciling)
+            }
+            NotPermitted | SidInUse | TemplateInvalid | InvalidSpec | CredentialsMissing
+            | AuthenticationFailed | KubernetesError | SubaccountSuspended | SubaccountClosed
+            | SecretConflict | NotFound | NotASubaccount | LimitReached | CredentialsNotParent
+            | QuotaExceeded => Some(Progress::Stalled),
+        }
+    }
+
     /// Whether the reason is a normal wait that ends by itself (a create in flight, a subaccount
     /// still being made, keys being revoked), told as a Normal event rather than a Warning.
     pub fn is_wait(self) -> bool {
@@ -130,6 +155,14 @@ impl Problem {
         }
     }
 
+    /// How kstatus reads the problem: a wait with a known end is on its way whatever its reason.
+    pub fn progress(&self) -> Progress {
+        match (self.until, self.reason.progress()) {
+            (Some(_), _) => Progress::Reconciling,
+            (None, progress) => progress.unwrap_or(Progress::Reconciling),
+        }
+    }
+
     /// The Secret name is taken by a Secret this `kind` object does not own.
     pub fn secret_conflict(secret: &str, kind: &str) -> Self {
         Problem::new(
@@ -153,7 +186,7 @@ impl From<TwilioError> for Problem {
         };
         let hint = match reason {
             Reason::AuthenticationFailed => {
-                " Check the Secret named in spec.credentialsRef (or the operator's TWILIO_* settings): it must hold an account SID with its auth token, or a Main API key."
+                " Check the credentials this object acts with: the Secret named in spec.credentialsRef, or else its TwilioAccount's spec.credentials. They must hold an account SID with its auth token, or a Main API key."
             }
             Reason::RateLimited => " The operator backs off and tries again.",
             Reason::SubaccountClosed => " A closed subaccount cannot be reopened; delete this object.",
@@ -197,8 +230,13 @@ pub fn duration_field(field: &str, text: &str) -> Result<Duration, Problem> {
 pub trait LifecycleStatus: Serialize {
     /// The status conditions.
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;
-    /// The generation the last successful pass acted on.
+    /// The generation the last pass judged, successfully or not.
     fn observed_generation_mut(&mut self) -> &mut Option<i64>;
+    /// The generation the last successful pass applied.
+    fn applied_generation_mut(&mut self) -> &mut Option<i64>;
+    /// The generation applied in full, read from status written before or after that was
+    /// recorded apart from the generation judged.
+    fn applied(&self) -> Option<i64>;
     /// When a create was last asked of Twilio and not yet recorded.
     fn pending_since_mut(&mut self) -> &mut Option<Time>;
 }
@@ -212,6 +250,12 @@ macro_rules! lifecycle_status {
             fn observed_generation_mut(&mut self) -> &mut Option<i64> {
                 &mut self.observed_generation
             }
+            fn applied_generation_mut(&mut self) -> &mut Option<i64> {
+                &mut self.applied_generation
+            }
+            fn applied(&self) -> Option<i64> {
+                self.applied_generation.or(self.observed_generation)
+            }
             fn pending_since_mut(&mut self) -> &mut Option<Time> {
                 &mut self.pending_since
             }
@@ -220,25 +264,73 @@ macro_rules! lifecycle_status {
 }
 lifecycle_status!(TwilioApiKeyStatus, TwilioSubaccountStatus);
 
-/// `conditions` with the Ready condition replaced.
+/// `conditions` with Ready True, and kstatus' `Reconciling` and `Stalled` gone.
 pub fn ready(
     conditions: &[Condition],
-    reason: Reason,
     message: impl Into<String>,
     generation: Option<i64>,
     now: Timestamp,
 ) -> Vec<Condition> {
-    let status = if reason == Reason::Ready { "True" } else { "False" };
+    judged(conditions, Reason::Ready, message.into(), None, generation, now)
+}
+
+/// `conditions` with Ready False for `problem`, beside the kstatus condition that says whether
+/// the operator is still on its way (`Reconciling`) or needs a person (`Stalled`).
+pub fn not_ready(
+    conditions: &[Condition],
+    problem: &Problem,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let message = problem.message.clone();
+    judged(
+        conditions,
+        problem.reason,
+        message,
+        Some(problem.progress()),
+        generation,
+        now,
+    )
+}
+
+fn judged(
+    conditions: &[Condition],
+    reason: Reason,
+    message: String,
+    progress: Option<Progress>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let status = if progress.is_none() { "True" } else { "False" };
     let mut out = conditions.to_vec();
     set(
         &mut out,
         "Ready",
         status,
         reason.as_str(),
-        message.into(),
+        message.clone(),
         generation,
         now,
     );
+    // kstatus' abnormal-true conditions: present, and True, only while they apply.
+    for (type_, kind) in [
+        ("Reconciling", Progress::Reconciling),
+        ("Stalled", Progress::Stalled),
+    ] {
+        if progress == Some(kind) {
+            set(
+                &mut out,
+                type_,
+                "True",
+                reason.as_str(),
+                message.clone(),
+                generation,
+                now,
+            );
+        } else {
+            out.retain(|c| c.type_ != type_);
+        }
+    }
     out
 }
 
@@ -257,15 +349,19 @@ pub fn set(
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Time(now),
     };
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
+    let condition = Condition {
         type_: type_.into(),
         status: status.into(),
         reason: reason.into(),
         message,
         last_transition_time,
         observed_generation: generation,
-    });
+    };
+    // In place, so conditions keep their order (Ready first, as it was set first).
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => *existing = condition,
+        None => conditions.push(condition),
+    }
 }
 
 /// Whether the object's Ready condition is True.
@@ -283,11 +379,12 @@ mod tests {
     fn transition_time_moves_only_with_the_status() {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
-        let failing = ready(&[], Reason::RateLimited, "slow down", Some(1), t0);
-        let still = ready(&failing, Reason::TwilioError, "other", Some(1), t1);
+        let problem = |reason, message| Problem::new(reason, message);
+        let failing = not_ready(&[], &problem(Reason::RateLimited, "slow down"), Some(1), t0);
+        let still = not_ready(&failing, &problem(Reason::TwilioError, "other"), Some(1), t1);
         assert_eq!(still[0].last_transition_time, Time(t0));
         assert_eq!(still[0].reason, "TwilioError");
-        let fine = ready(&still, Reason::Ready, "ok", Some(2), t1);
+        let fine = ready(&still, "ok", Some(2), t1);
         assert_eq!(
             (fine[0].status.as_str(), fine[0].last_transition_time.clone()),
             ("True", Time(t1))
@@ -307,6 +404,39 @@ mod tests {
         assert_eq!(
             duration_field("spec.rotation.every", "90m").unwrap(),
             Duration::from_secs(5400)
+        );
+    }
+
+    #[test]
+    fn kstatus_reads_reconciling_while_on_the_way_and_stalled_while_a_person_is_needed() {
+        let now = Timestamp::UNIX_EPOCH;
+        let kinds = |c: &[Condition]| -> Vec<(String, String)> {
+            c.iter().map(|c| (c.type_.clone(), c.status.clone())).collect()
+        };
+        let pending = not_ready(&[], &Problem::new(Reason::Pending, "creating"), Some(1), now);
+        assert_eq!(
+            kinds(&pending),
+            [
+                ("Ready".into(), "False".into()),
+                ("Reconciling".into(), "True".into())
+            ]
+        );
+        let refused = not_ready(&pending, &Problem::new(Reason::NotPermitted, "no"), Some(2), now);
+        assert_eq!(
+            kinds(&refused),
+            [
+                ("Ready".into(), "False".into()),
+                ("Stalled".into(), "True".into())
+            ]
+        );
+        let done = ready(&refused, "yes", Some(2), now);
+        assert_eq!(kinds(&done), [("Ready".into(), "True".into())]);
+        // A bound that lifts by itself at a known time is a wait, not a dead end.
+        let waiting = Problem::new(Reason::QuotaExceeded, "three live keys").until(now);
+        assert_eq!(waiting.progress(), Progress::Reconciling);
+        assert_eq!(
+            Problem::new(Reason::QuotaExceeded, "no").progress(),
+            Progress::Stalled
         );
     }
 }

@@ -13,7 +13,23 @@ pub const DIRECTORIES: [&str; 2] = ["crds", "charts/twilio-operator/files/crds"]
 
 /// Every CRD, in a fixed order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![TwilioAccount::crd(), TwilioSubaccount::crd(), TwilioApiKey::crd()]
+    let mut crds = vec![TwilioAccount::crd(), TwilioSubaccount::crd(), TwilioApiKey::crd()];
+    crds.iter_mut().for_each(unjudged_until_reconciled);
+    crds
+}
+
+/// Gives an object no pass has judged yet `status.observedGeneration: 0`. The apiserver applies
+/// the default whenever it reads the object, so from its creation kstatus (Flux, kpt) reads it as
+/// InProgress instead of Current while it waits for its first reconcile.
+fn unjudged_until_reconciled(crd: &mut CustomResourceDefinition) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    let status = crd.spec.versions.iter_mut().filter_map(|v| {
+        let root = v.schema.as_mut()?.open_api_v3_schema.as_mut()?;
+        root.properties.as_mut()?.get_mut("status")
+    });
+    for status in status {
+        status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+    }
 }
 
 /// Each CRD as `(file name under crds/, YAML text)`.

@@ -379,9 +379,11 @@ where
     S: LifecycleStatus,
 {
     *status.pending_since_mut() = Some(Time(now));
+    judged(status, obj.meta().generation);
     if !status.conditions_mut().iter().any(|c| c.type_ == "Ready") {
         let creating = format!("Creating the {} at Twilio", K::kind(&()));
-        let pending = conditions::ready(&[], Reason::Pending, creating, obj.meta().generation, now);
+        let pending = Problem::new(Reason::Pending, creating);
+        let pending = conditions::not_ready(&[], &pending, obj.meta().generation, now);
         *status.conditions_mut() = pending;
     }
     // Only if the object is as this pass read it: a pass working from a stale copy (one that
@@ -414,13 +416,7 @@ pub async fn report<K: Resource<DynamicType = ()>>(
         ctx.event(obj, type_, reason, "Reconcile", note).await;
     }
     tracing::info!(object = %object_id(obj), reason = problem.reason.as_str(), message = %problem.message, "not ready");
-    conditions::ready(
-        conditions,
-        problem.reason,
-        problem.message,
-        obj.meta().generation,
-        now,
-    )
+    conditions::not_ready(conditions, &problem, obj.meta().generation, now)
 }
 
 /// How a pass that did not stop short ended: the Ready message, and when to look again.
@@ -449,14 +445,8 @@ where
     let requeue = match outcome {
         Ok(done) => {
             ctx.succeeded(&id);
-            *st.observed_generation_mut() = obj.meta().generation;
-            let ready = conditions::ready(
-                st.conditions_mut(),
-                Reason::Ready,
-                done.message,
-                obj.meta().generation,
-                now,
-            );
+            *st.applied_generation_mut() = obj.meta().generation;
+            let ready = conditions::ready(st.conditions_mut(), done.message, obj.meta().generation, now);
             *st.conditions_mut() = ready;
             // Counted from now, not from the pass's start, with a little slack, so the deadline
             // has passed when we wake.
@@ -468,6 +458,7 @@ where
             until.filter(|d| *d < ctx.resync)
         }
         Err(Stop::Problem(problem)) => {
+            judged(&mut st, obj.meta().generation);
             let until = problem.until;
             let reported = report(ctx, obj, st.conditions_mut(), problem, now).await;
             *st.conditions_mut() = reported;
@@ -480,6 +471,7 @@ where
         Err(Stop::Kube(e)) if is_conflict(&e) => return Ok(Action::requeue(STALE_RETRY)),
         Err(Stop::Kube(e)) => return Err(e.into()),
     };
+    *st.observed_generation_mut() = obj.meta().generation;
     counted(ctx, obj, st.conditions_mut());
     // A pass that changed nothing writes nothing: no request, and no watch event waking it again.
     // Compared as written: in-memory times are finer than the whole seconds status keeps.
@@ -487,6 +479,17 @@ where
         write_status(ctx, obj, &st).await?;
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Records that a pass judged `generation` without applying it: kstatus compares
+/// `observedGeneration` with the object's generation, and what was applied before stays on record
+/// for the next success to compare against.
+fn judged<S: LifecycleStatus>(st: &mut S, generation: Option<i64>) {
+    if st.applied_generation_mut().is_none() {
+        let before = st.observed_generation_mut().unwrap_or(0);
+        *st.applied_generation_mut() = Some(before);
+    }
+    *st.observed_generation_mut() = generation;
 }
 
 /// Records in the metrics the Ready condition a pass set.

@@ -246,7 +246,7 @@ pub struct TwilioAccountStatus {
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
 
-    /// The metadata.generation the status reflects.
+    /// The metadata.generation the operator last judged, whether or not the account worked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }

@@ -317,9 +317,14 @@ pub struct TwilioApiKeyStatus {
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
 
-    /// The metadata.generation the status reflects.
+    /// The metadata.generation the operator last judged, whether or not it could apply it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+
+    /// The metadata.generation the operator last applied in full (0: none yet). Absent on objects
+    /// written before it existed, where observedGeneration has that meaning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<i64>,
 }
 
 /// A previous key that stays valid until revokeAt.

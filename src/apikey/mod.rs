@@ -12,7 +12,7 @@ mod rollout;
 use crate::api::TwilioSubaccount;
 use crate::api::apikey::{KeyDeletionPolicy, KeyType, TwilioApiKey, TwilioApiKeyStatus};
 use crate::api::{duration, schedule};
-use crate::conditions::{Problem, Reason, is_ready};
+use crate::conditions::{LifecycleStatus, Problem, Reason, is_ready};
 use crate::context::Context;
 use crate::objects::object_id;
 use crate::quota::Quota;
@@ -622,7 +622,7 @@ impl ApiKeys {
         };
         let ours = matches!(secret, Observed::Ours(_));
         let settled = key.status.as_ref().is_some_and(|recorded| {
-            recorded.observed_generation == settings.generation && is_ready(&recorded.conditions)
+            recorded.applied() == settings.generation && is_ready(&recorded.conditions)
         });
         // Whatever Kubernetes would refuse (a policy, RBAC, an invalid label) is found out before
         // Twilio is asked, so a refused Secret never costs a key to create and sweep. A Secret of

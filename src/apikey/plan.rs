@@ -7,7 +7,7 @@
 
 use crate::api::apikey::{RetiringKey, SecretKeys, TwilioApiKey, TwilioApiKeyStatus};
 use crate::api::schedule;
-use crate::conditions::{Problem, duration_field};
+use crate::conditions::{LifecycleStatus, Problem, duration_field};
 use crate::secret::{Expect, Observed, Record, Shape};
 use crate::tagging;
 use crate::template::{self, PLACEHOLDER_CREATED_AT, Template, Variables};
@@ -340,7 +340,7 @@ pub fn plan(
         }
         Some(cause) => Change::Issue(cause),
         // A changed spec, unless this process already applied it (a pass may read an older status).
-        None if st.observed_generation != settings.generation && !applied_here => Change::Update,
+        None if st.applied() != settings.generation && !applied_here => Change::Update,
         None => Change::None,
     };
     Plan {
@@ -383,7 +383,7 @@ pub fn issued(
 /// been for this key, or the spec (and so perhaps the list) changed.
 pub fn roll_due(status: &TwilioApiKeyStatus, generation: Option<i64>) -> bool {
     status.key_sid.is_some()
-        && (status.workloads_rolled_for != status.key_sid || status.observed_generation != generation)
+        && (status.workloads_rolled_for != status.key_sid || status.applied() != generation)
 }
 
 /// Whether Twilio may hold keys of this object: it recorded one, or announced a create.

@@ -10,7 +10,7 @@ use super::plan::{self, Existence, Found};
 use super::spend::Spend;
 use super::{Fetched, Resolved, Subaccounts, edits_hash};
 use crate::api::subaccount::{SubaccountDeletionPolicy, TwilioSubaccount, TwilioSubaccountStatus};
-use crate::conditions::{Problem, Reason};
+use crate::conditions::{LifecycleStatus, Problem, Reason};
 use crate::reconcile::{self, Candidates, Note, Stop, write_status};
 use crate::target::{self, Use};
 use crate::twilio::types::{Account, AccountFilter, AccountStatus, AccountUpdate};
@@ -123,7 +123,7 @@ impl Subaccounts {
                 by_budget: spend.suspends(),
                 spec: sub.spec.state,
                 budget_lifted: spend.previous.as_ref().is_some_and(|b| b.suspended_by_budget),
-                spec_changed: st.observed_generation != sub.metadata.generation,
+                spec_changed: st.applied() != sub.metadata.generation,
             };
             let (type_, reason, note) = change.announcement();
             self.ctx.event(sub, type_, reason, "Update", note).await;
