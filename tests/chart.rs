@@ -292,7 +292,12 @@ async fn deploy_manifests_are_the_rendered_chart() {
         .status()
         .unwrap();
     assert!(status.success());
-    for file in ["namespace.yaml", "twilio-operator.yaml", "kustomization.yaml"] {
+    for file in [
+        "namespace.yaml",
+        "twilio-operator.yaml",
+        "kustomization.yaml",
+        "argocd-cm.yaml",
+    ] {
         let fresh = std::fs::read_to_string(out.join(file)).unwrap();
         let committed = std::fs::read_to_string(repo_root().join("deploy").join(file)).unwrap_or_default();
         assert!(
