@@ -142,8 +142,8 @@ struct Probes {
     faults: u64,
     /// Each Secret's current key, by the Secret's UID: its name, account, key and secret.
     current: BTreeMap<String, (String, String, String, String)>,
-    /// When each key was first seen replaced in its Secret (within a tenth of a second of the
-    /// write), its secret, and the Secret's UID.
+    /// When each key was replaced in its Secret, as closely as the lists tell (within a tenth of
+    /// a second of the write while the apiserver answers), its secret, and the Secret's UID.
     replaced: HashMap<String, (u64, String, String)>,
     /// Replaced keys Twilio refused since.
     revoked: HashSet<String>,
@@ -153,7 +153,7 @@ struct Probes {
 }
 
 /// Keeps `probes` current with each Secret's key, noticing a replaced key within a tenth of a
-/// second, until `stop`.
+/// second while the apiserver answers, until `stop`.
 async fn watch_secrets(
     secrets: Api<Secret>,
     probes: Arc<Mutex<Probes>>,
@@ -165,8 +165,11 @@ async fn watch_secrets(
             .and_then(|d| d.get(key))
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
     };
+    // When the list before this one was answered: a replacement seen now happened after it.
+    let mut listed_before = now_ms();
     while !*stop.borrow() {
         if let Ok(listed) = secrets.list(&ListParams::default()).await {
+            let listed_at = now_ms();
             let mut p = probes.lock().unwrap();
             let mut seen = HashSet::new();
             for secret in &listed.items {
@@ -183,15 +186,23 @@ async fn watch_secrets(
                 if let Some((_, _, old, old_secret)) = p.current.get(&uid).cloned()
                     && old != sid
                 {
+                    // The write came after the previous answered list, and after the Secret's own
+                    // stamp; while the apiserver is out, only the stamp says how long after.
+                    let stamped = (secret.metadata.annotations.as_ref())
+                        .and_then(|a| a.get(twilio_operator::secret::CREATED_AT_ANNOTATION))
+                        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                        .map_or(0, |t| t.as_millisecond() as u64);
+                    let replaced_at = listed_before.max(stamped).min(listed_at);
                     p.replaced
                         .entry(old)
-                        .or_insert((now_ms(), old_secret, uid.clone()));
+                        .or_insert((replaced_at, old_secret, uid.clone()));
                 }
                 p.current.insert(uid, (name, account, sid, token));
             }
             let deleted = p.deleted_secrets.clone();
             p.current
                 .retain(|uid, _| seen.contains(uid) && !deleted.contains(uid));
+            listed_before = listed_at;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
