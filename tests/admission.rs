@@ -1001,3 +1001,59 @@ async fn budgets_are_checked_at_admission() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn rotation_windows_are_checked_at_admission() {
+    let ns = cluster().namespace("adm-window").await;
+    let with = |window: Value| json!({"rotation": {"every": "720h", "window": window}});
+    for (window, fragments) in [
+        (
+            json!({"schedule": "61 2 * * *", "duration": "4h"}),
+            &["rotation.window.schedule must be a cron schedule of five fields"][..],
+        ),
+        (
+            json!({"schedule": "0 2 * * * *", "duration": "4h"}),
+            &["five fields (minute hour day-of-month month day-of-week)"][..],
+        ),
+        (
+            json!({"schedule": "0 2 * * SAT", "timeZone": "Europe/Berln", "duration": "4h"}),
+            &["rotation.window.timeZone must be an IANA time zone name"][..],
+        ),
+        (
+            json!({"schedule": "0 2 * * SAT", "duration": "5m"}),
+            &["rotation.window.duration must be at least 10m"][..],
+        ),
+        (json!({"duration": "4h"}), &["schedule", "Required"][..]),
+    ] {
+        rejects_create(&ns, "TwilioApiKey", with(window), fragments).await;
+    }
+    for (name, schedule) in [
+        ("saturday", "0 2 * * SAT"),
+        ("weekdays", "*/15 9-17 * * MON-FRI"),
+        ("lists", "0,30 1-3/2 1,15 JAN-MAR,7 0"),
+    ] {
+        let spec = with(json!({"schedule": schedule, "timeZone": "America/New_York", "duration": "90m"}));
+        let key = accepts(&ns, object("TwilioApiKey", name, spec)).await;
+        // Whatever admission takes, the operator reads.
+        let window = &key.data["spec"]["rotation"]["window"];
+        twilio_operator::api::schedule::Window::new(
+            window["schedule"].as_str().unwrap(),
+            window["timeZone"].as_str().unwrap(),
+            std::time::Duration::from_secs(5400),
+        )
+        .unwrap_or_else(|e| panic!("{schedule}: {e}"));
+    }
+    let key = accepts(
+        &ns,
+        object(
+            "TwilioApiKey",
+            "utc",
+            with(json!({"schedule": "0 2 * * *", "duration": "1h"})),
+        ),
+    )
+    .await;
+    assert_eq!(
+        key.data["spec"]["rotation"]["window"]["timeZone"], "UTC",
+        "the default"
+    );
+}

@@ -1289,3 +1289,77 @@ fn shard(f: &Fixture, name: &str) -> support::operator::Operator {
         ],
     )
 }
+
+/// A rotation due outside its window waits for the window, which status shows; one asked for
+/// does not wait; one due inside an open window happens at once.
+#[tokio::test]
+async fn scheduled_rotations_wait_for_their_window() {
+    let f = Fixture::new("window", &[]).await;
+    // A window opening twelve hours from now, in Tokyo's time zone (UTC+9, no summer time).
+    let tokyo = k8s_openapi::jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
+    let later = k8s_openapi::jiff::Timestamp::now().to_zoned(tokyo)
+        + k8s_openapi::jiff::SignedDuration::from_hours(12);
+    let schedule = format!("0 {} * * *", later.hour());
+    let window = json!({"schedule": schedule, "timeZone": "Asia/Tokyo", "duration": "1h"});
+    f.create(
+        "closed",
+        json!({"rotation": {"every": "1h", "gracePeriod": "0s", "window": window}}),
+    )
+    .await;
+    f.create(
+        "open",
+        json!({"rotation": {"every": "1h", "gracePeriod": "0s", "window": {"schedule": "* * * * *", "duration": "10m"}}}),
+    )
+    .await;
+    let closed = f.ready("closed").await;
+    let open = f.ready("open").await;
+
+    // Both are a period old: the one whose window is open rotates, the other waits for its own.
+    let past = json!({"keyCreatedAt": "2020-01-01T00:00:00Z"});
+    let before = status(&open).key_sid;
+    f.time_travel(&f.keys(), "open", past.clone(), |k: &TwilioApiKey| {
+        k.status.as_ref().is_some_and(|s| s.key_sid != before)
+    })
+    .await;
+    let waiting = |k: &TwilioApiKey| {
+        k.status.as_ref().is_some_and(|s| {
+            s.key_created_at
+                .as_ref()
+                .is_some_and(|t| t.0.to_string() == "2020-01-01T00:00:00Z")
+                && s.rotation_window.as_ref().is_some_and(|w| {
+                    w.opens_at.0 > k8s_openapi::jiff::Timestamp::now()
+                        && s.next_rotation_at
+                            .as_ref()
+                            .is_some_and(|n| n.0 >= w.opens_at.0 && n.0 < w.closes_at.0)
+                })
+        })
+    };
+    f.time_travel(&f.keys(), "closed", past, waiting).await;
+    let deferred = f.keys().get("closed").await.unwrap();
+    let st = status(&deferred);
+    let opens = st.rotation_window.as_ref().unwrap().opens_at.0;
+    let in_hours = opens
+        .duration_since(k8s_openapi::jiff::Timestamp::now())
+        .as_hours();
+    assert!(
+        (11..=12).contains(&in_hours),
+        "the window opens in about 12 hours, not {in_hours}"
+    );
+    assert_eq!(
+        st.key_sid,
+        status(&closed).key_sid,
+        "no rotation outside the window"
+    );
+    assert_eq!(
+        f.emu.calls("api.CreateNewKey").await,
+        3,
+        "two first keys and the one rotation in an open window"
+    );
+
+    // Asked for, it rotates now, window or not.
+    f.annotate("closed", "twilio.operator.dev/rotate", "now").await;
+    f.ready_where("closed", "rotated on request", |k| {
+        status(k).key_sid != st.key_sid && status(k).last_rotation_request.as_deref() == Some("now")
+    })
+    .await;
+}

@@ -246,6 +246,40 @@ pub struct Rotation {
     #[serde(default = "super::subaccount::default_grace_period")]
     #[schemars(schema_with = "duration_schema")]
     pub grace_period: String,
+
+    /// When scheduled rotations may happen, such as outside business hours. A rotation due
+    /// outside a window waits for the next one to open; one asked for (the rotate annotation) or
+    /// needed to repair a lost, edited or revoked key happens at once, window or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<RotationWindow>,
+}
+
+/// When scheduled rotations may happen.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationWindow {
+    /// When the window opens, as a cron schedule of five fields (minute, hour, day of month,
+    /// month, day of week), such as "0 2 * * SAT" for 02:00 every Saturday. Lists, ranges, steps
+    /// and names (JAN, SAT) are allowed.
+    #[schemars(length(min = 9, max = 128))]
+    #[x_kube(validation = super::schedule_rule())]
+    pub schedule: String,
+
+    /// The IANA time zone the schedule is read in, such as "Europe/Berlin"; the window follows
+    /// its daylight saving time. Defaults to UTC.
+    #[serde(default = "utc")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = super::time_zone_rule())]
+    pub time_zone: String,
+
+    /// How long the window stays open once it opens, such as "4h". At least 10m.
+    #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = min_duration_rule("rotation.window.duration", "10m"))]
+    pub duration: String,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
 }
 
 /// A workload to roll when the key changes.
@@ -298,6 +332,10 @@ pub struct TwilioApiKeyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retiring_keys: Vec<RetiringKey>,
 
+    /// The window in which the next scheduled rotation happens, when spec.rotation.window is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_window: Option<WindowStatus>,
+
     /// The value of the twilio.operator.dev/rotate annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_request: Option<String>,
@@ -325,6 +363,16 @@ pub struct TwilioApiKeyStatus {
     /// written before it existed, where observedGeneration has that meaning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_generation: Option<i64>,
+}
+
+/// One opening of a rotation window.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowStatus {
+    /// When it opens.
+    pub opens_at: Time,
+    /// When it closes.
+    pub closes_at: Time,
 }
 
 /// A previous key that stays valid until revokeAt.

@@ -184,6 +184,37 @@ pub(crate) fn min_duration_rule(field: &str, min: &str) -> kube::core::Rule {
     )))
 }
 
+/// A rule for a five-field cron schedule, each field within its range; the operator's parser
+/// (croner) accepts everything it admits.
+pub(crate) fn schedule_rule() -> kube::core::Rule {
+    // A field is a list of items: `*` or a value or range, each optionally stepped.
+    let field = |value: &str| {
+        let item = format!(r"(\*|({value})(-({value}))?)(/[0-9]{{1,2}})?");
+        format!("{item}(,{item})*")
+    };
+    let months = "0?[1-9]|1[0-2]|JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC";
+    let days = "[0-7]|SUN|MON|TUE|WED|THU|FRI|SAT";
+    let fields = [
+        field("[0-5]?[0-9]"),
+        field("[01]?[0-9]|2[0-3]"),
+        field("0?[1-9]|[12][0-9]|3[01]"),
+        field(months),
+        field(days),
+    ];
+    kube::core::Rule::new(format!("self.matches(r'^{}$')", fields.join(" +")))
+        .message("rotation.window.schedule must be a cron schedule of five fields (minute hour day-of-month month day-of-week), each in range, such as \"0 2 * * SAT\"")
+}
+
+/// A rule admitting only the IANA time zone names the operator bundles.
+pub(crate) fn time_zone_rule() -> kube::core::Rule {
+    let names: Vec<String> = schedule::time_zone_names()
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect();
+    kube::core::Rule::new(format!("self in [{}]", names.join(",")))
+        .message("rotation.window.timeZone must be an IANA time zone name, such as UTC or Europe/Berlin")
+}
+
 /// An object-level rule for `{every, gracePeriod}` schedules: the grace period is shorter.
 pub(crate) fn grace_shorter_than_every_rule() -> kube::core::Rule {
     kube::core::Rule::new(format!(

@@ -5,9 +5,9 @@
 //! do nothing; [`issued`] is the record after a new key reached the Secret. A restarted operator
 //! computes the same plan from the same facts, so a restart alone never rotates anything.
 
-use crate::api::apikey::{RetiringKey, SecretKeys, TwilioApiKey, TwilioApiKeyStatus};
+use crate::api::apikey::{RetiringKey, SecretKeys, TwilioApiKey, TwilioApiKeyStatus, WindowStatus};
 use crate::api::schedule;
-use crate::conditions::{LifecycleStatus, Problem, duration_field};
+use crate::conditions::{LifecycleStatus, Problem, Reason, duration_field};
 use crate::secret::{Expect, Observed, Record, Shape};
 use crate::tagging;
 use crate::template::{self, PLACEHOLDER_CREATED_AT, Template, Variables};
@@ -38,6 +38,8 @@ pub struct Settings {
     pub grace: Duration,
     /// How often the key rotates, if it does.
     pub every: Option<Duration>,
+    /// When scheduled rotations may happen, if the spec limits them.
+    pub window: Option<schedule::Window>,
     /// The key's friendly name at Twilio, before the tag.
     pub display_name: String,
     /// The value of the rotate annotation, if set.
@@ -66,6 +68,14 @@ pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
     let every = rotation
         .map(|r| duration_field("spec.rotation.every", &r.every))
         .transpose()?;
+    let window = rotation
+        .and_then(|r| r.window.as_ref())
+        .map(|w| {
+            let length = duration_field("spec.rotation.window.duration", &w.duration)?;
+            schedule::Window::new(&w.schedule, &w.time_zone, length)
+                .map_err(|e| Problem::new(Reason::InvalidSpec, format!("spec.rotation.window.{e}")))
+        })
+        .transpose()?;
     let secret = key.spec.secret.as_deref().cloned().unwrap_or_default();
     let namespace = key.namespace().unwrap_or_default();
     let mut settings = Settings {
@@ -76,6 +86,7 @@ pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
         keys: secret.keys.unwrap_or_default(),
         grace: grace.unwrap_or(DEFAULT_GRACE),
         every,
+        window,
         rotate_request: key.annotations().get(ROTATE_ANNOTATION).cloned(),
         generation: key.metadata.generation,
         name: key.name_any(),
@@ -163,9 +174,29 @@ impl Settings {
         ]
     }
 
-    /// When a key created at `created` rotates, if the spec rotates it at all.
-    pub fn next_rotation(&self, created: Option<&Time>) -> Option<Time> {
-        Some(Time(schedule::next_rotation(created?.0, self.every?, &self.uid)))
+    /// When a key created at `created` rotates, if the spec rotates it at all, and the window
+    /// that rotation happens in, if the spec has one.
+    pub fn next_rotation(&self, created: Option<&Time>) -> (Option<Time>, Option<WindowStatus>) {
+        let Some(due) = created
+            .zip(self.every)
+            .map(|(c, every)| schedule::next_rotation(c.0, every, &self.uid))
+        else {
+            return (None, None);
+        };
+        match self
+            .window
+            .as_ref()
+            .and_then(|w| schedule::in_window(due, w, &self.uid))
+        {
+            Some((at, (opens, closes))) => (
+                Some(Time(at)),
+                Some(WindowStatus {
+                    opens_at: Time(opens),
+                    closes_at: Time(closes),
+                }),
+            ),
+            None => (Some(Time(due)), None),
+        }
     }
 }
 
@@ -311,7 +342,7 @@ pub fn plan(
         st = adopted;
     }
     // The schedule follows from the key's creation, never from a possibly stale status field.
-    st.next_rotation_at = settings.next_rotation(st.key_created_at.as_ref());
+    (st.next_rotation_at, st.rotation_window) = settings.next_rotation(st.key_created_at.as_ref());
     if fulfilled {
         // The one create this intent covered reached the Secret: nothing can be left over.
         st.pending_since = None;
@@ -371,7 +402,7 @@ pub fn issued(
     }
     st.key_sid = Some(sid.to_owned());
     st.key_created_at = Some(Time(schedule::recorded(now)));
-    st.next_rotation_at = settings.next_rotation(st.key_created_at.as_ref());
+    (st.next_rotation_at, st.rotation_window) = settings.next_rotation(st.key_created_at.as_ref());
     st.pending_since = None;
     if settings.rotate_request.is_some() {
         st.last_rotation_request = settings.rotate_request.clone();
@@ -594,6 +625,7 @@ mod tests {
             keys: SecretKeys::default(),
             grace: HOUR,
             every: None,
+            window: None,
             display_name: "ns/k".into(),
             rotate_request: None,
             generation: Some(1),
@@ -631,6 +663,10 @@ mod tests {
         change: Change,
     }
 
+    /// A two-hour UTC window opening at `schedule`.
+    fn window(schedule: &str) -> schedule::Window {
+        schedule::Window::new(schedule, "UTC", 2 * HOUR).unwrap()
+    }
     fn case(name: &'static str, status: TwilioApiKeyStatus, seen: Observation) -> Case {
         Case {
             name,
@@ -819,6 +855,49 @@ mod tests {
                 change: issue(Cause::Scheduled),
                 ..case(
                     "rotation due",
+                    live("SK1"),
+                    seen(ours("SK1", true), vec![tagged("SK1")], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                settings: Settings {
+                    every: Some(HOUR),
+                    window: Some(window("0 3 * * *")),
+                    ..settings()
+                },
+                // Due at about 01:00, but the window opens at 03:00.
+                change: Change::None,
+                ..case(
+                    "rotation due before its window opens",
+                    live("SK1"),
+                    seen(ours("SK1", true), vec![tagged("SK1")], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                settings: Settings {
+                    every: Some(HOUR),
+                    window: Some(window("0 1 * * *")),
+                    ..settings()
+                },
+                change: issue(Cause::Scheduled),
+                ..case(
+                    "rotation due, in a window open since 01:00",
+                    live("SK1"),
+                    seen(ours("SK1", true), vec![tagged("SK1")], T2),
+                )
+            },
+            Case {
+                key_sid: Some("SK1"),
+                settings: Settings {
+                    rotate_request: Some("r1".into()),
+                    window: Some(window("0 3 * * *")),
+                    ..settings()
+                },
+                change: issue(Cause::Requested),
+                ..case(
+                    "a rotation asked for does not wait for the window",
                     live("SK1"),
                     seen(ours("SK1", true), vec![tagged("SK1")], T2),
                 )

@@ -267,6 +267,14 @@ fn describe_key(key: &TwilioApiKey, sub: Option<&TwilioSubaccount>, now: Timesta
     match (&st.next_rotation_at, &key.spec.rotation) {
         (Some(next), _) => {
             let _ = writeln!(out, "  Next rotation:  {}", when(next, now));
+            if let Some(window) = &st.rotation_window {
+                let _ = writeln!(
+                    out,
+                    "  In the window:  {} to {}",
+                    when(&window.opens_at, now),
+                    window.closes_at.0
+                );
+            }
         }
         (None, None) => {
             let _ = writeln!(
