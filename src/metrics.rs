@@ -174,6 +174,7 @@ pub struct Metrics {
     twilio_requests: Family<TwilioLabels, Counter>,
     twilio_rate_limited: Family<OperationLabels, Counter>,
     rotations: Family<RotationLabels, Counter>,
+    workload_restarts: Family<KindLabels, Counter>,
     usage: Family<UsageLabels, FloatGauge>,
     budget_ratio: Family<ObjectLabels, FloatGauge>,
     leader: Gauge,
@@ -225,6 +226,12 @@ impl Default for Metrics {
             "New credentials issued, by kind and cause",
             rotations.clone(),
         );
+        let workload_restarts = Family::default();
+        registry.register(
+            "workload_restarts",
+            "Workloads in restartWorkloads restarted for a new key, by kind",
+            workload_restarts.clone(),
+        );
         let usage = Family::default();
         registry.register(
             "subaccount_month_to_date_usage",
@@ -253,6 +260,7 @@ impl Default for Metrics {
             twilio_requests,
             twilio_rate_limited,
             rotations,
+            workload_restarts,
             usage,
             usage_currency: Mutex::default(),
         }
@@ -314,6 +322,11 @@ impl Metrics {
         self.rotations
             .get_or_create(&RotationLabels { kind, cause })
             .inc();
+    }
+
+    /// Counts a workload of `kind` restarted for a new key.
+    pub fn restarted(&self, kind: &'static str) {
+        self.workload_restarts.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// Records a key's creation and next rotation (Unix seconds).

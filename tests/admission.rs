@@ -767,7 +767,40 @@ async fn secret_layout_is_checked() {
         &ns,
         kind,
         json!({"restartWorkloads": [{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "web"}]}),
-        &["spec.restartWorkloads[1]", "Duplicate value"],
+        &["spec.restartWorkloads", "names each workload once"],
+    )
+    .await;
+    let selector = json!({"matchLabels": {"app": "web"}});
+    for (entry, fragments) in [
+        (
+            json!({"kind": "Deployment", "name": "web", "selector": selector}),
+            &["name) or selects them (selector), not both"][..],
+        ),
+        (
+            json!({"kind": "Rollout"}),
+            &["name) or selects them (selector)"][..],
+        ),
+        (
+            json!({"kind": "Deployment", "selector": {"matchLabels": {}}}),
+            &[
+                "spec.restartWorkloads[0].selector.matchLabels",
+                "should have at least 1 properties",
+            ][..],
+        ),
+        (
+            json!({"kind": "Deployment", "selector": {"matchLabels": {"app": "not a label value"}}}),
+            &["spec.restartWorkloads[0].selector.matchLabels.app"][..],
+        ),
+    ] {
+        rejects_create(&ns, kind, json!({"restartWorkloads": [entry]}), fragments).await;
+    }
+    accepts(
+        &ns,
+        object(
+            kind,
+            "selected",
+            json!({"restartWorkloads": [{"kind": "Rollout", "selector": selector}, {"kind": "Deployment", "selector": selector}, {"kind": "Deployment", "name": "web"}]}),
+        ),
     )
     .await;
 }

@@ -583,10 +583,12 @@ async fn installed_chart_rbac_is_sufficient_and_no_broader() {
             .map(|_| ()),
     );
     forbidden("create TwilioApiKeys", Api::<TwilioApiKey>::namespaced(sa.clone(), &team).create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "twilio.operator.dev/v1alpha1", "kind": "TwilioApiKey", "metadata": {"name": "x"}, "spec": {}})).unwrap()).await.map(|_| ()));
+    // It may get, list and patch workloads, to roll them (a patch answers with the object
+    // anyway), but never delete or create one.
     forbidden(
-        "read Deployments",
+        "delete Deployments",
         Api::<Deployment>::namespaced(sa.clone(), &team)
-            .get("app")
+            .delete("app", &DeleteParams::default())
             .await
             .map(|_| ()),
     );
@@ -1043,6 +1045,7 @@ fn exported_series() -> std::collections::BTreeSet<Shape> {
     m.outcome("TwilioApiKey", "ns", "key", false, "AuthenticationFailed");
     m.twilio_request("CreateNewKey", 429);
     m.rotated("TwilioApiKey", "Scheduled");
+    m.restarted("Deployment");
     m.key("ns", "key", 0.0, Some(1.0));
     m.usage("ns", "sub", "usd", 1.0);
     m.budget_ratio("ns", "sub", Some(0.5));

@@ -113,11 +113,15 @@ pub struct TwilioApiKeySpec {
     pub rotation: Option<Rotation>,
 
     /// Workloads in this namespace to roll whenever the key changes, so that pods reading the
-    /// Secret through environment variables pick up the new key. Each rolls once per new key.
+    /// Secret through environment variables pick up the new key. Each rolls once per new key:
+    /// a pod-template annotation set to the key SID (for a Rollout, spec.restartAt set to the
+    /// key's creation time), which a GitOps tool re-applying the workload leaves alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "name"]))]
-    #[x_kube(validation = Rule::new("self.map(w, size(w.name)).sum() <= 2048")
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.map(w, has(w.name) ? size(w.name) : 0).sum() <= 2048")
         .message("spec.restartWorkloads names hold at most 2048 characters in all"))]
+    #[x_kube(validation = Rule::new("self.all(w, !has(w.name) || self.exists_one(x, x.kind == w.kind && has(x.name) && x.name == w.name))")
+        .message("spec.restartWorkloads names each workload once"))]
     pub restart_workloads: Vec<WorkloadRef>,
 
     /// What happens at Twilio when this object is deleted. Delete (default) revokes the current
@@ -285,12 +289,29 @@ fn utc() -> String {
 /// A workload to roll when the key changes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.name) != has(self.selector)")
+    .message("each spec.restartWorkloads entry names a workload (name) or selects them (selector), not both"))]
 pub struct WorkloadRef {
-    /// Kind of the workload: Deployment, StatefulSet or DaemonSet.
+    /// Kind of the workload: Deployment, StatefulSet, DaemonSet, or an Argo Rollouts Rollout.
     pub kind: WorkloadKind,
     /// Name of the workload, in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
-    pub name: String,
+    pub name: Option<String>,
+    /// Instead of a name: every workload of this kind in this namespace carrying these labels
+    /// (the first 100 of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<WorkloadSelector>,
+}
+
+/// Workloads chosen by their labels.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSelector {
+    /// Labels a workload must all carry, such as {app: checkout}: 1 to 8, as in a LabelSelector.
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 8, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": crate::api::LABEL_VALUE}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317)").message("selector.matchLabels keys hold at most 317 characters"))]
+    pub match_labels: BTreeMap<String, String>,
 }
 
 /// Kinds of workload the operator can roll.
@@ -302,6 +323,9 @@ pub enum WorkloadKind {
     StatefulSet,
     /// An apps/v1 DaemonSet.
     DaemonSet,
+    /// An Argo Rollouts (argoproj.io/v1alpha1) Rollout, restarted through its spec.restartAt:
+    /// its pods restart in place, without a new revision.
+    Rollout,
 }
 
 /// The operator's record of the key at Twilio.

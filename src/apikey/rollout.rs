@@ -1,18 +1,27 @@
-//! Rolling the workloads that read a key's Secret: a pod-template annotation set to the current
-//! key SID, so each workload in `restartWorkloads` rolls once per key, never twice.
+//! Rolling the workloads that read a key's Secret, once per key: a Deployment, StatefulSet or
+//! DaemonSet gets a pod-template annotation set to the current key SID; an Argo Rollouts Rollout
+//! gets the same annotation on itself, with spec.restartAt set to the next whole second, which
+//! restarts every pod made before it in place, without a new revision. A Rollout that already
+//! carries the key's annotation is left alone, so for both, writing again changes nothing: a pass
+//! that repeats itself, or a GitOps tool re-applying the workload without those fields, rolls
+//! nothing.
 
 use super::plan::Settings;
 use super::{ApiKeys, ROLLOUT_ANNOTATION};
-use crate::api::apikey::{TwilioApiKey, TwilioApiKeyStatus, WorkloadKind};
+use crate::api::apikey::{TwilioApiKey, TwilioApiKeyStatus, WorkloadKind, WorkloadRef};
+use crate::api::schedule;
 use crate::reconcile::Stop;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
 use kube::runtime::events::EventType;
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// The most workloads one selector rolls: the first this many, by name.
+const MAX_SELECTED: u32 = 100;
 
 impl ApiKeys {
-    /// Rolls each restartWorkloads entry by setting a pod-template annotation to the current key
-    /// SID: the same value twice changes nothing, so each workload rolls once per key.
+    /// Rolls each restartWorkloads entry to the current key, counting each workload that changed.
     pub(super) async fn roll_workloads(
         &self,
         key: &TwilioApiKey,
@@ -22,42 +31,152 @@ impl ApiKeys {
         let Some(sid) = st.key_sid.clone() else {
             return Ok(());
         };
-        let patch = Patch::Merge(
-            json!({"spec": {"template": {"metadata": {"annotations": {ROLLOUT_ANNOTATION: sid}}}}}),
-        );
-        let params = PatchParams::default();
-        let (client, ns) = (self.ctx.client.clone(), settings.namespace.as_str());
+        let mut rolled = Vec::new();
         for workload in &key.spec.restart_workloads {
-            let name = workload.name.as_str();
-            let result = match workload.kind {
-                WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
-                    .patch(name, &params, &patch)
-                    .await
-                    .map(drop),
-                WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
-                    .patch(name, &params, &patch)
-                    .await
-                    .map(drop),
-                WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
-                    .patch(name, &params, &patch)
-                    .await
-                    .map(drop),
-            };
-            match result {
-                Ok(()) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    let note = format!(
-                        "{:?} {name} in restartWorkloads does not exist; it was not restarted for key {sid}",
-                        workload.kind
-                    );
-                    self.ctx
-                        .event(key, EventType::Warning, "WorkloadMissing", "Restart", note)
-                        .await;
+            let api = Api::<DynamicObject>::namespaced_with(
+                self.ctx.client.clone(),
+                &settings.namespace,
+                &resource(workload.kind),
+            );
+            let patch = Patch::Merge(restart(workload.kind, &sid, Timestamp::now()));
+            for (name, version) in self.targets(key, &api, workload, &sid).await? {
+                let after = api.patch(&name, &PatchParams::default(), &patch).await;
+                match after {
+                    // An unchanged resourceVersion: the workload already ran this key.
+                    Ok(after) if after.metadata.resource_version == version => {}
+                    Ok(_) => {
+                        self.ctx.metrics.restarted(kind_name(workload.kind));
+                        rolled.push(format!("{:?} {name}", workload.kind));
+                    }
+                    Err(kube::Error::Api(status)) if status.code == 404 => {
+                        self.missing(key, workload, &name, &sid).await;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             }
+        }
+        if !rolled.is_empty() {
+            let note = format!("Restarted {} for key {sid}", rolled.join(", "));
+            self.ctx
+                .event(key, EventType::Normal, "WorkloadsRestarted", "Restart", note)
+                .await;
         }
         st.workloads_rolled_for = Some(sid);
         Ok(())
+    }
+
+    /// The workloads `workload` names or selects, with their resourceVersions.
+    async fn targets(
+        &self,
+        key: &TwilioApiKey,
+        api: &Api<DynamicObject>,
+        workload: &WorkloadRef,
+        sid: &str,
+    ) -> Result<Vec<(String, Option<String>)>, Stop> {
+        // A Rollout that carries the key's annotation was restarted for it already.
+        let fresh = |meta: &kube::api::ObjectMeta| {
+            workload.kind != WorkloadKind::Rollout
+                || meta
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ROLLOUT_ANNOTATION))
+                    .map(String::as_str)
+                    != Some(sid)
+        };
+        if let Some(name) = &workload.name {
+            return match api.get_metadata_opt(name).await? {
+                Some(found) if !fresh(&found.metadata) => Ok(vec![]),
+                Some(found) => Ok(vec![(name.clone(), found.metadata.resource_version)]),
+                None => {
+                    self.missing(key, workload, name, sid).await;
+                    Ok(vec![])
+                }
+            };
+        }
+        let Some(selector) = &workload.selector else {
+            return Ok(vec![]);
+        };
+        let labels: Vec<String> = selector
+            .match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let params = ListParams::default()
+            .labels(&labels.join(","))
+            .limit(MAX_SELECTED);
+        let listed = match api.list_metadata(&params).await {
+            Ok(listed) => listed,
+            // No such kind here: the Rollout CRD is not installed.
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                self.missing(key, workload, &labels.join(","), sid).await;
+                return Ok(vec![]);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if listed
+            .metadata
+            .continue_
+            .as_deref()
+            .is_some_and(|c| !c.is_empty())
+        {
+            let note = format!(
+                "More than {MAX_SELECTED} {:?}s match selector {}; only the first {MAX_SELECTED} were restarted for key {sid}. Narrow the selector",
+                workload.kind,
+                labels.join(",")
+            );
+            self.ctx
+                .event(key, EventType::Warning, "TooManyWorkloads", "Restart", note)
+                .await;
+        }
+        Ok(listed
+            .items
+            .into_iter()
+            .filter(|w| fresh(&w.metadata))
+            .filter_map(|w| Some((w.metadata.name?, w.metadata.resource_version)))
+            .collect())
+    }
+
+    async fn missing(&self, key: &TwilioApiKey, workload: &WorkloadRef, which: &str, sid: &str) {
+        let what = match workload.kind {
+            WorkloadKind::Rollout => "; is Argo Rollouts installed?",
+            _ => "",
+        };
+        let note = format!(
+            "{:?} {which} in restartWorkloads does not exist{what}; it was not restarted for key {sid}",
+            workload.kind
+        );
+        self.ctx
+            .event(key, EventType::Warning, "WorkloadMissing", "Restart", note)
+            .await;
+    }
+}
+
+/// Where a kind of workload lives in the API.
+fn resource(kind: WorkloadKind) -> ApiResource {
+    let (group, version) = match kind {
+        WorkloadKind::Rollout => ("argoproj.io", "v1alpha1"),
+        _ => ("apps", "v1"),
+    };
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind_name(kind)))
+}
+
+fn kind_name(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Deployment => "Deployment",
+        WorkloadKind::StatefulSet => "StatefulSet",
+        WorkloadKind::DaemonSet => "DaemonSet",
+        WorkloadKind::Rollout => "Rollout",
+    }
+}
+
+/// The change that restarts a workload for key `sid`, published before `now`.
+fn restart(kind: WorkloadKind, sid: &str, now: Timestamp) -> Value {
+    match kind {
+        WorkloadKind::Rollout => {
+            // Rounded up: every pod made until now, all with older keys, is made before it.
+            let restart_at = schedule::after(now, std::time::Duration::from_nanos(1));
+            json!({"metadata": {"annotations": {ROLLOUT_ANNOTATION: sid}}, "spec": {"restartAt": restart_at.to_string()}})
+        }
+        _ => json!({"spec": {"template": {"metadata": {"annotations": {ROLLOUT_ANNOTATION: sid}}}}}),
     }
 }

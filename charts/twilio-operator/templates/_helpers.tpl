@@ -44,9 +44,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- if .Values.restartWorkloads.enabled }}
+{{- /* get and list (metadata) to find what a selector names and whether a patch changed it */}}
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
-  verbs: ["patch"]
+  verbs: ["get", "list", "patch"]
+- apiGroups: ["argoproj.io"]
+  resources: ["rollouts"]
+  verbs: ["get", "list", "patch"]
 {{- end }}
 {{- end -}}
 
