@@ -788,6 +788,10 @@ async fn secret_layout_is_checked() {
             ][..],
         ),
         (
+            json!({"kind": "Deployment", "selector": {"matchLabels": {"a,b": "x"}}}),
+            &["selector.matchLabels keys must be label keys"][..],
+        ),
+        (
             json!({"kind": "Deployment", "selector": {"matchLabels": {"app": "not a label value"}}}),
             &["spec.restartWorkloads[0].selector.matchLabels.app"][..],
         ),
@@ -1043,6 +1047,14 @@ async fn rotation_windows_are_checked_at_admission() {
         (
             json!({"schedule": "61 2 * * *", "duration": "4h"}),
             &["rotation.window.schedule must be a cron schedule of five fields"][..],
+        ),
+        (
+            json!({"schedule": "*/0 2 * * *", "duration": "4h"}),
+            &["rotation.window.schedule must be a cron schedule"][..],
+        ),
+        (
+            json!({"schedule": "5/15 2 * * *", "duration": "4h"}),
+            &["rotation.window.schedule must be a cron schedule"][..],
         ),
         (
             json!({"schedule": "0 2 * * * *", "duration": "4h"}),

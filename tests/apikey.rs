@@ -1356,6 +1356,28 @@ async fn scheduled_rotations_wait_for_their_window() {
         "two first keys and the one rotation in an open window"
     );
 
+    // A schedule admission lets through but no cron reads (a reversed range) stops scheduled
+    // rotations, says so, and holds up nothing else: the key is still issued.
+    f.create(
+        "reversed",
+        json!({"rotation": {"every": "2h", "window": {"schedule": "0 2 * * FRI-MON", "duration": "1h"}}}),
+    )
+    .await;
+    let reversed = f.reason("reversed", "InvalidSpec").await;
+    let message = &status(&reversed).conditions[0].message;
+    assert!(
+        message.contains("spec.rotation.window.schedule") && message.contains("no scheduled rotation"),
+        "{message}"
+    );
+    wait_for(
+        &f.keys(),
+        "reversed",
+        WAIT,
+        "a key despite the window",
+        |k: &TwilioApiKey| k.status.as_ref().is_some_and(|s| s.key_sid.is_some()),
+    )
+    .await;
+
     // Asked for, it rotates now, window or not.
     f.annotate("closed", "twilio.operator.dev/rotate", "now").await;
     f.ready_where("closed", "rotated on request", |k| {

@@ -114,8 +114,9 @@ pub struct TwilioApiKeySpec {
 
     /// Workloads in this namespace to roll whenever the key changes, so that pods reading the
     /// Secret through environment variables pick up the new key. Each rolls once per new key:
-    /// a pod-template annotation set to the key SID (for a Rollout, spec.restartAt set to the
-    /// key's creation time), which a GitOps tool re-applying the workload leaves alone.
+    /// a pod-template annotation set to the key SID (for a Rollout, that annotation on the
+    /// Rollout and spec.restartAt), which a GitOps tool re-applying the workload leaves alone.
+    /// At most 100 workloads in all are restarted per key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.map(w, has(w.name) ? size(w.name) : 0).sum() <= 2048")
@@ -298,8 +299,7 @@ pub struct WorkloadRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(crate::api::DNS1123_SUBDOMAIN))]
     pub name: Option<String>,
-    /// Instead of a name: every workload of this kind in this namespace carrying these labels
-    /// (the first 100 of them).
+    /// Instead of a name: every workload of this kind in this namespace carrying these labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
 }
@@ -310,7 +310,8 @@ pub struct WorkloadRef {
 pub struct WorkloadSelector {
     /// Labels a workload must all carry, such as {app: checkout}: 1 to 8, as in a LabelSelector.
     #[schemars(extend("minProperties" = 1, "maxProperties" = 8, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": crate::api::LABEL_VALUE}))]
-    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317)").message("selector.matchLabels keys hold at most 317 characters"))]
+    #[x_kube(validation = Rule::new(format!("self.all(k, size(k) <= 317 && k.matches(r'{}'))", crate::api::LABEL_KEY))
+        .message("selector.matchLabels keys must be label keys, such as app or example.com/tier"))]
     pub match_labels: BTreeMap<String, String>,
 }
 
@@ -373,6 +374,11 @@ pub struct TwilioApiKeyStatus {
     /// The key SID the restartWorkloads were last rolled for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workloads_rolled_for: Option<String>,
+
+    /// A digest of spec.restartWorkloads as last rolled: a change to the list rolls again, and no
+    /// other edit does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads_rolled_digest: Option<String>,
 
     /// Current state of the object; the Ready condition summarises it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -40,6 +40,8 @@ pub(crate) const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 pub(crate) const METADATA_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
 
 /// A label value: empty, or at most 63 characters.
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name of 1 to 63 characters.
+pub(crate) const LABEL_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
 pub(crate) const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
 
 /// A field-level rule on a string map: every key is a valid label or annotation key.
@@ -184,12 +186,14 @@ pub(crate) fn min_duration_rule(field: &str, min: &str) -> kube::core::Rule {
     )))
 }
 
-/// A rule for a five-field cron schedule, each field within its range; the operator's parser
-/// (croner) accepts everything it admits.
+/// A rule for a five-field cron schedule, each field within its range. What it cannot see (a
+/// reversed range such as FRI-MON, a date that never comes) the operator reports as InvalidSpec
+/// without holding up anything but scheduled rotations.
 pub(crate) fn schedule_rule() -> kube::core::Rule {
-    // A field is a list of items: `*` or a value or range, each optionally stepped.
+    // A field is a list of items: a value, or `*` or a range, optionally stepped by 1 to 99.
+    // (A reversed range or a date that never comes passes; the operator reports those.)
     let field = |value: &str| {
-        let item = format!(r"(\*|({value})(-({value}))?)(/[0-9]{{1,2}})?");
+        let item = format!(r"((\*|({value})-({value}))(/[1-9][0-9]?)?|({value}))");
         format!("{item}(,{item})*")
     };
     let months = "0?[1-9]|1[0-2]|JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC";

@@ -319,6 +319,9 @@ impl ApiKeys {
             st.key_sid.as_deref().unwrap_or("?"),
             settings.secret_name
         );
+        if let Some(e) = &settings.window_error {
+            return Err(Problem::new(Reason::InvalidSpec, e.clone()).into());
+        }
         let deadline = plan::next_deadline(st);
         let unchecked = seen
             .inventory
@@ -488,7 +491,7 @@ impl ApiKeys {
         };
         let mut revoked = Vec::new();
         let finished = async {
-            if plan::roll_due(st, settings.generation) {
+            if plan::roll_due(st, settings) {
                 self.roll_workloads(key, settings, st).await?;
             }
             // A zero grace period makes a replaced key due at once: it goes only now, once the

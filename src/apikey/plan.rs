@@ -7,11 +7,11 @@
 
 use crate::api::apikey::{RetiringKey, SecretKeys, TwilioApiKey, TwilioApiKeyStatus, WindowStatus};
 use crate::api::schedule;
-use crate::conditions::{LifecycleStatus, Problem, Reason, duration_field};
+use crate::conditions::{LifecycleStatus, Problem, duration_field};
 use crate::secret::{Expect, Observed, Record, Shape};
-use crate::tagging;
 use crate::template::{self, PLACEHOLDER_CREATED_AT, Template, Variables};
 use crate::twilio::Inventory;
+use crate::{fingerprint, tagging};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -40,6 +40,11 @@ pub struct Settings {
     pub every: Option<Duration>,
     /// When scheduled rotations may happen, if the spec limits them.
     pub window: Option<schedule::Window>,
+    /// Why spec.rotation.window cannot be used, if it cannot: scheduled rotations stop, and the
+    /// pass reports it once everything else is done.
+    pub window_error: Option<String>,
+    /// A digest of spec.restartWorkloads, to roll again when the list changes.
+    pub workloads_digest: String,
     /// The key's friendly name at Twilio, before the tag.
     pub display_name: String,
     /// The value of the rotate annotation, if set.
@@ -68,14 +73,17 @@ pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
     let every = rotation
         .map(|r| duration_field("spec.rotation.every", &r.every))
         .transpose()?;
-    let window = rotation
-        .and_then(|r| r.window.as_ref())
-        .map(|w| {
-            let length = duration_field("spec.rotation.window.duration", &w.duration)?;
-            schedule::Window::new(&w.schedule, &w.time_zone, length)
-                .map_err(|e| Problem::new(Reason::InvalidSpec, format!("spec.rotation.window.{e}")))
-        })
-        .transpose()?;
+    // A window admission could not fully check must not hold up revocations and repairs.
+    let window = rotation.and_then(|r| r.window.as_ref()).map(|w| {
+        let length = duration_field("spec.rotation.window.duration", &w.duration).map_err(|p| p.message)?;
+        schedule::Window::new(&w.schedule, &w.time_zone, length)
+            .map_err(|e| format!("spec.rotation.window.{e}; no scheduled rotation happens until it is fixed"))
+    });
+    let (window, window_error) = match window {
+        Some(Ok(window)) => (Some(window), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
     let secret = key.spec.secret.as_deref().cloned().unwrap_or_default();
     let namespace = key.namespace().unwrap_or_default();
     let mut settings = Settings {
@@ -87,6 +95,10 @@ pub fn settings(key: &TwilioApiKey) -> Result<Settings, Problem> {
         grace: grace.unwrap_or(DEFAULT_GRACE),
         every,
         window,
+        window_error,
+        workloads_digest: fingerprint::digest(
+            &serde_json::to_string(&key.spec.restart_workloads).unwrap_or_default(),
+        ),
         rotate_request: key.annotations().get(ROTATE_ANNOTATION).cloned(),
         generation: key.metadata.generation,
         name: key.name_any(),
@@ -175,19 +187,25 @@ impl Settings {
     }
 
     /// When a key created at `created` rotates, if the spec rotates it at all, and the window
-    /// that rotation happens in, if the spec has one.
-    pub fn next_rotation(&self, created: Option<&Time>) -> (Option<Time>, Option<WindowStatus>) {
-        let Some(due) = created
+    /// that rotation happens in, if the spec has one: a window missed entirely (the operator was
+    /// down) gives way to the next one after `now`, never to a rotation outside any.
+    pub fn next_rotation(
+        &self,
+        created: Option<&Time>,
+        now: Timestamp,
+    ) -> (Option<Time>, Option<WindowStatus>) {
+        let due = created
             .zip(self.every)
-            .map(|(c, every)| schedule::next_rotation(c.0, every, &self.uid))
-        else {
+            .map(|(c, every)| schedule::next_rotation(c.0, every, &self.uid));
+        let Some(due) = due.filter(|_| self.window_error.is_none()) else {
             return (None, None);
         };
-        match self
-            .window
-            .as_ref()
-            .and_then(|w| schedule::in_window(due, w, &self.uid))
-        {
+        let placed = self.window.as_ref().and_then(|w| {
+            schedule::in_window(due, w, &self.uid)
+                .filter(|(_, (_, closes))| *closes > now)
+                .or_else(|| schedule::in_window(now, w, &self.uid))
+        });
+        match placed {
             Some((at, (opens, closes))) => (
                 Some(Time(at)),
                 Some(WindowStatus {
@@ -342,7 +360,7 @@ pub fn plan(
         st = adopted;
     }
     // The schedule follows from the key's creation, never from a possibly stale status field.
-    (st.next_rotation_at, st.rotation_window) = settings.next_rotation(st.key_created_at.as_ref());
+    (st.next_rotation_at, st.rotation_window) = settings.next_rotation(st.key_created_at.as_ref(), now);
     if fulfilled {
         // The one create this intent covered reached the Secret: nothing can be left over.
         st.pending_since = None;
@@ -402,7 +420,7 @@ pub fn issued(
     }
     st.key_sid = Some(sid.to_owned());
     st.key_created_at = Some(Time(schedule::recorded(now)));
-    (st.next_rotation_at, st.rotation_window) = settings.next_rotation(st.key_created_at.as_ref());
+    (st.next_rotation_at, st.rotation_window) = settings.next_rotation(st.key_created_at.as_ref(), now);
     st.pending_since = None;
     if settings.rotate_request.is_some() {
         st.last_rotation_request = settings.rotate_request.clone();
@@ -411,10 +429,14 @@ pub fn issued(
 }
 
 /// Whether the workloads in restartWorkloads must be rolled to the current key: they have not
-/// been for this key, or the spec (and so perhaps the list) changed.
-pub fn roll_due(status: &TwilioApiKeyStatus, generation: Option<i64>) -> bool {
-    status.key_sid.is_some()
-        && (status.workloads_rolled_for != status.key_sid || status.applied() != generation)
+/// been for this key, or the list changed since (recorded by an operator older than the digest:
+/// the spec changed since).
+pub fn roll_due(status: &TwilioApiKeyStatus, settings: &Settings) -> bool {
+    let list_changed = match &status.workloads_rolled_digest {
+        Some(digest) => *digest != settings.workloads_digest,
+        None => status.applied() != settings.generation,
+    };
+    status.key_sid.is_some() && (status.workloads_rolled_for != status.key_sid || list_changed)
 }
 
 /// Whether Twilio may hold keys of this object: it recorded one, or announced a create.
@@ -626,6 +648,8 @@ mod tests {
             grace: HOUR,
             every: None,
             window: None,
+            window_error: None,
+            workloads_digest: "d1".into(),
             display_name: "ns/k".into(),
             rotate_request: None,
             generation: Some(1),
@@ -1067,15 +1091,58 @@ mod tests {
     }
 
     #[test]
+    fn a_window_missed_while_the_operator_was_down_gives_way_to_the_next() {
+        let s = Settings {
+            every: Some(HOUR),
+            window: Some(window("0 1 * * *")),
+            ..settings()
+        };
+        let created = Time(at(T0));
+        // At 02:00 the 01:00-03:00 window is open: the rotation due at about 01:00 happens.
+        let (when, open) = s.next_rotation(Some(&created), at(T2));
+        assert!(when.unwrap().0 <= at(T2));
+        assert_eq!(open.unwrap().opens_at, Time(at(T1)));
+        // At 05:00 it has closed unused: tomorrow's, not now.
+        let (when, open) = s.next_rotation(Some(&created), at("2026-01-01T05:00:00Z"));
+        let open = open.unwrap();
+        assert_eq!(open.opens_at, Time(at("2026-01-02T01:00:00Z")));
+        assert!(when.unwrap().0 >= open.opens_at.0);
+        // A window the operator cannot read stops scheduled rotations instead of ignoring it.
+        let unreadable = Settings {
+            window: None,
+            window_error: Some("spec.rotation.window.schedule".into()),
+            ..s
+        };
+        assert_eq!(unreadable.next_rotation(Some(&created), at(T2)), (None, None));
+    }
+
+    #[test]
     fn workloads_roll_once_per_key_and_on_spec_changes() {
+        let s = settings();
+        let edited = Settings {
+            generation: Some(2),
+            ..settings()
+        };
+        let listed = Settings {
+            workloads_digest: "d2".into(),
+            ..edited.clone()
+        };
         let rolled = TwilioApiKeyStatus {
             workloads_rolled_for: Some("SK1".into()),
+            workloads_rolled_digest: Some("d1".into()),
             ..live("SK1")
         };
-        assert!(!roll_due(&rolled, Some(1)));
-        assert!(roll_due(&rolled, Some(2)));
-        assert!(roll_due(&live("SK1"), Some(1)));
-        assert!(!roll_due(&TwilioApiKeyStatus::default(), Some(1)));
+        assert!(!roll_due(&rolled, &s));
+        assert!(!roll_due(&rolled, &edited), "another edit rolls nothing");
+        assert!(roll_due(&rolled, &listed), "a changed list rolls again");
+        assert!(roll_due(&live("SK1"), &s), "a new key rolls");
+        assert!(!roll_due(&TwilioApiKeyStatus::default(), &s));
+        // Recorded before the digest: a changed generation may have changed the list.
+        let older = TwilioApiKeyStatus {
+            workloads_rolled_digest: None,
+            ..rolled.clone()
+        };
+        assert!(!roll_due(&older, &s) && roll_due(&older, &edited));
     }
 
     #[test]

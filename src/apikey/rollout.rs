@@ -17,8 +17,9 @@ use kube::core::GroupVersionKind;
 use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 
-/// The most workloads one selector rolls: the first this many, by name.
-const MAX_SELECTED: u32 = 100;
+/// The most workloads one key restarts, named and selected together: a pass that rolls makes
+/// at most this many patches.
+const MAX_WORKLOADS: usize = 100;
 
 impl ApiKeys {
     /// Rolls each restartWorkloads entry to the current key, counting each workload that changed.
@@ -31,7 +32,7 @@ impl ApiKeys {
         let Some(sid) = st.key_sid.clone() else {
             return Ok(());
         };
-        let mut rolled = Vec::new();
+        let (mut rolled, mut budget) = (Vec::new(), MAX_WORKLOADS);
         for workload in &key.spec.restart_workloads {
             let api = Api::<DynamicObject>::namespaced_with(
                 self.ctx.client.clone(),
@@ -39,7 +40,7 @@ impl ApiKeys {
                 &resource(workload.kind),
             );
             let patch = Patch::Merge(restart(workload.kind, &sid, Timestamp::now()));
-            for (name, version) in self.targets(key, &api, workload, &sid).await? {
+            for (name, version) in self.targets(key, &api, workload, &sid, &mut budget).await? {
                 let after = api.patch(&name, &PatchParams::default(), &patch).await;
                 match after {
                     // An unchanged resourceVersion: the workload already ran this key.
@@ -62,17 +63,24 @@ impl ApiKeys {
                 .await;
         }
         st.workloads_rolled_for = Some(sid);
+        st.workloads_rolled_digest = Some(settings.workloads_digest.clone());
         Ok(())
     }
 
-    /// The workloads `workload` names or selects, with their resourceVersions.
+    /// The workloads `workload` names or selects, with their resourceVersions, within what is
+    /// left of the key's `budget`.
     async fn targets(
         &self,
         key: &TwilioApiKey,
         api: &Api<DynamicObject>,
         workload: &WorkloadRef,
         sid: &str,
+        budget: &mut usize,
     ) -> Result<Vec<(String, Option<String>)>, Stop> {
+        if *budget == 0 {
+            self.too_many(key, workload, sid).await;
+            return Ok(vec![]);
+        }
         // A Rollout that carries the key's annotation was restarted for it already.
         let fresh = |meta: &kube::api::ObjectMeta| {
             workload.kind != WorkloadKind::Rollout
@@ -84,6 +92,7 @@ impl ApiKeys {
                     != Some(sid)
         };
         if let Some(name) = &workload.name {
+            *budget -= 1;
             return match api.get_metadata_opt(name).await? {
                 Some(found) if !fresh(&found.metadata) => Ok(vec![]),
                 Some(found) => Ok(vec![(name.clone(), found.metadata.resource_version)]),
@@ -101,14 +110,14 @@ impl ApiKeys {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let params = ListParams::default()
-            .labels(&labels.join(","))
-            .limit(MAX_SELECTED);
+        let selected = format!("matching {}", labels.join(","));
+        let limit = u32::try_from(*budget).unwrap_or(u32::MAX);
+        let params = ListParams::default().labels(&labels.join(",")).limit(limit);
         let listed = match api.list_metadata(&params).await {
             Ok(listed) => listed,
             // No such kind here: the Rollout CRD is not installed.
             Err(kube::Error::Api(status)) if status.code == 404 => {
-                self.missing(key, workload, &labels.join(","), sid).await;
+                self.missing(key, workload, &selected, sid).await;
                 return Ok(vec![]);
             }
             Err(e) => return Err(e.into()),
@@ -119,15 +128,12 @@ impl ApiKeys {
             .as_deref()
             .is_some_and(|c| !c.is_empty())
         {
-            let note = format!(
-                "More than {MAX_SELECTED} {:?}s match selector {}; only the first {MAX_SELECTED} were restarted for key {sid}. Narrow the selector",
-                workload.kind,
-                labels.join(",")
-            );
-            self.ctx
-                .event(key, EventType::Warning, "TooManyWorkloads", "Restart", note)
-                .await;
+            self.too_many(key, workload, sid).await;
         }
+        if listed.items.is_empty() {
+            self.missing(key, workload, &selected, sid).await;
+        }
+        *budget -= listed.items.len().min(*budget);
         Ok(listed
             .items
             .into_iter()
@@ -136,13 +142,23 @@ impl ApiKeys {
             .collect())
     }
 
+    async fn too_many(&self, key: &TwilioApiKey, workload: &WorkloadRef, sid: &str) {
+        let note = format!(
+            "spec.restartWorkloads names or selects more than {MAX_WORKLOADS} workloads; those past the first {MAX_WORKLOADS} ({:?}s among them) were not restarted for key {sid}. Narrow the selectors",
+            workload.kind
+        );
+        self.ctx
+            .event(key, EventType::Warning, "TooManyWorkloads", "Restart", note)
+            .await;
+    }
+
     async fn missing(&self, key: &TwilioApiKey, workload: &WorkloadRef, which: &str, sid: &str) {
         let what = match workload.kind {
             WorkloadKind::Rollout => "; is Argo Rollouts installed?",
             _ => "",
         };
         let note = format!(
-            "{:?} {which} in restartWorkloads does not exist{what}; it was not restarted for key {sid}",
+            "No {:?} {which} in restartWorkloads exists{what}; none was restarted for key {sid}",
             workload.kind
         );
         self.ctx

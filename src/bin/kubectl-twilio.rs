@@ -80,9 +80,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         context: cli.context.clone(),
         ..Default::default()
     };
-    let config = match Config::from_kubeconfig(&options).await {
-        Ok(config) => config,
-        Err(e) => Config::incluster().map_err(|_| format!("no usable kubeconfig: {e}"))?,
+    // In-cluster only when no kubeconfig is there at all: a broken one (a misspelt --context)
+    // must fail, never act on whatever cluster the pod runs in.
+    let has_kubeconfig = std::env::var_os("KUBECONFIG").is_some()
+        || std::env::home_dir().is_some_and(|home| home.join(".kube/config").exists());
+    let config = if has_kubeconfig || cli.context.is_some() {
+        Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| format!("the kubeconfig is not usable: {e}"))?
+    } else {
+        Config::incluster().map_err(|e| format!("no kubeconfig, and not in a cluster: {e}"))?
     };
     let namespace = cli.namespace.unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).map_err(|e| e.to_string())?;
@@ -116,7 +123,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Rotate { names, selector } => {
             let api: Api<TwilioApiKey> = Api::namespaced(client, &namespace);
             let names = match selector {
-                Some(s) => objects(&api, &[], Some(&s))
+                Some(s) => objects(&api, &names, Some(&s))
                     .await?
                     .iter()
                     .map(|k| k.name_any())
@@ -208,8 +215,17 @@ fn span(secs: i64) -> String {
     }
 }
 
-/// The Ready verdict and, when not Ready, why and whether a person is needed.
-fn verdict(out: &mut String, conditions: &[Condition]) {
+/// The Ready verdict and, when not Ready, why and whether a person is needed; `judged` is the
+/// generation the verdict is for and `latest` the object's.
+fn verdict(out: &mut String, conditions: &[Condition], judged: Option<i64>, latest: Option<i64>) {
+    if let (Some(judged), Some(latest)) = (judged, latest)
+        && judged != latest
+    {
+        let _ = writeln!(
+            out,
+            "  Note:           generation {latest} is not judged yet; what follows is for generation {judged}"
+        );
+    }
     let find = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
     match conditions.iter().find(|c| c.type_ == "Ready") {
         Some(ready) if ready.status == "True" => {
@@ -243,7 +259,12 @@ fn describe_key(key: &TwilioApiKey, sub: Option<&TwilioSubaccount>, now: Timesta
         key.name_any()
     );
     let st = key.status.clone().unwrap_or_default();
-    verdict(&mut out, &st.conditions);
+    verdict(
+        &mut out,
+        &st.conditions,
+        st.observed_generation,
+        key.metadata.generation,
+    );
     if let Some(sid) = &st.key_sid {
         let created = st
             .key_created_at
@@ -323,7 +344,12 @@ fn describe_subaccount(sub: &TwilioSubaccount, now: Timestamp) -> String {
         sub.name_any()
     );
     let st = sub.status.clone().unwrap_or_default();
-    verdict(&mut out, &st.conditions);
+    verdict(
+        &mut out,
+        &st.conditions,
+        st.observed_generation,
+        sub.metadata.generation,
+    );
     let _ = writeln!(out, "  Subaccount:     {}", subaccount_line(sub));
     if let Some(keys) = st.api_keys {
         let _ = writeln!(out, "  API keys:       {keys} TwilioApiKeys use it");
