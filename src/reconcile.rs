@@ -379,8 +379,11 @@ where
     S: LifecycleStatus,
 {
     *status.pending_since_mut() = Some(Time(now));
-    judged(status, obj.meta().generation);
+    // A first create is judged here, with Ready saying so. Any later one (a rotation, a repair)
+    // leaves Ready and observedGeneration as they were until the pass ends: a Ready condition
+    // beside a newer observedGeneration would tell kstatus the change was done.
     if !status.conditions_mut().iter().any(|c| c.type_ == "Ready") {
+        judged(status, obj.meta().generation);
         let creating = format!("Creating the {} at Twilio", K::kind(&()));
         let pending = Problem::new(Reason::Pending, creating);
         let pending = conditions::not_ready(&[], &pending, obj.meta().generation, now);
