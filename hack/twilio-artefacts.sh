@@ -9,7 +9,7 @@ set -euo pipefail
 
 MCP_VERSION=0.7.0
 SDK_VERSION=9.13.0
-SPECS=(twilio_api_v2010.json twilio_iam_v1.json twilio_accounts_v1.json)
+SPECS=(twilio_api_v2010.json twilio_iam_v1.json twilio_accounts_v1.json twilio_voice_v1.json)
 
 log() { printf '[twilio-artefacts] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub const SPEC_FILES: [&str; 3] = [
+pub const SPEC_FILES: [&str; 4] = [
     "twilio_api_v2010.json",
     "twilio_iam_v1.json",
     "twilio_accounts_v1.json",
+    "twilio_voice_v1.json",
 ];
 
 struct Param {

@@ -1,7 +1,7 @@
 //! Which Twilio operation a method and path name, with the SIDs the path carries.
 //!
-//! Contract: [`route`] accepts exactly the paths of the three hosts this emulator serves (api,
-//! iam, accounts), all on one listener; anything else is a 404/20404 naming the path, and a
+//! Contract: [`route`] accepts exactly the paths of the four hosts this emulator serves (api,
+//! iam, accounts, voice), all on one listener; anything else is a 404/20404 naming the path, and a
 //! malformed SID in a path is a 400/70002, as Twilio answers.
 
 use crate::ids;
@@ -34,6 +34,11 @@ pub enum Route {
     CreateSecondaryAuthToken,
     DeleteSecondaryAuthToken,
     PromoteAuthToken,
+    ListDialingCountry,
+    FetchDialingCountry(String),
+    BulkUpdateDialingCountries,
+    FetchDialingSettings,
+    UpdateDialingSettings,
 }
 
 /// The Twilio domain whose operations a route names; each is served by its own module of `http`.
@@ -45,6 +50,8 @@ pub enum Domain {
     Keys,
     /// Usage records and usage triggers.
     Usage,
+    /// Voice dialing geo permissions and their inheritance.
+    Voice,
 }
 
 impl Route {
@@ -75,6 +82,11 @@ impl Route {
             | Route::FetchUsageTrigger(..)
             | Route::UpdateUsageTrigger(..)
             | Route::DeleteUsageTrigger(..) => Domain::Usage,
+            Route::ListDialingCountry
+            | Route::FetchDialingCountry(_)
+            | Route::BulkUpdateDialingCountries
+            | Route::FetchDialingSettings
+            | Route::UpdateDialingSettings => Domain::Voice,
         }
     }
 }
@@ -118,6 +130,11 @@ impl Route {
             Route::CreateSecondaryAuthToken => "accounts.CreateSecondaryAuthToken",
             Route::DeleteSecondaryAuthToken => "accounts.DeleteSecondaryAuthToken",
             Route::PromoteAuthToken => "accounts.UpdateAuthTokenPromotion",
+            Route::ListDialingCountry => "voice.ListDialingPermissionsCountry",
+            Route::FetchDialingCountry(_) => "voice.FetchDialingPermissionsCountry",
+            Route::BulkUpdateDialingCountries => "voice.CreateDialingPermissionsCountryBulkUpdate",
+            Route::FetchDialingSettings => "voice.FetchDialingPermissionsSettings",
+            Route::UpdateDialingSettings => "voice.UpdateDialingPermissionsSettings",
         }
     }
 }
@@ -160,6 +177,15 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["v1", "AuthTokens", "Secondary"] if method == Method::POST => Ok(Route::CreateSecondaryAuthToken),
         ["v1", "AuthTokens", "Secondary"] if method == Method::DELETE => Ok(Route::DeleteSecondaryAuthToken),
         ["v1", "AuthTokens", "Promote"] if method == Method::POST => Ok(Route::PromoteAuthToken),
+        ["v1", "DialingPermissions", "Countries"] if method == Method::GET => Ok(Route::ListDialingCountry),
+        ["v1", "DialingPermissions", "Countries", iso] if method == Method::GET => {
+            Ok(Route::FetchDialingCountry((*iso).to_owned()))
+        }
+        ["v1", "DialingPermissions", "BulkCountryUpdates"] if method == Method::POST => {
+            Ok(Route::BulkUpdateDialingCountries)
+        }
+        ["v1", "Settings"] if method == Method::GET => Ok(Route::FetchDialingSettings),
+        ["v1", "Settings"] if method == Method::POST => Ok(Route::UpdateDialingSettings),
         _ => Err(not_found()),
     }
 }

@@ -1,6 +1,7 @@
 """Twilio's official Python SDK, pointed at the emulator, runs a full scenario and checks that
 what it reads back is consistent with what it wrote. Run by tests/twilio_client.rs."""
 
+import json
 import os
 import sys
 
@@ -15,6 +16,7 @@ def client(sid, token):
     c.api.base_url = URL
     c.iam.base_url = URL
     c.accounts.base_url = URL
+    c.voice.base_url = URL
     return c
 
 
@@ -79,5 +81,27 @@ assert renewed.api.v2010.accounts(sub.sid).fetch().auth_token == promoted.auth_t
 assert main.api.v2010.accounts(sub.sid).update(status="closed").status == "closed"
 expect_error(21479, lambda: main.api.v2010.accounts(sub.sid).update(status="active"))
 
+# Voice dialing permissions act on the caller's own account: a subaccount inherits its parent's
+# until it stops, then its own apply and a bulk update changes only those it names.
+caller = main.api.v2010.accounts.create(friendly_name="sdk-voice")
+tenant = client(caller.sid, caller.auth_token).voice.v1.dialing_permissions
+assert tenant.settings().fetch().dialing_permissions_inheritance is True
+assert tenant.countries("US").fetch().low_risk_numbers_enabled is True
+tenant.settings().update(dialing_permissions_inheritance=False)
+assert tenant.settings().fetch().dialing_permissions_inheritance is False
+update = tenant.bulk_country_updates.create(
+    update_request=json.dumps(
+        [{"iso_code": "DE", "low_risk_numbers_enabled": "true", "high_risk_special_numbers_enabled": "false",
+          "high_risk_tollfraud_numbers_enabled": "true"}]
+    )
+)
+assert update.update_count == 1
+enabled = [c.iso_code for c in tenant.countries.list(low_risk_numbers_enabled=True, page_size=2)]
+assert enabled == ["CA", "DE", "US"], enabled
+assert [c.iso_code for c in tenant.countries.list(high_risk_tollfraud_numbers_enabled=True)] == ["DE"]
+assert main.voice.v1.dialing_permissions.countries("DE").fetch().low_risk_numbers_enabled is False, "the parent is untouched"
+expect_error(20001, lambda: tenant.bulk_country_updates.create(update_request="[]"))
+
 print("scenario complete")
 sys.exit(0)
+

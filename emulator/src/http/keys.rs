@@ -1,7 +1,7 @@
 //! The keys domain's operations: v2010 Keys (always Standard) and IAM v1 Keys (Standard or
 //! Restricted, with a policy), each rendered in its API's own shape.
 
-use super::{Call, Reply, Request, created, ok, page_query, paginate, v2010_page};
+use super::{Call, Reply, Request, created, ok, v1_page, v2010_page};
 use crate::ids;
 use crate::routes::Route;
 use crate::world::{self, ApiError, KeyKind, Scope, World, parse_policy};
@@ -114,33 +114,18 @@ fn iam_key_json(k: &world::Key) -> Value {
 }
 
 fn iam_page(req: &Request<'_>, keys: &[world::Key]) -> Result<Value, ApiError> {
-    let page = paginate(req, keys, |k| &k.sid)?;
-    let url = |number: usize, token: Option<&str>| {
-        format!(
-            "{}{}?{}",
-            req.origin,
-            req.path,
-            page_query(req, page.size, number, token)
-        )
-    };
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .map(|k| {
-            let flags = if k.kind == KeyKind::Restricted { json!(["rest_api"]) } else { json!(["rest_api", "signing"]) };
+    v1_page(
+        req,
+        "keys",
+        keys,
+        |k| &k.sid,
+        |k| {
+            let flags = if k.kind == KeyKind::Restricted {
+                json!(["rest_api"])
+            } else {
+                json!(["rest_api", "signing"])
+            };
             json!({"sid": k.sid, "friendly_name": k.friendly_name, "date_created": ids::rfc2822(k.created), "date_updated": ids::rfc2822(k.updated), "flags": flags})
-        })
-        .collect();
-    Ok(json!({
-        "keys": items,
-        "meta": {
-            "page": page.number,
-            "page_size": page.size,
-            "first_page_url": url(0, None),
-            "previous_page_url": page.previous_token.as_deref().map(|t| url(page.number.saturating_sub(1), Some(t))),
-            "url": url(page.number, req.query("PageToken")),
-            "next_page_url": page.next_token.as_deref().map(|t| url(page.number + 1, Some(t))),
-            "key": "keys",
-        }
-    }))
+        },
+    )
 }

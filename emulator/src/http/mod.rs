@@ -9,6 +9,7 @@
 mod accounts;
 mod keys;
 mod usage;
+mod voice;
 
 use crate::faults::Fault;
 use crate::routes::{Domain, Route, route};
@@ -228,6 +229,7 @@ fn execute(world: &mut World, principal: &Principal, route: &Route, req: &Reques
         Domain::Accounts => accounts::execute(world, call),
         Domain::Keys => keys::execute(world, call),
         Domain::Usage => usage::execute(world, call),
+        Domain::Voice => voice::execute(world, call),
     }
 }
 
@@ -317,6 +319,37 @@ fn page_query(req: &Request<'_>, size: usize, number: usize, token: Option<&str>
         pairs.push(("PageToken", token.to_owned()));
     }
     serde_urlencoded::to_string(pairs).expect("strings encode")
+}
+
+/// One page of a v1 API (IAM, Voice): the items under `key`, and absolute page URLs in `meta`.
+fn v1_page<T>(
+    req: &Request<'_>,
+    key: &str,
+    items: &[T],
+    sid: impl Fn(&T) -> &str,
+    render: impl Fn(&T) -> Value,
+) -> Result<Value, ApiError> {
+    let page = paginate(req, items, sid)?;
+    let url = |number: usize, token: Option<&str>| {
+        format!(
+            "{}{}?{}",
+            req.origin,
+            req.path,
+            page_query(req, page.size, number, token)
+        )
+    };
+    Ok(json!({
+        key: page.items.iter().map(render).collect::<Vec<_>>(),
+        "meta": {
+            "page": page.number,
+            "page_size": page.size,
+            "first_page_url": url(0, None),
+            "previous_page_url": page.previous_token.as_deref().map(|t| url(page.number.saturating_sub(1), Some(t))),
+            "url": url(page.number, req.query("PageToken")),
+            "next_page_url": page.next_token.as_deref().map(|t| url(page.number + 1, Some(t))),
+            "key": key,
+        }
+    }))
 }
 
 fn v2010_page<T>(

@@ -1,6 +1,6 @@
 //! The emulated Twilio world, split by Twilio domain: [`auth`] (who a request is and what it
-//! may reach), [`accounts`] (accounts, subaccounts and auth tokens), [`keys`] (API keys) and
-//! [`usage`] (spend and usage triggers). Here: the world's state, its rules and faults, and its
+//! may reach), [`accounts`] (accounts, subaccounts and auth tokens), [`keys`] (API keys),
+//! [`usage`] (spend and usage triggers) and [`voice`] (dialing geo permissions). Here: the world's state, its rules and faults, and its
 //! clock. Pure state transitions; HTTP lives in `http`. Every operation either changes the world
 //! and returns the resource, or returns the [`ApiError`] Twilio would. Key secrets are stored
 //! only as digests; a secret leaves the world once, in the value a create returns.
@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod auth;
 pub mod keys;
 pub mod usage;
+pub mod voice;
 
 pub use accounts::{Account, AccountStatus, AccountUpdate};
 pub use auth::{PERMISSION_BALANCE, PERMISSION_USAGE, Principal, Scope, Via, parse_policy};
@@ -114,6 +115,8 @@ pub struct World {
     pub rules: Rules,
     /// Seconds the emulated clock runs ahead of the real one: tests travel to the next month.
     pub clock_offset: i64,
+    /// Each account's own voice dialing permissions, made on first use.
+    dialing: BTreeMap<String, voice::Dialing>,
     seq: u64,
 }
 
