@@ -25,7 +25,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Guard against a server that never ends its page chain.
 const MAX_PAGES: usize = 10_000;
 
-/// Base URLs of Twilio's three hosts.
+/// Base URLs of Twilio's four hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrls {
     /// The REST API host (v2010 accounts, keys, usage).
@@ -34,6 +34,8 @@ pub struct BaseUrls {
     pub iam: String,
     /// The Accounts host (auth tokens).
     pub accounts: String,
+    /// The Voice host (dialing geo permissions).
+    pub voice: String,
 }
 
 impl BaseUrls {
@@ -53,17 +55,19 @@ impl BaseUrls {
             api: host("api"),
             iam: host("iam"),
             accounts: host("accounts"),
+            voice: host("voice"),
         }
     }
 
-    /// One base URL for all three hosts (their paths do not overlap): for the emulator,
+    /// One base URL for all four hosts (their paths do not overlap): for the emulator,
     /// proxies and tests.
     pub fn single(base: &str) -> Self {
         let base = base.trim_end_matches('/').to_owned();
         Self {
             api: base.clone(),
             iam: base.clone(),
-            accounts: base,
+            accounts: base.clone(),
+            voice: base,
         }
     }
 
@@ -122,6 +126,7 @@ pub(crate) enum Host {
     Api,
     Iam,
     Accounts,
+    Voice,
 }
 
 /// One Twilio operation, as the transport sends it.
@@ -270,6 +275,7 @@ impl TwilioClient {
             Host::Api => &urls.api,
             Host::Iam => &urls.iam,
             Host::Accounts => &urls.accounts,
+            Host::Voice => &urls.voice,
         }
     }
 
@@ -466,6 +472,10 @@ mod tests {
         assert_eq!(
             BaseUrls::twilio(None, Some("sydney")).api,
             "https://api.sydney.us1.twilio.com"
+        );
+        assert_eq!(
+            BaseUrls::twilio(Some("ie1"), None).voice,
+            "https://voice.ie1.twilio.com"
         );
         assert_eq!(BaseUrls::single("http://127.0.0.1:9/").iam, "http://127.0.0.1:9");
     }

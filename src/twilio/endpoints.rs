@@ -1,5 +1,5 @@
 //! Typed Twilio operations: Accounts, v2010 Keys, IAM v1 Keys, AuthTokens, Balance, Usage
-//! Records and Usage Triggers.
+//! Records, Usage Triggers and Voice dialing permissions.
 //!
 //! Contract: every SID is checked for shape before it enters a URL; every call goes through the
 //! transport's limits and retry policy; lists are followed to their end; deletes of something
@@ -383,4 +383,72 @@ impl TwilioClient {
         )
         .await
     }
+
+    /// The dialing permissions of every country, for the credentials' own account (Voice v1).
+    pub async fn list_dialing_countries(&self, creds: &Credentials) -> Result<Vec<DialingCountry>, Error> {
+        let path = "/v1/DialingPermissions/Countries".into();
+        let call = Call::new(
+            "voice.ListDialingPermissionsCountry",
+            Method::GET,
+            Host::Voice,
+            path,
+        );
+        self.list(creds, call, "content").await
+    }
+
+    /// Sets the dialing permissions of the countries in `updates`, at most
+    /// [`MAX_COUNTRY_UPDATES`], for the credentials' own account, leaving the others as they
+    /// are. Returns how many Twilio changed.
+    pub async fn update_dialing_countries(
+        &self,
+        creds: &Credentials,
+        updates: &[DialingCountry],
+    ) -> Result<u32, Error> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            update_count: u32,
+        }
+        let request = serde_json::to_string(updates).expect("country updates serialize");
+        let path = "/v1/DialingPermissions/BulkCountryUpdates".into();
+        let call = Call::new(
+            "voice.CreateDialingPermissionsCountryBulkUpdate",
+            Method::POST,
+            Host::Voice,
+            path,
+        )
+        .form("UpdateRequest", Some(request));
+        let count: Count = self.json(creds, &call).await?;
+        Ok(count.update_count)
+    }
+
+    /// The credentials' own account's voice settings (Voice v1).
+    pub async fn fetch_dialing_settings(&self, creds: &Credentials) -> Result<DialingSettings, Error> {
+        let call = Call::new(
+            "voice.FetchDialingPermissionsSettings",
+            Method::GET,
+            Host::Voice,
+            "/v1/Settings".into(),
+        );
+        self.json(creds, &call).await
+    }
+
+    /// Sets whether the credentials' own account (a subaccount) uses its parent's dialing
+    /// permissions.
+    pub async fn update_dialing_settings(
+        &self,
+        creds: &Credentials,
+        inherit: bool,
+    ) -> Result<DialingSettings, Error> {
+        let call = Call::new(
+            "voice.UpdateDialingPermissionsSettings",
+            Method::POST,
+            Host::Voice,
+            "/v1/Settings".into(),
+        )
+        .form("DialingPermissionsInheritance", Some(inherit.to_string()));
+        self.json(creds, &call).await
+    }
 }
+
+/// The most countries one bulk update may carry.
+pub const MAX_COUNTRY_UPDATES: usize = 100;

@@ -13,5 +13,6 @@ pub mod types;
 
 pub use client::{BaseUrls, ClientConfig, Observer, TwilioClient};
 pub use credentials::{Auth, Credentials, CredentialsError, is_sid};
+pub use endpoints::MAX_COUNTRY_UPDATES;
 pub use error::{Error, ErrorClass};
 pub use inventory::{Busy, Inventories, Inventory};

@@ -112,6 +112,22 @@ pub struct Balance {
     pub currency: Option<String>,
 }
 
+/// What may be dialled in one country (Voice v1 DialingPermissions), as Twilio reports it and
+/// as a bulk update sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct DialingCountry {
+    pub iso_code: String,
+    pub low_risk_numbers_enabled: bool,
+    pub high_risk_special_numbers_enabled: bool,
+    pub high_risk_tollfraud_numbers_enabled: bool,
+}
+
+/// A subaccount's voice settings (Voice v1 Settings).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DialingSettings {
+    pub dialing_permissions_inheritance: bool,
+}
+
 /// One usage record: a category's count and price over a period.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UsageRecord {
