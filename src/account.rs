@@ -1,15 +1,19 @@
 //! The TwilioAccount reconciler: whether an account's credentials authenticate at Twilio (one
-//! FetchAccount of the account itself), recorded as `status.accountSid` and Ready. An account is
-//! checked once per generation and then once per resync interval, a failing one no sooner than its
-//! backoff. The policy is enforced where objects use the account ([`crate::tenancy`]), never here;
+//! FetchAccount of the account itself), recorded as `status.accountSid` and Ready, and the
+//! account's balance (one FetchBalance), recorded as `status.balance` and its metric. An account
+//! is checked once per generation and then once per resync interval, a failing one no sooner
+//! than its backoff: the balance is read once per account per interval, never per object. The policy is enforced where objects use the account ([`crate::tenancy`]), never here;
 //! [`keep_applied`] keeps the account the Helm chart's values describe applied.
 
+use crate::api::account::AccountBalance;
 use crate::api::{TwilioAccount, TwilioAccountStatus};
 use crate::conditions::{self, Problem, Reason};
 use crate::context::{Context, MANAGER};
 use crate::objects::{self, object_id};
 use crate::reconcile::{self, Error};
 use crate::target;
+use crate::twilio::types::Balance;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -37,6 +41,7 @@ impl Accounts {
     /// Forgets the account `name`, which is gone: its schedule and its backoff.
     pub fn forget(&self, name: &str) {
         self.due.lock().expect("account checks").remove(name);
+        self.ctx.metrics.account_balance(name, None);
         self.ctx.succeeded(&objects::id_of::<TwilioAccount>("", name));
     }
 }
@@ -54,7 +59,7 @@ pub async fn reconcile(account: Arc<TwilioAccount>, this: Arc<Accounts>) -> Resu
         return Ok(Action::requeue(wait));
     }
     let now = Timestamp::now();
-    let outcome: Result<String, Problem> = async {
+    let outcome: Result<(String, Option<Balance>), Problem> = async {
         let creds = target::account_credentials(ctx, &account).await?;
         let fetched = ctx.twilio.fetch_account(&creds, creds.account_sid()).await;
         fetched.map_err(|e| {
@@ -67,17 +72,35 @@ pub async fn reconcile(account: Arc<TwilioAccount>, this: Arc<Accounts>) -> Resu
                 p => p,
             }
         })?;
-        Ok(creds.account_sid().to_owned())
+        let sid = creds.account_sid().to_owned();
+        // Twilio gives a subaccount's credentials no balance; not knowing it is no failure.
+        let balance = match ctx.twilio.fetch_balance(&creds, &sid).await {
+            Ok(balance) => Some(balance),
+            Err(e) => {
+                tracing::info!(account = %name, error = %e, "could not read the account's balance");
+                None
+            }
+        };
+        Ok((sid, balance))
     }
     .await;
     let mut st = account.status.clone().unwrap_or_default();
     let id = object_id(account.as_ref());
     let wait = match outcome {
-        Ok(sid) => {
+        Ok((sid, balance)) => {
             ctx.succeeded(&id);
             let message = format!("The credentials of {sid} authenticate at Twilio");
             st.conditions = conditions::ready(&st.conditions, message, generation, now);
             st.account_sid = Some(sid);
+            st.balance = balance.and_then(|b| {
+                Some(AccountBalance {
+                    amount: b.balance?,
+                    currency: b.currency.unwrap_or_default(),
+                    observed_at: Time(now),
+                })
+            });
+            let amount = st.balance.as_ref().and_then(|b| b.amount.parse::<f64>().ok());
+            ctx.metrics.account_balance(&name, amount);
             ctx.resync
         }
         Err(problem) => {

@@ -14,6 +14,7 @@ pub mod conditions;
 pub mod context;
 pub mod controller;
 pub mod crds;
+pub mod dialing;
 pub mod failpoint;
 pub mod fence;
 pub mod fingerprint;

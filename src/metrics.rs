@@ -62,6 +62,11 @@ struct ObjectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabels {
+    account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UsageLabels {
     namespace: String,
     name: String,
@@ -177,6 +182,10 @@ pub struct Metrics {
     workload_restarts: Family<KindLabels, Counter>,
     usage: Family<UsageLabels, FloatGauge>,
     budget_ratio: Family<ObjectLabels, FloatGauge>,
+    voice_countries: Family<ObjectLabels, Gauge>,
+    voice_high_risk: Family<ObjectLabels, Gauge>,
+    dialing_repairs: Family<ObjectLabels, Counter>,
+    account_balance: Family<AccountLabels, FloatGauge>,
     leader: Gauge,
     /// The currency of each subaccount's usage series, to find the series again.
     usage_currency: Mutex<BTreeMap<(String, String), String>>,
@@ -244,6 +253,30 @@ impl Default for Metrics {
             "Month-to-date spend of each TwilioSubaccount with spec.budget, as a fraction of spec.budget.monthly (1 is the limit)",
             budget_ratio.clone(),
         );
+        let voice_countries = Family::default();
+        registry.register(
+            "subaccount_voice_countries_enabled",
+            "Countries each TwilioSubaccount with dialing permissions may call",
+            voice_countries.clone(),
+        );
+        let voice_high_risk = Family::default();
+        registry.register(
+            "subaccount_voice_high_risk_countries",
+            "Countries in which each TwilioSubaccount with dialing permissions may call a high-risk range",
+            voice_high_risk.clone(),
+        );
+        let dialing_repairs = Family::default();
+        registry.register(
+            "subaccount_dialing_permission_repairs",
+            "Changes made at Twilio to a TwilioSubaccount's dialing permissions that the operator put back",
+            dialing_repairs.clone(),
+        );
+        let account_balance = Family::default();
+        registry.register(
+            "account_balance",
+            "Each TwilioAccount's balance as Twilio reports it, in its currency",
+            account_balance.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -252,6 +285,10 @@ impl Default for Metrics {
         );
         Self {
             budget_ratio,
+            voice_countries,
+            voice_high_risk,
+            dialing_repairs,
+            account_balance,
             leader,
             registry,
             reconciles,
@@ -379,9 +416,61 @@ impl Metrics {
         }
     }
 
+    /// Sets how many countries a subaccount may call, and in how many a high-risk range;
+    /// `None` drops the series (no dialing permissions kept).
+    pub fn voice(&self, namespace: &str, name: &str, counts: Option<(u32, u32)>) {
+        let labels = ObjectLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match counts {
+            Some((enabled, high_risk)) => {
+                self.voice_countries
+                    .get_or_create(&labels)
+                    .set(i64::from(enabled));
+                self.voice_high_risk
+                    .get_or_create(&labels)
+                    .set(i64::from(high_risk));
+            }
+            None => {
+                self.voice_countries.remove(&labels);
+                self.voice_high_risk.remove(&labels);
+            }
+        }
+    }
+
+    /// Counts a change to a subaccount's dialing permissions made at Twilio and put back.
+    pub fn dialing_repaired(&self, namespace: &str, name: &str) {
+        let labels = ObjectLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.dialing_repairs.get_or_create(&labels).inc();
+    }
+
+    /// Sets a TwilioAccount's balance; `None` drops the series (unknown, or the account gone).
+    pub fn account_balance(&self, account: &str, balance: Option<f64>) {
+        let labels = AccountLabels {
+            account: account.into(),
+        };
+        match balance {
+            Some(amount) => {
+                self.account_balance.get_or_create(&labels).set(amount);
+            }
+            None => {
+                self.account_balance.remove(&labels);
+            }
+        }
+    }
+
     /// Drops the series of a subaccount whose object is gone.
     pub fn forget_subaccount(&self, namespace: &str, name: &str) {
         self.budget_ratio(namespace, name, None);
+        self.voice(namespace, name, None);
+        self.dialing_repairs.remove(&ObjectLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        });
         let id = (namespace.to_owned(), name.to_owned());
         let currency = self.usage_currency.lock().expect("usage metrics").remove(&id);
         if let Some(currency) = currency {
@@ -396,6 +485,10 @@ impl Metrics {
         self.usage_currency.lock().expect("usage metrics").clear();
         self.usage.clear();
         self.budget_ratio.clear();
+        self.voice_countries.clear();
+        self.voice_high_risk.clear();
+        self.dialing_repairs.clear();
+        self.account_balance.clear();
     }
 
     /// The OpenMetrics text of every series, key ages as of `now` (Unix seconds).
@@ -438,6 +531,9 @@ mod tests {
         m.rotated("TwilioApiKey", "Scheduled");
         m.key("team-a", "checkout", 1000.0, Some(5000.0));
         m.usage("team-a", "tenant", "usd", 12.5);
+        m.voice("team-a", "tenant", Some((2, 1)));
+        m.dialing_repaired("team-a", "tenant");
+        m.account_balance("default", Some(42.5));
         let text = m.render(1600.0);
         for series in [
             r#"twilio_operator_build_info{version="0.1.0"} 1"#,
@@ -452,6 +548,10 @@ mod tests {
             r#"twilio_operator_api_key_age_seconds{namespace="team-a",name="checkout"} 600.0"#,
             r#"twilio_operator_api_key_next_rotation_timestamp_seconds{namespace="team-a",name="checkout"} 5000.0"#,
             r#"twilio_operator_subaccount_month_to_date_usage{namespace="team-a",name="tenant",currency="usd"} 12.5"#,
+            r#"twilio_operator_subaccount_voice_countries_enabled{namespace="team-a",name="tenant"} 2"#,
+            r#"twilio_operator_subaccount_voice_high_risk_countries{namespace="team-a",name="tenant"} 1"#,
+            r#"twilio_operator_subaccount_dialing_permission_repairs_total{namespace="team-a",name="tenant"} 1"#,
+            r#"twilio_operator_account_balance{account="default"} 42.5"#,
         ] {
             assert!(text.contains(series), "missing {series} in:\n{text}");
         }

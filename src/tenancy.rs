@@ -5,9 +5,11 @@
 //! the rule, made before any Twilio call.
 
 use crate::api::TwilioAccount;
+use crate::api::account::HighRiskPolicy;
 use crate::api::apikey::KeyType;
-use crate::api::subaccount::{Budget, BudgetAction, SubaccountDeletionPolicy};
+use crate::api::subaccount::{Budget, BudgetAction, SubaccountDeletionPolicy, SubaccountVoice};
 use crate::conditions::{Problem, Reason};
+use crate::dialing;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use rust_decimal::Decimal;
@@ -205,6 +207,62 @@ pub fn check_budget(account: &TwilioAccount, budget: Option<&Budget>) -> Result<
     Ok(())
 }
 
+/// Refuses voice dialing permissions the account does not allow: none declared where a
+/// declaration is required, inheriting the parent's under a policy that restricts anything, a
+/// country not listed, or a high-risk range where they are forbidden. An existing subaccount is
+/// narrowed at Twilio instead ([`crate::dialing::narrow`]).
+pub fn check_voice(account: &TwilioAccount, voice: Option<&SubaccountVoice>) -> Result<(), Problem> {
+    let policy = &account.spec.subaccounts.voice;
+    let Some(permissions) = voice.map(|v| &v.dialing_permissions) else {
+        if policy.required {
+            return Err(refused(
+                account,
+                "requires spec.voice.dialingPermissions with inherit: false on every TwilioSubaccount (spec.subaccounts.voice.required): list the countries it calls in spec.voice.dialingPermissions.countries",
+            ));
+        }
+        return Ok(());
+    };
+    if permissions.inherit && (policy.required || dialing::restricts(policy)) {
+        return Err(refused(
+            account,
+            "does not allow spec.voice.dialingPermissions.inherit: true, since its spec.subaccounts.voice restricts what subaccounts may dial: set inherit: false and list the countries in spec.voice.dialingPermissions.countries",
+        ));
+    }
+    if let Some(allowed) = &policy.countries {
+        let outside: Vec<&str> = permissions
+            .countries
+            .iter()
+            .map(|c| c.iso_code.as_str())
+            .filter(|iso| !allowed.iter().any(|a| a == iso))
+            .collect();
+        if !outside.is_empty() {
+            return Err(refused(
+                account,
+                &format!(
+                    "does not allow dialing {} (spec.subaccounts.voice.countries: {allowed:?}): remove them from spec.voice.dialingPermissions.countries",
+                    outside.join(", ")
+                ),
+            ));
+        }
+    }
+    let high_risk: Vec<&str> = permissions
+        .countries
+        .iter()
+        .filter(|c| c.high_risk_special || c.high_risk_toll_fraud)
+        .map(|c| c.iso_code.as_str())
+        .collect();
+    if policy.high_risk == HighRiskPolicy::Forbid && !high_risk.is_empty() {
+        return Err(refused(
+            account,
+            &format!(
+                "forbids high-risk number ranges (spec.subaccounts.voice.highRisk: Forbid), which spec.voice.dialingPermissions.countries enables for {}: set highRiskSpecial and highRiskTollFraud to false",
+                high_risk.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The budget `account` holds an existing subaccount to while its spec's budget breaks the
 /// policy (see [`check_budget`]), so editing the spec never lifts the account's limit: the
 /// spec's budget with monthly capped at maxMonthly and an allowed action (Suspend when allowed),
@@ -380,6 +438,41 @@ mod tests {
             "a grant names one namespace"
         );
         assert!(check_create(&a).is_err());
+    }
+
+    #[test]
+    fn voice_permissions_follow_the_policy() {
+        let mut a = account(serde_json::json!({"credentials": {"fromEnvironment": true}}));
+        let voice = |v: serde_json::Value| -> SubaccountVoice {
+            serde_json::from_value(serde_json::json!({"dialingPermissions": v})).expect("a voice spec")
+        };
+        let us = voice(serde_json::json!({"countries": [{"isoCode": "US"}]}));
+        let toll = voice(serde_json::json!({"countries": [{"isoCode": "US", "highRiskTollFraud": true}]}));
+        let inherit = voice(serde_json::json!({"inherit": true}));
+        assert!(check_voice(&a, None).is_ok(), "declaring is optional by default");
+        assert!(check_voice(&a, Some(&us)).is_ok());
+        let refusal = check_voice(&a, Some(&toll)).unwrap_err().message;
+        assert!(
+            refusal.contains("highRisk: Forbid") && refusal.contains("US"),
+            "{refusal}"
+        );
+        assert!(
+            check_voice(&a, Some(&inherit)).is_err(),
+            "the default policy restricts"
+        );
+        a.spec.subaccounts.voice.high_risk = HighRiskPolicy::Allow;
+        assert!(check_voice(&a, Some(&toll)).is_ok());
+        assert!(check_voice(&a, Some(&inherit)).is_ok(), "nothing restricted");
+        a.spec.subaccounts.voice.countries = Some(vec!["CA".into()]);
+        let refusal = check_voice(&a, Some(&us)).unwrap_err().message;
+        assert!(refusal.contains("dialing US"), "{refusal}");
+        a.spec.subaccounts.voice.countries = None;
+        a.spec.subaccounts.voice.required = true;
+        assert!(check_voice(&a, None).unwrap_err().message.contains("required"));
+        assert!(
+            check_voice(&a, Some(&inherit)).is_err(),
+            "required means inherit: false"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use super::apikey::KeyType;
 use super::subaccount::{BudgetAction, SubaccountDeletionPolicy};
 use super::{DNS1123_LABEL, DNS1123_SUBDOMAIN, conditions_schema};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -173,6 +173,44 @@ pub struct SubaccountPolicy {
     /// each shard counts its own objects: a ResourceQuota bounds the total.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_namespace: Option<u32>,
+
+    /// What the subaccounts' voice dialing permissions may allow. By default high-risk ranges
+    /// are forbidden (and so is inheriting the parent's permissions), any country may be
+    /// enabled, and declaring permissions is optional.
+    #[serde(default)]
+    pub voice: VoicePolicy,
+}
+
+/// What the voice dialing permissions of an account's subaccounts may allow. A subaccount whose
+/// spec.voice asks for more gets NotPermitted before any Twilio call; one that already exists is
+/// narrowed at Twilio to what this allows, with a Warning event.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VoicePolicy {
+    /// The countries (ISO 3166-1 alpha-2 codes) subaccounts may enable. Absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 250), extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "pattern": "^[A-Z]{2}$"}))]
+    pub countries: Option<Vec<String>>,
+
+    /// Whether subaccounts may enable high-risk special and toll-fraud ranges: Forbid
+    /// (default) or Allow.
+    #[serde(default)]
+    pub high_risk: HighRiskPolicy,
+
+    /// Whether every TwilioSubaccount of this account must declare
+    /// spec.voice.dialingPermissions with inherit: false. Defaults to false.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// Whether high-risk number ranges may be enabled.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum HighRiskPolicy {
+    /// No subaccount may enable them.
+    #[default]
+    Forbid,
+    /// Subaccounts may enable them.
+    Allow,
 }
 
 /// What the budgets of an account's subaccounts must say.
@@ -207,6 +245,7 @@ impl Default for SubaccountPolicy {
             deletion_policies: safe_deletion_policies(),
             budget: None,
             max_per_namespace: None,
+            voice: VoicePolicy::default(),
         }
     }
 }
@@ -249,6 +288,23 @@ pub struct TwilioAccountStatus {
     /// The metadata.generation the operator last judged, whether or not the account worked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+
+    /// The account's balance, read once per resync interval. Absent when Twilio gives none
+    /// (a subaccount's credentials) or it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<AccountBalance>,
+}
+
+/// An account's balance as Twilio reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountBalance {
+    /// The balance, as the decimal string Twilio reports, such as "123.45".
+    pub amount: String,
+    /// Its currency, as Twilio reports it (for example USD).
+    pub currency: String,
+    /// When it was read.
+    pub observed_at: Time,
 }
 
 /// A reference to a TwilioAccount.

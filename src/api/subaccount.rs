@@ -119,6 +119,66 @@ pub struct TwilioSubaccountSpec {
     /// action Suspend suspends the subaccount at Twilio when spend reaches monthly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+
+    /// The subaccount's voice settings the operator keeps at Twilio. Absent: the operator leaves
+    /// them as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<SubaccountVoice>,
+}
+
+/// Voice settings of a subaccount.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubaccountVoice {
+    /// Which countries calls may be made to (Twilio's voice dialing geo permissions), kept as
+    /// declared: a change made at Twilio is put back within one resync interval.
+    pub dialing_permissions: DialingPermissions,
+}
+
+/// Voice dialing geo permissions: the strongest guard against toll fraud, since a leaked
+/// credential cannot call a country or a premium range that is not enabled.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.inherit || size(self.countries) == 0")
+    .message("spec.voice.dialingPermissions.countries is only allowed with inherit: false; with inherit: true the parent account's permissions apply")
+    .field_path(".countries"))]
+pub struct DialingPermissions {
+    /// Use the parent account's permissions instead of this subaccount's own (Twilio's
+    /// DialingPermissionsInheritance). Defaults to false.
+    #[serde(default)]
+    pub inherit: bool,
+
+    /// The countries that may be dialled, with inherit: false. Every country not listed is
+    /// disabled: deny by default. ISO 3166-1 alpha-2 codes, each at most once.
+    #[serde(default)]
+    #[schemars(length(max = 250), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["isoCode"]))]
+    pub countries: Vec<CountryPermission>,
+}
+
+/// What may be dialled in one country.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CountryPermission {
+    /// The country, as an ISO 3166-1 alpha-2 code such as US.
+    #[schemars(pattern(r"^[A-Z]{2}$"))]
+    pub iso_code: String,
+
+    /// Its ordinary (low-risk) numbers. Defaults to true.
+    #[serde(default = "yes")]
+    pub low_risk: bool,
+
+    /// Its high-risk special numbers (premium and shared-cost ranges). Defaults to false.
+    #[serde(default)]
+    pub high_risk_special: bool,
+
+    /// Its high-risk toll-fraud numbers, the ranges Twilio sees used for revenue-share fraud.
+    /// Defaults to false.
+    #[serde(default)]
+    pub high_risk_toll_fraud: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A monthly spend limit of a subaccount.
@@ -265,6 +325,11 @@ pub struct TwilioSubaccountStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<AuthTokenStatus>,
 
+    /// The voice dialing permissions in force at Twilio, when spec.voice is set (or the
+    /// TwilioAccount requires it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<VoiceStatus>,
+
     /// Set just before the operator asks Twilio to create the subaccount and cleared once its SID
     /// is recorded; if the operator stops in between, the next reconcile finds the subaccount by
     /// its unique creation name instead of creating a second one.
@@ -362,4 +427,19 @@ pub struct BudgetTrigger {
     pub value: String,
     /// Where Twilio calls when it fires.
     pub callback_url: String,
+}
+
+/// The voice dialing permissions Twilio last reported for the subaccount.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VoiceStatus {
+    /// Whether the subaccount uses its parent account's permissions.
+    pub inherit: bool,
+    /// How many countries may be dialled.
+    pub countries_enabled: u32,
+    /// The countries (ISO codes) with a high-risk range enabled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub high_risk: Vec<String>,
+    /// When Twilio was last read.
+    pub observed_at: Time,
 }

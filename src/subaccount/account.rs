@@ -334,10 +334,7 @@ impl Subaccounts {
             return Ok(Found::Adopted(self.fetch(sub, parent, sid, missing).await?));
         }
         if let Some(sid) = st.sid.as_deref() {
-            let missing = format!(
-                "Subaccount {sid} recorded in status no longer exists at Twilio (Twilio deletes closed subaccounts after 30 days)"
-            );
-            return Ok(Found::Recorded(self.fetch(sub, parent, sid, missing).await?));
+            return Ok(Found::Recorded(self.fetch_recorded(sub, parent, sid).await?));
         }
         if st.pending_since.is_some() {
             let name = &resolved.settings.creation_name;
@@ -345,6 +342,19 @@ impl Subaccounts {
             return Ok(Found::Interrupted(self.find_created(parent, name, owner).await?));
         }
         Ok(Found::Nothing)
+    }
+
+    /// Subaccount `sid`, which the status records.
+    pub(super) async fn fetch_recorded(
+        &self,
+        sub: &TwilioSubaccount,
+        parent: &Credentials,
+        sid: &str,
+    ) -> Result<Account, Stop> {
+        let missing = format!(
+            "Subaccount {sid} recorded in status no longer exists at Twilio (Twilio deletes closed subaccounts after 30 days)"
+        );
+        self.fetch(sub, parent, sid, missing).await
     }
 
     /// Subaccount `sid`: as this process fetched it lately for `sub` as it now is, or fetched

@@ -1,7 +1,8 @@
 //! The TwilioSubaccount reconciler: a driver over steps for one Twilio subaccount. A pass reads
 //! validate → resolve → claim → `account` (find or create) → `spend` (read and judge spend) →
 //! `account` (bring it to the wanted state) → `spend` (report the budget, keep its triggers)
-//! → `token` (publish the Secret, rotate the auth token) → done. [`plan`] decides, purely;
+//! → `voice` (keep the dialing permissions) → `token` (publish the Secret, rotate the auth
+//! token) → done. [`plan`] decides, purely;
 //! each step hands the next a typed value (`Resolved`, `Account`, `spend::Spend`).
 //! What the reconciler remembers (`Remembered`, one record per object) is forgotten with it.
 //! ARCHITECTURE.md tells the story, with crash safety and tenancy.
@@ -10,6 +11,7 @@ mod account;
 pub mod plan;
 mod spend;
 mod token;
+mod voice;
 
 use crate::api::TwilioAccount;
 use crate::api::subaccount::{SubaccountUsage, TwilioSubaccount, TwilioSubaccountStatus};
@@ -17,7 +19,7 @@ use crate::budget::callbacks::Callbacks;
 use crate::conditions::{Problem, Reason};
 use crate::context::Context;
 use crate::membership::Membership;
-use crate::objects::Memory;
+use crate::objects::{Memory, object_id};
 use crate::quota::Quota;
 use crate::reconcile::{Done, Lifecycle, Stop};
 use crate::target::{self, Parent, Use};
@@ -64,6 +66,11 @@ struct Remembered {
     triggers_failing: bool,
     /// A generation whose template failed with a new token: it starts no more rotations.
     refused: Option<(Option<i64>, template::Invalid)>,
+    /// When the dialing permissions were last read at Twilio, and for what spec and policy.
+    dialing_read: Option<(Instant, u64)>,
+    /// The permissions last found or made at Twilio: a difference from the same ones later
+    /// was made by somebody else.
+    dialing_settled: Option<u64>,
 }
 
 /// A subaccount as Twilio described it, when, and for which [`edits_hash`] of its object.
@@ -82,9 +89,18 @@ struct Resolved {
     parent: Credentials,
     /// The TwilioAccount whose policy applies; `None` for the tenant's own credentialsRef.
     policy: Option<Arc<TwilioAccount>>,
-    /// Why the pass ends NotPermitted although the subaccount is kept: its spec's budget
-    /// breaks the policy, and the account's is imposed meanwhile.
-    imposed: Option<String>,
+    /// Why the pass ends NotPermitted although the subaccount is kept: its spec's budget or
+    /// voice permissions break the policy, and the account's budget or a narrowing of the
+    /// permissions is imposed meanwhile.
+    imposed: Vec<String>,
+}
+
+/// What a recorded subaccount is held to its guardrails with while its spec cannot be used.
+#[derive(Clone, Copy)]
+struct Guard<'a> {
+    sid: &'a str,
+    parent: &'a Credentials,
+    policy: Option<&'a TwilioAccount>,
 }
 
 /// A hash of what a person changes to make the operator look again: the spec (its generation)
@@ -127,7 +143,7 @@ impl Subaccounts {
         let ns = settings.namespace.clone();
         let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
         let Parent { creds, account } = target::parent(&self.ctx, &ns, refs.0, refs.1, Use::Act).await?;
-        let mut imposed = None;
+        let mut imposed = Vec::new();
         if let Some(policy) = &account {
             tenancy::check_deletion_policy(policy, sub.spec.deletion_policy)?;
             // A subaccount already made is past admission: the limit never strands its budget.
@@ -145,7 +161,7 @@ impl Subaccounts {
             if let Err(refusal) = tenancy::check_budget(policy, sub.spec.budget.as_ref()) {
                 match tenancy::imposed_budget(policy, sub.spec.budget.as_ref()) {
                     Some(budget) if st.sid.is_some() => {
-                        imposed = Some(format!(
+                        imposed.push(format!(
                             "{}. Until it does, the subaccount is held to a budget of {} with action {:?}",
                             refusal.message, budget.0.monthly, budget.0.action
                         ));
@@ -154,6 +170,15 @@ impl Subaccounts {
                     _ => return Err(refusal.into()),
                 }
             }
+            if let Err(refusal) = tenancy::check_voice(policy, sub.spec.voice.as_ref()) {
+                if st.sid.is_none() {
+                    return Err(refusal.into());
+                }
+                imposed.push(format!(
+                    "{}. Until it does, Twilio is held to what the policy allows",
+                    refusal.message
+                ));
+            }
         }
         Ok(Resolved {
             settings,
@@ -161,6 +186,45 @@ impl Subaccounts {
             policy: account,
             imposed,
         })
+    }
+}
+
+impl Subaccounts {
+    /// A spec that cannot be used (a bad template or duration) stops the pass before anything
+    /// else, but not the guardrails: a recorded subaccount is still held to its budget and to its
+    /// dialing permissions, so breaking the spec never lifts either. Best effort: a failure is
+    /// logged, and the next pass tries again.
+    async fn hold_to_guardrails(
+        &self,
+        sub: &TwilioSubaccount,
+        st: &mut TwilioSubaccountStatus,
+        now: Timestamp,
+    ) {
+        let Some(sid) = st.sid.clone() else {
+            return;
+        };
+        let held: Result<(), Stop> = async {
+            let ns = sub.namespace().unwrap_or_default();
+            let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
+            let Parent { creds, account } = target::parent(&self.ctx, &ns, refs.0, refs.1, Use::Act).await?;
+            let guard = Guard {
+                sid: &sid,
+                parent: &creds,
+                policy: account.as_deref(),
+            };
+            self.hold_to_budget(sub, &guard, st, now).await?;
+            let found = self.fetch_recorded(sub, &creds, &sid).await?;
+            self.keep_dialing(sub, guard.policy, &found, st, now).await;
+            Ok(())
+        }
+        .await;
+        if let Err(stop) = held {
+            let why = match stop {
+                Stop::Problem(p) => p.message,
+                Stop::Kube(e) => e.to_string(),
+            };
+            tracing::info!(object = %object_id(sub), %why, "could not hold the subaccount to its budget and dialing permissions");
+        }
     }
 }
 
@@ -190,7 +254,7 @@ impl Lifecycle for Subaccounts {
         let settings = match plan::settings(sub) {
             Ok(settings) => settings,
             Err(problem) => {
-                self.hold_to_budget(sub, st, now).await;
+                self.hold_to_guardrails(sub, st, now).await;
                 return Err(problem.into());
             }
         };
@@ -202,6 +266,9 @@ impl Lifecycle for Subaccounts {
         let spend = self.spend(sub, &resolved, &account.sid, st, now).await?;
         let account = self.enforce(sub, &resolved, account, &spend, st).await?;
         self.settle_budget(sub, &resolved, &account.sid, &spend, st, now)
+            .await;
+        let dialing_retry = self
+            .keep_dialing(sub, resolved.policy.as_deref(), &account, st, now)
             .await;
         let token_deadline = self
             .keep_token(sub, &resolved.settings, st, &account, now)
@@ -215,12 +282,16 @@ impl Lifecycle for Subaccounts {
         if st.budget.as_ref().is_some_and(|b| b.suspended_by_budget) {
             message.push_str(" because its monthly budget is spent");
         }
-        if let Some(note) = resolved.imposed {
+        if !resolved.imposed.is_empty() {
+            let note = resolved.imposed.join("; ");
             return Err(Problem::new(Reason::NotPermitted, note).into());
         }
         Ok(Done {
             message,
-            deadline: token_deadline.into_iter().chain([spend.next_read]).min(),
+            deadline: [token_deadline, dialing_retry, Some(spend.next_read)]
+                .into_iter()
+                .flatten()
+                .min(),
         })
     }
 

@@ -5,9 +5,9 @@
 //!
 //! The budget keeps no intent: its suspension is derived afresh from each read. Triggers are
 //! found by name before any is made, and removed with the budget, the webhook URL or the object.
-//! A spec that cannot be used still holds a recorded subaccount to its budget.
+//! A spec that cannot be used still holds a recorded subaccount to its budget ([`Guard`]).
 
-use super::{Resolved, Subaccounts, edits_hash};
+use super::{Guard, Resolved, Subaccounts, edits_hash};
 use crate::api::schedule;
 use crate::api::subaccount::{
     BudgetStatus, BudgetTrigger, SubaccountState, SubaccountUsage, TwilioSubaccount, TwilioSubaccountStatus,
@@ -15,9 +15,8 @@ use crate::api::subaccount::{
 use crate::budget::reads::{self, CALLBACK_SPACING, FRESH_BEFORE_LIFTING, LOOK_SPACING};
 use crate::budget::{self, triggers};
 use crate::conditions;
-use crate::objects::object_id;
 use crate::reconcile::{self, Note, Stop};
-use crate::target::{self, Parent, Use};
+use crate::target::{self, Use};
 use crate::twilio::{Credentials, ErrorClass};
 use crate::{api::subaccount::Budget, tenancy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -209,41 +208,21 @@ impl Subaccounts {
         }
     }
 
-    /// A spec that cannot be used (a bad template or duration) stops the pass before anything
-    /// else, but not the budget: a recorded subaccount is still held to it (its own, or the one
-    /// its account imposes) and suspended if its spend says so, so breaking the spec never
-    /// lifts the limit. Nothing else is changed, and nothing is reactivated.
+    /// Holds recorded subaccount `sid` to its budget (its own, or the one its account imposes)
+    /// while its spec cannot be used, suspending it if its spend says so. Nothing else is changed,
+    /// and nothing is reactivated.
     pub(super) async fn hold_to_budget(
         &self,
         sub: &TwilioSubaccount,
-        st: &mut TwilioSubaccountStatus,
-        now: Timestamp,
-    ) {
-        if let Err(stop) = self.try_hold_to_budget(sub, st, now).await {
-            let why = match stop {
-                Stop::Problem(p) => p.message,
-                Stop::Kube(e) => e.to_string(),
-            };
-            tracing::info!(object = %object_id(sub), %why, "could not hold the subaccount to its budget");
-        }
-    }
-
-    async fn try_hold_to_budget(
-        &self,
-        sub: &TwilioSubaccount,
+        guard: &Guard<'_>,
         st: &mut TwilioSubaccountStatus,
         now: Timestamp,
     ) -> Result<(), Stop> {
-        let (Some(sid), Ok(mut limit)) = (st.sid.clone(), budget::limit(sub.spec.budget.as_ref())) else {
+        let Ok(mut limit) = budget::limit(sub.spec.budget.as_ref()) else {
             return Ok(());
         };
-        let ns = sub.namespace().unwrap_or_default();
-        let refs = (sub.spec.account_ref.as_ref(), sub.spec.credentials_ref.as_ref());
-        let Parent {
-            creds: parent,
-            account: policy,
-        } = target::parent(&self.ctx, &ns, refs.0, refs.1, Use::Act).await?;
-        if let Some(policy) = &policy
+        let Guard { sid, parent, policy } = *guard;
+        if let Some(policy) = policy
             && tenancy::check_budget(policy, sub.spec.budget.as_ref()).is_err()
         {
             limit = tenancy::imposed_budget(policy, sub.spec.budget.as_ref());
@@ -252,12 +231,12 @@ impl Subaccounts {
             return Ok(());
         }
         let spend = self
-            .judge_spend(sub, limit.as_ref(), &parent, &sid, st, now)
+            .judge_spend(sub, limit.as_ref(), parent, sid, st, now)
             .await?;
         if spend.suspends() {
-            self.suspend_for_budget(sub, &parent, &sid, st).await?;
+            self.suspend_for_budget(sub, parent, sid, st).await?;
         }
-        self.report_budget(sub, limit.as_ref(), st, &sid, &spend, now)
+        self.report_budget(sub, limit.as_ref(), st, sid, &spend, now)
             .await;
         Ok(())
     }
