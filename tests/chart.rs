@@ -1049,6 +1049,9 @@ fn exported_series() -> std::collections::BTreeSet<Shape> {
     m.key("ns", "key", 0.0, Some(1.0));
     m.usage("ns", "sub", "usd", 1.0);
     m.budget_ratio("ns", "sub", Some(0.5));
+    m.voice("ns", "sub", Some((2, 0)));
+    m.dialing_repaired("ns", "sub");
+    m.account_balance("default", Some(10.0));
     m.render(10.0)
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
