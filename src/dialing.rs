@@ -136,10 +136,10 @@ impl Observed {
     }
 }
 
-/// Whether `policy` restricts anything, which rules out inheriting the parent's permissions:
-/// those are the admin's own and answer to no policy.
+/// Whether `policy` restricts anything (requiring a declaration included), which rules out
+/// inheriting the parent's permissions: those are the admin's own and answer to no policy.
 pub fn restricts(policy: &VoicePolicy) -> bool {
-    policy.countries.is_some() || policy.high_risk == HighRiskPolicy::Forbid
+    policy.required || policy.countries.is_some() || policy.high_risk == HighRiskPolicy::Forbid
 }
 
 /// `wanted` held to `policy`, and what the policy took away (each a phrase such as "GB",
@@ -379,6 +379,17 @@ mod tests {
             restricts(&VoicePolicy::default()),
             "high-risk ranges are forbidden by default"
         );
+        let required = VoicePolicy {
+            required: true,
+            ..open
+        };
+        let (wanted, removed) = narrow(&Wanted::Inherit, &required, &now);
+        assert_eq!(
+            wanted,
+            own(&[("US", low()), ("FR", low())]),
+            "required means its own"
+        );
+        assert_eq!(removed, ["inherit: true"]);
     }
 
     #[test]

@@ -222,16 +222,18 @@ pub fn check_voice(account: &TwilioAccount, voice: Option<&SubaccountVoice>) -> 
         }
         return Ok(());
     };
-    if permissions.inherit && (policy.required || dialing::restricts(policy)) {
+    if permissions.inherit && dialing::restricts(policy) {
         return Err(refused(
             account,
             "does not allow spec.voice.dialingPermissions.inherit: true, since its spec.subaccounts.voice restricts what subaccounts may dial: set inherit: false and list the countries in spec.voice.dialingPermissions.countries",
         ));
     }
     if let Some(allowed) = &policy.countries {
+        // A country listed with every range off is a country disabled, which any policy allows.
         let outside: Vec<&str> = permissions
             .countries
             .iter()
+            .filter(|c| c.low_risk || c.high_risk_special || c.high_risk_toll_fraud)
             .map(|c| c.iso_code.as_str())
             .filter(|iso| !allowed.iter().any(|a| a == iso))
             .collect();

@@ -247,6 +247,31 @@ fn the_interactive_sandbox_prints_working_commands_and_cleans_up_on_ctrl_c() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The attacker's lines as printed: widen the dialing permissions with the subaccount's
+    // token, make the operator look, and find the repair announced.
+    let script = [printed("sid="), printed("token="), printed("curl -s -u")].join("\n");
+    let answer = kubectl(&script);
+    assert!(answer.contains("update_count"), "{answer}");
+    let look = seen
+        .iter()
+        .map(|l| l.trim())
+        .rfind(|l| l.starts_with("kubectl -n demo annotate twsub"))
+        .expect("a look line for the voice demo");
+    kubectl(look.split('#').next().unwrap());
+    let events = printed("kubectl -n demo get events");
+    let events = events.split('#').next().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = kubectl(events);
+        if listed.contains("CU") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the widened permissions were never put back:\n{listed}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // SAFETY: signalling our own child, as Ctrl-C in its terminal would.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let stop = Instant::now() + Duration::from_secs(90);

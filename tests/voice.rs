@@ -234,12 +234,17 @@ struct Tenant {
 
 impl Tenant {
     async fn new(prefix: &str, voice: Value) -> Self {
+        Self::with_env(prefix, voice, &[]).await
+    }
+
+    /// As [`Tenant::new`], with the operator started with extra environment.
+    async fn with_env(prefix: &str, voice: Value, env: &[(&str, &str)]) -> Self {
         let cp = cluster();
         let ns = cp.namespace(prefix).await;
         let account = format!("voice-{ns}");
         cp.apply_account(&account, policy(&ns, voice)).await;
         let emu = Emulator::start(&[]);
-        let operator = Operator::start(cp, &emu, &ns, &[]);
+        let operator = Operator::start(cp, &emu, &ns, env);
         let subs = Api::namespaced(cp.tenant(&ns).await, &ns);
         Self {
             emu,
@@ -471,4 +476,49 @@ async fn the_balance_reaches_status_and_metrics() {
         (1..=checks).contains(&balances),
         "one balance read per account check, never per object: {balances} reads, {checks} checks"
     );
+}
+
+/// A tenant breaks its spec on purpose (a deletionPolicy its account refuses) and widens the
+/// permissions at Twilio with the subaccount's token: the refusal does not lift the guardrail,
+/// the widening is put back all the same.
+#[tokio::test]
+async fn a_refused_spec_does_not_lift_the_guardrail() {
+    let t = Tenant::with_env("voice-refused", json!({}), &[("RESYNC_INTERVAL", "2s")]).await;
+    t.create(
+        "calls",
+        Some(json!({"dialingPermissions": {"countries": [{"isoCode": "US"}]}})),
+    )
+    .await;
+    let sid = sid_of(&dialing_reason(&t.subs, "calls", "Matched").await);
+    t.subs
+        .patch(
+            "calls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"deletionPolicy": "Close"}})),
+        )
+        .await
+        .expect("the tenant edits its spec");
+    let message = t.refused("calls").await;
+    assert!(message.contains("deletionPolicy"), "{message}");
+    let thief = own_credentials(&t.emu, &sid).await;
+    let widen = DialingCountry {
+        iso_code: "CU".into(),
+        low_risk_numbers_enabled: true,
+        high_risk_special_numbers_enabled: false,
+        high_risk_tollfraud_numbers_enabled: true,
+    };
+    t.emu
+        .client()
+        .update_dialing_countries(&thief, &[widen])
+        .await
+        .expect("widen at Twilio");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while at_twilio(&t.emu, &sid).await != (false, low(&["US"])) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the widening stayed while the spec was refused: {:?}",
+            at_twilio(&t.emu, &sid).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -243,6 +243,15 @@ Spend against the subaccount's budget (20.00 a month; warns at 50% and 80%, susp
   curl -s -H 'Content-Type: application/json' -d '{{\"add_usage\": 12}}' {url}/_emulator/accounts/$sid
   kubectl -n {ns} annotate twsub {sub} example.com/look=\"$(date +%s)\" --overwrite   # look now
   kubectl -n {ns} get twsub {sub}             # BUDGET Warning; add 10 more: Exceeded, suspended
+
+Widen the subaccount's voice dialing permissions at Twilio, as anybody holding its auth token
+could, to toll-fraud numbers in Cuba; the operator puts them back within its resync interval
+(10 minutes) and says so in an event:
+
+  token=$(kubectl -n {ns} get secret {sub}-twilio -o jsonpath='{{.data.TWILIO_AUTH_TOKEN}}' | base64 -d)
+  curl -s -u \"$sid:$token\" --data-urlencode 'UpdateRequest=[{{\"iso_code\":\"CU\",\"low_risk_numbers_enabled\":true,\"high_risk_tollfraud_numbers_enabled\":true}}]' {url}/v1/DialingPermissions/BulkCountryUpdates
+  kubectl -n {ns} annotate twsub {sub} example.com/look=\"$(date +%s%N)\" --overwrite   # look now
+  kubectl -n {ns} get events --field-selector reason=DialingPermissionsRepaired   # CU put back
 "
             ),
             None => String::new(),

@@ -26,6 +26,7 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use streams::{
@@ -67,13 +68,28 @@ pub fn shared_caches(
     )
     .modify(slim)
     .reflect(accounts_writer)
-    .touched_objects()
-    .for_each(move |touched| {
-        if let Ok(account) = touched {
-            // Nobody listens while this process is not the leader.
-            let _ = account_changes.send(Changed::Account(account.name_any()));
+    .for_each({
+        // Objects read an account's spec, never its status, which each check rewrites (the
+        // balance): only a new generation, or the account's going, wakes its objects.
+        let mut generations: HashMap<String, Option<i64>> = HashMap::new();
+        move |event| {
+            let changed = match event {
+                Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => {
+                    let generation = a.metadata.generation;
+                    (generations.insert(a.name_any(), generation) != Some(generation)).then(|| a.name_any())
+                }
+                Ok(watcher::Event::Delete(a)) => {
+                    generations.remove(&a.name_any());
+                    Some(a.name_any())
+                }
+                _ => None,
+            };
+            if let Some(name) = changed {
+                // Nobody listens while this process is not the leader.
+                let _ = account_changes.send(Changed::Account(name));
+            }
+            futures::future::ready(())
         }
-        futures::future::ready(())
     });
     let namespaces_watch = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),

@@ -66,8 +66,9 @@ struct Remembered {
     triggers_failing: bool,
     /// A generation whose template failed with a new token: it starts no more rotations.
     refused: Option<(Option<i64>, template::Invalid)>,
-    /// When the dialing permissions were last read at Twilio, and for what spec and policy.
-    dialing_read: Option<(Instant, u64)>,
+    /// When the dialing permissions were last read at Twilio, for what spec and policy, and
+    /// for which [`edits_hash`].
+    dialing_read: Option<(Instant, u64, u64)>,
     /// The permissions last found or made at Twilio: a difference from the same ones later
     /// was made by somebody else.
     dialing_settled: Option<u64>,
@@ -190,10 +191,11 @@ impl Subaccounts {
 }
 
 impl Subaccounts {
-    /// A spec that cannot be used (a bad template or duration) stops the pass before anything
-    /// else, but not the guardrails: a recorded subaccount is still held to its budget and to its
-    /// dialing permissions, so breaking the spec never lifts either. Best effort: a failure is
-    /// logged, and the next pass tries again.
+    /// A spec that cannot be used (a bad template or duration) or that the policy refuses (a
+    /// deletionPolicy, say) stops the pass early, but not the guardrails: a recorded subaccount
+    /// is still held to its budget and to its dialing permissions, each on its own, so breaking
+    /// the spec never lifts either. Best effort: a failure is logged, and the next pass tries
+    /// again.
     async fn hold_to_guardrails(
         &self,
         sub: &TwilioSubaccount,
@@ -212,10 +214,15 @@ impl Subaccounts {
                 parent: &creds,
                 policy: account.as_deref(),
             };
-            self.hold_to_budget(sub, &guard, st, now).await?;
-            let found = self.fetch_recorded(sub, &creds, &sid).await?;
-            self.keep_dialing(sub, guard.policy, &found, st, now).await;
-            Ok(())
+            let budget = self.hold_to_budget(sub, &guard, st, now).await;
+            let dialing = match self.fetch_recorded(sub, &creds, &sid).await {
+                Ok(found) => {
+                    self.keep_dialing(sub, guard.policy, &found, st, now).await;
+                    Ok(())
+                }
+                Err(stop) => Err(stop),
+            };
+            budget.and(dialing)
         }
         .await;
         if let Err(stop) = held {
@@ -223,7 +230,7 @@ impl Subaccounts {
                 Stop::Problem(p) => p.message,
                 Stop::Kube(e) => e.to_string(),
             };
-            tracing::info!(object = %object_id(sub), %why, "could not hold the subaccount to its budget and dialing permissions");
+            tracing::info!(object = %object_id(sub), %why, "could not hold the subaccount to its budget or dialing permissions");
         }
     }
 }
@@ -258,7 +265,13 @@ impl Lifecycle for Subaccounts {
                 return Err(problem.into());
             }
         };
-        let resolved = self.resolve(sub, settings, st).await?;
+        let resolved = match self.resolve(sub, settings, st).await {
+            Ok(resolved) => resolved,
+            Err(refused) => {
+                self.hold_to_guardrails(sub, st, now).await;
+                return Err(refused);
+            }
+        };
         self.claim_known(sub, &resolved, st).await?;
         let keys = self.membership.count(&ObjectRef::from_obj(sub));
         st.api_keys = Some(i32::try_from(keys).unwrap_or(i32::MAX));

@@ -9,7 +9,8 @@
 use super::{Subaccounts, edits_hash};
 use crate::api::subaccount::{TwilioSubaccount, TwilioSubaccountStatus, VoiceStatus};
 use crate::api::{TwilioAccount, account::VoicePolicy};
-use crate::conditions::{self, Problem};
+use crate::budget::reads::LOOK_SPACING;
+use crate::conditions::{self, Problem, Reason};
 use crate::dialing::{self, CONDITION, Observed, Wanted};
 use crate::target;
 use crate::twilio::MAX_COUNTRY_UPDATES;
@@ -28,6 +29,8 @@ const RETRY: SignedDuration = SignedDuration::from_secs(60);
 const MATCHED: &str = "Matched";
 /// The condition reason while the policy holds Twilio to less than the spec declares.
 const NARROWED: &str = "Narrowed";
+/// The condition reason while the spec lists a country Twilio does not.
+const UNKNOWN_COUNTRY: &str = "UnknownCountry";
 
 /// Why a check ended as it did, for the condition.
 struct Outcome {
@@ -80,17 +83,21 @@ impl Subaccounts {
             return None;
         }
         let uid = sub.uid().unwrap_or_default();
-        let asked = asked_hash(sub, declared.as_ref(), rules);
+        let asked = asked_hash(generation, declared.as_ref(), rules);
+        let edits = edits_hash(sub);
         let fresh = self.ctx.fresh_for();
+        // A person's annotation forces a look, but no more often than LOOK_SPACING: an editor
+        // looping on annotations must not spend the subaccount's Twilio rate on reads.
         let checked = self.memory.recall(&uid, |r| {
-            r.dialing_read
-                .filter(|(at, hash)| at.elapsed() < fresh && *hash == asked)
+            r.dialing_read.filter(|(at, hash, seen)| {
+                *hash == asked && at.elapsed() < fresh && (*seen == edits || at.elapsed() < LOOK_SPACING)
+            })
         });
-        let settled = st
+        let done = st
             .conditions
             .iter()
-            .any(|c| c.type_ == CONDITION && matches!(c.reason.as_str(), MATCHED | NARROWED));
-        if checked.is_some() && settled {
+            .any(|c| c.type_ == CONDITION && settled(&c.reason));
+        if checked.is_some() && done {
             return None;
         }
         let previous = st.conditions.iter().find(|c| c.type_ == CONDITION).cloned();
@@ -100,36 +107,38 @@ impl Subaccounts {
         {
             Ok(outcome) => {
                 self.memory
-                    .note(&uid, |r| r.dialing_read = Some((Instant::now(), asked)));
+                    .note(&uid, |r| r.dialing_read = Some((Instant::now(), asked, edits)));
                 outcome
             }
             Err(problem) => {
-                if previous
-                    .as_ref()
-                    .is_none_or(|c| c.reason != problem.reason.as_str())
-                {
-                    let note = format!(
-                        "Could not check the dialing permissions at Twilio: {}",
-                        problem.message
-                    );
-                    self.ctx
-                        .event(
-                            sub,
-                            EventType::Warning,
-                            problem.reason.as_str(),
-                            "DialingPermissions",
-                            note,
-                        )
-                        .await;
+                if problem.reason == Reason::AuthenticationFailed {
+                    // The token this process holds may have been replaced (by a promotion made
+                    // with it): the next pass fetches the subaccount, and its token, anew.
+                    self.memory.note(&uid, |r| r.fetched = None);
                 }
                 Outcome {
                     status: "False",
                     reason: problem.reason.as_str().to_owned(),
-                    message: problem.message,
+                    message: format!(
+                        "Could not check the dialing permissions at Twilio with the subaccount's own token: {}",
+                        problem.message
+                    ),
                 }
             }
         };
-        let retry = (outcome.status == "False" && outcome.reason != NARROWED).then(|| now + RETRY);
+        let news = previous.as_ref().is_none_or(|c| c.reason != outcome.reason);
+        if outcome.status == "False" && outcome.reason != NARROWED && news {
+            self.ctx
+                .event(
+                    sub,
+                    EventType::Warning,
+                    &outcome.reason,
+                    "DialingPermissions",
+                    outcome.message.clone(),
+                )
+                .await;
+        }
+        let retry = (!settled(&outcome.reason)).then(|| now + RETRY);
         conditions::set(
             &mut st.conditions,
             CONDITION,
@@ -191,9 +200,10 @@ impl Subaccounts {
                 ctx.twilio.update_dialing_settings(&creds, inherit).await?;
             }
             observed = dialing::after(&observed, &plan);
-            if plan.inherit == Some(true) {
-                // What applies now is the parent's.
-                observed = Observed::new(true, &ctx.twilio.list_dialing_countries(&creds).await?);
+            if let Some(inherit) = plan.inherit {
+                // What applies now is the parent's, or the subaccount's own as written while it
+                // inherited: read it rather than trust what a bulk update did to hidden settings.
+                observed = Observed::new(inherit, &ctx.twilio.list_dialing_countries(&creds).await?);
             }
             let changes = dialing::listed(&plan.changes);
             let (kind, reason, note) = if drift {
@@ -240,7 +250,7 @@ impl Subaccounts {
         Ok(if !plan.unknown.is_empty() {
             Outcome {
                 status: "False",
-                reason: "UnknownCountry".to_owned(),
+                reason: UNKNOWN_COUNTRY.to_owned(),
                 message: format!(
                     "Twilio lists no country {} (spec.voice.dialingPermissions.countries): use ISO 3166-1 alpha-2 codes Twilio supports. Subaccount {} {summary}",
                     plan.unknown.join(", "),
@@ -268,11 +278,17 @@ impl Subaccounts {
     }
 }
 
-/// A hash of what decides the wanted permissions besides Twilio itself: the declaration, the
-/// policy and the edits a person makes to force a look.
-fn asked_hash(sub: &TwilioSubaccount, declared: Option<&Wanted>, policy: Option<&VoicePolicy>) -> u64 {
+/// A hash of what decides the wanted permissions besides Twilio itself: the object's
+/// generation, the declaration and the policy.
+fn asked_hash(generation: Option<i64>, declared: Option<&Wanted>, policy: Option<&VoicePolicy>) -> u64 {
     let rules = policy.map(|p| (&p.countries, format!("{:?}", p.high_risk), p.required));
-    hash_of(&(edits_hash(sub), declared, rules))
+    hash_of(&(generation, declared, rules))
+}
+
+/// Whether a check that ended with `reason` is done until the next round: Twilio matched, or
+/// what differs needs a person (the policy, an unknown country), not another try.
+fn settled(reason: &str) -> bool {
+    matches!(reason, MATCHED | NARROWED | UNKNOWN_COUNTRY)
 }
 
 fn hash_of(value: &impl Hash) -> u64 {
