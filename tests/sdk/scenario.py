@@ -102,6 +102,11 @@ assert [c.iso_code for c in tenant.countries.list(high_risk_tollfraud_numbers_en
 assert main.voice.v1.dialing_permissions.countries("DE").fetch().low_risk_numbers_enabled is False, "the parent is untouched"
 expect_error(20001, lambda: tenant.bulk_country_updates.create(update_request="[]"))
 
+# The main account's balance; a subaccount carries none of its own (billing is pooled on the parent).
+balance = main.api.balance.fetch()
+assert balance.account_sid == main.username and balance.currency == "USD", balance
+assert float(balance.balance) >= 0, balance.balance
+
 print("scenario complete")
 sys.exit(0)
 
