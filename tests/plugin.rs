@@ -72,7 +72,8 @@ async fn kubectl_twilio_tells_status_rotates_and_shows_the_policy() {
     let tenant = f.cp.impersonating_kubeconfig(&f.ns, "tenant");
     let ns = f.ns.as_str();
 
-    f.create_subaccount("team", json!({"budget": {"monthly": "100.00"}}))
+    let voice = json!({"dialingPermissions": {"countries": [{"isoCode": "US"}]}});
+    f.create_subaccount("team", json!({"budget": {"monthly": "100.00"}, "voice": voice}))
         .await;
     let labels = json!({"app": "checkout"});
     for name in ["a", "b"] {
@@ -117,6 +118,11 @@ async fn kubectl_twilio_tells_status_rotates_and_shows_the_policy() {
     let said = ok(&tenant, &["status", "--kind", "subaccount", "team", "-n", ns]);
     assert!(
         said.contains("TwilioSubaccount") && said.contains("2 TwilioApiKeys use it"),
+        "{said}"
+    );
+    assert!(
+        said.contains("Voice dialing:  1 country, no high-risk range")
+            && said.contains("Matched: As declared"),
         "{said}"
     );
 
@@ -176,6 +182,10 @@ async fn kubectl_twilio_tells_status_rotates_and_shows_the_policy() {
     );
     assert!(
         said.contains("types Standard, Restricted") && said.contains("deletionPolicy Retain, Suspend, Close"),
+        "{said}"
+    );
+    assert!(
+        said.contains("voice dialing optional: any country, high-risk ranges Forbid"),
         "{said}"
     );
     let outside = f.cp.namespace("plugin-outside").await;

@@ -2,7 +2,7 @@
 //! `kubectl-twilio` on PATH).
 //!
 //! - `status`: why keys or subaccounts are or are not Ready, the key in use, what retires when,
-//!   the next rotation and the budget. Needs get (or list, with -l) on the objects.
+//!   the next rotation, the budget and the voice dialing permissions. Needs get (or list, with -l) on the objects.
 //! - `rotate`: one rotation of each key named or selected, through the rotate annotation. Needs
 //!   patch on twilioapikeys (and list, with -l), nothing else.
 //! - `policy`: which TwilioAccounts admit a namespace, and what they allow there. Needs get on
@@ -357,6 +357,25 @@ fn describe_subaccount(sub: &TwilioSubaccount, now: Timestamp) -> String {
     if let Some(next) = st.auth_token.as_ref().and_then(|t| t.next_rotation_at.as_ref()) {
         let _ = writeln!(out, "  Token rotation: {}", when(next, now));
     }
+    if let Some(voice) = &st.voice {
+        let countries = match voice.countries_enabled {
+            1 => "1 country".to_owned(),
+            n => format!("{n} countries"),
+        };
+        let reach = if voice.inherit {
+            format!("inherits its parent's ({countries})")
+        } else {
+            countries
+        };
+        let risky = match voice.high_risk.as_slice() {
+            [] => "no high-risk range".to_owned(),
+            codes => format!("HIGH-RISK ranges in {}", codes.join(", ")),
+        };
+        let _ = writeln!(out, "  Voice dialing:  {reach}, {risky}");
+        if let Some(c) = st.conditions.iter().find(|c| c.type_ == "DialingPermissions") {
+            let _ = writeln!(out, "                  {}: {}", c.reason, c.message);
+        }
+    }
     out
 }
 
@@ -444,6 +463,21 @@ fn describe_policy(
                 .unwrap_or_default();
             let _ = writeln!(out, "                  budget {required}{cap}");
         }
+        let voice = &subs.voice;
+        let countries = voice
+            .countries
+            .as_ref()
+            .map_or_else(|| "any country".to_owned(), |c| c.join(", "));
+        let _ = writeln!(
+            out,
+            "                  voice dialing {}: {countries}, high-risk ranges {:?}",
+            if voice.required {
+                "declared (required)"
+            } else {
+                "optional"
+            },
+            voice.high_risk
+        );
     }
     out
 }
