@@ -417,7 +417,8 @@ impl Metrics {
     }
 
     /// Sets how many countries a subaccount may call, and in how many a high-risk range;
-    /// `None` drops the series (no dialing permissions kept).
+    /// `None` drops its voice series, the repairs counted included (no dialing permissions
+    /// kept).
     pub fn voice(&self, namespace: &str, name: &str, counts: Option<(u32, u32)>) {
         let labels = ObjectLabels {
             namespace: namespace.into(),
@@ -435,6 +436,7 @@ impl Metrics {
             None => {
                 self.voice_countries.remove(&labels);
                 self.voice_high_risk.remove(&labels);
+                self.dialing_repairs.remove(&labels);
             }
         }
     }
@@ -467,10 +469,6 @@ impl Metrics {
     pub fn forget_subaccount(&self, namespace: &str, name: &str) {
         self.budget_ratio(namespace, name, None);
         self.voice(namespace, name, None);
-        self.dialing_repairs.remove(&ObjectLabels {
-            namespace: namespace.into(),
-            name: name.into(),
-        });
         let id = (namespace.to_owned(), name.to_owned());
         let currency = self.usage_currency.lock().expect("usage metrics").remove(&id);
         if let Some(currency) = currency {

@@ -72,6 +72,23 @@ async fn at_twilio(emu: &Emulator, sid: &str) -> (bool, BTreeMap<String, (bool, 
     (inherit.dialing_permissions_inheritance, enabled)
 }
 
+/// Enables every range in Cuba for subaccount `sid` with its own token, as anybody holding it
+/// could; returns those credentials.
+async fn widen_to_cuba(emu: &Emulator, sid: &str) -> Credentials {
+    let thief = own_credentials(emu, sid).await;
+    let widen = DialingCountry {
+        iso_code: "CU".into(),
+        low_risk_numbers_enabled: true,
+        high_risk_special_numbers_enabled: true,
+        high_risk_tollfraud_numbers_enabled: true,
+    };
+    emu.client()
+        .update_dialing_countries(&thief, &[widen])
+        .await
+        .expect("widen at Twilio");
+    thief
+}
+
 fn low(codes: &[&str]) -> BTreeMap<String, (bool, bool, bool)> {
     codes
         .iter()
@@ -173,18 +190,7 @@ async fn drift_at_twilio_is_repaired_and_announced() {
     f.create_subaccount("calls", json!({"voice": voice})).await;
     let sid = sid_of(&dialing_reason(&f.subaccounts(), "calls", "Matched").await);
 
-    let thief = own_credentials(&f.emu, &sid).await;
-    let widen = DialingCountry {
-        iso_code: "CU".into(),
-        low_risk_numbers_enabled: true,
-        high_risk_special_numbers_enabled: true,
-        high_risk_tollfraud_numbers_enabled: true,
-    };
-    f.emu
-        .client()
-        .update_dialing_countries(&thief, &[widen])
-        .await
-        .expect("widen at Twilio");
+    let thief = widen_to_cuba(&f.emu, &sid).await;
     let said = f.wait_event("calls", "DialingPermissionsRepaired").await;
     assert!(said.contains("CU") && said.contains(&sid), "{said}");
     assert_eq!(at_twilio(&f.emu, &sid).await, (false, low(&["US"])));
@@ -500,18 +506,7 @@ async fn a_refused_spec_does_not_lift_the_guardrail() {
         .expect("the tenant edits its spec");
     let message = t.refused("calls").await;
     assert!(message.contains("deletionPolicy"), "{message}");
-    let thief = own_credentials(&t.emu, &sid).await;
-    let widen = DialingCountry {
-        iso_code: "CU".into(),
-        low_risk_numbers_enabled: true,
-        high_risk_special_numbers_enabled: false,
-        high_risk_tollfraud_numbers_enabled: true,
-    };
-    t.emu
-        .client()
-        .update_dialing_countries(&thief, &[widen])
-        .await
-        .expect("widen at Twilio");
+    widen_to_cuba(&t.emu, &sid).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while at_twilio(&t.emu, &sid).await != (false, low(&["US"])) {
         assert!(

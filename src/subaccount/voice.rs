@@ -110,21 +110,27 @@ impl Subaccounts {
                     .note(&uid, |r| r.dialing_read = Some((Instant::now(), asked, edits)));
                 outcome
             }
-            Err(problem) => {
-                if problem.reason == Reason::AuthenticationFailed {
-                    // The token this process holds may have been replaced (by a promotion made
-                    // with it): the next pass fetches the subaccount, and its token, anew.
-                    self.memory.note(&uid, |r| r.fetched = None);
-                }
+            Err(problem) if problem.reason == Reason::AuthenticationFailed => {
+                // The token this process holds may have been replaced (a promotion made with
+                // it): the next pass fetches the subaccount, and its token, anew.
+                self.memory.note(&uid, |r| r.fetched = None);
                 Outcome {
                     status: "False",
                     reason: problem.reason.as_str().to_owned(),
                     message: format!(
-                        "Could not check the dialing permissions at Twilio with the subaccount's own token: {}",
-                        problem.message
+                        "Twilio refused subaccount {}'s own auth token, which the dialing permissions are read with: it was changed outside this object (a promoted or rotated token). The operator fetches the new one and tries again within a minute",
+                        account.sid
                     ),
                 }
             }
+            Err(problem) => Outcome {
+                status: "False",
+                reason: problem.reason.as_str().to_owned(),
+                message: format!(
+                    "Could not check the dialing permissions at Twilio with the subaccount's own token: {}",
+                    problem.message
+                ),
+            },
         };
         let news = previous.as_ref().is_none_or(|c| c.reason != outcome.reason);
         if outcome.status == "False" && outcome.reason != NARROWED && news {
