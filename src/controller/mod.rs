@@ -70,13 +70,14 @@ pub fn shared_caches(
     .reflect(accounts_writer)
     .for_each({
         // Objects read an account's spec, never its status, which each check rewrites (the
-        // balance): only a new generation, or the account's going, wakes its objects.
-        let mut generations: HashMap<String, Option<i64>> = HashMap::new();
+        // balance): only a new generation of the account, a new account under the same name
+        // (its UID), or the account's going wakes its objects.
+        let mut generations: HashMap<String, (Option<String>, Option<i64>)> = HashMap::new();
         move |event| {
             let changed = match event {
                 Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => {
-                    let generation = a.metadata.generation;
-                    (generations.insert(a.name_any(), generation) != Some(generation)).then(|| a.name_any())
+                    let seen = (a.metadata.uid.clone(), a.metadata.generation);
+                    (generations.insert(a.name_any(), seen.clone()) != Some(seen)).then(|| a.name_any())
                 }
                 Ok(watcher::Event::Delete(a)) => {
                     generations.remove(&a.name_any());
